@@ -1,0 +1,34 @@
+# Set-up and the everyday commands. Every target creates .venv when it is missing.
+# torch==2.13.0 is installed first: it is the CPU build on this machine's disk; a bare
+# `pip install torch` would pull a multi-GB CUDA build.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: venv demo test test-slow bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	.venv/bin/privfl run examples/quickstart.toml --overwrite
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+bench: venv
+	$(PY) benchmarks/perf/throughput.py
+
+lint: venv
+	.venv/bin/ruff check privfl attacks defenses tests benchmarks
+
+clean:
+	rm -rf .venv build *.egg-info runs

@@ -1,0 +1,2 @@
+"""Attacks: model poisoning (client-side transforms on malicious clients) and gradient
+inversion (observers of the ServerView)."""

@@ -1,0 +1,2 @@
+"""Defenses: differential privacy, secure aggregation, homomorphic encryption and robust
+aggregation."""

@@ -1,0 +1,3 @@
+from privfl.cli import app
+
+app(prog_name="privfl")

@@ -1,0 +1,111 @@
+"""The ``privfl`` command line: ``privfl run | data``.
+
+Exit status: 0 on success, 2 on a bad config or input (one line, no traceback), 1 on an
+internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from privfl.errors import PrivflError
+
+app = typer.Typer(
+    help="privfl: federated learning with privacy attacks and defenses measured on the same run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Data sets: download the real ones, inspect partitions.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+_err = Console(stderr=True)
+
+
+def _fail(e: PrivflError) -> NoReturn:
+    _err.print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False, markup=True)
+    raise typer.Exit(2)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=_err, show_path=False)],
+        force=True,
+    )
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a value: section.key=value (value read as TOML)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="parent folder of the run folder")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log at INFO level")] = False,
+) -> None:
+    """Run an experiment and write its folder OUT/<name>/."""
+    _setup_logging(verbose)
+    from privfl.api import resume as resume_run
+    from privfl.api import run as start_run
+
+    try:
+        if resume is not None:
+            if config is not None or set_:
+                raise PrivflError(
+                    "--resume takes no CONFIG or --set: the run folder's config.toml is used"
+                )
+            result = resume_run(resume, progress=not quiet)
+        elif config is None:
+            raise PrivflError("give a CONFIG file, or --resume RUN_DIR")
+        else:
+            result = start_run(
+                config, out=out, overrides=set_ or [], overwrite=overwrite, progress=not quiet
+            )
+    except PrivflError as e:
+        _fail(e)
+    last = result.metrics[-1] if result.metrics else {}
+    acc = last.get("test_accuracy")
+    _err.print(
+        f"[green]done[/] {result.config.name}: {len(result.metrics)} rounds"
+        + (f", test accuracy {acc:.4f}" if acc is not None else "")
+        + f" -> {result.run_dir}",
+        highlight=False,
+    )
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="mnist or cifar10")],
+    dir: Annotated[Path, typer.Option("--dir", help="folder to download into")],
+    mirror: Annotated[
+        str | None, typer.Option(help="base address replacing the canonical one")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Download a data set from its canonical address and check every file's SHA-256."""
+    _setup_logging(False)
+    from privfl.data.fetch import fetch_dataset
+
+    try:
+        paths = fetch_dataset(name, dir, mirror=mirror, progress=not quiet)
+    except PrivflError as e:
+        _fail(e)
+    for p in paths:
+        typer.echo(str(p))
+
+
+__all__ = ["app"]

@@ -1,0 +1,125 @@
+"""Local training of one client: SGD (optional momentum, weight decay, FedProx term) for a
+number of epochs or an exact number of steps."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privfl.update import ParamSpec
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How a client trains.
+
+    Attributes:
+        lr, momentum, weight_decay: ``torch.optim.SGD``'s.
+        epochs: passes over the local data (ignored when ``steps`` is set).
+        steps: exact number of SGD steps, cycling through reshuffled epochs.
+        batch_size: examples per step; None means the full local data set (FedSGD with
+            ``steps = 1``).
+        prox_mu: FedProx's ``mu / 2 * ||w - w_global||^2`` term (Li et al., MLSys 2020).
+    """
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int | None = 32
+    prox_mu: float = 0.0
+
+
+def batch_schedule(
+    n: int, batch_size: int | None, epochs: int, steps: int | None, generator: torch.Generator
+) -> Iterator[torch.Tensor | None]:
+    """Index tensors of each step's mini-batch. Each epoch is a fresh permutation of ``n``
+    examples cut into ``batch_size`` pieces (the last may be smaller). ``None`` stands for
+    "all examples in order" (full batch), which saves an indexing copy."""
+    if n == 0:
+        return
+    bs = n if batch_size is None else min(batch_size, n)
+    full = bs == n
+    total = steps if steps is not None else epochs * -(-n // bs)
+    done = 0
+    while done < total:
+        if full:
+            yield None
+            done += 1
+            continue
+        for idx in torch.randperm(n, generator=generator).split(bs):
+            yield idx
+            done += 1
+            if done == total:
+                return
+
+
+class LocalTrainer(ABC):
+    """How a client turns the global model into an update (plain SGD here; DP-SGD elsewhere)."""
+
+    @abstractmethod
+    def train(
+        self,
+        model: nn.Module,
+        spec: ParamSpec,
+        global_params: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Train ``model`` from ``global_params`` on ``(x, y)``.
+
+        Returns:
+            ``(delta, metrics)``: float32 ``(dim,)`` local minus global parameters, and scalars
+            such as ``loss`` (mean training loss over the steps) and ``steps``.
+        """
+
+
+class SGDTrainer(LocalTrainer):
+    """Mini-batch SGD on the cross-entropy loss (the client of FedAvg, McMahan et al. 2017)."""
+
+    def __init__(self, config: LocalTraining) -> None:
+        self.config = config
+
+    def train(
+        self,
+        model: nn.Module,
+        spec: ParamSpec,
+        global_params: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        spec.load_into(model, global_params)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        anchor = [p.detach().clone() for p in params] if c.prox_mu > 0 else None
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        seen = 0
+        steps = 0
+        model.train()
+        for idx in batch_schedule(len(y), c.batch_size, c.epochs, c.steps, generator):
+            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            objective = loss
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
+                objective = loss + 0.5 * c.prox_mu * prox
+            objective.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(yb)
+            seen += len(yb)
+            steps += 1
+        delta = spec.flatten(model) - global_params
+        return delta, {"loss": float(loss_sum) / max(seen, 1), "steps": float(steps)}
+
+
+__all__ = ["LocalTrainer", "LocalTraining", "SGDTrainer", "batch_schedule"]

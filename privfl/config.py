@@ -1,0 +1,317 @@
+"""An experiment as pydantic models, loaded from TOML; every bad value gets a clear error.
+
+Each TOML section maps to one model here: ``[data]`` -> :class:`DataConfig`, ``[model]`` ->
+a model config (discriminated by ``name``), ``[federation]`` -> :class:`FederationConfig`,
+``[evaluation]``, ``[defense.*]``, ``[attack.*]``. Unknown keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import tomllib
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.engine import ENGINE_NAMES
+from privfl.errors import ConfigError
+from privfl.models import MLPConfig, ModelConfig
+from privfl.server_optim import SERVER_OPTIMIZER_NAMES
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors; values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def _only_with(self, field: str, condition: bool, requirement: str) -> None:
+        """Reject ``field`` when the user gave it a non-default value although ``condition`` is
+        false (a default written out by a resolved config.toml passes)."""
+        default = type(self).model_fields[field].get_default(call_default_factory=True)
+        if field in self.model_fields_set and getattr(self, field) != default and not condition:
+            raise ValueError(f"{field} applies only when {requirement}")
+
+
+class DataConfig(StrictModel):
+    """``[data]``: which data set, how it is split among clients."""
+
+    name: Literal[DATASET_NAMES] = "digits"  # type: ignore[valid-type]
+    dir: Path | None = Field(None, description="local folder of mnist / cifar10 / femnist files")
+    partition: Literal[PARTITION_NAMES] = "iid"  # type: ignore[valid-type]
+    clients: PositiveInt = 10
+    alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition='dirichlet')")
+    shards_per_client: PositiveInt = Field(2, description="classes per client (partition='shards')")
+    min_examples: PositiveInt = Field(2, description="smallest client allowed (dirichlet)")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="held-out share for data sets without a test split"
+    )
+    client_test_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of each client's data held out for federated eval"
+    )
+    samples: PositiveInt = Field(2000, description="synthetic: number of examples")
+    shape: list[PositiveInt] = Field(default_factory=lambda: [1, 28, 28], description="synthetic")
+    classes: PositiveInt = Field(10, description="synthetic: number of classes")
+    noise: NonNegativeFloat = Field(1.0, description="synthetic: cluster noise level")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        self._only_with("alpha", self.partition == "dirichlet", "partition = 'dirichlet'")
+        self._only_with("shards_per_client", self.partition == "shards", "partition = 'shards'")
+        self._only_with("min_examples", self.partition == "dirichlet", "partition = 'dirichlet'")
+        for key in ("samples", "shape", "classes", "noise"):
+            self._only_with(key, self.name == "synthetic", "name = 'synthetic'")
+        needs_dir = self.name in ("mnist", "cifar10", "femnist")
+        self._only_with("dir", needs_dir, "name is mnist, cifar10 or femnist")
+        if needs_dir and self.dir is None:
+            raise ValueError(f"data.dir is required for name = '{self.name}' (the local folder)")
+        self._only_with(
+            "test_fraction",
+            self.name in ("digits", "synthetic"),
+            "name is digits or synthetic (the others ship a test split)",
+        )
+        if self.partition == "natural" and self.name != "femnist":
+            raise ValueError("partition = 'natural' needs writer ids: only femnist has them")
+        return self
+
+
+class FederationConfig(StrictModel):
+    """``[federation]``: the round loop, local training and the server optimizer.
+
+    ``local_steps``, when set, replaces ``local_epochs``: each client takes exactly that many
+    SGD steps (``local_steps = 1`` with ``batch_size = "full"`` is FedSGD). With
+    ``sampling = "poisson"`` every client joins a round independently with probability
+    ``q = clients_per_round / clients``.
+    """
+
+    rounds: PositiveInt = 20
+    clients_per_round: PositiveInt = 10
+    sampling: Literal["uniform", "poisson"] = "uniform"
+    local_epochs: PositiveInt = 1
+    local_steps: PositiveInt | None = None
+    batch_size: PositiveInt | Literal["full"] = 32
+    lr: PositiveFloat = 0.05
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: NonNegativeFloat = 0.0
+    prox_mu: NonNegativeFloat = Field(
+        0.0, description="FedProx proximal weight mu (Li et al. 2020)"
+    )
+    server_optimizer: Literal[SERVER_OPTIMIZER_NAMES] = "fedavg"  # type: ignore[valid-type]
+    server_lr: PositiveFloat = 1.0
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm's beta")
+    server_beta1: float = Field(0.9, ge=0, lt=1, description="fedadam/fedyogi beta_1")
+    server_beta2: float = Field(0.99, ge=0, lt=1, description="fedadam/fedyogi beta_2")
+    server_tau: PositiveFloat = Field(1e-3, description="adaptivity tau (Reddi et al. 2021)")
+    engine: Literal[ENGINE_NAMES] = "sequential"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _check(self) -> FederationConfig:
+        self._only_with("local_epochs", self.local_steps is None, "local_steps is not set")
+        self._only_with(
+            "server_momentum", self.server_optimizer == "fedavgm", "server_optimizer = 'fedavgm'"
+        )
+        adaptive = self.server_optimizer in ("fedadam", "fedyogi", "fedadagrad")
+        for key in ("server_beta1", "server_tau"):
+            self._only_with(key, adaptive, "server_optimizer is fedadam, fedyogi or fedadagrad")
+        self._only_with(
+            "server_beta2",
+            self.server_optimizer in ("fedadam", "fedyogi"),
+            "server_optimizer is fedadam or fedyogi",
+        )
+        return self
+
+
+class EvaluationConfig(StrictModel):
+    """``[evaluation]``: how often the global model is tested.
+
+    ``every``: centralized test-set evaluation every that many rounds (the last round always).
+    ``federated_every``: evaluation on each client's held-out data (needs
+    ``data.client_test_fraction > 0``), reporting mean, std and worst-10% client accuracy;
+    0 turns it off.
+    """
+
+    every: PositiveInt = 1
+    federated_every: NonNegativeInt = 0
+    batch_size: PositiveInt = 1024
+
+
+class DefenseConfig(StrictModel):
+    """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
+
+
+class AttackConfig(StrictModel):
+    """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
+
+
+class Config(StrictModel):
+    """A whole experiment; ``privfl.run(Config(...))`` runs it."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=120)
+    seed: NonNegativeInt = 0
+    checkpoint_every: PositiveInt = Field(1, description="rounds between checkpoints")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=MLPConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.federation.clients_per_round > self.data.clients:
+            raise ValueError(
+                f"federation.clients_per_round ({self.federation.clients_per_round}) must be "
+                f"<= data.clients ({self.data.clients})"
+            )
+        if self.evaluation.federated_every and self.data.client_test_fraction == 0:
+            raise ValueError(
+                "evaluation.federated_every needs data.client_test_fraction > 0 "
+                "(held-out data on each client)"
+            )
+        return self
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """Every value written out, defaults included, ready for ``tomli_w`` (None dropped)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+
+def _drop_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b.c=value"`` into ``(["a", "b", "c"], value)``.
+
+    The value is read as a TOML value (``5``, ``0.1``, ``true``, ``[256, 256]``, ``"x"``);
+    anything that is not valid TOML is taken as a plain string.
+    """
+    key, sep, raw = text.partition("=")
+    path = [p.strip() for p in key.strip().split(".")]
+    if not sep or not all(path):
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of the raw TOML dict with each ``section.key=value`` override set."""
+    out = _deep_copy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a raw dict (as parsed from TOML) into a :class:`Config`.
+
+    Raises:
+        ConfigError: naming every bad field, what was given and what is allowed.
+    """
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML experiment file, apply ``--set`` overrides, validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def _format_errors(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(err["loc"][:-1])
+            hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+            msg = f"unknown key {loc!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            msg += f"; allowed: {', '.join(allowed) if allowed else 'none yet'}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if (
+                err["type"] != "value_error"
+                and "input" in err
+                and not isinstance(err["input"], dict)
+            ):
+                msg += f" (got {err['input']!r})"
+            msg = f"{loc}: {msg}" if loc else msg
+        lines.append(msg)
+    return "invalid config: " + "; ".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the config section at ``loc``; a discriminated union's tag (the
+    ``mlp`` in ``model.mlp.hiddn``) picks the member class."""
+    node: Any = Config
+    union: dict[str, Any] | None = None
+    for part in loc:
+        if union is not None:
+            node, union = union.get(str(part)), None
+            if node is None:
+                return []
+            continue
+        field = getattr(node, "model_fields", {}).get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            node = ann
+        else:
+            union = {
+                a.model_fields["name"].default: a
+                for a in get_args(ann)
+                if isinstance(a, type) and issubclass(a, BaseModel) and "name" in a.model_fields
+            }
+    return [] if union is not None else sorted(node.model_fields)
+
+
+__all__ = [
+    "AttackConfig",
+    "Config",
+    "DataConfig",
+    "DefenseConfig",
+    "EvaluationConfig",
+    "FederationConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+]

@@ -1,0 +1,125 @@
+"""From a config to the federated data of a run: load, partition, hold out local test data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from privfl.data.base import DataBundle, Partition
+from privfl.data.partition import PARTITIONERS, split_local_test
+from privfl.seeding import numpy_rng
+
+if TYPE_CHECKING:
+    from privfl.config import DataConfig
+
+
+def _load_mnist(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.mnist import load_mnist
+
+    return load_mnist(Path(cfg.dir))  # type: ignore[arg-type]
+
+
+def _load_cifar10(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.cifar10 import load_cifar10
+
+    return load_cifar10(Path(cfg.dir))  # type: ignore[arg-type]
+
+
+def _load_femnist(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.femnist import load_femnist
+
+    return load_femnist(Path(cfg.dir))  # type: ignore[arg-type]
+
+
+def _load_digits(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.bundled import load_digits
+
+    return load_digits(test_fraction=cfg.test_fraction, rng=rng)
+
+
+def _make_synthetic(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.bundled import make_synthetic
+
+    return make_synthetic(
+        samples=cfg.samples,
+        shape=tuple(cfg.shape),
+        classes=cfg.classes,
+        noise=cfg.noise,
+        test_fraction=cfg.test_fraction,
+        rng=rng,
+    )
+
+
+LOADERS: dict[str, Callable[[DataConfig, np.random.Generator], DataBundle]] = {
+    "digits": _load_digits,
+    "synthetic": _make_synthetic,
+    "mnist": _load_mnist,
+    "cifar10": _load_cifar10,
+    "femnist": _load_femnist,
+}
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """A data bundle and who holds which examples.
+
+    Client data is never copied at partition time: :meth:`client_train` indexes on demand.
+    """
+
+    bundle: DataBundle
+    partition: Partition
+
+    @property
+    def num_clients(self) -> int:
+        return self.partition.num_clients
+
+    def client_train(self, client: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Client ``client``'s training examples ``(x, y)``."""
+        idx = torch.from_numpy(self.partition.indices[client])
+        return self.bundle.train.x[idx], self.bundle.train.y[idx]
+
+    def label_counts(self) -> np.ndarray:
+        """Per-client training label histogram, shape ``(clients, classes)``."""
+        return self.partition.label_counts(self.bundle.train.y.numpy(), self.bundle.num_classes)
+
+    def summary(self) -> dict[str, object]:
+        """Per-client example counts and their spread, for logs and run folders."""
+        sizes = self.partition.sizes()
+        counts = self.label_counts()
+        return {
+            "clients": int(len(sizes)),
+            "examples": sizes.tolist(),
+            "min": int(sizes.min()),
+            "max": int(sizes.max()),
+            "mean": float(sizes.mean()),
+            "classes_per_client_mean": float((counts > 0).sum(axis=1).mean()),
+        }
+
+
+def build_federated_data(cfg: DataConfig, seed: int) -> FederatedData:
+    """Load the data set ``cfg.name`` and partition it among ``cfg.clients`` clients.
+
+    Randomness: the train/test split uses the stream ``(seed, "data")``, the partition
+    ``(seed, "partition")`` and the local hold-out ``(seed, "local-test")``.
+    """
+    bundle = LOADERS[cfg.name](cfg, numpy_rng(seed, "data"))
+    labels = bundle.train.y.numpy()
+    rng = numpy_rng(seed, "partition")
+    kwargs: dict[str, object] = {}
+    if cfg.partition == "dirichlet":
+        kwargs = {"alpha": cfg.alpha, "min_examples": cfg.min_examples}
+    elif cfg.partition == "shards":
+        kwargs = {"shards_per_client": cfg.shards_per_client}
+    elif cfg.partition == "natural":
+        kwargs = {"groups": bundle.train.groups}
+    indices = PARTITIONERS[cfg.partition](labels, cfg.clients, rng, **kwargs)
+    train, test = split_local_test(indices, cfg.client_test_fraction, numpy_rng(seed, "local-test"))
+    return FederatedData(bundle, Partition(train, test))
+
+
+__all__ = ["LOADERS", "FederatedData", "build_federated_data"]

@@ -1,0 +1,12 @@
+"""Engines: how the sampled clients of a round are trained.
+
+``ENGINES`` maps the ``[federation] engine`` name to its class.
+"""
+
+from privfl.engine.base import Engine
+from privfl.engine.sequential import SequentialEngine
+
+ENGINES: dict[str, type[Engine]] = {"sequential": SequentialEngine}
+ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
+
+__all__ = ["ENGINES", "ENGINE_NAMES", "Engine", "SequentialEngine"]

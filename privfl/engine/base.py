@@ -1,0 +1,42 @@
+"""The engine interface: train a round's cohort and return their updates."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from privfl.client import LocalTrainer
+from privfl.data.federated import FederatedData
+from privfl.update import ParamSpec, Update
+
+
+class Engine(ABC):
+    """Runs local training for the sampled clients of a round.
+
+    Every client's randomness is the stream ``(seed, "client", round, client_id)``, so any
+    engine (sequential, vectorized, distributed) must give the same updates for the same seed.
+    """
+
+    def __init__(
+        self,
+        make_model: Callable[[], nn.Module],
+        spec: ParamSpec,
+        data: FederatedData,
+        trainer: LocalTrainer,
+        seed: int,
+    ) -> None:
+        self.make_model, self.spec, self.data = make_model, spec, data
+        self.trainer, self.seed = trainer, seed
+
+    @abstractmethod
+    def train(
+        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+    ) -> list[Update]:
+        """One :class:`Update` per client in ``clients``, in the same order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release workers or pools (nothing for in-process engines)."""
+        return None

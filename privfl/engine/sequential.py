@@ -1,0 +1,31 @@
+"""The sequential engine: clients train one after another in this process, on one model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from privfl.engine.base import Engine
+from privfl.seeding import torch_generator
+from privfl.update import Update
+
+
+class SequentialEngine(Engine):
+    """One worker model is reused for every client (its parameters are reloaded from the
+    global vector each time), so a round allocates no models."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._model = self.make_model()
+
+    def train(
+        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+    ) -> list[Update]:
+        updates = []
+        for cid in clients:
+            x, y = self.data.client_train(int(cid))
+            g = torch_generator(self.seed, "client", round, int(cid))
+            delta, metrics = self.trainer.train(self._model, self.spec, global_params, x, y, g)
+            updates.append(Update(int(cid), delta, len(y), metrics))
+        return updates

@@ -1,0 +1,330 @@
+"""The round loop (DESIGN.md, "One round, one direction"), checkpoints and resume.
+
+:class:`Federation` is a template: :meth:`Federation.run_round` drives the stages in order,
+and what each stage does is chosen by the config (see :mod:`privfl.plan`). A run is a pure
+function of its config and seed: every random stream is derived from ``(seed, name, round,
+...)``, so a run resumed from a checkpoint ends with exactly the numbers of an uninterrupted
+one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privfl.client import LocalTraining, SGDTrainer
+from privfl.config import Config, load_config
+from privfl.data.federated import FederatedData, build_federated_data
+from privfl.engine import ENGINES
+from privfl.errors import RunFolderError
+from privfl.evaluation import evaluate, federated_evaluate
+from privfl.ledger import Ledger
+from privfl.models import create_model
+from privfl.plan import Stages, build_stages
+from privfl.runfolder import RunFile, RunFolder
+from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
+from privfl.seeding import derive_seed
+from privfl.server_optim import create_server_optimizer
+from privfl.stages import ObserverContext, RoundContext
+from privfl.update import GroundTruth, ParamSpec, UpdateBatch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class RunResult:
+    """What a finished run returns.
+
+    Attributes:
+        config: the resolved config.
+        metrics: one dict per round (the lines of ``metrics.jsonl``).
+        params: float32 ``(dim,)``, the final global model as a flat vector.
+        model: a module holding the final global model.
+        attacks: the records of ``attacks.json``.
+        ledger: the privacy ledger.
+        run_dir: the run folder, or None for a run without one.
+    """
+
+    config: Config
+    metrics: list[dict[str, Any]]
+    params: torch.Tensor
+    model: nn.Module
+    attacks: list[dict[str, Any]] = field(default_factory=list)
+    ledger: Ledger = field(default_factory=Ledger)
+    run_dir: Path | None = None
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy after the last round."""
+        return float(self.metrics[-1]["test_accuracy"])
+
+
+def local_training_of(config: Config) -> LocalTraining:
+    """The clients' local training settings of a config."""
+    f = config.federation
+    return LocalTraining(
+        lr=f.lr,
+        momentum=f.momentum,
+        weight_decay=f.weight_decay,
+        epochs=f.local_epochs,
+        steps=f.local_steps,
+        batch_size=None if f.batch_size == "full" else f.batch_size,
+        prox_mu=f.prox_mu,
+    )
+
+
+def create_sampler(config: Config) -> ClientSampler:
+    """Uniform sampling of ``clients_per_round`` or Poisson sampling at ``q = m / N``."""
+    f, n = config.federation, config.data.clients
+    if f.sampling == "poisson":
+        return PoissonSampler(n, f.clients_per_round / n, config.seed)
+    return UniformSampler(n, f.clients_per_round, config.seed)
+
+
+class Federation:
+    """One federated training run: data, model, stages and the state that evolves per round."""
+
+    def __init__(
+        self, config: Config, *, folder: RunFolder | None = None, data: FederatedData | None = None
+    ) -> None:
+        self.config, self.folder = config, folder
+        self.data = data or build_federated_data(config.data, config.seed)
+        bundle = self.data.bundle
+        self._model_seed = derive_seed(config.seed, "model")
+        self.model = self.make_model()
+        self.spec = ParamSpec.of(self.model)
+        self.params = self.spec.flatten(self.model)
+        self.engine = ENGINES[config.federation.engine](
+            self.make_model,
+            self.spec,
+            self.data,
+            SGDTrainer(local_training_of(config)),
+            config.seed,
+        )
+        self.sampler = create_sampler(config)
+        self.stages: Stages = build_stages(config)
+        self.server_optimizer = create_server_optimizer(config.federation)
+        self.ledger = Ledger()
+        self.round = 0
+        self.metrics: list[dict[str, Any]] = []
+        self.attacks: list[dict[str, Any]] = []
+        self._observer_ctx = ObserverContext(
+            make_model=self.make_model,
+            spec=self.spec,
+            input_shape=bundle.input_shape,
+            num_classes=bundle.num_classes,
+            ground_truth=self._ground_truth,
+        )
+
+    def make_model(self) -> nn.Module:
+        """A fresh module of the run's architecture with the run's initial weights."""
+        b = self.data.bundle
+        return create_model(self.config.model, b.input_shape, b.num_classes, self._model_seed)
+
+    def _ground_truth(self, client: int) -> GroundTruth:
+        x, y = self.data.client_train(client)
+        return GroundTruth(client, x, y)
+
+    # ------------------------------------------------------------------ one round
+
+    def run_round(self) -> dict[str, Any]:
+        """Run the next round through every stage; returns its metrics record."""
+        r = self.round + 1
+        t0 = time.perf_counter()
+        sampled = self.sampler.sample(r)
+        ctx = RoundContext(
+            r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled
+        )
+        updates = self.engine.train(self.params, sampled.tolist(), r)
+        batch = UpdateBatch.stack(updates, self.spec.dim)
+        t_train = time.perf_counter()
+        for transform in self.stages.client_transforms:
+            batch = transform.apply(batch, ctx)
+        batch, nonfinite = _drop_nonfinite(batch, r)
+        result = self.stages.channel.transmit(batch, self.stages.aggregator, ctx)
+        aggregation = result.aggregation
+        info: dict[str, Any] = dict(result.info)
+        if aggregation is not None:
+            for transform in self.stages.server_transforms:
+                aggregation = transform.apply(aggregation, ctx)
+            self.params = self.server_optimizer.step(self.params, aggregation.delta)
+            info.update(aggregation.info)
+        else:
+            log.warning("round %d: no aggregate (no surviving updates); the model is unchanged", r)
+        for observer in self.stages.observers:
+            self.attacks.extend(observer.observe(result.view, self._observer_ctx))
+        t_agg = time.perf_counter()
+        record = self._metrics_record(r, sampled, batch, nonfinite, result, aggregation, info)
+        self.round = r
+        self.metrics.append(record)
+        t_end = time.perf_counter()
+        self._write_round(
+            record,
+            {
+                "round": r,
+                "seconds": t_end - t0,
+                "train_seconds": t_train - t0,
+                "aggregate_seconds": t_agg - t_train,
+                "eval_seconds": t_end - t_agg,
+            },
+        )
+        return record
+
+    def _metrics_record(self, r, sampled, batch, nonfinite, result, aggregation, info):  # type: ignore[no-untyped-def]
+        dropped = sorted(set(nonfinite.tolist()) | set(result.dropped.tolist()))
+        record: dict[str, Any] = {
+            "round": r,
+            "test_accuracy": None,
+            "test_loss": None,
+            "train_loss": _weighted(batch, "loss"),
+            "clients": sampled.tolist(),
+            "dropped": dropped,
+            "nonfinite": int(len(nonfinite)),
+            "aggregated": 0 if aggregation is None else int(len(batch) - len(result.dropped)),
+            "bytes_up": int(result.bytes_up),
+            "bytes_down": int(len(sampled) * self.spec.dim * 4),
+            "examples": int(batch.weights.sum()),
+        }
+        if aggregation is not None and len(aggregation.excluded):
+            record["excluded"] = aggregation.excluded.tolist()
+        ev = self.config.evaluation
+        last = r == self.config.federation.rounds
+        if last or r % ev.every == 0:
+            self.spec.load_into(self.model, self.params)
+            test = self.data.bundle.test
+            record["test_loss"], record["test_accuracy"] = evaluate(
+                self.model, test.x, test.y, ev.batch_size
+            )
+            if ev.federated_every and (last or r % ev.federated_every == 0):
+                train = self.data.bundle.train
+                record.update(
+                    federated_evaluate(
+                        self.model,
+                        train.x,
+                        train.y,
+                        self.data.partition.test_indices,
+                        ev.batch_size,
+                    )
+                )
+        record.update(info)
+        return record
+
+    # ------------------------------------------------------------ persistence
+
+    def _write_round(self, record: dict[str, Any], timing: dict[str, Any]) -> None:
+        if self.folder is None:
+            return
+        self.folder.append_jsonl(RunFile.METRICS, record)
+        self.folder.append_jsonl(RunFile.TIMINGS, timing)
+        if (
+            self.round % self.config.checkpoint_every == 0
+            or self.round == self.config.federation.rounds
+        ):
+            self.folder.write_json(RunFile.ATTACKS, self.attacks)
+            self.folder.save_checkpoint(self.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that evolves across rounds (the rest is derived from the config)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "round": self.round,
+            "params": self.params.clone(),
+            "server_optimizer": self.server_optimizer.state_dict(),
+            "stages": {k: s.state_dict() for k, s in self.stages.named().items()},  # type: ignore[attr-defined]
+            "ledger": self.ledger.state_dict(),
+            "metrics": list(self.metrics),
+            "attacks": list(self.attacks),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RunFolderError(
+                f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}"
+            )
+        if state["params"].shape != self.params.shape:
+            raise RunFolderError("checkpoint does not match the model of config.toml")
+        self.round = int(state["round"])
+        self.params = state["params"].clone()
+        self.server_optimizer.load_state_dict(state["server_optimizer"])
+        stages = self.stages.named()
+        for k, s in state["stages"].items():
+            stages[k].load_state_dict(s)  # type: ignore[attr-defined]
+        self.ledger.load_state_dict(state["ledger"])
+        self.metrics = list(state["metrics"])
+        self.attacks = list(state["attacks"])
+
+    def finish(self) -> RunResult:
+        """Write the end-of-run files (ledger, partition, plots) and return the result."""
+        self.spec.load_into(self.model, self.params)
+        if self.folder is not None:
+            from privfl.plots import plot_partition, plot_training
+
+            counts = self.data.label_counts()
+            self.folder.write_json(RunFile.LEDGER, self.ledger.to_json())
+            self.folder.write_json(
+                RunFile.PARTITION, {**self.data.summary(), "label_counts": counts}
+            )
+            self.folder.write_json(RunFile.ATTACKS, self.attacks)
+            plot_training(self.metrics, self.folder.plot_path("training"), title=self.config.name)
+            plot_partition(
+                counts,
+                self.folder.plot_path("partition"),
+                title=f"{self.config.data.name}: {self.config.data.partition} partition",
+            )
+        return RunResult(
+            config=self.config,
+            metrics=list(self.metrics),
+            params=self.params.clone(),
+            model=self.model,
+            attacks=list(self.attacks),
+            ledger=self.ledger,
+            run_dir=None if self.folder is None else self.folder.path,
+        )
+
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> Federation:
+        """Reopen ``run_dir`` at its last checkpoint; later records are discarded."""
+        folder = RunFolder(run_dir)
+        if not folder.file(RunFile.CONFIG).exists():
+            raise RunFolderError(f"{run_dir} is not a run folder (no {RunFile.CONFIG.value})")
+        fed = cls(load_config(folder.file(RunFile.CONFIG)), folder=folder)
+        state = folder.load_checkpoint()
+        if state is not None:
+            fed.load_state_dict(state)
+        for name in (RunFile.METRICS, RunFile.TIMINGS):
+            folder.truncate_jsonl(name, fed.round)
+        log.info("resuming %s after round %d", run_dir, fed.round)
+        return fed
+
+
+def _drop_nonfinite(batch: UpdateBatch, r: int) -> tuple[UpdateBatch, np.ndarray]:
+    """Remove updates holding NaN or Inf; returns the rest and the dropped client ids."""
+    if len(batch) == 0:
+        return batch, np.zeros(0, dtype=np.int64)
+    finite = torch.isfinite(batch.deltas).all(dim=1).numpy()
+    if finite.all():
+        return batch, np.zeros(0, dtype=np.int64)
+    bad = batch.client_ids[~finite]
+    log.warning(
+        "round %d: dropped %d update(s) with NaN/Inf from client(s) %s", r, len(bad), bad.tolist()
+    )
+    return batch.select(finite), bad
+
+
+def _weighted(batch: UpdateBatch, key: str) -> float | None:
+    if key not in batch.metrics or len(batch) == 0 or batch.weights.sum() == 0:
+        return None
+    v = batch.metrics[key]
+    return float(np.sum(v * batch.weights) / batch.weights.sum())
+
+
+__all__ = ["Federation", "RunResult", "create_sampler", "local_training_of"]

@@ -1,0 +1,149 @@
+"""The run folder: a contract that scripts and notebooks rely on (DESIGN.md, "An experiment").
+
+runs/<name>/config.toml     the resolved config, every default written out
+            metrics.jsonl   one JSON object a round (deterministic for a seed)
+            timings.jsonl   one JSON object a round: wall-clock seconds (not deterministic)
+            ledger.json     privacy events and the final epsilon
+            attacks.json    one record per attack result
+            partition.json  per-client example and label counts
+            checkpoint.pt   the state to resume from
+            plots/*.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+import torch
+
+from privfl.errors import RunFolderError
+
+
+class RunFile(str, Enum):
+    """Names of the files in a run folder."""
+
+    CONFIG = "config.toml"
+    METRICS = "metrics.jsonl"
+    TIMINGS = "timings.jsonl"
+    LEDGER = "ledger.json"
+    ATTACKS = "attacks.json"
+    PARTITION = "partition.json"
+    CHECKPOINT = "checkpoint.pt"
+    PLOTS = "plots"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Numpy and torch scalars/arrays as plain Python values, recursively."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _atomic_write(path: Path, write: Any, binary: bool = False) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunFolder:
+    """Reads and writes one run's folder; every whole-file write is atomic."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, out_dir: str | Path, name: str, *, overwrite: bool = False) -> RunFolder:
+        """A new, empty ``out_dir/name``. An existing non-empty folder is an error unless
+        ``overwrite`` (then it is emptied), so a finished run is never silently clobbered."""
+        path = Path(out_dir) / name
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise RunFolderError(
+                    f"run folder {path} exists; use --resume {path} to continue it, "
+                    "--overwrite to replace it, or another name (--set name=...)"
+                )
+            shutil.rmtree(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunFolderError(f"cannot create run folder {path}: {e}") from None
+        return cls(path)
+
+    def file(self, name: RunFile) -> Path:
+        return self.path / name.value
+
+    def plot_path(self, stem: str) -> Path:
+        d = self.file(RunFile.PLOTS)
+        d.mkdir(exist_ok=True)
+        return d / f"{stem}.png"
+
+    def write_toml(self, name: RunFile, data: dict[str, Any]) -> None:
+        _atomic_write(self.file(name), lambda f: f.write(tomli_w.dumps(data)))
+
+    def write_json(self, name: RunFile, data: Any) -> None:
+        text = json.dumps(to_jsonable(data), indent=2)
+        _atomic_write(self.file(name), lambda f: f.write(text + "\n"))
+
+    def read_json(self, name: RunFile, default: Any = None) -> Any:
+        p = self.file(name)
+        return json.loads(p.read_text()) if p.exists() else default
+
+    def append_jsonl(self, name: RunFile, record: dict[str, Any]) -> None:
+        with open(self.file(name), "a") as f:
+            f.write(json.dumps(to_jsonable(record)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_jsonl(self, name: RunFile) -> list[dict[str, Any]]:
+        """Complete records only: a line cut short by a crash is ignored."""
+        p = self.file(name)
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    def truncate_jsonl(self, name: RunFile, last_round: int) -> None:
+        """Keep only the records of rounds ``<= last_round`` (used on resume)."""
+        keep = [r for r in self.read_jsonl(name) if r.get("round", 0) <= last_round]
+        text = "".join(json.dumps(r) + "\n" for r in keep)
+        _atomic_write(self.file(name), lambda f: f.write(text))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        _atomic_write(self.file(RunFile.CHECKPOINT), lambda f: torch.save(state, f), binary=True)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        p = self.file(RunFile.CHECKPOINT)
+        if not p.exists():
+            return None
+        return torch.load(p, map_location="cpu", weights_only=False)
+
+
+__all__ = ["RunFile", "RunFolder", "to_jsonable"]

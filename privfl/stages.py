@@ -1,0 +1,180 @@
+"""The stage interfaces of a round (see DESIGN.md, "One round, one direction").
+
+    sampler -> engine -> client transforms -> channel(aggregator) -> server transforms
+            -> server optimizer;   channel -> ServerView -> observers
+
+Each stage is a small ABC. Stateful stages (error feedback, adaptive clipping, server
+momentum) keep their state behind ``state_dict`` / ``load_state_dict`` so checkpoints and
+resume cover them; the defaults here are for stateless stages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from privfl.seeding import numpy_rng, torch_generator
+from privfl.update import GroundTruth, ParamSpec, ServerView, UpdateBatch
+
+
+class Stateful:
+    """State that must survive a checkpoint. Stateless stages keep these defaults."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless but got state {sorted(state)}")
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What every stage may know about the current round.
+
+    Attributes:
+        round: 1-based round number.
+        seed: the run's root seed; stages draw randomness only via :meth:`rng`.
+        global_params: float32 ``(dim,)``, the model the clients start from (read-only).
+        spec: the layout of ``global_params``.
+        num_clients: registered clients (the population, not the cohort).
+        sampled: the clients sampled this round, int64 ``(m,)``.
+    """
+
+    round: int
+    seed: int
+    global_params: torch.Tensor
+    spec: ParamSpec
+    num_clients: int
+    sampled: np.ndarray
+
+    def rng(self, *path: int | str) -> np.random.Generator:
+        """A numpy Generator for the stream ``(seed, *path, round)``."""
+        return numpy_rng(self.seed, *path, self.round)
+
+    def torch_rng(self, *path: int | str) -> torch.Generator:
+        """A torch Generator for the stream ``(seed, *path, round)``."""
+        return torch_generator(self.seed, *path, self.round)
+
+
+class ClientTransform(Stateful, ABC):
+    """Runs on the clients after local training, before anything leaves them: clipping, local
+    DP noise, compression, or a malicious client's poisoning. Works on the whole cohort's
+    ``(n, dim)`` matrix at once; rows it must not touch (honest clients) it leaves as they are.
+    """
+
+    @abstractmethod
+    def apply(self, batch: UpdateBatch, ctx: RoundContext) -> UpdateBatch:
+        """The batch as it leaves the clients."""
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """An aggregator's output.
+
+    Attributes:
+        delta: float32 ``(dim,)``, the aggregated update.
+        excluded: client ids the rule left out (robust rules), int64.
+        info: figures to add to the round's metrics.
+    """
+
+    delta: torch.Tensor
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Aggregator(Stateful, ABC):
+    """Combines plaintext updates, shape ``(n, dim)``, into one ``(dim,)`` delta."""
+
+    #: True when the rule is the weighted mean, the only one a secure channel can compute.
+    is_weighted_mean: bool = False
+
+    @abstractmethod
+    def aggregate(self, batch: UpdateBatch, ctx: RoundContext) -> AggregationResult:
+        """The aggregated update of ``batch`` (which has at least one row)."""
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    """What a channel delivers to the server.
+
+    Attributes:
+        aggregation: the aggregate the server may use, or None when the round must be skipped.
+        view: exactly what the server saw.
+        bytes_up: client-to-server bytes this round, all clients together.
+        dropped: client ids lost in transit (dropouts), int64.
+        info: figures to add to the round's metrics.
+    """
+
+    aggregation: AggregationResult | None
+    view: ServerView
+    bytes_up: int
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(Stateful, ABC):
+    """Decides what crosses the wire (plaintext, masked vectors, ciphertexts) and so what the
+    server can see; runs the aggregator where the server may see individual updates."""
+
+    name: str = "channel"
+
+    @abstractmethod
+    def transmit(
+        self, batch: UpdateBatch, aggregator: Aggregator, ctx: RoundContext
+    ) -> ChannelResult:
+        """Send ``batch`` to the server and aggregate what arrives."""
+
+
+class ServerTransform(Stateful, ABC):
+    """Runs on the server on the aggregated update: central DP noise, adaptive clipping."""
+
+    @abstractmethod
+    def apply(self, result: AggregationResult, ctx: RoundContext) -> AggregationResult:
+        """The aggregate after this transform."""
+
+
+@dataclass(frozen=True)
+class ObserverContext:
+    """What an observer gets beside the ServerView.
+
+    Attributes:
+        make_model: a fresh module of the run's architecture (weights to be loaded).
+        spec: the layout of flat parameter vectors.
+        input_shape, num_classes: facts an attacker is assumed to know.
+        ground_truth: the true data of a client this round. Only for *scoring* a result:
+            the attack itself must use nothing but the view.
+    """
+
+    make_model: Callable[[], torch.nn.Module]
+    spec: ParamSpec
+    input_shape: tuple[int, ...]
+    num_classes: int
+    ground_truth: Callable[[int], GroundTruth]
+
+
+class Observer(Stateful, ABC):
+    """Watches what the server sees each round (inversion attacks, privacy audits)."""
+
+    @abstractmethod
+    def observe(self, view: ServerView, ctx: ObserverContext) -> list[dict[str, Any]]:
+        """Records for ``attacks.json`` (each with ``attack``, ``round``, ``client``, ...)."""
+
+
+__all__ = [
+    "AggregationResult",
+    "Aggregator",
+    "Channel",
+    "ChannelResult",
+    "ClientTransform",
+    "Observer",
+    "ObserverContext",
+    "RoundContext",
+    "ServerTransform",
+    "Stateful",
+]

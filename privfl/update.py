@@ -1,0 +1,204 @@
+"""What travels in a round: client updates, their stacked form, and what the server sees.
+
+Updates are flat float32 vectors (the model delta ``local - global``). Stages that can work on
+all clients at once get an :class:`UpdateBatch`, a ``clients x params`` matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """The layout of a model's trainable parameters in one flat float32 vector.
+
+    Attributes:
+        names: parameter names, in ``model.named_parameters()`` order.
+        shapes: each parameter's shape.
+        offsets: start of each parameter in the flat vector; ``offsets[-1] + numel[-1] == dim``.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    dim: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ParamSpec:
+        """The spec of ``model``'s parameters that require gradients."""
+        names, shapes, offsets, total = [], [], [], 0
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            names.append(name)
+            shapes.append(tuple(p.shape))
+            offsets.append(total)
+            total += p.numel()
+        return cls(tuple(names), tuple(shapes), tuple(offsets), total)
+
+    def flatten(self, model: nn.Module) -> torch.Tensor:
+        """The model's parameters as one new float32 vector, shape ``(dim,)``."""
+        params = dict(model.named_parameters())
+        return torch.cat([params[n].detach().reshape(-1) for n in self.names]).to(torch.float32)
+
+    def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views into ``vector`` (shape ``(dim,)``) with each parameter's name and shape."""
+        self._check(vector)
+        return {
+            n: vector[o : o + _numel(s)].view(s)
+            for n, s, o in zip(self.names, self.shapes, self.offsets, strict=True)
+        }
+
+    def load_into(self, model: nn.Module, vector: torch.Tensor) -> None:
+        """Copy ``vector`` into the model's parameters in place (no autograd history)."""
+        self._check(vector)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, s, o in zip(self.names, self.shapes, self.offsets, strict=True):
+                params[n].copy_(vector[o : o + _numel(s)].view(s))
+
+    def _check(self, vector: torch.Tensor) -> None:
+        if vector.ndim != 1 or vector.numel() != self.dim:
+            raise ValueError(
+                f"expected a flat vector of {self.dim} values, got shape {tuple(vector.shape)}"
+            )
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@dataclass(frozen=True)
+class Update:
+    """One client's contribution to a round.
+
+    Attributes:
+        client_id: the client's index in the partition.
+        delta: float32, shape ``(dim,)``: local parameters minus the global ones.
+        num_examples: examples the client trained on (the FedAvg weight).
+        metrics: scalars the client reports (e.g. ``loss``, ``steps``).
+    """
+
+    client_id: int
+    delta: torch.Tensor
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdateBatch:
+    """The updates of a round stacked for vectorized stages.
+
+    Attributes:
+        client_ids: int64, shape ``(n,)``.
+        deltas: float32, shape ``(n, dim)``; row ``i`` belongs to ``client_ids[i]``.
+        weights: float64, shape ``(n,)``: aggregation weights (example counts by default).
+        metrics: per-client scalar arrays, each shape ``(n,)``.
+    """
+
+    client_ids: np.ndarray
+    deltas: torch.Tensor
+    weights: np.ndarray
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def stack(cls, updates: Sequence[Update], dim: int) -> UpdateBatch:
+        """Stack ``updates`` (all of length ``dim``) into one batch; an empty list gives n=0."""
+        keys = sorted({k for u in updates for k in u.metrics})
+        deltas = (
+            torch.stack([u.delta for u in updates])
+            if updates
+            else torch.zeros((0, dim), dtype=torch.float32)
+        )
+        return cls(
+            client_ids=np.array([u.client_id for u in updates], dtype=np.int64),
+            deltas=deltas,
+            weights=np.array([u.num_examples for u in updates], dtype=np.float64),
+            metrics={k: np.array([u.metrics.get(k, np.nan) for u in updates]) for k in keys},
+        )
+
+    def __len__(self) -> int:
+        return len(self.client_ids)
+
+    def select(self, mask: np.ndarray) -> UpdateBatch:
+        """The rows where the boolean ``mask`` (shape ``(n,)``) is true."""
+        m = torch.from_numpy(np.asarray(mask, dtype=bool))
+        return UpdateBatch(
+            client_ids=self.client_ids[mask],
+            deltas=self.deltas[m],
+            weights=self.weights[mask],
+            metrics={k: v[mask] for k, v in self.metrics.items()},
+        )
+
+    def with_deltas(self, deltas: torch.Tensor) -> UpdateBatch:
+        """A copy with the deltas replaced (same clients, weights and metrics)."""
+        if deltas.shape != self.deltas.shape:
+            raise ValueError(f"deltas shape {tuple(deltas.shape)} != {tuple(self.deltas.shape)}")
+        return replace(self, deltas=deltas)
+
+    def __iter__(self) -> Iterator[Update]:
+        for i, cid in enumerate(self.client_ids):
+            yield Update(
+                int(cid),
+                self.deltas[i],
+                int(self.weights[i]),
+                {k: float(v[i]) for k, v in self.metrics.items()},
+            )
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """Exactly what an honest-but-curious server sees in one round, and nothing more.
+
+    Observers (inversion attacks, audits) receive only this. Channels fill the fields they
+    reveal: a plain channel every client's ``updates``; secure aggregation only ``masked``
+    vectors and the ``aggregate``; HE only ciphertext bytes.
+
+    Attributes:
+        round: the round number (1-based).
+        global_params: float32, shape ``(dim,)``: the model the clients started from.
+        client_ids: the clients that took part.
+        updates: plaintext per-client updates, or None when the channel hides them.
+        aggregate: the aggregated delta the server learns, or None when it learns none.
+        masked: per-client vectors as received (masked or encrypted), or None.
+        channel: the name of the channel that produced this view.
+    """
+
+    round: int
+    global_params: torch.Tensor
+    client_ids: np.ndarray
+    updates: UpdateBatch | None = None
+    aggregate: torch.Tensor | None = None
+    masked: object | None = None
+    channel: str = "plain"
+
+    @property
+    def has_plaintext_updates(self) -> bool:
+        return self.updates is not None
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """A client's true local data in a round: only for scoring an attack, never for running it.
+
+    Attributes:
+        client_id: the client.
+        x: the examples it trained on, float32 ``(n, *input_shape)``.
+        y: their labels, int64 ``(n,)``.
+    """
+
+    client_id: int
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+__all__ = ["GroundTruth", "ParamSpec", "ServerView", "Update", "UpdateBatch"]
