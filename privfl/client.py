@@ -101,9 +101,8 @@ class SGDTrainer(LocalTrainer):
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         anchor = [p.detach().clone() for p in params] if c.prox_mu > 0 else None
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        seen = 0
-        steps = 0
+        losses: list[torch.Tensor] = []
+        sizes: list[int] = []
         model.train()
         for idx in batch_schedule(len(y), c.batch_size, c.epochs, c.steps, generator):
             xb, yb = (x, y) if idx is None else (x[idx], y[idx])
@@ -115,11 +114,16 @@ class SGDTrainer(LocalTrainer):
                 objective = loss + 0.5 * c.prox_mu * prox
             objective.backward()
             opt.step()
-            loss_sum += loss.detach() * len(yb)
-            seen += len(yb)
-            steps += 1
+            losses.append(loss.detach())
+            sizes.append(len(yb))
         delta = spec.flatten(model) - global_params
-        return delta, {"loss": float(loss_sum) / max(seen, 1), "steps": float(steps)}
+        mean_loss = (
+            float(torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64))
+            / sum(sizes)
+            if losses
+            else float("nan")
+        )
+        return delta, {"loss": mean_loss, "steps": float(len(losses))}
 
 
 __all__ = ["LocalTrainer", "LocalTraining", "SGDTrainer", "batch_schedule"]

@@ -8,10 +8,10 @@ a model config (discriminated by ``name``), ``[federation]`` -> :class:`Federati
 from __future__ import annotations
 
 import difflib
+import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -272,7 +272,11 @@ def _format_errors(e: ValidationError) -> str:
                 and not isinstance(err["input"], dict)
             ):
                 msg += f" (got {err['input']!r})"
-            msg = f"{loc}: {msg}" if loc else msg
+            if loc and msg.split(" ", 1)[0] in _allowed_keys(err["loc"]):
+                # A section validator's message about one of its fields: "data.alpha ...".
+                msg = f"{loc}.{msg}"
+            else:
+                msg = f"{loc}: {msg}" if loc else msg
         lines.append(msg)
     return "invalid config: " + "; ".join(lines)
 

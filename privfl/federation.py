@@ -310,7 +310,12 @@ def _drop_nonfinite(batch: UpdateBatch, r: int) -> tuple[UpdateBatch, np.ndarray
     """Remove updates holding NaN or Inf; returns the rest and the dropped client ids."""
     if len(batch) == 0:
         return batch, np.zeros(0, dtype=np.int64)
-    finite = torch.isfinite(batch.deltas).all(dim=1).numpy()
+    # NaN and Inf propagate through a row sum (one cheap pass); only rows whose sum is not
+    # finite (which includes finite rows that overflow) are checked element by element.
+    finite = torch.isfinite(batch.deltas.sum(dim=1)).numpy()
+    if not finite.all():
+        suspect = np.flatnonzero(~finite)
+        finite[suspect] = torch.isfinite(batch.deltas[suspect]).all(dim=1).numpy()
     if finite.all():
         return batch, np.zeros(0, dtype=np.int64)
     bad = batch.client_ids[~finite]

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 from privfl.errors import RunFolderError
 
 
-class RunFile(str, Enum):
+class RunFile(StrEnum):
     """Names of the files in a run folder."""
 
     CONFIG = "config.toml"

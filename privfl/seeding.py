@@ -16,21 +16,25 @@ import torch
 PathPart = int | str
 
 
-def _key(part: PathPart) -> int:
+def _encode(part: PathPart) -> bytes:
     if isinstance(part, bool) or not isinstance(part, int | str):
         raise TypeError(f"seed path parts must be int or str, got {part!r}")
     if isinstance(part, int):
         if part < 0:
             raise ValueError(f"seed path ints must be >= 0, got {part}")
-        return part
-    # Strings map to a stable 64-bit integer (Python's hash() is salted per process).
-    return int.from_bytes(hashlib.blake2b(part.encode(), digest_size=8).digest(), "little")
+        return b"i" + str(part).encode() + b";"
+    return b"s" + str(len(part.encode())).encode() + b":" + part.encode() + b";"
 
 
 def derive_seed(root: int, *path: PathPart) -> int:
-    """A 63-bit seed for the stream named ``path`` under ``root`` (numpy SeedSequence)."""
-    ss = np.random.SeedSequence(entropy=root, spawn_key=tuple(_key(p) for p in path))
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    """A 63-bit seed for the stream named ``path`` under ``root``.
+
+    The seed is BLAKE2b of an unambiguous encoding of ``(root, *path)`` (type-tagged,
+    length-prefixed), so distinct paths never share an encoding and ``1`` differs from
+    ``"1"``. Python's ``hash()`` is not used: it is salted per process.
+    """
+    data = _encode(root) + b"|" + b"".join(_encode(p) for p in path)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
 def numpy_rng(root: int, *path: PathPart) -> np.random.Generator:

@@ -44,8 +44,7 @@ class ParamSpec:
 
     def flatten(self, model: nn.Module) -> torch.Tensor:
         """The model's parameters as one new float32 vector, shape ``(dim,)``."""
-        params = dict(model.named_parameters())
-        return torch.cat([params[n].detach().reshape(-1) for n in self.names]).to(torch.float32)
+        return torch.cat([p.detach().reshape(-1) for p in self._params(model)]).to(torch.float32)
 
     def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views into ``vector`` (shape ``(dim,)``) with each parameter's name and shape."""
@@ -58,10 +57,17 @@ class ParamSpec:
     def load_into(self, model: nn.Module, vector: torch.Tensor) -> None:
         """Copy ``vector`` into the model's parameters in place (no autograd history)."""
         self._check(vector)
-        params = dict(model.named_parameters())
         with torch.no_grad():
-            for n, s, o in zip(self.names, self.shapes, self.offsets, strict=True):
-                params[n].copy_(vector[o : o + _numel(s)].view(s))
+            for p, o in zip(self._params(model), self.offsets, strict=True):
+                p.copy_(vector[o : o + p.numel()].view_as(p))
+
+    def _params(self, model: nn.Module) -> list[nn.Parameter]:
+        """The model's trainable parameters in spec order (checked against the spec's count;
+        ``model.parameters()`` is much cheaper than ``named_parameters()`` on the hot path)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if len(params) != len(self.names):
+            raise ValueError(f"model has {len(params)} trainable tensors, spec {len(self.names)}")
+        return params
 
     def _check(self, vector: torch.Tensor) -> None:
         if vector.ndim != 1 or vector.numel() != self.dim:

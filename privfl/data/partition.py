@@ -18,7 +18,7 @@ Partitioner = Callable[..., list[np.ndarray]]
 
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffle, then split into ``num_clients`` nearly equal parts (sizes differ by <= 1)."""
-    _check_enough(len(labels), num_clients, "iid")
+    _check_enough(len(labels), num_clients, "iid", f"data.clients={num_clients}")
     return [np.sort(p) for p in np.array_split(rng.permutation(len(labels)), num_clients)]
 
 
@@ -39,7 +39,12 @@ def dirichlet(
     """
     if alpha <= 0:
         raise ConfigError(f"data.alpha must be > 0, got {alpha}")
-    _check_enough(len(labels), num_clients * max(min_examples, 1), "dirichlet")
+    _check_enough(
+        len(labels),
+        num_clients * max(min_examples, 1),
+        "dirichlet",
+        f"data.clients={num_clients} x data.min_examples={min_examples}",
+    )
     classes = np.unique(labels)
     by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     for _ in range(max_tries):
@@ -65,7 +70,12 @@ def shards(
     ``num_clients * shards_per_client`` equal shards, give each client ``shards_per_client``
     random shards (so most clients see at most that many classes)."""
     n_shards = num_clients * shards_per_client
-    _check_enough(len(labels), n_shards, "shards")
+    _check_enough(
+        len(labels),
+        n_shards,
+        "shards",
+        f"data.clients={num_clients} x data.shards_per_client={shards_per_client}",
+    )
     order = np.argsort(labels, kind="stable")
     pieces = np.array_split(order, n_shards)
     owner = rng.permutation(n_shards).reshape(num_clients, shards_per_client)
@@ -90,9 +100,11 @@ def natural(
     return [np.flatnonzero(groups == w) for w in chosen]
 
 
-def _check_enough(n: int, needed: int, name: str) -> None:
+def _check_enough(n: int, needed: int, name: str, fields: str) -> None:
     if n < needed:
-        raise ConfigError(f"{name} partition needs at least {needed} training examples, have {n}")
+        raise ConfigError(
+            f"{name} partition needs at least {needed} training examples ({fields}), have {n}"
+        )
 
 
 PARTITIONERS: dict[str, Partitioner] = {

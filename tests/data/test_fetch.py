@@ -342,3 +342,20 @@ def test_manifest_digests_are_well_formed() -> None:
             assert len(f.sha256) == 64 and int(f.sha256, 16) >= 0
             assert f.url.startswith("https://") and f.url.endswith("/" + f.name)
     assert REMOTE_FILES["cifar10"][0].extract
+
+
+def test_cli_fetch_rejects_a_corrupted_file_with_exit_2(server: Server, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from privfl.cli import app
+
+    fake = gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 100)
+    (server.root / "train-images-idx3-ubyte.gz").write_bytes(fake)
+    dest = tmp_path / "dest"
+    r = CliRunner().invoke(
+        app, ["data", "fetch", "mnist", "--dir", str(dest), "--mirror", server.url, "-q"]
+    )
+    assert r.exit_code == 2
+    text = " ".join(r.output.split())
+    assert "train-images-idx3-ubyte.gz" in text and "Traceback" not in r.output
+    assert _leftovers(dest) == []

@@ -1,0 +1,31 @@
+"""Shared fixtures: small, fast configs on the bundled digits data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import privfl
+
+
+def small_config(**sections: Any) -> privfl.Config:
+    """A fast digits config; keyword arguments update whole sections or top-level keys."""
+    raw: dict[str, Any] = {
+        "name": "t",
+        "seed": 0,
+        "data": {"name": "digits", "partition": "iid", "clients": 10},
+        "model": {"name": "mlp", "hidden": [32]},
+        "federation": {"rounds": 3, "clients_per_round": 4, "batch_size": 16, "lr": 0.1},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return privfl.config.config_from_dict(raw)
+
+
+@pytest.fixture
+def make_config():
+    return small_config

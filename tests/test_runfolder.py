@@ -1,0 +1,143 @@
+"""The run folder contract: files, determinism, and resume after a killed process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tomli_w
+import torch
+from conftest import small_config
+
+import privfl
+from privfl.errors import RunFolderError
+from privfl.runfolder import RunFile, RunFolder
+
+REQUIRED_KEYS = {"round", "test_accuracy", "test_loss", "clients", "dropped", "bytes_up"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_folder_holds_the_contract_files(tmp_path):
+    cfg = small_config(name="contract", federation={"rounds": 3})
+    res = privfl.run(cfg, out=tmp_path, progress=False)
+    d = tmp_path / "contract"
+    assert res.run_dir == d
+    lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in lines] == [1, 2, 3]
+    assert all(REQUIRED_KEYS <= m.keys() for m in lines)
+    assert lines == res.metrics
+    # plain channel: every client sends dim float32 values
+    dim = sum(p.numel() for p in res.model.parameters())
+    assert all(m["bytes_up"] == 4 * dim * len(m["clients"]) for m in lines)
+    timings = [json.loads(x) for x in (d / "timings.jsonl").read_text().splitlines()]
+    assert [t["round"] for t in timings] == [1, 2, 3] and all(t["seconds"] > 0 for t in timings)
+    assert privfl.load_config(d / "config.toml") == cfg
+    ledger = json.loads((d / "ledger.json").read_text())
+    assert ledger["events"] == [] and ledger["epsilon"] is None
+    part = json.loads((d / "partition.json").read_text())
+    assert sum(part["examples"]) == sum(map(sum, part["label_counts"]))
+    for png in ("training", "partition"):
+        data = (d / "plots" / f"{png}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    ckpt = torch.load(d / "checkpoint.pt", weights_only=False)
+    assert ckpt["round"] == 3 and torch.equal(ckpt["params"], res.params)
+
+
+def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        privfl.run(small_config(name=name, seed=seed), out=tmp_path, progress=False)
+    a, b, c = ((tmp_path / n / "metrics.jsonl").read_bytes() for n in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_existing_run_folder_is_not_clobbered(tmp_path):
+    privfl.run(small_config(name="x", federation={"rounds": 1}), out=tmp_path, progress=False)
+    with pytest.raises(RunFolderError, match="--resume"):
+        privfl.run(small_config(name="x"), out=tmp_path, progress=False)
+    privfl.run(
+        small_config(name="x", federation={"rounds": 2}),
+        out=tmp_path,
+        overwrite=True,
+        progress=False,
+    )
+    assert len((tmp_path / "x" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_after_kill_gives_the_uninterrupted_numbers(tmp_path):
+    cfg = small_config(
+        name="long",
+        data={"clients": 20},
+        federation={
+            "rounds": 12,
+            "clients_per_round": 8,
+            "local_epochs": 3,
+            "server_optimizer": "fedadam",
+            "server_lr": 0.02,
+        },
+    )
+    cfg_path = tmp_path / "long.toml"
+    cfg_path.write_text(tomli_w.dumps(cfg.to_toml_dict()))
+    privfl.run(cfg, out=tmp_path / "ref", progress=False)
+
+    cmd = [sys.executable, "-m", "privfl", "run", str(cfg_path), "--out", str(tmp_path / "k"), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "k" / "long" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 4 <= done < 12
+
+    out = subprocess.run(
+        [sys.executable, "-m", "privfl", "run", "--resume", str(tmp_path / "k" / "long"), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    ref = tmp_path / "ref" / "long"
+    got = tmp_path / "k" / "long"
+    assert metrics.read_bytes() == (ref / "metrics.jsonl").read_bytes()
+    p_ref = torch.load(ref / "checkpoint.pt", weights_only=False)["params"]
+    p_got = torch.load(got / "checkpoint.pt", weights_only=False)["params"]
+    assert torch.equal(p_ref, p_got)
+    assert len((got / "timings.jsonl").read_text().splitlines()) == 12
+
+
+def test_resume_discards_records_after_the_checkpoint(tmp_path):
+    cfg = small_config(name="r", federation={"rounds": 4}, checkpoint_every=2)
+    privfl.run(cfg, out=tmp_path, progress=False)
+    full = (tmp_path / "r" / "metrics.jsonl").read_bytes()
+    folder = RunFolder(tmp_path / "r")
+    # simulate a crash in round 4 after round 3's line was written, checkpoint at round 2
+    fed = privfl.Federation(cfg, folder=None)
+    fed.run_round()
+    fed.run_round()
+    folder.save_checkpoint(fed.state_dict())
+    lines = full.decode().splitlines(keepends=True)
+    folder.file(RunFile.METRICS).write_text("".join(lines[:3]) + '{"round": 4, "cut')
+    res = privfl.resume(tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "metrics.jsonl").read_bytes() == full
+    assert [m["round"] for m in res.metrics] == [1, 2, 3, 4]
+
+
+def test_resume_of_a_non_run_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        privfl.resume(tmp_path)
+
+
+def test_package_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "privfl", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "run" in out.stdout
+    assert Path(privfl.__file__).name == "__init__.py"
