@@ -26,8 +26,17 @@ data_app = typer.Typer(
     help="Data sets: download the real ones, inspect partitions.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(
+    help="Configs: the reference of every key, resolved configs.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
 
 _err = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a value: section.key=value (value read as TOML)"),
+]
 
 
 def _fail(e: PrivflError) -> NoReturn:
@@ -47,10 +56,7 @@ def _setup_logging(verbose: bool) -> None:
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="override a value: section.key=value (value read as TOML)"),
-    ] = None,
+    set_: SetOption = None,
     out: Annotated[Path, typer.Option(help="parent folder of the run folder")] = Path("runs"),
     resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
@@ -84,6 +90,65 @@ def run(
         + (f", test accuracy {acc:.4f}" if acc is not None else "")
         + f" -> {result.run_dir}",
         highlight=False,
+    )
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print every config section and key with its type, default and meaning (Markdown)."""
+    from privfl.reference import config_reference as reference
+
+    typer.echo(reference(), nl=False)
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path, typer.Argument(help="experiment TOML file")],
+    set_: SetOption = None,
+) -> None:
+    """Print the resolved config (every default written out), as a run would save it."""
+    import tomli_w
+
+    from privfl.config import load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except PrivflError as e:
+        _fail(e)
+    typer.echo(tomli_w.dumps(cfg.to_toml_dict()), nl=False)
+
+
+@data_app.command("summary")
+def data_summary(
+    config: Annotated[Path, typer.Argument(help="experiment TOML file")],
+    set_: SetOption = None,
+) -> None:
+    """Partition a config's data and print per-client example and label counts."""
+    from rich.table import Table
+
+    from privfl.config import load_config
+    from privfl.data.federated import build_federated_data
+
+    try:
+        cfg = load_config(config, set_ or [])
+        data = build_federated_data(cfg.data, cfg.seed)
+    except PrivflError as e:
+        _fail(e)
+    counts = data.label_counts()
+    table = Table(
+        title=f"{cfg.data.name}: {cfg.data.partition} partition, {data.num_clients} clients"
+    )
+    table.add_column("client", justify="right")
+    table.add_column("examples", justify="right")
+    for c in range(counts.shape[1]):
+        table.add_column(str(c), justify="right", style="dim")
+    for k, row in enumerate(counts):
+        table.add_row(str(k), str(int(row.sum())), *[str(int(v)) if v else "." for v in row])
+    Console().print(table)
+    s = data.summary()
+    Console().print(
+        f"examples per client: min {s['min']}, mean {s['mean']:.1f}, max {s['max']}; "
+        f"classes per client: {s['classes_per_client_mean']:.2f} on average"
     )
 
 

@@ -47,10 +47,14 @@ class StrictModel(BaseModel):
 class DataConfig(StrictModel):
     """``[data]``: which data set, how it is split among clients."""
 
-    name: Literal[DATASET_NAMES] = "digits"  # type: ignore[valid-type]
+    name: Literal[DATASET_NAMES] = Field(  # type: ignore[valid-type]
+        "digits", description="data set; digits and synthetic need no files"
+    )
     dir: Path | None = Field(None, description="local folder of mnist / cifar10 / femnist files")
-    partition: Literal[PARTITION_NAMES] = "iid"  # type: ignore[valid-type]
-    clients: PositiveInt = 10
+    partition: Literal[PARTITION_NAMES] = Field(  # type: ignore[valid-type]
+        "iid", description="how examples are split among clients"
+    )
+    clients: PositiveInt = Field(10, description="registered clients (the population)")
     alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition='dirichlet')")
     shards_per_client: PositiveInt = Field(2, description="classes per client (partition='shards')")
     min_examples: PositiveInt = Field(2, description="smallest client allowed (dirichlet)")
@@ -61,7 +65,9 @@ class DataConfig(StrictModel):
         0.0, ge=0, lt=1, description="share of each client's data held out for federated eval"
     )
     samples: PositiveInt = Field(2000, description="synthetic: number of examples")
-    shape: list[PositiveInt] = Field(default_factory=lambda: [1, 28, 28], description="synthetic")
+    shape: list[PositiveInt] = Field(
+        default_factory=lambda: [1, 28, 28], description="synthetic: shape of one example"
+    )
     classes: PositiveInt = Field(10, description="synthetic: number of classes")
     noise: NonNegativeFloat = Field(1.0, description="synthetic: cluster noise level")
 
@@ -75,7 +81,7 @@ class DataConfig(StrictModel):
         needs_dir = self.name in ("mnist", "cifar10", "femnist")
         self._only_with("dir", needs_dir, "name is mnist, cifar10 or femnist")
         if needs_dir and self.dir is None:
-            raise ValueError(f"data.dir is required for name = '{self.name}' (the local folder)")
+            raise ValueError(f"dir is required for name = '{self.name}' (the local folder)")
         self._only_with(
             "test_fraction",
             self.name in ("digits", "synthetic"),
@@ -95,25 +101,37 @@ class FederationConfig(StrictModel):
     ``q = clients_per_round / clients``.
     """
 
-    rounds: PositiveInt = 20
-    clients_per_round: PositiveInt = 10
-    sampling: Literal["uniform", "poisson"] = "uniform"
-    local_epochs: PositiveInt = 1
-    local_steps: PositiveInt | None = None
-    batch_size: PositiveInt | Literal["full"] = 32
-    lr: PositiveFloat = 0.05
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: NonNegativeFloat = 0.0
+    rounds: PositiveInt = Field(20, description="federated rounds")
+    clients_per_round: PositiveInt = Field(
+        10, description="cohort size (the expected size with poisson sampling)"
+    )
+    sampling: Literal["uniform", "poisson"] = Field(
+        "uniform", description="uniform without replacement, or poisson at q = m / N"
+    )
+    local_epochs: PositiveInt = Field(1, description="passes over the local data")
+    local_steps: PositiveInt | None = Field(
+        None, description="exact local SGD steps instead of epochs"
+    )
+    batch_size: PositiveInt | Literal["full"] = Field(
+        32, description='local mini-batch; "full" = all local data'
+    )
+    lr: PositiveFloat = Field(0.05, description="client SGD learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="client SGD momentum")
+    weight_decay: NonNegativeFloat = Field(0.0, description="client SGD weight decay")
     prox_mu: NonNegativeFloat = Field(
         0.0, description="FedProx proximal weight mu (Li et al. 2020)"
     )
-    server_optimizer: Literal[SERVER_OPTIMIZER_NAMES] = "fedavg"  # type: ignore[valid-type]
-    server_lr: PositiveFloat = 1.0
+    server_optimizer: Literal[SERVER_OPTIMIZER_NAMES] = Field(  # type: ignore[valid-type]
+        "fedavg", description="how the aggregate moves the global model"
+    )
+    server_lr: PositiveFloat = Field(1.0, description="server learning rate eta")
     server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm's beta")
-    server_beta1: float = Field(0.9, ge=0, lt=1, description="fedadam/fedyogi beta_1")
+    server_beta1: float = Field(0.9, ge=0, lt=1, description="fedadam/fedyogi/fedadagrad beta_1")
     server_beta2: float = Field(0.99, ge=0, lt=1, description="fedadam/fedyogi beta_2")
     server_tau: PositiveFloat = Field(1e-3, description="adaptivity tau (Reddi et al. 2021)")
-    engine: Literal[ENGINE_NAMES] = "sequential"  # type: ignore[valid-type]
+    engine: Literal[ENGINE_NAMES] = Field(  # type: ignore[valid-type]
+        "sequential", description="how a round's clients are trained"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
@@ -141,9 +159,11 @@ class EvaluationConfig(StrictModel):
     0 turns it off.
     """
 
-    every: PositiveInt = 1
-    federated_every: NonNegativeInt = 0
-    batch_size: PositiveInt = 1024
+    every: PositiveInt = Field(1, description="central test evaluation every N rounds")
+    federated_every: NonNegativeInt = Field(
+        0, description="evaluation on clients' held-out data every N rounds (0: never)"
+    )
+    batch_size: PositiveInt = Field(1024, description="evaluation batch size")
 
 
 class DefenseConfig(StrictModel):
@@ -157,8 +177,13 @@ class AttackConfig(StrictModel):
 class Config(StrictModel):
     """A whole experiment; ``privfl.run(Config(...))`` runs it."""
 
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=120)
-    seed: NonNegativeInt = 0
+    name: str = Field(
+        "run",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=120,
+        description="run folder name",
+    )
+    seed: NonNegativeInt = Field(0, description="root of every random stream")
     checkpoint_every: PositiveInt = Field(1, description="rounds between checkpoints")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=MLPConfig)
@@ -258,13 +283,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def _format_errors(e: ValidationError) -> str:
     lines = []
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(err["loc"][:-1])
+            allowed, path = _resolve(err["loc"][:-1])
+            loc = ".".join([*path, str(err["loc"][-1])])
             hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
             msg = f"unknown key {loc!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             msg += f"; allowed: {', '.join(allowed) if allowed else 'none yet'}"
         else:
+            allowed, path = _resolve(err["loc"])
+            loc = ".".join(path)
             msg = err["msg"].removeprefix("Value error, ")
             if (
                 err["type"] != "value_error"
@@ -272,7 +299,7 @@ def _format_errors(e: ValidationError) -> str:
                 and not isinstance(err["input"], dict)
             ):
                 msg += f" (got {err['input']!r})"
-            if loc and msg.split(" ", 1)[0] in _allowed_keys(err["loc"]):
+            if loc and msg.split(" ", 1)[0] in allowed:
                 # A section validator's message about one of its fields: "data.alpha ...".
                 msg = f"{loc}.{msg}"
             else:
@@ -281,30 +308,38 @@ def _format_errors(e: ValidationError) -> str:
     return "invalid config: " + "; ".join(lines)
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the config section at ``loc``; a discriminated union's tag (the
-    ``mlp`` in ``model.mlp.hiddn``) picks the member class."""
+def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
+    """The field names of the config section at ``loc``, and ``loc`` as the user writes it.
+
+    A discriminated union's tag (the ``mlp`` in pydantic's ``model.mlp.hiddn``) picks the
+    member class and is left out of the path (the user wrote ``model.hiddn``).
+    """
     node: Any = Config
     union: dict[str, Any] | None = None
-    for part in loc:
+    path: list[str] = []
+    for part in map(str, loc):
         if union is not None:
-            node, union = union.get(str(part)), None
+            node, union = union.get(part), None
             if node is None:
-                return []
+                return [], [*path, part]
             continue
-        field = getattr(node, "model_fields", {}).get(str(part))
+        path.append(part)
+        field = getattr(node, "model_fields", {}).get(part)
         if field is None:
-            return []
+            node = None
+            continue
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann
         else:
-            union = {
+            members = {
                 a.model_fields["name"].default: a
                 for a in get_args(ann)
                 if isinstance(a, type) and issubclass(a, BaseModel) and "name" in a.model_fields
             }
-    return [] if union is not None else sorted(node.model_fields)
+            node, union = (None, members) if members else (None, None)
+    keys = [] if union is not None or node is None else sorted(node.model_fields)
+    return keys, path
 
 
 __all__ = [

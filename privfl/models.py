@@ -14,6 +14,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from torch import nn
 
+from privfl.errors import ConfigError
+
 Activation = Literal["relu", "tanh", "sigmoid"]
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -37,7 +39,7 @@ class _ModelConfigBase(BaseModel):
 class LogisticRegressionConfig(_ModelConfigBase):
     """Multinomial logistic regression on flattened inputs."""
 
-    name: Literal["logreg"] = "logreg"
+    name: Literal["logreg"] = Field("logreg", description="model type")
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
@@ -46,9 +48,9 @@ class LogisticRegressionConfig(_ModelConfigBase):
 class MLPConfig(_ModelConfigBase):
     """Fully connected network: flatten, then ``hidden`` layers with ``activation``."""
 
-    name: Literal["mlp"] = "mlp"
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
-    activation: Activation = "relu"
+    name: Literal["mlp"] = Field("mlp", description="model type")
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64], description="hidden widths")
+    activation: Activation = Field("relu", description="nonlinearity after each hidden layer")
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         layers: list[nn.Module] = [nn.Flatten()]
@@ -66,14 +68,18 @@ class CNNConfig(_ModelConfigBase):
     layers. With ``norm="none", pool=false, kernel_size=5, stride=[2, 2, 1],
     activation="sigmoid", init="uniform"`` it is the LeNet of DLG (Zhu et al. 2019)."""
 
-    name: Literal["cnn"] = "cnn"
-    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64])
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [128])
-    kernel_size: PositiveInt = 3
-    stride: PositiveInt | list[PositiveInt] = 1
-    activation: Activation = "relu"
-    norm: Literal["group", "none"] = "group"
-    pool: bool = True
+    name: Literal["cnn"] = Field("cnn", description="model type")
+    channels: list[PositiveInt] = Field(
+        default_factory=lambda: [32, 64], description="output channels of each conv layer"
+    )
+    hidden: list[PositiveInt] = Field(
+        default_factory=lambda: [128], description="dense widths after the convs"
+    )
+    kernel_size: PositiveInt = Field(3, description="conv kernel size (padding k // 2)")
+    stride: PositiveInt | list[PositiveInt] = Field(1, description="conv stride, or one per layer")
+    activation: Activation = Field("relu", description="nonlinearity")
+    norm: Literal["group", "none"] = Field("group", description="GroupNorm after each conv")
+    pool: bool = Field(True, description="2x2 max-pool after each conv")
 
     @model_validator(mode="after")
     def _check_strides(self) -> CNNConfig:
@@ -97,8 +103,16 @@ class CNNConfig(_ModelConfigBase):
                 nn.Conv2d(c_in, c_out, self.kernel_size, stride=s, padding=self.kernel_size // 2)
             )
             size = (size + 2 * (self.kernel_size // 2) - self.kernel_size) // s + 1
+            if size < 1:
+                raise ValueError(f"the conv layers shrink a {input_shape} input to nothing")
             if self.norm == "group":
-                layers.append(nn.GroupNorm(_num_groups(c_out), c_out))
+                groups = _num_groups(c_out)
+                if (c_out // groups) * size * size == 1:
+                    raise ValueError(
+                        f"GroupNorm after a conv with {c_out} channels on a 1x1 map normalizes "
+                        "single values; use fewer layers, pool = false, or norm = 'none'"
+                    )
+                layers.append(nn.GroupNorm(groups, c_out))
             layers.append(_ACTIVATIONS[self.activation]())
             if self.pool and size >= 2:
                 layers.append(nn.MaxPool2d(2))
@@ -141,7 +155,12 @@ def create_model(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = config.build(tuple(input_shape), num_classes)
+        try:
+            model = config.build(tuple(input_shape), num_classes)
+        except ValueError as e:
+            raise ConfigError(
+                f"model {config.name!r} on inputs {tuple(input_shape)}: {e}"
+            ) from None
         if config.init == "uniform":
             with torch.no_grad():
                 for p in model.parameters():

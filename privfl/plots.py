@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_training(metrics: list[dict[str, Any]], path: Path, title: str = "") -> Path:
@@ -38,6 +39,7 @@ def plot_training(metrics: list[dict[str, Any]], path: Path, title: str = "") ->
     ax_loss.legend(loc="upper right")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if rounds:
             ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
     if title:

@@ -177,3 +177,12 @@ def test_stride_list_of_wrong_length_is_a_validation_error():
 def test_cnn_on_flat_input_shape_is_an_error():
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         create_model(CNNConfig(), (64,), 10, seed=0)
+
+
+def test_degenerate_groupnorm_and_wrong_input_rank_are_config_errors():
+    from privfl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="1x1 map"):
+        create_model(CNNConfig(channels=[8, 8, 8, 8]), (1, 8, 8), 10, 0)
+    with pytest.raises(ConfigError, match=r"\(C, H, W\)"):
+        create_model(CNNConfig(), (64,), 10, 0)

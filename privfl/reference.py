@@ -1,0 +1,92 @@
+"""The config reference, generated from the config models so it cannot drift from them.
+
+``privfl config reference`` prints it; README.md embeds it (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
+from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
+
+
+def _type_name(ann: Any) -> str:
+    origin = get_origin(ann)
+    if origin is Literal:
+        return " \\| ".join(repr(a).replace("'", '"') for a in get_args(ann))
+    if origin in (types.UnionType, typing.Union):
+        return " \\| ".join(_type_name(a) for a in get_args(ann) if a is not type(None)) + (
+            " (optional)" if type(None) in get_args(ann) else ""
+        )
+    if origin is list:
+        return f"list of {_type_name(get_args(ann)[0])}"
+    if origin is typing.Annotated:
+        base, *meta = get_args(ann)
+        return _type_name(base) + _bounds(meta)
+    return getattr(ann, "__name__", str(ann))
+
+
+def _bounds(meta: list[Any]) -> str:
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    parts = []
+    for m in meta:
+        for attr, op in ops.items():
+            if getattr(m, attr, None) is not None:
+                parts.append(f"{op} {getattr(m, attr)}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        ann = field.annotation
+        typ = _type_name(ann) + _bounds(field.metadata)
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | {typ} | {_default(field)} | {meaning} |")
+    return rows
+
+
+def config_reference() -> str:
+    """Markdown tables of every config section and key, with types, defaults and meanings."""
+    out = [
+        "Top level:",
+        "",
+        *_table(Config, skip=("data", "model", "federation", "evaluation", "defense", "attack")),
+    ]
+    sections: list[tuple[str, type[BaseModel]]] = [
+        ("[data]", DataConfig),
+        ('[model] name = "logreg"', LogisticRegressionConfig),
+        ('[model] name = "mlp"', MLPConfig),
+        ('[model] name = "cnn"', CNNConfig),
+        ("[federation]", FederationConfig),
+        ("[evaluation]", EvaluationConfig),
+    ]
+    for title, model in sections:
+        doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+        if doc.startswith("``["):  # "``[data]``: which data set..." -> "which data set..."
+            doc = doc.split(":", 1)[1].strip()
+        doc = doc.replace("``", "`")
+        out += ["", f"`{title}`: {doc}", "", *_table(model)]
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["config_reference"]
