@@ -72,8 +72,12 @@ class LocalTrainer(ABC):
         x: torch.Tensor,
         y: torch.Tensor,
         generator: torch.Generator,
+        *,
+        client_id: int,
+        round: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Train ``model`` from ``global_params`` on ``(x, y)``.
+        """Train ``model`` from ``global_params`` on ``(x, y)``, client ``client_id``'s data in
+        ``round``; all randomness comes from ``generator``.
 
         Returns:
             ``(delta, metrics)``: float32 ``(dim,)`` local minus global parameters, and scalars
@@ -95,6 +99,9 @@ class SGDTrainer(LocalTrainer):
         x: torch.Tensor,
         y: torch.Tensor,
         generator: torch.Generator,
+        *,
+        client_id: int,
+        round: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         spec.load_into(model, global_params)

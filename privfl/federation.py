@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from privfl.client import LocalTraining, SGDTrainer
 from privfl.config import Config, load_config
 from privfl.data.federated import FederatedData, build_federated_data
 from privfl.engine import ENGINES
@@ -27,12 +26,11 @@ from privfl.errors import RunFolderError
 from privfl.evaluation import evaluate, federated_evaluate
 from privfl.ledger import Ledger
 from privfl.models import create_model
-from privfl.plan import Stages, build_stages
+from privfl.plan import RunSetup, Stages, build_stages
 from privfl.runfolder import RunFile, RunFolder
-from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
-from privfl.stages import ObserverContext, RoundContext
+from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
 from privfl.update import GroundTruth, ParamSpec, UpdateBatch
 
 log = logging.getLogger(__name__)
@@ -68,28 +66,6 @@ class RunResult:
         return float(self.metrics[-1]["test_accuracy"])
 
 
-def local_training_of(config: Config) -> LocalTraining:
-    """The clients' local training settings of a config."""
-    f = config.federation
-    return LocalTraining(
-        lr=f.lr,
-        momentum=f.momentum,
-        weight_decay=f.weight_decay,
-        epochs=f.local_epochs,
-        steps=f.local_steps,
-        batch_size=None if f.batch_size == "full" else f.batch_size,
-        prox_mu=f.prox_mu,
-    )
-
-
-def create_sampler(config: Config) -> ClientSampler:
-    """Uniform sampling of ``clients_per_round`` or Poisson sampling at ``q = m / N``."""
-    f, n = config.federation, config.data.clients
-    if f.sampling == "poisson":
-        return PoissonSampler(n, f.clients_per_round / n, config.seed)
-    return UniformSampler(n, f.clients_per_round, config.seed)
-
-
 class Federation:
     """One federated training run: data, model, stages and the state that evolves per round."""
 
@@ -103,17 +79,15 @@ class Federation:
         self.model = self.make_model()
         self.spec = ParamSpec.of(self.model)
         self.params = self.spec.flatten(self.model)
-        self.engine = ENGINES[config.federation.engine](
-            self.make_model,
-            self.spec,
-            self.data,
-            SGDTrainer(local_training_of(config)),
-            config.seed,
-        )
-        self.sampler = create_sampler(config)
-        self.stages: Stages = build_stages(config)
-        self.server_optimizer = create_server_optimizer(config.federation)
         self.ledger = Ledger()
+        self.stages: Stages = build_stages(
+            config, RunSetup(config, self.data, self.spec, self.make_model, self.ledger)
+        )
+        self.sampler = self.stages.sampler
+        self.engine = ENGINES[config.federation.engine](
+            self.make_model, self.spec, self.data, self.stages.trainer, config.seed
+        )
+        self.server_optimizer = create_server_optimizer(config.federation)
         self.round = 0
         self.metrics: list[dict[str, Any]] = []
         self.attacks: list[dict[str, Any]] = []
@@ -142,7 +116,7 @@ class Federation:
         t0 = time.perf_counter()
         sampled = self.sampler.sample(r)
         ctx = RoundContext(
-            r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled
+            r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled, self.ledger
         )
         updates = self.engine.train(self.params, sampled.tolist(), r)
         batch = UpdateBatch.stack(updates, self.spec.dim)
@@ -163,7 +137,7 @@ class Federation:
         for observer in self.stages.observers:
             self.attacks.extend(observer.observe(result.view, self._observer_ctx))
         t_agg = time.perf_counter()
-        record = self._metrics_record(r, sampled, batch, nonfinite, result, aggregation, info)
+        record = self._metrics_record(ctx, batch, nonfinite, result, aggregation, info)
         self.round = r
         self.metrics.append(record)
         t_end = time.perf_counter()
@@ -179,19 +153,28 @@ class Federation:
         )
         return record
 
-    def _metrics_record(self, r, sampled, batch, nonfinite, result, aggregation, info):  # type: ignore[no-untyped-def]
+    def _metrics_record(
+        self,
+        ctx: RoundContext,
+        batch: UpdateBatch,
+        nonfinite: np.ndarray,
+        result: ChannelResult,
+        aggregation: AggregationResult | None,
+        info: dict[str, Any],
+    ) -> dict[str, Any]:
+        r = ctx.round
         dropped = sorted(set(nonfinite.tolist()) | set(result.dropped.tolist()))
         record: dict[str, Any] = {
             "round": r,
             "test_accuracy": None,
             "test_loss": None,
             "train_loss": _weighted(batch, "loss"),
-            "clients": sampled.tolist(),
+            "clients": ctx.sampled.tolist(),
             "dropped": dropped,
             "nonfinite": int(len(nonfinite)),
             "aggregated": 0 if aggregation is None else int(len(batch) - len(result.dropped)),
             "bytes_up": int(result.bytes_up),
-            "bytes_down": int(len(sampled) * self.spec.dim * 4),
+            "bytes_down": int(len(ctx.sampled) * self.spec.dim * 4),
             "examples": int(batch.weights.sum()),
         }
         if aggregation is not None and len(aggregation.excluded):
@@ -206,15 +189,10 @@ class Federation:
             )
             if ev.federated_every and (last or r % ev.federated_every == 0):
                 train = self.data.bundle.train
-                record.update(
-                    federated_evaluate(
-                        self.model,
-                        train.x,
-                        train.y,
-                        self.data.partition.test_indices,
-                        ev.batch_size,
-                    )
-                )
+                idx = self.data.partition.test_indices
+                record.update(federated_evaluate(self.model, train.x, train.y, idx, ev.batch_size))
+            for evaluator in self.stages.evaluators:
+                record.update(evaluator.evaluate(self.model, ctx))
         record.update(info)
         return record
 
@@ -280,6 +258,8 @@ class Federation:
                 self.folder.plot_path("partition"),
                 title=f"{self.config.data.name}: {self.config.data.partition} partition",
             )
+        for finisher in self.stages.finishers:
+            finisher(self)
         return RunResult(
             config=self.config,
             metrics=list(self.metrics),
@@ -332,4 +312,4 @@ def _weighted(batch: UpdateBatch, key: str) -> float | None:
     return float(np.sum(v * batch.weights) / batch.weights.sum())
 
 
-__all__ = ["Federation", "RunResult", "create_sampler", "local_training_of"]
+__all__ = ["Federation", "RunResult"]

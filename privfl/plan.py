@@ -6,40 +6,108 @@ read in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from privfl.aggregation import WeightedMean
 from privfl.channel import PlainChannel
+from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.config import Config
-from privfl.stages import Aggregator, Channel, ClientTransform, Observer, ServerTransform
+from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
+from privfl.stages import (
+    Aggregator,
+    Channel,
+    ClientTransform,
+    Evaluator,
+    Observer,
+    ServerTransform,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from privfl.data.federated import FederatedData
+    from privfl.federation import Federation
+    from privfl.ledger import Ledger
+    from privfl.update import ParamSpec
+
+Finisher = Callable[["Federation"], None]
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What stage builders may use: the run's data (attackers' own data, a server root set),
+    its model layout and factory, and the ledger that privacy-spending stages write to."""
+
+    config: Config
+    data: FederatedData
+    spec: ParamSpec
+    make_model: Callable[[], nn.Module]
+    ledger: Ledger
 
 
 @dataclass
 class Stages:
-    """The configured pipeline of a round, in order."""
+    """The configured pipeline of a round, in order.
 
+    Attributes:
+        trainer: local training on each client (plain SGD; DP-SGD; a malicious client's).
+        sampler: who takes part in each round.
+        client_transforms .. observers: the stages of DESIGN.md's round, in order.
+        evaluators: extra figures on the global model at evaluation rounds.
+        finishers: called once at the end of a run (e.g. to write a privacy report).
+    """
+
+    trainer: LocalTrainer
+    sampler: ClientSampler
     client_transforms: list[ClientTransform] = field(default_factory=list)
     channel: Channel = field(default_factory=PlainChannel)
     aggregator: Aggregator = field(default_factory=WeightedMean)
     server_transforms: list[ServerTransform] = field(default_factory=list)
     observers: list[Observer] = field(default_factory=list)
+    evaluators: list[Evaluator] = field(default_factory=list)
+    finishers: list[Finisher] = field(default_factory=list)
 
     def named(self) -> dict[str, object]:
-        """Every stage under a stable name (for checkpoints)."""
+        """Every stateful stage under a stable name (for checkpoints)."""
         out: dict[str, object] = {"channel": self.channel, "aggregator": self.aggregator}
         for kind, items in (
             ("client", self.client_transforms),
             ("server", self.server_transforms),
             ("observer", self.observers),
+            ("evaluator", self.evaluators),
         ):
             for i, s in enumerate(items):
                 out[f"{kind}{i}:{type(s).__name__}"] = s
         return out
 
 
-def build_stages(config: Config) -> Stages:
+def local_training_of(config: Config) -> LocalTraining:
+    """The clients' local training settings of a config."""
+    f = config.federation
+    return LocalTraining(
+        lr=f.lr,
+        momentum=f.momentum,
+        weight_decay=f.weight_decay,
+        epochs=f.local_epochs,
+        steps=f.local_steps,
+        batch_size=None if f.batch_size == "full" else f.batch_size,
+        prox_mu=f.prox_mu,
+    )
+
+
+def create_sampler(config: Config) -> ClientSampler:
+    """Uniform sampling of ``clients_per_round`` or Poisson sampling at ``q = m / N``."""
+    f, n = config.federation, config.data.clients
+    if f.sampling == "poisson":
+        return PoissonSampler(n, f.clients_per_round / n, config.seed)
+    return UniformSampler(n, f.clients_per_round, config.seed)
+
+
+def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    return Stages()
+    return Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
 
 
-__all__ = ["Stages", "build_stages"]
+__all__ = ["Finisher", "RunSetup", "Stages", "build_stages", "create_sampler", "local_training_of"]

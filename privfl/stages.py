@@ -13,12 +13,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from privfl.seeding import numpy_rng, torch_generator
+
+if TYPE_CHECKING:
+    from privfl.ledger import Ledger
 from privfl.update import GroundTruth, ParamSpec, ServerView, UpdateBatch
 
 
@@ -44,6 +47,7 @@ class RoundContext:
         spec: the layout of ``global_params``.
         num_clients: registered clients (the population, not the cohort).
         sampled: the clients sampled this round, int64 ``(m,)``.
+        ledger: the run's privacy ledger; stages that spend privacy record events in it.
     """
 
     round: int
@@ -52,6 +56,7 @@ class RoundContext:
     spec: ParamSpec
     num_clients: int
     sampled: np.ndarray
+    ledger: Ledger
 
     def rng(self, *path: int | str) -> np.random.Generator:
         """A numpy Generator for the stream ``(seed, *path, round)``."""
@@ -166,12 +171,22 @@ class Observer(Stateful, ABC):
         """Records for ``attacks.json`` (each with ``attack``, ``round``, ``client``, ...)."""
 
 
+class Evaluator(Stateful, ABC):
+    """Extra figures on the global model at each evaluation round (e.g. a backdoor's attack
+    success rate), added to the round's metrics."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, ctx: RoundContext) -> dict[str, Any]:
+        """Figures for ``metrics.jsonl``; ``model`` holds the new global parameters."""
+
+
 __all__ = [
     "AggregationResult",
     "Aggregator",
     "Channel",
     "ChannelResult",
     "ClientTransform",
+    "Evaluator",
     "Observer",
     "ObserverContext",
     "RoundContext",

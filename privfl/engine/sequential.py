@@ -26,6 +26,8 @@ class SequentialEngine(Engine):
         for cid in clients:
             x, y = self.data.client_train(int(cid))
             g = torch_generator(self.seed, "client", round, int(cid))
-            delta, metrics = self.trainer.train(self._model, self.spec, global_params, x, y, g)
+            delta, metrics = self.trainer.train(
+                self._model, self.spec, global_params, x, y, g, client_id=int(cid), round=round
+            )
             updates.append(Update(int(cid), delta, len(y), metrics))
         return updates
