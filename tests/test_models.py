@@ -10,6 +10,18 @@ from torch import nn
 
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig, create_model
 
+# The LeNet of DLG (Zhu et al. 2019): sigmoid, no pooling or norm, uniform init.
+DLG_LENET = CNNConfig(
+    channels=[12, 12, 12],
+    kernel_size=5,
+    stride=[2, 2, 1],
+    norm="none",
+    pool=False,
+    activation="sigmoid",
+    hidden=[],
+    init="uniform",
+)
+
 INPUT_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
 MODEL_CONFIGS = [
@@ -24,19 +36,7 @@ MODEL_CONFIGS = [
     pytest.param(CNNConfig(channels=[8, 8], pool=False), id="cnn-no-pool"),
     pytest.param(CNNConfig(channels=[16, 16, 16, 16], pool=True), id="cnn-pool-until-small"),
     pytest.param(CNNConfig(channels=[8, 16], stride=[2, 1], pool=False), id="cnn-strides"),
-    pytest.param(
-        CNNConfig(
-            channels=[12, 12, 12],
-            kernel_size=5,
-            stride=[2, 2, 1],
-            norm="none",
-            pool=False,
-            activation="sigmoid",
-            hidden=[],
-            init="uniform",
-        ),
-        id="cnn-dlg-lenet",
-    ),
+    pytest.param(DLG_LENET, id="cnn-dlg-lenet"),
 ]
 
 
@@ -115,16 +115,7 @@ def test_dlg_lenet_has_the_architecture_of_zhu_et_al_2019():
     # DLG (Zhu et al. 2019) LeNet for 32x32x3: three 5x5 convs with 12 channels, strides
     # 2, 2, 1, padding 2, sigmoid, no pooling or norm: 32 -> 16 -> 8 -> 8, so the single
     # Linear layer sees 12 * 8 * 8 = 768 features.
-    config = CNNConfig(
-        channels=[12, 12, 12],
-        kernel_size=5,
-        stride=[2, 2, 1],
-        norm="none",
-        pool=False,
-        activation="sigmoid",
-        hidden=[],
-    )
-    model = create_model(config, (3, 32, 32), 10, seed=0)
+    model = create_model(DLG_LENET, (3, 32, 32), 10, seed=0)
 
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
