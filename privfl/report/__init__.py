@@ -1,0 +1,17 @@
+"""Reports of a run folder: the privacy-budget report (Markdown + self-contained HTML + PNG)."""
+
+from privfl.report.privacy import (
+    RunFiles,
+    build_run_report,
+    write_comparison_report,
+    write_privacy_report,
+    write_run_report,
+)
+
+__all__ = [
+    "RunFiles",
+    "build_run_report",
+    "write_comparison_report",
+    "write_privacy_report",
+    "write_run_report",
+]

@@ -1,0 +1,498 @@
+"""The privacy-budget report of a run: ``report.md`` and a self-contained ``report.html``.
+
+Everything comes from the run folder's files (``config.toml``, ``ledger.json``,
+``metrics.jsonl``, ``partition.json``, ``audit.json``), so the report written at the end of a
+run and the one ``privfl report runs/NAME`` writes later are the same. Privacy figures come
+from the ledger only (``ledger.json`` and its events); no epsilon is computed elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from privfl.accounting import ACCOUNTANT_NOTES, AccountantName
+from privfl.config import Config, load_config
+from privfl.defenses.dp.config import DPConfig
+from privfl.errors import RunFolderError
+from privfl.ledger import Ledger, Unit
+from privfl.report.document import (
+    Alert,
+    Bullets,
+    Document,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from privfl.report.plots import (
+    plot_accuracy_vs_epsilon,
+    plot_client_epsilons,
+    plot_epsilon_per_round,
+)
+from privfl.runfolder import RunFile, RunFolder
+
+if TYPE_CHECKING:
+    from privfl.federation import Federation
+
+EPSILON_WARN = 10.0
+CLIPPED_WARN = 0.9
+
+PROTECTED: dict[str, str] = {
+    "sample": (
+        "**One training example of one client.** Whoever sees everything a client sends (each "
+        "of its model updates, every round: the server, or an eavesdropper) cannot tell "
+        "whether any single example was in that client's data beyond (epsilon, delta). Every "
+        "client has its own budget; the worst client's epsilon is the run's. A user with many "
+        "examples is *not* protected as a whole: that takes user-level DP (mode central/local)."
+    ),
+    "central": (
+        "**One user: everything one client contributes over the whole run.** Whoever sees the "
+        "released global models (every round's) cannot tell whether a given client took part, "
+        "beyond (epsilon, delta). The server adds the noise, so the *server itself* sees each "
+        "clipped update in the clear (unless secure aggregation hides them): central DP does "
+        "not protect anyone from the server."
+    ),
+    "local": (
+        "**One user's updates as they leave the device.** Each client clips and noises its own "
+        "update, so even the server sees only noised updates; each client's epsilon covers "
+        "every round it took part in. No amplification by sampling applies (the server knows "
+        "who sent what), and neighbouring inputs are any two updates (sensitivity 2 x clip)."
+    ),
+}
+
+
+@dataclass
+class RunFiles:
+    """What the report reads from one run folder."""
+
+    path: Path
+    config: Config
+    metrics: list[dict[str, Any]]
+    ledger: Ledger
+    ledger_json: dict[str, Any]
+    partition: dict[str, Any] | None
+    audit: dict[str, Any] | None
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunFiles:
+        """Read ``run_dir``; a RunFolderError when it is not a finished run folder."""
+        folder = RunFolder(run_dir)
+        for name in (RunFile.CONFIG, RunFile.LEDGER):
+            if not folder.file(name).exists():
+                raise RunFolderError(f"{run_dir} has no {name.value}: not a finished run folder")
+        ledger_json = folder.read_json(RunFile.LEDGER)
+        return cls(
+            path=Path(run_dir),
+            config=load_config(folder.file(RunFile.CONFIG)),
+            metrics=folder.read_jsonl(RunFile.METRICS),
+            ledger=Ledger.from_json(ledger_json),
+            ledger_json=ledger_json,
+            partition=folder.read_json(RunFile.PARTITION),
+            audit=folder.read_json(RunFile.AUDIT),
+        )
+
+    @property
+    def epsilon(self) -> float:
+        """The headline epsilon (``inf`` without any guarantee); when the configured accountant
+        failed (``epsilon_error``), the worst party's RDP figure."""
+        lj = self.ledger_json
+        if lj.get("epsilon") is None and lj.get("epsilon_error"):
+            return _float(lj["epsilon_by_accountant"]["rdp"])
+        return _float(lj.get("epsilon"))
+
+    @property
+    def final_accuracy(self) -> float | None:
+        accs = [m["test_accuracy"] for m in self.metrics if m.get("test_accuracy") is not None]
+        return accs[-1] if accs else None
+
+
+def _float(x: Any) -> float:
+    return math.inf if x is None or x == "inf" else float(x)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    return "infinite (no guarantee)" if math.isinf(x) else f"{x:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def build_run_report(run: RunFiles, plots: Path) -> Document:
+    """The report of one run; its PNGs are written into ``plots``."""
+    plots.mkdir(parents=True, exist_ok=True)
+    cfg, dp, led = run.config, run.config.defense.dp, run.ledger
+    doc = Document(f"Privacy-budget report: {cfg.name}")
+    alerts: list[str] = []
+    if dp is None or not led.events:
+        doc.add(
+            Paragraph(
+                "**No differential privacy was active in this run: it carries no (epsilon, "
+                "delta) guarantee.** Its ledger is empty."
+            )
+        )
+    else:
+        _dp_sections(doc, run, dp, plots, alerts)
+    if run.audit is not None:
+        _audit_section(doc, run.audit)
+    _accuracy_section(doc, run, plots)
+    doc.add(Heading("Warnings"))
+    if alerts:
+        doc.add(*(Alert(a) for a in alerts))
+    else:
+        doc.add(
+            Paragraph(
+                "None: delta < 1/N, epsilon <= 10, and the clip bound clipped at most "
+                "90% of updates."
+            )
+        )
+    return doc
+
+
+def _dp_sections(
+    doc: Document, run: RunFiles, dp: DPConfig, plots: Path, alerts: list[str]
+) -> None:
+    cfg, led, lj = run.config, run.ledger, run.ledger_json
+    delta = float(lj["delta"])
+    headline = str(lj["accountant"])
+    eps = run.epsilon
+    worst = str(lj["worst_party"])
+    unit = "example" if dp.mode == "sample" else "user"
+    if lj.get("epsilon_error"):
+        doc.add(
+            Paragraph(
+                f"**epsilon = {_fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**RDP** accountant (Opacus {_opacus_version()}), for the worst party "
+                f"({worst}): the configured {headline.upper()} accountant failed here."
+            )
+        )
+        alerts.append(f"the {headline.upper()} accountant failed: {lj['epsilon_error']}")
+    else:
+        doc.add(
+            Paragraph(
+                f"**epsilon = {_fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**{headline.upper()}** accountant (Opacus {_opacus_version()}), for the "
+                f"worst party ({worst}). {ACCOUNTANT_NOTES[headline]}"
+            )
+        )
+    doc.add(
+        Heading("What is protected"),
+        Paragraph(PROTECTED[dp.mode]),
+    )
+    # -- mechanism
+    doc.add(Heading("Mechanism"))
+    rows = _mechanism_rows(run, dp)
+    doc.add(Table(("parameter", "value"), tuple(rows)))
+    if dp.mode == "central" and cfg.federation.sampling != "poisson":
+        doc.add(
+            Paragraph(
+                f"Clients were **Poisson-sampled** at q = {cfg.federation.clients_per_round}/"
+                f"{cfg.data.clients} (each client independently each round, so the cohort size "
+                f'varies), replacing `federation.sampling = "{cfg.federation.sampling}"`: the '
+                "amplification by sampling in the accounting assumes it."
+            )
+        )
+    # -- epsilon by accountant
+    doc.add(Heading(f"Epsilon at delta = {delta:g}, by accountant"))
+    by_acc = lj.get("epsilon_by_accountant", {})
+    names = [
+        ("rdp", "RDP (Balle et al. 2020 conversion)"),
+        ("rdp_classic", "RDP, classic conversion"),
+        ("prv", "PRV"),
+        ("gdp", "GDP"),
+    ]
+    table = []
+    for key, label in names:
+        mark = " (headline)" if key == headline else ""
+        table.append(
+            (
+                label + mark,
+                _fmt(_float(by_acc.get(key)) if by_acc.get(key) is not None else None),
+                ACCOUNTANT_NOTES[key],
+            )
+        )
+    doc.add(Table(("accountant", "epsilon", "what it is"), tuple(table)))
+    if headline == AccountantName.GDP:
+        alerts.append(
+            "the headline accountant is GDP, a central-limit **approximation, not a bound**: it "
+            "can underestimate epsilon. Quote the RDP or PRV figure as the guarantee."
+        )
+    # -- epsilon per round
+    points = led.epsilon_by_round(party=worst)
+    img = plot_epsilon_per_round(
+        points, plots / "epsilon.png", delta=delta, who=worst, accountant="RDP"
+    )
+    doc.add(Heading("Epsilon per round"), Image(img, "epsilon per round"))
+    # -- per-client epsilon
+    per_party = {p: _float(v) for p, v in lj.get("epsilon_per_party", {}).items()}
+    per_party_acc = str(lj.get("epsilon_per_party_accountant", headline)).upper()
+    if dp.mode in ("sample", "local") and per_party:
+        vals = np.array(list(per_party.values()))
+        img = plot_client_epsilons(vals, plots / "client_epsilon.png", delta=delta, unit=unit)
+        doc.add(
+            Heading("Per-client epsilon"),
+            Paragraph(
+                f"Every client spends its own budget ({len(vals)} clients took part). "
+                f"min {_fmt(vals.min())}, median {_fmt(float(np.median(vals)))}, max "
+                f"{_fmt(vals.max())} ({per_party_acc}). Clients that trained more often or on "
+                "fewer examples spend more."
+            ),
+            Image(img, "per-client epsilon"),
+        )
+    # -- clipping
+    fracs = [
+        m["dp_clipped_fraction"] for m in run.metrics if m.get("dp_clipped_fraction") is not None
+    ]
+    if fracs:
+        what = "per-example gradients" if dp.mode == "sample" else "client updates"
+        mean = float(np.mean(fracs))
+        doc.add(
+            Heading("Clipping"),
+            Paragraph(
+                f"Share of {what} clipped to the bound: {mean:.1%} on average over "
+                f"{len(fracs)} rounds (min {min(fracs):.1%}, max {max(fracs):.1%})."
+            ),
+        )
+        if mean > CLIPPED_WARN:
+            alerts.append(
+                f"the clip bound clipped {mean:.0%} of {what} on average (> 90%): the bound is "
+                "far below the typical norm, so updates are mostly rescaled noise-carriers; "
+                "raise `defense.dp.clip` or use adaptive clipping"
+            )
+    # -- warnings about the budget itself
+    n_units, what_units = _units(run)
+    if n_units and delta >= 1 / n_units:
+        alerts.append(
+            f"delta = {delta:g} is >= 1/N = 1/{n_units} ({what_units}): a mechanism that "
+            "publishes one unit's data outright satisfies such a delta; choose delta << 1/N"
+        )
+    if math.isinf(eps):
+        alerts.append("the noise multiplier is 0: **no privacy guarantee** (epsilon is infinite)")
+    elif eps > EPSILON_WARN:
+        alerts.append(
+            f"epsilon = {eps:.3g} > 10: a guarantee this weak says little; attacks are not "
+            "ruled out"
+        )
+
+
+def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
+    cfg, led = run.config, run.ledger
+    ev = led.events
+    sigmas = sorted({e.noise_multiplier for e in ev})
+    rows = [
+        ("mode", f"{dp.mode}"),
+        ("mechanism", "Poisson-subsampled Gaussian mechanism (" + _mechanism_name(dp.mode) + ")"),
+        (
+            "noise multiplier sigma",
+            ", ".join(f"{s:.4g}" for s in sigmas)
+            + (f" (calibrated to target epsilon {dp.target_epsilon})" if dp.target_epsilon else ""),
+        ),
+        ("clip norm", _clip_text(run, dp)),
+        ("delta", f"{dp.delta:g}"),
+        ("rounds", str(cfg.federation.rounds)),
+        ("unit protected", Unit.EXAMPLE.value if dp.mode == "sample" else Unit.USER.value),
+        ("parties with a budget", str(len(led.parties()))),
+    ]
+    qs = sorted({e.sample_rate for e in ev})
+    steps = [e.steps for e in ev]
+    if dp.mode == "sample":
+        rows.append(
+            ("sampling rate q (per client: batch / examples)", f"{min(qs):.4g} .. {max(qs):.4g}")
+        )
+        rows.append(("local DP-SGD steps per round", f"{min(steps)} .. {max(steps)}"))
+        rows.append(("per-example gradients", f"Opacus, grad_sample_mode = {dp.grad_sample_mode}"))
+    elif dp.mode == "central":
+        rows.append(
+            ("client sampling rate q", f"{qs[0]:.4g} (Poisson, clients_per_round / clients)")
+        )
+        rows.append(("denominator", f"fixed: q * N = {qs[0] * cfg.data.clients:g}"))
+        if dp.adaptive:
+            rows.append(
+                (
+                    "adaptive clipping",
+                    f"target quantile {dp.target_quantile}, eta_C "
+                    f"{dp.clip_lr}, count noise sigma_b "
+                    f"{dp.count_noise_multiplier or cfg.federation.clients_per_round / 20:g}"
+                    " (the sum gets the rest: Andrew et al. 2021, Theorem 1)",
+                )
+            )
+    else:
+        rows.append(("sampling rate q", "1 (no amplification: the server knows who sent what)"))
+        rows.append(
+            (
+                "sensitivity",
+                "2 x clip (any two updates are neighbours); the accountant sees sigma / 2",
+            )
+        )
+    return rows
+
+
+def _mechanism_name(mode: str) -> str:
+    return {
+        "sample": "DP-SGD, Abadi et al. 2016, in every client",
+        "central": "DP-FedAvg, McMahan et al. 2018, noise added by the server",
+        "local": "local Gaussian randomizer in every client",
+    }[mode]
+
+
+def _clip_text(run: RunFiles, dp: DPConfig) -> str:
+    clips = [m["dp_clip"] for m in run.metrics if m.get("dp_clip") is not None]
+    if dp.adaptive and clips:
+        return f"adaptive: {clips[0]:.4g} at round 1 -> {clips[-1]:.4g} at the last round"
+    what = "per-example gradient" if dp.mode == "sample" else "per-client update"
+    return f"{dp.clip:g} (L2, {what})"
+
+
+def _units(run: RunFiles) -> tuple[int | None, str]:
+    dp = run.config.defense.dp
+    if dp is not None and dp.mode == "sample":
+        sizes = (run.partition or {}).get("examples")
+        return (int(min(sizes)), "examples on the smallest client") if sizes else (None, "")
+    return run.config.data.clients, "clients"
+
+
+def _audit_section(doc: Document, a: dict[str, Any]) -> None:
+    bound = a.get("epsilon_bound")
+    doc.add(
+        Heading("Empirical audit (canaries)"),
+        Paragraph(
+            f"One-shot estimate of Andrew et al. 2023: {a['canaries']} canary clients inserted, "
+            f"cosine of the final model delta with them (mean {a['inserted_cosine_mean']:.4f}, "
+            f"std {a['inserted_cosine_std']:.4f}) against as many unseen canaries (mean "
+            f"{a['unseen_cosine_mean']:.4f}, std {a['unseen_cosine_std']:.4f})."
+        ),
+        Table(
+            ("", f"epsilon at delta = {a['delta']:g}"),
+            (
+                (
+                    "empirical estimate (a lower-bound-like measurement)",
+                    _fmt(float(a["epsilon_empirical"])),
+                ),
+                (
+                    "accountant's bound",
+                    _fmt(_float(bound)) if bound is not None else "none (no DP)",
+                ),
+            ),
+        ),
+        Paragraph(
+            "The estimate measures what this run's final model reveals about a canary; the "
+            "bound holds for every dataset and adversary. An estimate far below the bound is "
+            "expected (the bound covers the worst case); one above it would mean a bug."
+        ),
+    )
+
+
+def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
+    acc = run.final_accuracy
+    doc.add(Heading("Accuracy"), Paragraph(f"Final test accuracy: {_fmt(acc, 4)}."))
+    lj = run.ledger_json
+    if not run.ledger.events or lj.get("worst_party") is None:
+        return
+    eps_by_round = dict(run.ledger.epsilon_by_round(party=lj["worst_party"]))
+    pts = [
+        (eps_by_round[m["round"]], m["test_accuracy"])
+        for m in run.metrics
+        if m.get("test_accuracy") is not None and m["round"] in eps_by_round
+    ]
+    if pts:
+        e, a = zip(*pts, strict=True)
+        img = plot_accuracy_vs_epsilon(
+            [(run.config.name, e, a)],
+            plots / "accuracy_epsilon.png",
+            title="test accuracy vs epsilon spent (RDP), by round",
+        )
+        doc.add(Image(img, "accuracy vs epsilon"))
+
+
+def _opacus_version() -> str:
+    try:
+        return importlib.metadata.version("opacus")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _write(doc: Document, out_dir: Path, stem: str = "report") -> tuple[Path, Path]:
+    md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+    md.write_text(to_markdown(doc, out_dir))
+    page.write_text(to_html(doc))
+    return md, page
+
+
+def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """(Re)write ``report.md`` and ``report.html`` (and ``plots/*.png``) of ``run_dir``."""
+    run = RunFiles.load(run_dir)
+    doc = build_run_report(run, Path(run_dir) / RunFile.PLOTS.value)
+    return _write(doc, Path(run_dir))
+
+
+def write_privacy_report(fed: Federation) -> None:
+    """Finisher: the report of a run that has a DP defense or an audit (needs a run folder)."""
+    if fed.folder is not None:
+        write_run_report(fed.folder.path)
+
+
+# ---------------------------------------------------------------------------- several runs
+
+
+def write_comparison_report(run_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    """Accuracy against epsilon over several runs, into ``out_dir/report.{md,html}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [RunFiles.load(d) for d in run_dirs]
+    doc = Document(f"Privacy-utility comparison of {len(runs)} runs")
+    rows, series = [], []
+    for r in runs:
+        dp = r.config.defense.dp
+        sig = sorted({e.noise_multiplier for e in r.ledger.events})
+        rows.append(
+            (
+                r.config.name,
+                dp.mode if dp else "none",
+                ", ".join(f"{s:.3g}" for s in sig) or "-",
+                _fmt(r.epsilon) if r.ledger.events else "no guarantee",
+                f"{r.ledger_json['delta']:g}" if r.ledger_json.get("delta") else "-",
+                str(r.ledger_json.get("accountant", "-")) if r.ledger.events else "-",
+                _fmt(r.final_accuracy, 4),
+            )
+        )
+        if r.ledger.events and r.final_accuracy is not None:
+            series.append((r.config.name, [r.epsilon], [r.final_accuracy]))
+    doc.add(
+        Table(
+            ("run", "DP mode", "sigma", "epsilon", "delta", "accountant", "accuracy"), tuple(rows)
+        ),
+    )
+    if series:
+        pts = sorted((s[1][0], s[2][0], s[0]) for s in series)
+        (out / "plots").mkdir(exist_ok=True)
+        img = plot_accuracy_vs_epsilon(
+            [("runs", [p[0] for p in pts], [p[1] for p in pts])],
+            out / "plots" / "accuracy_vs_epsilon.png",
+            title="final test accuracy vs epsilon",
+        )
+        doc.add(Heading("Accuracy vs epsilon"), Image(img, "accuracy vs epsilon"))
+    unguarded = [r.config.name for r in runs if not r.ledger.events]
+    if unguarded:
+        doc.add(Paragraph(f"Runs without DP (no epsilon, not plotted): {', '.join(unguarded)}."))
+    if any(str(r.ledger_json.get("accountant")) == "gdp" for r in runs if r.ledger.events):
+        doc.add(Alert("some runs use the GDP accountant, an approximation and not a bound."))
+    doc.add(Bullets(tuple(f"{r.config.name}: `{r.path}`" for r in runs)))
+    return _write(doc, out)
+
+
+__all__ = [
+    "RunFiles",
+    "build_run_report",
+    "write_comparison_report",
+    "write_privacy_report",
+    "write_run_report",
+]
