@@ -207,11 +207,16 @@ class Ledger(Stateful):
         return max(eps, key=lambda p: eps[p])
 
     def epsilon_by_round(
-        self, *, party: str, delta: float | None = None
+        self, *, party: str | None = None, delta: float | None = None
     ) -> list[tuple[int, float]]:
-        """``(round, epsilon)`` after each round in which privacy was spent, under RDP."""
+        """``(round, epsilon)`` after each round in which privacy was spent, under RDP: of
+        ``party``, or (None) of the run, i.e. the worst party's epsilon so far."""
         d = self._delta(delta)
-        return [(r, epsilon_of(self.history(party, up_to_round=r), delta=d)) for r in self.rounds()]
+        parties = [party] if party is not None else self.parties()
+        return [
+            (r, max(epsilon_of(self.history(p, up_to_round=r), delta=d) for p in parties))
+            for r in self.rounds()
+        ]
 
     # ------------------------------------------------------------------ files
 

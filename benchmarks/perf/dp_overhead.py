@@ -39,6 +39,9 @@ SHAPE, CLASSES, N, BATCH = (1, 8, 8), 10, 320, 32
 
 def _ghost_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
     """Opacus fast gradient clipping, Poisson lots, clip 1, sigma 1."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' retain_graph notes
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
     from opacus.optimizers import DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
@@ -113,7 +116,8 @@ def measure(name: str, make: Callable[[], nn.Module], steps: int, repeats: int) 
     print(f"\n{name} ({params} parameters), batch {BATCH}, {steps} steps x {repeats} repeats")
     print(f"{'variant':<10} {'ms/step':>9} {'x sgd':>7}")
     for k in variants:
-        print(f"{k:<10} {1e3 * statistics.median(times[k]):9.3f} {statistics.median(ratios[k]):7.2f}")
+        ms, ratio = 1e3 * statistics.median(times[k]), statistics.median(ratios[k])
+        print(f"{k:<10} {ms:9.3f} {ratio:7.2f}")
 
 
 def main() -> None:
@@ -127,7 +131,8 @@ def main() -> None:
         "CNN [32, 64] + [128]": CNNConfig(),
     }
     for name, cfg in models.items():
-        measure(name, lambda cfg=cfg: create_model(cfg, SHAPE, CLASSES, 0), args.steps, args.repeats)
+        make = lambda cfg=cfg: create_model(cfg, SHAPE, CLASSES, 0)  # noqa: E731
+        measure(name, make, args.steps, args.repeats)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ class DPMode(StrEnum):
 
 
 class DPConfig(BaseModel):
-    """``[defense.dp]``: differential privacy. `mode = "sample"`: DP-SGD inside every client
-    (Opacus; per-example clipping to `clip`, Poisson batches). `mode = "central"`: DP-FedAvg
-    (McMahan et al. 2018): clients are Poisson-sampled at q = clients_per_round / clients, each
-    update clipped to `clip`, Gaussian noise on the sum, fixed denominator q*N; `adaptive`
-    clipping follows Andrew et al. 2021. `mode = "local"`: each client clips and noises its own
-    update before it leaves. Give `noise_multiplier` or `target_epsilon` (calibrated over the
-    most steps a client, or the server, can take in the run)."""
+    """``[defense.dp]``: differential privacy, where the noise is added (`mode`) and how much
+    (`noise_multiplier`, or `target_epsilon` to calibrate it at `delta`).
+
+    `mode = "sample"`: DP-SGD inside every client (Opacus; per-example clipping to `clip`,
+    Poisson lots). `mode = "central"`: DP-FedAvg (McMahan et al. 2018): clients are
+    Poisson-sampled at q = clients_per_round / clients, each update clipped to `clip`, Gaussian
+    noise on the sum, fixed denominator q*N; `adaptive` clipping follows Andrew et al. 2021.
+    `mode = "local"`: each client clips and noises its own update before it leaves. A target
+    epsilon is calibrated over the most steps a party takes in the run.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

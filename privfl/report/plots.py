@@ -61,12 +61,18 @@ def plot_client_epsilons(eps: Sequence[float], path: Path, *, delta: float, unit
 
 
 def plot_accuracy_vs_epsilon(
-    series: Sequence[tuple[str, Sequence[float], Sequence[float]]], path: Path, *, title: str
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    path: Path,
+    *,
+    title: str,
+    labels: Sequence[tuple[float, float, str]] = (),
 ) -> Path:
-    """Test accuracy against epsilon: one line per run (its rounds), or one point per run.
+    """Test accuracy against epsilon: one line per series (a run's rounds, or the runs of one
+    DP mode), each point optionally annotated.
 
     Args:
-        series: ``(label, epsilons, accuracies)`` per run.
+        series: ``(label, epsilons, accuracies)``.
+        labels: ``(epsilon, accuracy, text)`` annotations.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, eps, acc in series:
@@ -75,6 +81,9 @@ def plot_accuracy_vs_epsilon(
             continue
         e, a = zip(*pts, strict=True)
         ax.plot(e, a, marker="o", ms=4, label=label)
+    for e, a, text in labels:
+        if math.isfinite(e):
+            ax.annotate(text, (e, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set(xlabel="epsilon", ylabel="test accuracy", title=title, ylim=(0, 1))
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)

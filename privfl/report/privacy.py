@@ -51,12 +51,13 @@ PROTECTED: dict[str, str] = {
         "of its model updates, every round: the server, or an eavesdropper) cannot tell "
         "whether any single example was in that client's data beyond (epsilon, delta). Every "
         "client has its own budget; the worst client's epsilon is the run's. A user with many "
-        "examples is *not* protected as a whole: that takes user-level DP (mode central/local)."
+        "examples is **not** protected as a whole: that takes user-level DP (mode central or "
+        "local)."
     ),
     "central": (
         "**One user: everything one client contributes over the whole run.** Whoever sees the "
         "released global models (every round's) cannot tell whether a given client took part, "
-        "beyond (epsilon, delta). The server adds the noise, so the *server itself* sees each "
+        "beyond (epsilon, delta). The server adds the noise, so the server itself sees each "
         "clipped update in the clear (unless secure aggregation hides them): central DP does "
         "not protect anyone from the server."
     ),
@@ -227,9 +228,10 @@ def _dp_sections(
             "can underestimate epsilon. Quote the RDP or PRV figure as the guarantee."
         )
     # -- epsilon per round
-    points = led.epsilon_by_round(party=worst)
+    points = led.epsilon_by_round()
+    who = worst if len(led.parties()) == 1 else "the worst party so far"
     img = plot_epsilon_per_round(
-        points, plots / "epsilon.png", delta=delta, who=worst, accountant="RDP"
+        points, plots / "epsilon.png", delta=delta, who=who, accountant="RDP"
     )
     doc.add(Heading("Epsilon per round"), Image(img, "epsilon per round"))
     # -- per-client epsilon
@@ -243,8 +245,13 @@ def _dp_sections(
             Paragraph(
                 f"Every client spends its own budget ({len(vals)} clients took part). "
                 f"min {_fmt(vals.min())}, median {_fmt(float(np.median(vals)))}, max "
-                f"{_fmt(vals.max())} ({per_party_acc}). Clients that trained more often or on "
-                "fewer examples spend more."
+                f"{_fmt(vals.max())} ({per_party_acc}). "
+                + (
+                    "Clients sampled in more rounds, or holding fewer examples (a larger "
+                    "sampling rate), spend more."
+                    if dp.mode == "sample"
+                    else "Clients sampled in more rounds spend more."
+                )
             ),
             Image(img, "per-client epsilon"),
         )
@@ -265,8 +272,9 @@ def _dp_sections(
         if mean > CLIPPED_WARN:
             alerts.append(
                 f"the clip bound clipped {mean:.0%} of {what} on average (> 90%): the bound is "
-                "far below the typical norm, so updates are mostly rescaled noise-carriers; "
-                "raise `defense.dp.clip` or use adaptive clipping"
+                "below almost every norm, so clipping rather than the data sets the size and "
+                "weighting of what is learned; consider a larger `defense.dp.clip` (or, for "
+                "central DP, `adaptive = true`)"
             )
     # -- warnings about the budget itself
     n_units, what_units = _units(run)
@@ -394,10 +402,9 @@ def _audit_section(doc: Document, a: dict[str, Any]) -> None:
 def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
     acc = run.final_accuracy
     doc.add(Heading("Accuracy"), Paragraph(f"Final test accuracy: {_fmt(acc, 4)}."))
-    lj = run.ledger_json
-    if not run.ledger.events or lj.get("worst_party") is None:
+    if not run.ledger.events or run.ledger.delta is None:
         return
-    eps_by_round = dict(run.ledger.epsilon_by_round(party=lj["worst_party"]))
+    eps_by_round = dict(run.ledger.epsilon_by_round())
     pts = [
         (eps_by_round[m["round"]], m["test_accuracy"])
         for m in run.metrics
@@ -411,6 +418,10 @@ def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
             title="test accuracy vs epsilon spent (RDP), by round",
         )
         doc.add(Image(img, "accuracy vs epsilon"))
+
+
+def _unit(mode: str) -> str:
+    return "per example" if mode == "sample" else "per user"
 
 
 def _opacus_version() -> str:
@@ -449,7 +460,8 @@ def write_comparison_report(run_dirs: list[str | Path], out_dir: str | Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     runs = [RunFiles.load(d) for d in run_dirs]
     doc = Document(f"Privacy-utility comparison of {len(runs)} runs")
-    rows, series = [], []
+    rows = []
+    by_mode: dict[str, list[tuple[float, float, str]]] = {}
     for r in runs:
         dp = r.config.defense.dp
         sig = sorted({e.noise_multiplier for e in r.ledger.events})
@@ -464,22 +476,37 @@ def write_comparison_report(run_dirs: list[str | Path], out_dir: str | Path) -> 
                 _fmt(r.final_accuracy, 4),
             )
         )
-        if r.ledger.events and r.final_accuracy is not None:
-            series.append((r.config.name, [r.epsilon], [r.final_accuracy]))
+        if dp is not None and r.ledger.events and r.final_accuracy is not None:
+            by_mode.setdefault(dp.mode, []).append((r.epsilon, r.final_accuracy, r.config.name))
     doc.add(
         Table(
             ("run", "DP mode", "sigma", "epsilon", "delta", "accountant", "accuracy"), tuple(rows)
         ),
     )
-    if series:
-        pts = sorted((s[1][0], s[2][0], s[0]) for s in series)
+    if by_mode:
         (out / "plots").mkdir(exist_ok=True)
+        series = []
+        for mode, pts in by_mode.items():
+            pts.sort()
+            series.append((f"{mode} ({_unit(mode)})", [p[0] for p in pts], [p[1] for p in pts]))
+        names = [(p[0], p[1], p[2]) for pts in by_mode.values() for p in pts]
         img = plot_accuracy_vs_epsilon(
-            [("runs", [p[0] for p in pts], [p[1] for p in pts])],
+            series,
             out / "plots" / "accuracy_vs_epsilon.png",
             title="final test accuracy vs epsilon",
+            labels=names,
         )
         doc.add(Heading("Accuracy vs epsilon"), Image(img, "accuracy vs epsilon"))
+        if (
+            len(by_mode) > 1
+            or len({r.ledger_json.get("delta") for r in runs if r.ledger.events}) > 1
+        ):
+            doc.add(
+                Alert(
+                    "these runs protect different units (an example vs a user) or use different "
+                    "deltas: their epsilons are not directly comparable."
+                )
+            )
     unguarded = [r.config.name for r in runs if not r.ledger.events]
     if unguarded:
         doc.add(Paragraph(f"Runs without DP (no epsilon, not plotted): {', '.join(unguarded)}."))

@@ -17,10 +17,10 @@ runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(tmp_path, name, dp, **sections):
+def _run(tmp_path, name, dp, rounds=3, **sections):
     cfg = small_config(
         name=name,
-        federation={"rounds": 3, "clients_per_round": 4, "batch_size": 16},
+        federation={"rounds": rounds, "clients_per_round": 4, "batch_size": 16},
         defense={"dp": dp},
         **sections,
     )

@@ -155,11 +155,11 @@ def test_adaptive_count_noise_has_variance_sigma_b_squared():
 
 
 def test_sigma_zero_and_huge_clip_equals_plain_fedavg():
-    # Equal client sizes (1600 synthetic examples over 10 clients) and q = 1: the fixed
+    # Equal client sizes (800 synthetic examples over 10 clients) and q = 1: the fixed
     # denominator qN equals the cohort and uniform weights equal example weights.
     sections = dict(
-        data={"name": "synthetic", "samples": 2000, "shape": [1, 6, 6], "clients": 10},
-        federation={"rounds": 3, "clients_per_round": 10, "batch_size": 16, "lr": 0.1},
+        data={"name": "synthetic", "samples": 1000, "shape": [1, 6, 6], "clients": 10},
+        federation={"rounds": 2, "clients_per_round": 10, "batch_size": 16, "lr": 0.1},
     )
     plain = Federation(small_config(**sections))
     dp = Federation(
@@ -168,7 +168,7 @@ def test_sigma_zero_and_huge_clip_equals_plain_fedavg():
             defense={"dp": {"mode": "central", "noise_multiplier": 0.0, "clip": 1e9}},
         )
     )
-    for _ in range(3):
+    for _ in range(2):
         plain.run_round()
         dp.run_round()
     assert torch.allclose(plain.params, dp.params, atol=1e-6)
