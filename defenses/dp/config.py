@@ -59,8 +59,10 @@ class DPConfig(BaseModel):
     count_noise_multiplier: PositiveFloat | None = Field(
         None, description="adaptive: sigma_b of the clipped count (default clients_per_round/20)"
     )
-    grad_sample_mode: Literal["hooks", "functorch", "ew"] = Field(
-        "hooks", description="sample: how Opacus computes per-example gradients"
+    grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
+        "ew",
+        description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
+        "module hooks, or torch.func",
     )
 
     @field_validator("noise_multiplier")

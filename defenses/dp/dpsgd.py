@@ -32,7 +32,7 @@ from privfl.ledger import PrivacyEvent, Unit, client_party
 from privfl.stages import ClientTransform, RoundContext
 from privfl.update import ParamSpec, UpdateBatch
 
-GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch", "ew")
+GRAD_SAMPLE_MODES: tuple[str, ...] = ("ew", "hooks", "functorch")
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ class DPSGDTrainer(LocalTrainer):
         training: lr, momentum, weight decay, epochs/steps, batch size, FedProx mu.
         clip: C, the per-example gradient L2 bound.
         noise_multiplier: sigma; the noise std is sigma * C.
-        grad_sample_mode: Opacus' per-example gradient engine: "hooks" (module hooks),
-            "functorch" (torch.func vmap) or "ew" (PyTorch's ExpandedWeights).
+        grad_sample_mode: Opacus' per-example gradient engine: "ew" (PyTorch's
+            ExpandedWeights; the fastest on privfl's models, see benchmarks/perf/dp_overhead.py),
+            "hooks" (module hooks, the most general) or "functorch" (torch.func vmap).
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class DPSGDTrainer(LocalTrainer):
         *,
         clip: float,
         noise_multiplier: float,
-        grad_sample_mode: str = "hooks",
+        grad_sample_mode: str = "ew",
     ) -> None:
         if grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise PrivflError(

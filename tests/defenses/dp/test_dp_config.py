@@ -38,7 +38,7 @@ from privfl.federation import Federation
             r"defense\.dp\.target_quantile applies only when adaptive = true",
         ),
         (
-            {"mode": "central", "noise_multiplier": 1.0, "grad_sample_mode": "ew"},
+            {"mode": "central", "noise_multiplier": 1.0, "grad_sample_mode": "hooks"},
             "grad_sample_mode applies only when mode = 'sample'",
         ),
         ({"mode": "global", "noise_multiplier": 1.0}, r"defense\.dp\.mode: .*'sample', 'central'"),
