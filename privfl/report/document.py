@@ -12,22 +12,30 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Heading:
+    """A section heading (level 2 by default)."""
+
     text: str
     level: int = 2
 
 
 @dataclass(frozen=True)
 class Paragraph:
+    """A paragraph; **bold** and `code` are rendered in both outputs."""
+
     text: str
 
 
 @dataclass(frozen=True)
 class Bullets:
+    """A bulleted list."""
+
     items: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Table:
+    """A table: a header row and body rows of strings."""
+
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
 
@@ -42,6 +50,8 @@ class Image:
 
 @dataclass(frozen=True)
 class Alert:
+    """A warning box (Markdown: a block quote)."""
+
     text: str
 
 

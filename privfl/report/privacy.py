@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from privfl.accounting import ACCOUNTANT_NOTES, AccountantName
-from privfl.config import Config, load_config
 from privfl.defenses.dp.config import DPConfig
-from privfl.errors import RunFolderError
-from privfl.ledger import Ledger, Unit
+from privfl.ledger import Unit
 from privfl.report.document import (
     Alert,
-    Bullets,
     Document,
     Heading,
     Image,
@@ -37,7 +33,8 @@ from privfl.report.plots import (
     plot_client_epsilons,
     plot_epsilon_per_round,
 )
-from privfl.runfolder import RunFile, RunFolder
+from privfl.report.runfiles import RunFiles, as_float, fmt
+from privfl.runfolder import RunFile
 
 if TYPE_CHECKING:
     from privfl.federation import Federation
@@ -68,61 +65,6 @@ PROTECTED: dict[str, str] = {
         "who sent what), and neighbouring inputs are any two updates (sensitivity 2 x clip)."
     ),
 }
-
-
-@dataclass
-class RunFiles:
-    """What the report reads from one run folder."""
-
-    path: Path
-    config: Config
-    metrics: list[dict[str, Any]]
-    ledger: Ledger
-    ledger_json: dict[str, Any]
-    partition: dict[str, Any] | None
-    audit: dict[str, Any] | None
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> RunFiles:
-        """Read ``run_dir``; a RunFolderError when it is not a finished run folder."""
-        folder = RunFolder(run_dir)
-        for name in (RunFile.CONFIG, RunFile.LEDGER):
-            if not folder.file(name).exists():
-                raise RunFolderError(f"{run_dir} has no {name.value}: not a finished run folder")
-        ledger_json = folder.read_json(RunFile.LEDGER)
-        return cls(
-            path=Path(run_dir),
-            config=load_config(folder.file(RunFile.CONFIG)),
-            metrics=folder.read_jsonl(RunFile.METRICS),
-            ledger=Ledger.from_json(ledger_json),
-            ledger_json=ledger_json,
-            partition=folder.read_json(RunFile.PARTITION),
-            audit=folder.read_json(RunFile.AUDIT),
-        )
-
-    @property
-    def epsilon(self) -> float:
-        """The headline epsilon (``inf`` without any guarantee); when the configured accountant
-        failed (``epsilon_error``), the worst party's RDP figure."""
-        lj = self.ledger_json
-        if lj.get("epsilon") is None and lj.get("epsilon_error"):
-            return _float(lj["epsilon_by_accountant"]["rdp"])
-        return _float(lj.get("epsilon"))
-
-    @property
-    def final_accuracy(self) -> float | None:
-        accs = [m["test_accuracy"] for m in self.metrics if m.get("test_accuracy") is not None]
-        return accs[-1] if accs else None
-
-
-def _float(x: Any) -> float:
-    return math.inf if x is None or x == "inf" else float(x)
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    return "infinite (no guarantee)" if math.isinf(x) else f"{x:.{digits}f}"
 
 
 # ---------------------------------------------------------------------------- one run
@@ -171,7 +113,7 @@ def _dp_sections(
     if lj.get("epsilon_error"):
         doc.add(
             Paragraph(
-                f"**epsilon = {_fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
                 f"**RDP** accountant (Opacus {_opacus_version()}), for the worst party "
                 f"({worst}): the configured {headline.upper()} accountant failed here."
             )
@@ -180,7 +122,7 @@ def _dp_sections(
     else:
         doc.add(
             Paragraph(
-                f"**epsilon = {_fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
                 f"**{headline.upper()}** accountant (Opacus {_opacus_version()}), for the "
                 f"worst party ({worst}). {ACCOUNTANT_NOTES[headline]}"
             )
@@ -217,7 +159,7 @@ def _dp_sections(
         table.append(
             (
                 label + mark,
-                _fmt(_float(by_acc.get(key)) if by_acc.get(key) is not None else None),
+                fmt(as_float(by_acc.get(key)) if by_acc.get(key) is not None else None),
                 ACCOUNTANT_NOTES[key],
             )
         )
@@ -235,7 +177,7 @@ def _dp_sections(
     )
     doc.add(Heading("Epsilon per round"), Image(img, "epsilon per round"))
     # -- per-client epsilon
-    per_party = {p: _float(v) for p, v in lj.get("epsilon_per_party", {}).items()}
+    per_party = {p: as_float(v) for p, v in lj.get("epsilon_per_party", {}).items()}
     per_party_acc = str(lj.get("epsilon_per_party_accountant", headline)).upper()
     if dp.mode in ("sample", "local") and per_party:
         vals = np.array(list(per_party.values()))
@@ -244,8 +186,8 @@ def _dp_sections(
             Heading("Per-client epsilon"),
             Paragraph(
                 f"Every client spends its own budget ({len(vals)} clients took part). "
-                f"min {_fmt(vals.min())}, median {_fmt(float(np.median(vals)))}, max "
-                f"{_fmt(vals.max())} ({per_party_acc}). "
+                f"min {fmt(vals.min())}, median {fmt(float(np.median(vals)))}, max "
+                f"{fmt(vals.max())} ({per_party_acc}). "
                 + (
                     "Clients sampled in more rounds, or holding fewer examples (a larger "
                     "sampling rate), spend more."
@@ -383,11 +325,11 @@ def _audit_section(doc: Document, a: dict[str, Any]) -> None:
             (
                 (
                     "empirical estimate (a lower-bound-like measurement)",
-                    _fmt(float(a["epsilon_empirical"])),
+                    fmt(float(a["epsilon_empirical"])),
                 ),
                 (
                     "accountant's bound",
-                    _fmt(_float(bound)) if bound is not None else "none (no DP)",
+                    fmt(as_float(bound)) if bound is not None else "none (no DP)",
                 ),
             ),
         ),
@@ -401,7 +343,7 @@ def _audit_section(doc: Document, a: dict[str, Any]) -> None:
 
 def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
     acc = run.final_accuracy
-    doc.add(Heading("Accuracy"), Paragraph(f"Final test accuracy: {_fmt(acc, 4)}."))
+    doc.add(Heading("Accuracy"), Paragraph(f"Final test accuracy: {fmt(acc, 4)}."))
     if not run.ledger.events or run.ledger.delta is None:
         return
     eps_by_round = dict(run.ledger.epsilon_by_round())
@@ -420,10 +362,6 @@ def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
         doc.add(Image(img, "accuracy vs epsilon"))
 
 
-def _unit(mode: str) -> str:
-    return "per example" if mode == "sample" else "per user"
-
-
 def _opacus_version() -> str:
     try:
         return importlib.metadata.version("opacus")
@@ -431,7 +369,8 @@ def _opacus_version() -> str:
         return "?"
 
 
-def _write(doc: Document, out_dir: Path, stem: str = "report") -> tuple[Path, Path]:
+def write_document(doc: Document, out_dir: Path, stem: str = "report") -> tuple[Path, Path]:
+    """Write ``doc`` as ``out_dir/<stem>.md`` and the self-contained ``<stem>.html``."""
     md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     md.write_text(to_markdown(doc, out_dir))
     page.write_text(to_html(doc))
@@ -442,7 +381,7 @@ def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
     """(Re)write ``report.md`` and ``report.html`` (and ``plots/*.png``) of ``run_dir``."""
     run = RunFiles.load(run_dir)
     doc = build_run_report(run, Path(run_dir) / RunFile.PLOTS.value)
-    return _write(doc, Path(run_dir))
+    return write_document(doc, Path(run_dir))
 
 
 def write_privacy_report(fed: Federation) -> None:
@@ -451,75 +390,4 @@ def write_privacy_report(fed: Federation) -> None:
         write_run_report(fed.folder.path)
 
 
-# ---------------------------------------------------------------------------- several runs
-
-
-def write_comparison_report(run_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Accuracy against epsilon over several runs, into ``out_dir/report.{md,html}``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = [RunFiles.load(d) for d in run_dirs]
-    doc = Document(f"Privacy-utility comparison of {len(runs)} runs")
-    rows = []
-    by_mode: dict[str, list[tuple[float, float, str]]] = {}
-    for r in runs:
-        dp = r.config.defense.dp
-        sig = sorted({e.noise_multiplier for e in r.ledger.events})
-        rows.append(
-            (
-                r.config.name,
-                dp.mode if dp else "none",
-                ", ".join(f"{s:.3g}" for s in sig) or "-",
-                _fmt(r.epsilon) if r.ledger.events else "no guarantee",
-                f"{r.ledger_json['delta']:g}" if r.ledger_json.get("delta") else "-",
-                str(r.ledger_json.get("accountant", "-")) if r.ledger.events else "-",
-                _fmt(r.final_accuracy, 4),
-            )
-        )
-        if dp is not None and r.ledger.events and r.final_accuracy is not None:
-            by_mode.setdefault(dp.mode, []).append((r.epsilon, r.final_accuracy, r.config.name))
-    doc.add(
-        Table(
-            ("run", "DP mode", "sigma", "epsilon", "delta", "accountant", "accuracy"), tuple(rows)
-        ),
-    )
-    if by_mode:
-        (out / "plots").mkdir(exist_ok=True)
-        series = []
-        for mode, pts in by_mode.items():
-            pts.sort()
-            series.append((f"{mode} ({_unit(mode)})", [p[0] for p in pts], [p[1] for p in pts]))
-        names = [(p[0], p[1], p[2]) for pts in by_mode.values() for p in pts]
-        img = plot_accuracy_vs_epsilon(
-            series,
-            out / "plots" / "accuracy_vs_epsilon.png",
-            title="final test accuracy vs epsilon",
-            labels=names,
-        )
-        doc.add(Heading("Accuracy vs epsilon"), Image(img, "accuracy vs epsilon"))
-        if (
-            len(by_mode) > 1
-            or len({r.ledger_json.get("delta") for r in runs if r.ledger.events}) > 1
-        ):
-            doc.add(
-                Alert(
-                    "these runs protect different units (an example vs a user) or use different "
-                    "deltas: their epsilons are not directly comparable."
-                )
-            )
-    unguarded = [r.config.name for r in runs if not r.ledger.events]
-    if unguarded:
-        doc.add(Paragraph(f"Runs without DP (no epsilon, not plotted): {', '.join(unguarded)}."))
-    if any(str(r.ledger_json.get("accountant")) == "gdp" for r in runs if r.ledger.events):
-        doc.add(Alert("some runs use the GDP accountant, an approximation and not a bound."))
-    doc.add(Bullets(tuple(f"{r.config.name}: `{r.path}`" for r in runs)))
-    return _write(doc, out)
-
-
-__all__ = [
-    "RunFiles",
-    "build_run_report",
-    "write_comparison_report",
-    "write_privacy_report",
-    "write_run_report",
-]
+__all__ = ["build_run_report", "write_document", "write_privacy_report", "write_run_report"]
