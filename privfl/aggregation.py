@@ -30,7 +30,10 @@ class WeightedMean(Aggregator):
     is_weighted_mean = True
 
     def aggregate(self, batch: UpdateBatch, ctx: RoundContext) -> AggregationResult:
-        return AggregationResult(weighted_mean(batch.deltas, torch.from_numpy(batch.weights)))
+        return AggregationResult(
+            weighted_mean(batch.deltas, torch.from_numpy(batch.weights)),
+            weight_sum=float(batch.weights.sum()),
+        )
 
 
 __all__ = ["WeightedMean", "weighted_mean"]

@@ -1,4 +1,4 @@
-"""The ``privfl`` command line: ``privfl run | data``.
+"""The ``privfl`` command line: ``privfl run | calibrate | report | config | data``.
 
 Exit status: 0 on success, 2 on a bad config or input (one line, no traceback), 1 on an
 internal error.
@@ -91,6 +91,57 @@ def run(
         + f" -> {result.run_dir}",
         highlight=False,
     )
+
+
+@app.command()
+def calibrate(
+    target_epsilon: Annotated[float, typer.Option(help="the epsilon to reach")],
+    delta: Annotated[float, typer.Option(help="the delta of the guarantee, in (0, 1)")],
+    sample_rate: Annotated[float, typer.Option(help="Poisson sampling rate q, in (0, 1]")],
+    steps: Annotated[int, typer.Option(help="steps of the mechanism (local steps, or rounds)")],
+    accountant: Annotated[str, typer.Option(help="rdp, prv or gdp (Opacus)")] = "rdp",
+) -> None:
+    """Print the noise multiplier that reaches TARGET_EPSILON at DELTA after STEPS steps."""
+    from privfl.accounting import ACCOUNTANT_NOTES, calibrate_noise, check_accountant, epsilon_of
+
+    try:
+        name = check_accountant(accountant)
+        sigma = calibrate_noise(
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=name,
+        )
+        eps = epsilon_of(((sigma, sample_rate, steps),), delta=delta, accountant=name)
+    except PrivflError as e:
+        _fail(e)
+    typer.echo(f"accountant {name.value}: {ACCOUNTANT_NOTES[name]}")
+    typer.echo(f"epsilon {eps:.4f} at delta {delta:g} (sample rate {sample_rate:g}, {steps} steps)")
+    typer.echo(f"noise multiplier: {sigma:.6f}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="run folders (runs/NAME)")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="folder of the comparison report of several runs [PARENT/comparison]"),
+    ] = None,
+) -> None:
+    """(Re)write the privacy-budget report of each run; with several runs, also compare their
+    accuracy against epsilon."""
+    from privfl.report import write_comparison_report, write_run_report
+
+    try:
+        for run_dir in runs:
+            md, page = write_run_report(run_dir)
+            typer.echo(f"{md}\n{page}")
+        if len(runs) > 1:
+            md, page = write_comparison_report(runs, out or runs[0].parent / "comparison")
+            typer.echo(f"{md}\n{page}")
+    except PrivflError as e:
+        _fail(e)
 
 
 @config_app.command("reference")

@@ -24,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.audit.config import AuditConfig
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.defenses.dp.config import DPConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -169,6 +171,8 @@ class EvaluationConfig(StrictModel):
 class DefenseConfig(StrictModel):
     """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
 
+    dp: DPConfig | None = Field(None, description="differential privacy ([defense.dp])")
+
 
 class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
@@ -191,9 +195,17 @@ class Config(StrictModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
+    audit: AuditConfig | None = Field(None, description="empirical privacy audit ([audit])")
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        dp = self.defense.dp
+        if self.audit is not None and dp is not None and dp.mode == "sample":
+            raise ValueError(
+                "audit: the canary audit measures user-level privacy; defense.dp.mode = "
+                "'sample' protects examples, so its bound is not comparable (use 'central' or "
+                "'local', or drop [audit])"
+            )
         if self.federation.clients_per_round > self.data.clients:
             raise ValueError(
                 f"federation.clients_per_round ({self.federation.clients_per_round}) must be "
@@ -329,6 +341,9 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
             node = None
             continue
         ann = field.annotation
+        optional = [a for a in get_args(ann) if a is not type(None)]
+        if len(optional) == 1 and isinstance(optional[0], type):  # `Section | None`
+            ann = optional[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann
         else:

@@ -120,13 +120,19 @@ class Federation:
         )
         updates = self.engine.train(self.params, sampled.tolist(), r)
         batch = UpdateBatch.stack(updates, self.spec.dim)
+        # What the clients trained on, before transforms may reweight (DP) or add rows (canaries).
+        trained = {"train_loss": _weighted(batch, "loss"), "examples": int(batch.weights.sum())}
         t_train = time.perf_counter()
         for transform in self.stages.client_transforms:
             batch = transform.apply(batch, ctx)
         batch, nonfinite = _drop_nonfinite(batch, r)
         result = self.stages.channel.transmit(batch, self.stages.aggregator, ctx)
         aggregation = result.aggregation
-        info: dict[str, Any] = dict(result.info)
+        info: dict[str, Any] = {**batch.info, **result.info}
+        if aggregation is None and any(
+            t.releases_without_updates for t in self.stages.server_transforms
+        ):
+            aggregation = AggregationResult(torch.zeros(self.spec.dim), weight_sum=0.0)
         if aggregation is not None:
             for transform in self.stages.server_transforms:
                 aggregation = transform.apply(aggregation, ctx)
@@ -137,7 +143,7 @@ class Federation:
         for observer in self.stages.observers:
             self.attacks.extend(observer.observe(result.view, self._observer_ctx))
         t_agg = time.perf_counter()
-        record = self._metrics_record(ctx, batch, nonfinite, result, aggregation, info)
+        record = self._metrics_record(ctx, batch, nonfinite, result, aggregation, trained, info)
         self.round = r
         self.metrics.append(record)
         t_end = time.perf_counter()
@@ -160,6 +166,7 @@ class Federation:
         nonfinite: np.ndarray,
         result: ChannelResult,
         aggregation: AggregationResult | None,
+        trained: dict[str, Any],
         info: dict[str, Any],
     ) -> dict[str, Any]:
         r = ctx.round
@@ -168,14 +175,14 @@ class Federation:
             "round": r,
             "test_accuracy": None,
             "test_loss": None,
-            "train_loss": _weighted(batch, "loss"),
+            "train_loss": trained["train_loss"],
             "clients": ctx.sampled.tolist(),
             "dropped": dropped,
             "nonfinite": int(len(nonfinite)),
             "aggregated": 0 if aggregation is None else int(len(batch) - len(result.dropped)),
             "bytes_up": int(result.bytes_up),
             "bytes_down": int(len(ctx.sampled) * self.spec.dim * 4),
-            "examples": int(batch.weights.sum()),
+            "examples": trained["examples"],
         }
         if aggregation is not None and len(aggregation.excluded):
             record["excluded"] = aggregation.excluded.tolist()

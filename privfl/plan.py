@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from privfl.aggregation import WeightedMean
+from privfl.audit.canary import add_canary_audit
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.config import Config
+from privfl.defenses.dp.builder import add_differential_privacy
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -107,7 +109,14 @@ def create_sampler(config: Config) -> ClientSampler:
 
 def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    return Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    from privfl.report.privacy import write_privacy_report  # deferred: matplotlib
+
+    stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
+    add_differential_privacy(stages, config, setup)  # [defense.dp]: keep it the last client stage
+    if config.defense.dp is not None or config.audit is not None:
+        stages.finishers.append(write_privacy_report)  # after the audit's finisher
+    return stages
 
 
 __all__ = ["Finisher", "RunSetup", "Stages", "build_stages", "create_sampler", "local_training_of"]

@@ -12,7 +12,9 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from privfl.audit.config import AuditConfig
 from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
+from privfl.defenses.dp.config import DPConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -43,6 +45,8 @@ def _bounds(meta: list[Any]) -> str:
 
 
 def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "unset"
@@ -70,7 +74,10 @@ def config_reference() -> str:
     out = [
         "Top level:",
         "",
-        *_table(Config, skip=("data", "model", "federation", "evaluation", "defense", "attack")),
+        *_table(
+            Config,
+            skip=("data", "model", "federation", "evaluation", "defense", "attack", "audit"),
+        ),
     ]
     sections: list[tuple[str, type[BaseModel]]] = [
         ("[data]", DataConfig),
@@ -79,6 +86,8 @@ def config_reference() -> str:
         ('[model] name = "cnn"', CNNConfig),
         ("[federation]", FederationConfig),
         ("[evaluation]", EvaluationConfig),
+        ("[defense.dp]", DPConfig),
+        ("[audit]", AuditConfig),
     ]
     for title, model in sections:
         doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())

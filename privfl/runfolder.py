@@ -4,6 +4,8 @@ runs/<name>/config.toml     the resolved config, every default written out
             metrics.jsonl   one JSON object a round (deterministic for a seed)
             timings.jsonl   one JSON object a round: wall-clock seconds (not deterministic)
             ledger.json     privacy events and the final epsilon
+            audit.json      the empirical privacy audit (with [audit])
+            report.md, report.html   the privacy-budget report (with DP or an audit)
             attacks.json    one record per attack result
             partition.json  per-client example and label counts
             checkpoint.pt   the state to resume from
@@ -37,6 +39,9 @@ class RunFile(StrEnum):
     ATTACKS = "attacks.json"
     PARTITION = "partition.json"
     CHECKPOINT = "checkpoint.pt"
+    AUDIT = "audit.json"
+    REPORT_MD = "report.md"
+    REPORT_HTML = "report.html"
     PLOTS = "plots"
 
 

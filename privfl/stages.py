@@ -86,11 +86,15 @@ class AggregationResult:
         delta: float32 ``(dim,)``, the aggregated update.
         excluded: client ids the rule left out (robust rules), int64.
         info: figures to add to the round's metrics.
+        weight_sum: the sum of the weights of the updates a weighted mean averaged (its
+            denominator), so that a server transform can turn the mean back into a sum (DP-FedAvg's
+            fixed denominator); None where the rule is not a weighted mean.
     """
 
     delta: torch.Tensor
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     info: dict[str, Any] = field(default_factory=dict)
+    weight_sum: float | None = None
 
 
 class Aggregator(Stateful, ABC):
@@ -138,6 +142,11 @@ class Channel(Stateful, ABC):
 
 class ServerTransform(Stateful, ABC):
     """Runs on the server on the aggregated update: central DP noise, adaptive clipping."""
+
+    #: True for a transform that must release its output even in a round where no update
+    #: arrived (it then gets a zero aggregate with ``weight_sum = 0``): central DP noise must
+    #: not reveal whether anyone was sampled.
+    releases_without_updates: bool = False
 
     @abstractmethod
     def apply(self, result: AggregationResult, ctx: RoundContext) -> AggregationResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,12 +110,15 @@ class UpdateBatch:
         deltas: float32, shape ``(n, dim)``; row ``i`` belongs to ``client_ids[i]``.
         weights: float64, shape ``(n,)``: aggregation weights (example counts by default).
         metrics: per-client scalar arrays, each shape ``(n,)``.
+        info: round-level figures that client transforms attach for the round's metrics
+            (e.g. the share of updates clipped).
     """
 
     client_ids: np.ndarray
     deltas: torch.Tensor
     weights: np.ndarray
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def stack(cls, updates: Sequence[Update], dim: int) -> UpdateBatch:
@@ -143,6 +147,7 @@ class UpdateBatch:
             deltas=self.deltas[m],
             weights=self.weights[mask],
             metrics={k: v[mask] for k, v in self.metrics.items()},
+            info=dict(self.info),
         )
 
     def with_deltas(self, deltas: torch.Tensor) -> UpdateBatch:

@@ -1,0 +1,214 @@
+"""``[defense.dp]`` -> the stages of a round (called from :func:`privfl.plan.build_stages`).
+
+- ``sample``: the trainer becomes :class:`DPSGDTrainer`; :class:`RecordExampleLevelSpending`
+  writes each client's events.
+- ``central``: Poisson client sampling at ``q = clients_per_round / clients`` (what the
+  accounting of DP-FedAvg assumes; it replaces ``federation.sampling`` and says so in the log
+  and the report), :class:`ClipUpdates` on the clients, :class:`GaussianSumNoise` first among
+  the server transforms.
+- ``local``: :class:`LocalGaussian` on the clients.
+
+A ``target_epsilon`` is turned into a noise multiplier here, over the most steps a party takes
+in this run: every round for the server (central); for a client (local, sample), the most
+rounds any client is sampled in (the cohorts are a data-independent, seeded function of the
+config, so they are known before the run) times its local steps, at the worst-off client's
+(q, steps). So the target holds for every party of the run; the report shows what each party
+actually spent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from privfl.accounting import calibrate_noise, epsilon_of
+from privfl.defenses.dp.central import ClipBound, ClipUpdates, GaussianSumNoise
+from privfl.defenses.dp.config import DPConfig, DPMode
+from privfl.defenses.dp.dpsgd import (
+    DPSGDTrainer,
+    RecordExampleLevelSpending,
+    check_model,
+    client_schedule,
+)
+from privfl.defenses.dp.local import LOCAL_SENSITIVITY, LocalGaussian
+from privfl.errors import ConfigError
+from privfl.sampling import ClientSampler, PoissonSampler
+
+if TYPE_CHECKING:
+    from privfl.config import Config
+    from privfl.plan import RunSetup, Stages
+
+log = logging.getLogger(__name__)
+
+
+def add_differential_privacy(stages: Stages, config: Config, setup: RunSetup) -> None:
+    """Add the stages of ``config.defense.dp`` to ``stages`` and configure the ledger."""
+    dp = config.defense.dp
+    if dp is None:
+        return
+    setup.ledger.configure(delta=dp.delta, accountant=dp.accountant)
+    _BUILDERS[DPMode(dp.mode)](stages, config, setup, dp)
+
+
+def client_sample_rate(config: Config) -> float:
+    """q = clients_per_round / clients: DP-FedAvg's Poisson client sampling rate."""
+    return config.federation.clients_per_round / config.data.clients
+
+
+def _central(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
+    f, n = config.federation, config.data.clients
+    q = client_sample_rate(config)
+    if f.sampling != "poisson":
+        log.warning(
+            "defense.dp.mode = 'central': clients are Poisson-sampled at q = %d/%d = %.4g "
+            "(the sampling DP-FedAvg's accounting assumes), instead of federation.sampling = "
+            "'%s'; a round's cohort size varies around %d",
+            f.clients_per_round,
+            n,
+            q,
+            f.sampling,
+            f.clients_per_round,
+        )
+    stages.sampler = PoissonSampler(n, q, config.seed)
+    if not stages.aggregator.is_weighted_mean:
+        raise ConfigError(
+            f"defense.dp.mode = 'central' needs the weighted-mean aggregator (it turns the mean "
+            f"of clipped updates back into their sum); {type(stages.aggregator).__name__} is "
+            "not one: drop the robust rule or use mode = 'local'"
+        )
+    sigma = dp.noise_multiplier
+    if sigma is None:
+        sigma = _calibrate(dp, q, f.rounds, "central DP-FedAvg (the server)")
+    count_sigma = dp.count_noise_multiplier or f.clients_per_round / 20
+    bound = ClipBound(dp.clip)
+    stages.client_transforms.append(ClipUpdates(bound))
+    stages.server_transforms.insert(
+        0,
+        GaussianSumNoise(
+            bound,
+            noise_multiplier=sigma,
+            sample_rate=q,
+            num_clients=n,
+            adaptive=dp.adaptive,
+            target_quantile=dp.target_quantile,
+            clip_lr=dp.clip_lr,
+            count_noise_multiplier=count_sigma,
+        ),
+    )
+    _warn_delta(dp.delta, n, "users (clients)")
+
+
+def participations(sampler: ClientSampler, rounds: int) -> dict[int, int]:
+    """How many of rounds 1..rounds each client is sampled in (the seeded cohorts; clients
+    never sampled are absent)."""
+    counts: dict[int, int] = {}
+    for r in range(1, rounds + 1):
+        for c in sampler.sample(r).tolist():
+            counts[c] = counts.get(c, 0) + 1
+    return counts
+
+
+def _local(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
+    sigma = dp.noise_multiplier
+    if sigma is None:
+        # The accountant sees sigma / 2 (sensitivity 2S): calibrate that, then scale back.
+        counts = participations(stages.sampler, config.federation.rounds)
+        rounds = max(counts.values(), default=1)
+        sigma = LOCAL_SENSITIVITY * _calibrate(dp, 1.0, rounds, "local DP (each client)")
+    stages.client_transforms.append(LocalGaussian(clip=dp.clip, noise_multiplier=sigma))
+    _warn_delta(dp.delta, config.data.clients, "users (clients)")
+
+
+def _sample(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
+    from privfl.plan import local_training_of
+
+    check_model(setup.make_model())
+    training = local_training_of(config)
+    sizes = setup.data.partition.sizes()
+    sigma = dp.noise_multiplier
+    if sigma is None:
+        counts = participations(stages.sampler, config.federation.rounds)
+        pairs = set()
+        for c, k in counts.items():
+            plan = client_schedule(int(sizes[c]), training)
+            pairs.add((plan.sample_rate, plan.steps * k))
+        sigma = _calibrate_clients(dp, pairs)
+    stages.trainer = DPSGDTrainer(
+        training, clip=dp.clip, noise_multiplier=sigma, grad_sample_mode=dp.grad_sample_mode
+    )
+    stages.client_transforms.insert(0, RecordExampleLevelSpending())
+    _warn_delta(dp.delta, int(np.min(sizes)), "examples on the smallest client")
+
+
+def _target(dp: DPConfig) -> float:
+    if dp.target_epsilon is None:
+        raise ConfigError("defense.dp: give noise_multiplier or target_epsilon")
+    return dp.target_epsilon
+
+
+def _calibrate(dp: DPConfig, q: float, steps: int, who: str) -> float:
+    sigma = calibrate_noise(
+        target_epsilon=_target(dp),
+        delta=dp.delta,
+        sample_rate=q,
+        steps=steps,
+        accountant=dp.accountant,
+    )
+    log.info(
+        "%s: noise multiplier %.4f for epsilon %.3g at delta %.3g (q = %.4g, %d steps, %s)",
+        who,
+        sigma,
+        dp.target_epsilon,
+        dp.delta,
+        q,
+        steps,
+        dp.accountant,
+    )
+    return sigma
+
+
+def _calibrate_clients(dp: DPConfig, schedule: set[tuple[float, int]]) -> float:
+    """One sigma for every DP-SGD client, calibrated on the client whose (q, total steps)
+    spends the most; re-checked on all distinct pairs (RDP is cached per (sigma, q))."""
+    target = _target(dp)
+    pairs = sorted(schedule) or [(1.0, 1)]
+
+    def worst(sigma: float) -> tuple[float, tuple[float, int]]:
+        eps = {p: epsilon_of(((sigma, p[0], p[1]),), delta=dp.delta) for p in pairs}
+        pair = max(eps, key=lambda p: eps[p])
+        return eps[pair], pair
+
+    _, pair = worst(1.0)
+    for _ in range(len(pairs)):
+        sigma = _calibrate(dp, pair[0], pair[1], f"DP-SGD clients (q = {pair[0]:.4g})")
+        if dp.accountant != "rdp":
+            return sigma  # PRV/GDP per pair is too slow to re-check; RDP orders the clients
+        eps, new = worst(sigma)
+        if eps <= target or new == pair:
+            return sigma
+        pair = new
+    return sigma
+
+
+def _warn_delta(delta: float, units: int, what: str) -> None:
+    if delta >= 1 / units:
+        log.warning(
+            "defense.dp.delta = %g is >= 1/N = 1/%d (%s): a mechanism that publishes one unit's "
+            "data outright would satisfy it; choose delta well below 1/N",
+            delta,
+            units,
+            what,
+        )
+
+
+_BUILDERS: dict[DPMode, Callable[[Stages, Config, RunSetup, DPConfig], None]] = {
+    DPMode.SAMPLE: _sample,
+    DPMode.CENTRAL: _central,
+    DPMode.LOCAL: _local,
+}
+
+
+__all__ = ["add_differential_privacy", "client_sample_rate", "participations"]

@@ -1,0 +1,109 @@
+"""``[defense.dp]``: differential privacy (imports only pydantic, typing and privfl.errors, so
+that ``privfl.config`` can import it without cycles or heavy dependencies)."""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+
+class DPMode(StrEnum):
+    """Where the noise is added, and so what is protected."""
+
+    SAMPLE = "sample"  # DP-SGD inside every client: protects each training example
+    CENTRAL = "central"  # DP-FedAvg at the server: protects each user in the released models
+    LOCAL = "local"  # each client noises its own update: protects each user, even from the server
+
+
+class DPConfig(BaseModel):
+    """``[defense.dp]``: differential privacy, where the noise is added (`mode`) and how much
+    (`noise_multiplier`, or `target_epsilon` to calibrate it at `delta`).
+
+    `mode = "sample"`: DP-SGD inside every client (Opacus; per-example clipping to `clip`,
+    Poisson lots). `mode = "central"`: DP-FedAvg (McMahan et al. 2018): clients are
+    Poisson-sampled at q = clients_per_round / clients, each update clipped to `clip`, Gaussian
+    noise on the sum, fixed denominator q*N; `adaptive` clipping follows Andrew et al. 2021.
+    `mode = "local"`: each client clips and noises its own update before it leaves. A target
+    epsilon is calibrated over the most steps a party takes in the run.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["sample", "central", "local"] = Field(
+        description="sample: DP-SGD per example; central: DP-FedAvg per user; local: per user, "
+        "noised on the client"
+    )
+    noise_multiplier: float | None = Field(
+        None, description="sigma: noise std / clip (>= 0; 0 voids the guarantee)"
+    )
+    target_epsilon: PositiveFloat | None = Field(
+        None, description="calibrate sigma to this epsilon at `delta` (instead of sigma)"
+    )
+    clip: PositiveFloat = Field(
+        1.0, description="L2 bound: per-example gradient (sample) or per-client update"
+    )
+    delta: float = Field(1e-5, description="target delta, in (0, 1)")
+    accountant: Literal["rdp", "prv", "gdp"] = Field(
+        "rdp", description="headline accountant (Opacus); gdp is an approximation"
+    )
+    adaptive: bool = Field(
+        False, description="central: adaptive clipping to a quantile (Andrew et al. 2021)"
+    )
+    target_quantile: float = Field(
+        0.5, gt=0, lt=1, description="adaptive: share of updates left unclipped"
+    )
+    clip_lr: PositiveFloat = Field(0.2, description="adaptive: geometric step eta_C of the clip")
+    count_noise_multiplier: PositiveFloat | None = Field(
+        None, description="adaptive: sigma_b of the clipped count (default clients_per_round/20)"
+    )
+    grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
+        "ew",
+        description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
+        "module hooks, or torch.func",
+    )
+
+    @field_validator("noise_multiplier")
+    @classmethod
+    def _sigma(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise ValueError(
+                f"must be >= 0 (the noise std divided by the clip norm), got {v}; use e.g. 1.0, "
+                "or set target_epsilon instead"
+            )
+        return v
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, v: float) -> float:
+        if not (math.isfinite(v) and 0 < v < 1):
+            raise ValueError(
+                f"must lie in (0, 1), got {v}; choose it well below 1 / (protected units), "
+                "e.g. 1e-5"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> DPConfig:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "give exactly one of noise_multiplier and target_epsilon (the other is derived)"
+            )
+        central = self.mode == DPMode.CENTRAL
+        for key in ("adaptive", "target_quantile", "clip_lr", "count_noise_multiplier"):
+            default = type(self).model_fields[key].default
+            if key in self.model_fields_set and getattr(self, key) != default and not central:
+                raise ValueError(f"{key} applies only when mode = 'central'")
+        for key in ("target_quantile", "clip_lr", "count_noise_multiplier"):
+            default = type(self).model_fields[key].default
+            if key in self.model_fields_set and getattr(self, key) != default and not self.adaptive:
+                raise ValueError(f"{key} applies only when adaptive = true")
+        gsm_default = type(self).model_fields["grad_sample_mode"].default
+        if self.grad_sample_mode != gsm_default and self.mode != DPMode.SAMPLE:
+            raise ValueError("grad_sample_mode applies only when mode = 'sample'")
+        return self
+
+
+__all__ = ["DPConfig", "DPMode"]

@@ -1,0 +1,241 @@
+"""Sample-level DP-SGD inside every client (Abadi et al. 2016, "Deep learning with differential
+privacy", CCS, Algorithm 1), on Opacus' ``GradSampleModule`` and ``DPOptimizer``.
+
+Each local step draws a Poisson batch (every local example independently with probability
+``q = batch_size / n``), computes per-example gradients (Opacus), clips each to L2 norm C,
+sums them, adds ``N(0, sigma^2 C^2 I)`` and divides by the expected batch size ``q n``
+(Opacus' DPOptimizer). Every client is its own accountant: the trainer reports its ``q``,
+sigma and steps in its metrics, and :class:`RecordExampleLevelSpending` (a client transform,
+so in the main process whatever engine trained the clients) writes one ledger event per client
+and round, party ``"client:<id>"``, unit: one example.
+
+Opacus' ``PrivacyEngine`` is not used as a whole because it keeps its own accountant and data
+loader; the ledger is privfl's single accountant and batches come from the run's seeded streams.
+Opacus is imported inside the functions (seconds to import; plain runs must not pay for it).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privfl.client import LocalTrainer, LocalTraining
+from privfl.errors import PrivflError
+from privfl.ledger import PrivacyEvent, Unit, client_party
+from privfl.stages import ClientTransform, RoundContext
+from privfl.update import ParamSpec, UpdateBatch
+
+GRAD_SAMPLE_MODES: tuple[str, ...] = ("ew", "hooks", "functorch")
+
+
+@dataclass(frozen=True)
+class ClientSchedule:
+    """A client's DP-SGD schedule in one round.
+
+    Attributes:
+        sample_rate: q, the Poisson probability of each local example per step.
+        steps: local steps (``local_steps``, or ``local_epochs * ceil(n / batch_size)``, the
+            steps of the non-private client).
+        expected_batch_size: ``q * n`` (= the configured batch size), Opacus' denominator.
+    """
+
+    sample_rate: float
+    steps: int
+    expected_batch_size: int
+
+
+def client_schedule(num_examples: int, training: LocalTraining) -> ClientSchedule:
+    """The Poisson rate and step count of a client with ``num_examples`` examples."""
+    if num_examples < 1:
+        raise PrivflError("DP-SGD needs at least one local example per client")
+    b = num_examples if training.batch_size is None else min(training.batch_size, num_examples)
+    steps = (
+        training.steps if training.steps is not None else training.epochs * -(-num_examples // b)
+    )
+    return ClientSchedule(b / num_examples, int(steps), b)
+
+
+def check_model(model: nn.Module) -> None:
+    """Raise a PrivflError when Opacus cannot compute per-example gradients of ``model``
+    (``opacus.validators.ModuleValidator``), naming each problem and the fix."""
+    from opacus.validators import ModuleValidator
+
+    was_training = model.training
+    model.train()
+    errors = ModuleValidator.validate(model, strict=False)
+    model.train(was_training)
+    if errors:
+        text = "; ".join(str(e) for e in errors)
+        fix = (
+            "replace BatchNorm with GroupNorm (opacus.validators.ModuleValidator.fix does it), "
+            "and avoid modules with running statistics"
+        )
+        raise PrivflError(f"DP-SGD cannot train this model: {text}. Fix: {fix}")
+
+
+class DPSGDTrainer(LocalTrainer):
+    """A client's local training with DP-SGD (Opacus), the private counterpart of
+    :class:`privfl.client.SGDTrainer` (same optimizer settings, FedProx term included).
+
+    Args:
+        training: lr, momentum, weight decay, epochs/steps, batch size, FedProx mu.
+        clip: C, the per-example gradient L2 bound.
+        noise_multiplier: sigma; the noise std is sigma * C.
+        grad_sample_mode: Opacus' per-example gradient engine: "ew" (PyTorch's
+            ExpandedWeights; the fastest on privfl's models, see benchmarks/perf/dp_overhead.py),
+            "hooks" (module hooks, the most general) or "functorch" (torch.func vmap).
+    """
+
+    def __init__(
+        self,
+        training: LocalTraining,
+        *,
+        clip: float,
+        noise_multiplier: float,
+        grad_sample_mode: str = "ew",
+    ) -> None:
+        if grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise PrivflError(
+                f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}"
+            )
+        if not clip > 0:
+            raise PrivflError(f"clip must be > 0, got {clip}")
+        if not noise_multiplier >= 0:
+            raise PrivflError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+        self.training, self.clip = training, clip
+        self.noise_multiplier, self.grad_sample_mode = noise_multiplier, grad_sample_mode
+        self._checked: set[int] = set()
+
+    def train(
+        self,
+        model: nn.Module,
+        spec: ParamSpec,
+        global_params: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        client_id: int,
+        round: int,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        from opacus.grad_sample import wrap_model
+        from opacus.optimizers import DPOptimizer
+
+        if id(model) not in self._checked:
+            check_model(model)
+            self._checked.add(id(model))
+        c = self.training
+        n = len(y)
+        plan = client_schedule(n, c)
+        spec.load_into(model, global_params)
+        model.train()
+        gsm = wrap_model(model, self.grad_sample_mode, batch_first=True, loss_reduction="mean")
+        try:
+            params = [p for p in model.parameters() if p.requires_grad]
+            sgd = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            opt = DPOptimizer(
+                sgd,
+                noise_multiplier=self.noise_multiplier,
+                max_grad_norm=self.clip,
+                expected_batch_size=plan.expected_batch_size,
+                loss_reduction="mean",
+                generator=generator,
+            )
+            anchor = [p.detach().clone() for p in params] if c.prox_mu > 0 else None
+            loss_sum, seen, clipped = 0.0, 0, 0
+            with warnings.catch_warnings():
+                # Opacus' hooks on a first layer whose input needs no gradient.
+                warnings.filterwarnings("ignore", "Full backward hook", UserWarning)
+                for _ in range(plan.steps):
+                    # Poisson sampling (Abadi et al. 2016's "lot"; as Opacus' DPDataLoader).
+                    idx = torch.nonzero(torch.rand(n, generator=generator) < plan.sample_rate)[:, 0]
+                    opt.zero_grad(set_to_none=True)
+                    if len(idx):
+                        loss = F.cross_entropy(gsm(x[idx]), y[idx])
+                        loss.backward()
+                        loss_sum += float(loss.detach()) * len(idx)
+                        seen += len(idx)
+                        clipped += _count_clipped(params, self.clip)
+                    else:  # an empty lot still releases noise (and is accounted as a step)
+                        for p in params:
+                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                    if opt.pre_step():  # clip, sum, add noise, scale: p.grad is private now
+                        if anchor is not None:  # FedProx's term is data-independent
+                            for p, a in zip(params, anchor, strict=True):
+                                p.grad.add_(p.detach() - a, alpha=c.prox_mu)
+                        sgd.step()
+            opt.zero_grad(set_to_none=True)
+        finally:
+            gsm._close()  # remove Opacus' hooks and attributes: the engine reuses the model
+            for p in model.parameters():
+                if hasattr(p, "summed_grad"):
+                    del p.summed_grad
+        delta = spec.flatten(model) - global_params
+        return delta, {
+            "loss": loss_sum / seen if seen else float("nan"),
+            "steps": float(plan.steps),
+            "dp_sample_rate": plan.sample_rate,
+            "dp_noise_multiplier": self.noise_multiplier,
+            "dp_steps": float(plan.steps),
+            "dp_clipped_fraction": clipped / seen if seen else float("nan"),
+        }
+
+
+def _count_clipped(params: Sequence[torch.Tensor], clip: float) -> int:
+    """How many examples of the lot have a per-example gradient norm above ``clip`` (the norm
+    over all layers, as Opacus' flat clipping computes it)."""
+    with torch.no_grad():
+        norms = torch.stack(
+            [torch.linalg.vector_norm(p.grad_sample.flatten(1), dim=1) for p in params], dim=1
+        )
+        return int((torch.linalg.vector_norm(norms, dim=1) > clip).sum())
+
+
+class RecordExampleLevelSpending(ClientTransform):
+    """Writes each DP-SGD client's privacy spending of the round into the ledger, from the
+    ``dp_*`` figures its trainer reported (one event per client: party ``"client:<id>"``,
+    unit: one example). Rows without them (canaries, a malicious client's own trainer) spend
+    no tracked budget. Adds the example-weighted share of clipped per-example gradients."""
+
+    def apply(self, batch: UpdateBatch, ctx: RoundContext) -> UpdateBatch:
+        m = batch.metrics
+        if len(batch) == 0 or "dp_steps" not in m:
+            return batch
+        for i, cid in enumerate(batch.client_ids):
+            steps = m["dp_steps"][i]
+            if not math.isfinite(steps):
+                continue
+            ctx.ledger.record(
+                PrivacyEvent(
+                    noise_multiplier=float(m["dp_noise_multiplier"][i]),
+                    sample_rate=float(m["dp_sample_rate"][i]),
+                    steps=int(steps),
+                    protects=Unit.EXAMPLE.value,
+                    party=client_party(int(cid)),
+                    round=ctx.round,
+                )
+            )
+        frac = m.get("dp_clipped_fraction")
+        info = {}
+        if frac is not None:
+            ok = np.isfinite(frac)
+            if ok.any():
+                info["dp_clipped_fraction"] = float(np.average(frac[ok], weights=batch.weights[ok]))
+        return replace(batch, info={**batch.info, **info})
+
+
+__all__ = [
+    "GRAD_SAMPLE_MODES",
+    "ClientSchedule",
+    "DPSGDTrainer",
+    "RecordExampleLevelSpending",
+    "check_model",
+    "client_schedule",
+]

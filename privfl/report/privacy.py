@@ -1,0 +1,393 @@
+"""The privacy-budget report of a run: ``report.md`` and a self-contained ``report.html``.
+
+Everything comes from the run folder's files (``config.toml``, ``ledger.json``,
+``metrics.jsonl``, ``partition.json``, ``audit.json``), so the report written at the end of a
+run and the one ``privfl report runs/NAME`` writes later are the same. Privacy figures come
+from the ledger only (``ledger.json`` and its events); no epsilon is computed elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from privfl.accounting import ACCOUNTANT_NOTES, AccountantName
+from privfl.defenses.dp.config import DPConfig
+from privfl.ledger import Unit
+from privfl.report.document import (
+    Alert,
+    Document,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from privfl.report.plots import (
+    plot_accuracy_vs_epsilon,
+    plot_client_epsilons,
+    plot_epsilon_per_round,
+)
+from privfl.report.runfiles import RunFiles, as_float, fmt
+from privfl.runfolder import RunFile
+
+if TYPE_CHECKING:
+    from privfl.federation import Federation
+
+EPSILON_WARN = 10.0
+CLIPPED_WARN = 0.9
+
+PROTECTED: dict[str, str] = {
+    "sample": (
+        "**One training example of one client.** Whoever sees everything a client sends (each "
+        "of its model updates, every round: the server, or an eavesdropper) cannot tell "
+        "whether any single example was in that client's data beyond (epsilon, delta). Every "
+        "client has its own budget; the worst client's epsilon is the run's. A user with many "
+        "examples is **not** protected as a whole: that takes user-level DP (mode central or "
+        "local)."
+    ),
+    "central": (
+        "**One user: everything one client contributes over the whole run.** Whoever sees the "
+        "released global models (every round's) cannot tell whether a given client took part, "
+        "beyond (epsilon, delta). The server adds the noise, so the server itself sees each "
+        "clipped update in the clear (unless secure aggregation hides them): central DP does "
+        "not protect anyone from the server."
+    ),
+    "local": (
+        "**One user's updates as they leave the device.** Each client clips and noises its own "
+        "update, so even the server sees only noised updates; each client's epsilon covers "
+        "every round it took part in. No amplification by sampling applies (the server knows "
+        "who sent what), and neighbouring inputs are any two updates (sensitivity 2 x clip)."
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def build_run_report(run: RunFiles, plots: Path) -> Document:
+    """The report of one run; its PNGs are written into ``plots``."""
+    plots.mkdir(parents=True, exist_ok=True)
+    cfg, dp, led = run.config, run.config.defense.dp, run.ledger
+    doc = Document(f"Privacy-budget report: {cfg.name}")
+    alerts: list[str] = []
+    if dp is None or not led.events:
+        doc.add(
+            Paragraph(
+                "**No differential privacy was active in this run: it carries no (epsilon, "
+                "delta) guarantee.** Its ledger is empty."
+            )
+        )
+    else:
+        _dp_sections(doc, run, dp, plots, alerts)
+    if run.audit is not None:
+        _audit_section(doc, run.audit)
+    _accuracy_section(doc, run, plots)
+    doc.add(Heading("Warnings"))
+    if alerts:
+        doc.add(*(Alert(a) for a in alerts))
+    else:
+        doc.add(
+            Paragraph(
+                "None: delta < 1/N, epsilon <= 10, and the clip bound clipped at most "
+                "90% of updates."
+            )
+        )
+    return doc
+
+
+def _dp_sections(
+    doc: Document, run: RunFiles, dp: DPConfig, plots: Path, alerts: list[str]
+) -> None:
+    cfg, led, lj = run.config, run.ledger, run.ledger_json
+    delta = float(lj["delta"])
+    headline = str(lj["accountant"])
+    eps = run.epsilon
+    worst = str(lj["worst_party"])
+    unit = "example" if dp.mode == "sample" else "user"
+    if lj.get("epsilon_error"):
+        doc.add(
+            Paragraph(
+                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**RDP** accountant (Opacus {_opacus_version()}), for the worst party "
+                f"({worst}): the configured {headline.upper()} accountant failed here."
+            )
+        )
+        alerts.append(f"the {headline.upper()} accountant failed: {lj['epsilon_error']}")
+    else:
+        doc.add(
+            Paragraph(
+                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**{headline.upper()}** accountant (Opacus {_opacus_version()}), for the "
+                f"worst party ({worst}). {ACCOUNTANT_NOTES[headline]}"
+            )
+        )
+    doc.add(
+        Heading("What is protected"),
+        Paragraph(PROTECTED[dp.mode]),
+    )
+    # -- mechanism
+    doc.add(Heading("Mechanism"))
+    rows = _mechanism_rows(run, dp)
+    doc.add(Table(("parameter", "value"), tuple(rows)))
+    if dp.mode == "central" and cfg.federation.sampling != "poisson":
+        doc.add(
+            Paragraph(
+                f"Clients were **Poisson-sampled** at q = {cfg.federation.clients_per_round}/"
+                f"{cfg.data.clients} (each client independently each round, so the cohort size "
+                f'varies), replacing `federation.sampling = "{cfg.federation.sampling}"`: the '
+                "amplification by sampling in the accounting assumes it."
+            )
+        )
+    # -- epsilon by accountant
+    doc.add(Heading(f"Epsilon at delta = {delta:g}, by accountant"))
+    by_acc = lj.get("epsilon_by_accountant", {})
+    names = [
+        ("rdp", "RDP (Balle et al. 2020 conversion)"),
+        ("rdp_classic", "RDP, classic conversion"),
+        ("prv", "PRV"),
+        ("gdp", "GDP"),
+    ]
+    table = []
+    for key, label in names:
+        mark = " (headline)" if key == headline else ""
+        table.append(
+            (
+                label + mark,
+                fmt(as_float(by_acc.get(key)) if by_acc.get(key) is not None else None),
+                ACCOUNTANT_NOTES[key],
+            )
+        )
+    doc.add(Table(("accountant", "epsilon", "what it is"), tuple(table)))
+    if headline == AccountantName.GDP:
+        alerts.append(
+            "the headline accountant is GDP, a central-limit **approximation, not a bound**: it "
+            "can underestimate epsilon. Quote the RDP or PRV figure as the guarantee."
+        )
+    # -- epsilon per round
+    points = led.epsilon_by_round()
+    who = worst if len(led.parties()) == 1 else "the worst party so far"
+    img = plot_epsilon_per_round(
+        points, plots / "epsilon.png", delta=delta, who=who, accountant="RDP"
+    )
+    doc.add(Heading("Epsilon per round"), Image(img, "epsilon per round"))
+    # -- per-client epsilon
+    per_party = {p: as_float(v) for p, v in lj.get("epsilon_per_party", {}).items()}
+    per_party_acc = str(lj.get("epsilon_per_party_accountant", headline)).upper()
+    if dp.mode in ("sample", "local") and per_party:
+        vals = np.array(list(per_party.values()))
+        img = plot_client_epsilons(vals, plots / "client_epsilon.png", delta=delta, unit=unit)
+        doc.add(
+            Heading("Per-client epsilon"),
+            Paragraph(
+                f"Every client spends its own budget ({len(vals)} clients took part). "
+                f"min {fmt(vals.min())}, median {fmt(float(np.median(vals)))}, max "
+                f"{fmt(vals.max())} ({per_party_acc}). "
+                + (
+                    "Clients sampled in more rounds, or holding fewer examples (a larger "
+                    "sampling rate), spend more."
+                    if dp.mode == "sample"
+                    else "Clients sampled in more rounds spend more."
+                )
+            ),
+            Image(img, "per-client epsilon"),
+        )
+    # -- clipping
+    fracs = [
+        m["dp_clipped_fraction"] for m in run.metrics if m.get("dp_clipped_fraction") is not None
+    ]
+    if fracs:
+        what = "per-example gradients" if dp.mode == "sample" else "client updates"
+        mean = float(np.mean(fracs))
+        doc.add(
+            Heading("Clipping"),
+            Paragraph(
+                f"Share of {what} clipped to the bound: {mean:.1%} on average over "
+                f"{len(fracs)} rounds (min {min(fracs):.1%}, max {max(fracs):.1%})."
+            ),
+        )
+        if mean > CLIPPED_WARN:
+            alerts.append(
+                f"the clip bound clipped {mean:.0%} of {what} on average (> 90%): the bound is "
+                "below almost every norm, so clipping rather than the data sets the size and "
+                "weighting of what is learned; consider a larger `defense.dp.clip` (or, for "
+                "central DP, `adaptive = true`)"
+            )
+    # -- warnings about the budget itself
+    n_units, what_units = _units(run)
+    if n_units and delta >= 1 / n_units:
+        alerts.append(
+            f"delta = {delta:g} is >= 1/N = 1/{n_units} ({what_units}): a mechanism that "
+            "publishes one unit's data outright satisfies such a delta; choose delta << 1/N"
+        )
+    if math.isinf(eps):
+        alerts.append("the noise multiplier is 0: **no privacy guarantee** (epsilon is infinite)")
+    elif eps > EPSILON_WARN:
+        alerts.append(
+            f"epsilon = {eps:.3g} > 10: a guarantee this weak says little; attacks are not "
+            "ruled out"
+        )
+
+
+def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
+    cfg, led = run.config, run.ledger
+    ev = led.events
+    sigmas = sorted({e.noise_multiplier for e in ev})
+    rows = [
+        ("mode", f"{dp.mode}"),
+        ("mechanism", "Poisson-subsampled Gaussian mechanism (" + _mechanism_name(dp.mode) + ")"),
+        (
+            "noise multiplier sigma",
+            ", ".join(f"{s:.4g}" for s in sigmas)
+            + (f" (calibrated to target epsilon {dp.target_epsilon})" if dp.target_epsilon else ""),
+        ),
+        ("clip norm", _clip_text(run, dp)),
+        ("delta", f"{dp.delta:g}"),
+        ("rounds", str(cfg.federation.rounds)),
+        ("unit protected", Unit.EXAMPLE.value if dp.mode == "sample" else Unit.USER.value),
+        ("parties with a budget", str(len(led.parties()))),
+    ]
+    qs = sorted({e.sample_rate for e in ev})
+    steps = [e.steps for e in ev]
+    if dp.mode == "sample":
+        rows.append(
+            ("sampling rate q (per client: batch / examples)", f"{min(qs):.4g} .. {max(qs):.4g}")
+        )
+        rows.append(("local DP-SGD steps per round", f"{min(steps)} .. {max(steps)}"))
+        rows.append(("per-example gradients", f"Opacus, grad_sample_mode = {dp.grad_sample_mode}"))
+    elif dp.mode == "central":
+        rows.append(
+            ("client sampling rate q", f"{qs[0]:.4g} (Poisson, clients_per_round / clients)")
+        )
+        rows.append(("denominator", f"fixed: q * N = {qs[0] * cfg.data.clients:g}"))
+        if dp.adaptive:
+            rows.append(
+                (
+                    "adaptive clipping",
+                    f"target quantile {dp.target_quantile}, eta_C "
+                    f"{dp.clip_lr}, count noise sigma_b "
+                    f"{dp.count_noise_multiplier or cfg.federation.clients_per_round / 20:g}"
+                    " (the sum gets the rest: Andrew et al. 2021, Theorem 1)",
+                )
+            )
+    else:
+        rows.append(("sampling rate q", "1 (no amplification: the server knows who sent what)"))
+        rows.append(
+            (
+                "sensitivity",
+                "2 x clip (any two updates are neighbours); the accountant sees sigma / 2",
+            )
+        )
+    return rows
+
+
+def _mechanism_name(mode: str) -> str:
+    return {
+        "sample": "DP-SGD, Abadi et al. 2016, in every client",
+        "central": "DP-FedAvg, McMahan et al. 2018, noise added by the server",
+        "local": "local Gaussian randomizer in every client",
+    }[mode]
+
+
+def _clip_text(run: RunFiles, dp: DPConfig) -> str:
+    clips = [m["dp_clip"] for m in run.metrics if m.get("dp_clip") is not None]
+    if dp.adaptive and clips:
+        return f"adaptive: {clips[0]:.4g} at round 1 -> {clips[-1]:.4g} at the last round"
+    what = "per-example gradient" if dp.mode == "sample" else "per-client update"
+    return f"{dp.clip:g} (L2, {what})"
+
+
+def _units(run: RunFiles) -> tuple[int | None, str]:
+    dp = run.config.defense.dp
+    if dp is not None and dp.mode == "sample":
+        sizes = (run.partition or {}).get("examples")
+        return (int(min(sizes)), "examples on the smallest client") if sizes else (None, "")
+    return run.config.data.clients, "clients"
+
+
+def _audit_section(doc: Document, a: dict[str, Any]) -> None:
+    bound = a.get("epsilon_bound")
+    doc.add(
+        Heading("Empirical audit (canaries)"),
+        Paragraph(
+            f"One-shot estimate of Andrew et al. 2023: {a['canaries']} canary clients inserted, "
+            f"cosine of the final model delta with them (mean {a['inserted_cosine_mean']:.4f}, "
+            f"std {a['inserted_cosine_std']:.4f}) against as many unseen canaries (mean "
+            f"{a['unseen_cosine_mean']:.4f}, std {a['unseen_cosine_std']:.4f})."
+        ),
+        Table(
+            ("", f"epsilon at delta = {a['delta']:g}"),
+            (
+                (
+                    "empirical estimate (a lower-bound-like measurement)",
+                    fmt(float(a["epsilon_empirical"])),
+                ),
+                (
+                    "accountant's bound",
+                    fmt(as_float(bound)) if bound is not None else "none (no DP)",
+                ),
+            ),
+        ),
+        Paragraph(
+            "The estimate measures what this run's final model reveals about a canary; the "
+            "bound holds for every dataset and adversary. An estimate far below the bound is "
+            "expected (the bound covers the worst case); one above it would mean a bug."
+        ),
+    )
+
+
+def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
+    acc = run.final_accuracy
+    doc.add(Heading("Accuracy"), Paragraph(f"Final test accuracy: {fmt(acc, 4)}."))
+    if not run.ledger.events or run.ledger.delta is None:
+        return
+    eps_by_round = dict(run.ledger.epsilon_by_round())
+    pts = [
+        (eps_by_round[m["round"]], m["test_accuracy"])
+        for m in run.metrics
+        if m.get("test_accuracy") is not None and m["round"] in eps_by_round
+    ]
+    if pts:
+        e, a = zip(*pts, strict=True)
+        img = plot_accuracy_vs_epsilon(
+            [(run.config.name, e, a)],
+            plots / "accuracy_epsilon.png",
+            title="test accuracy vs epsilon spent (RDP), by round",
+        )
+        doc.add(Image(img, "accuracy vs epsilon"))
+
+
+def _opacus_version() -> str:
+    try:
+        return importlib.metadata.version("opacus")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def write_document(doc: Document, out_dir: Path, stem: str = "report") -> tuple[Path, Path]:
+    """Write ``doc`` as ``out_dir/<stem>.md`` and the self-contained ``<stem>.html``."""
+    md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+    md.write_text(to_markdown(doc, out_dir))
+    page.write_text(to_html(doc))
+    return md, page
+
+
+def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """(Re)write ``report.md`` and ``report.html`` (and ``plots/*.png``) of ``run_dir``."""
+    run = RunFiles.load(run_dir)
+    doc = build_run_report(run, Path(run_dir) / RunFile.PLOTS.value)
+    return write_document(doc, Path(run_dir))
+
+
+def write_privacy_report(fed: Federation) -> None:
+    """Finisher: the report of a run that has a DP defense or an audit (needs a run folder)."""
+    if fed.folder is not None:
+        write_run_report(fed.folder.path)
+
+
+__all__ = ["build_run_report", "write_document", "write_privacy_report", "write_run_report"]
