@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.defenses.he.config import HEConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -168,6 +169,10 @@ class EvaluationConfig(StrictModel):
 
 class DefenseConfig(StrictModel):
     """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
+
+    he: HEConfig | None = Field(
+        None, description="homomorphic-encrypted aggregation (TenSEAL CKKS); absent: off"
+    )
 
 
 class AttackConfig(StrictModel):
@@ -329,6 +334,9 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
             node = None
             continue
         ann = field.annotation
+        optional = [a for a in get_args(ann) if a is not type(None)]
+        if len(optional) == 1 and len(get_args(ann)) == 2:  # `Section | None`: an optional table
+            ann = optional[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann
         else:
