@@ -110,7 +110,7 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
     stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
     if config.defense.he is not None:
-        stages.channel = create_he_channel(config.defense.he)
+        stages.channel = create_he_channel(config.defense.he, setup)
         HEChannel.check_aggregator(stages.aggregator)
     return stages
 

@@ -5,7 +5,7 @@ One round, as the parties see it::
     key holder --public context (bytes, once per party)--> server, clients
     client i   --Enc([w_i * delta_i, w_i]) (bytes)------> server       (ServerView: these bytes)
     server     --Enc(sum_i [w_i * delta_i, w_i]) (bytes)-> key holder
-    key holder --sum_i w_i delta_i / sum_i w_i----------> model update (the federation)
+    key holder --sum_i w_i delta_i / sum_i w_i (float32)-> model update (the federation)
 
 The server never holds a secret key, a plaintext update or (this round) the aggregate. It does
 learn the aggregate afterwards if it applies the update to the global model it broadcasts, as
@@ -19,25 +19,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
+from privfl.defenses.he.bfv import BFVScheme
 from privfl.defenses.he.ckks import CKKSScheme
 from privfl.defenses.he.config import HEConfig
 from privfl.defenses.he.errors import CiphertextError, TooFewClientsError
 from privfl.defenses.he.keys import KeyHolder
 from privfl.defenses.he.packing import chunk_count
+from privfl.defenses.he.params import BFVParams
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
+from privfl.defenses.he.quantize import Rounding
 from privfl.defenses.he.scheme import HEScheme
 from privfl.errors import ConfigError, PrivflError
 from privfl.stages import AggregationResult, Aggregator, Channel, ChannelResult, RoundContext
 from privfl.update import ServerView, UpdateBatch
 
+if TYPE_CHECKING:
+    from privfl.plan import RunSetup
+
 log = logging.getLogger(__name__)
 
 FLOAT32_BYTES = 4
+#: The random stream of the clients' stochastic rounding (BFV): ``(seed, RNG_STREAM, client,
+#: round)``.
+RNG_STREAM = "he-quantize"
 Messages = list[tuple[int, bytes]]
 
 
@@ -47,6 +56,7 @@ class HEMetric(StrEnum):
     CIPHERTEXTS = "he_ciphertexts_per_client"
     CONTEXT_BYTES = "he_context_bytes"  # public context sent this round (to new parties)
     AGGREGATE_BYTES = "he_aggregate_bytes"  # server -> key holder
+    RESULT_BYTES = "he_result_bytes"  # key holder -> server: the float32 weighted mean
     EXPANSION = "he_expansion"  # bytes_up over the plaintext float32 bytes
     ABORT = "he_abort"  # why the round was aborted (only when it was)
 
@@ -136,7 +146,11 @@ class HEChannel(Channel):
         }
         t0 = time.perf_counter()
         ids = batch.client_ids.tolist()
-        sent = list(zip(ids, self._clients.encrypt(batch, round=ctx.round), strict=True))
+        messages, encoding_info = self._clients.encrypt(
+            batch, round=ctx.round, rng=lambda client: ctx.rng(RNG_STREAM, client)
+        )
+        info.update(encoding_info)
+        sent = list(zip(ids, messages, strict=True))
         bytes_up = sum(len(m) for _, m in sent)
         info[HEMetric.EXPANSION.value] = round(bytes_up / (n * dim * FLOAT32_BYTES), 4)
         received = self._network(sent)
@@ -171,9 +185,10 @@ class HEChannel(Channel):
             ),
             channel=self.name,
         )
-        aggregation = (
-            None if decoded is None else AggregationResult(torch.from_numpy(decoded.delta))
-        )
+        aggregation = None
+        if decoded is not None:
+            aggregation = AggregationResult(torch.from_numpy(decoded.delta))
+            info[HEMetric.RESULT_BYTES.value] = decoded.delta.nbytes
         return ChannelResult(aggregation=aggregation, view=view, bytes_up=bytes_up, info=info)
 
     def _context_bytes(self, client_ids: np.ndarray) -> int:
@@ -186,9 +201,27 @@ class HEChannel(Channel):
         return parties * len(self._key_holder.public_context)
 
 
-def create_he_channel(config: HEConfig) -> HEChannel:
-    """The channel ``[defense.he]`` asks for (a new key holder, hence a new key)."""
-    return HEChannel(CKKSScheme(config.ckks_params()), min_clients=config.min_clients)
+def create_he_scheme(config: HEConfig, max_weight: float | None = None) -> HEScheme:
+    """The scheme ``[defense.he]`` asks for. ``max_weight`` (BFV, when the config leaves it
+    unset) is the largest weight a client can have."""
+    params = config.params()
+    if isinstance(params, BFVParams):
+        weight = config.max_weight or max_weight
+        if weight is None:
+            raise ConfigError("defense.he.max_weight is needed for scheme = 'bfv'")
+        return BFVScheme(
+            params, clip=config.clip, max_weight=weight, rounding=Rounding(config.rounding)
+        )
+    return CKKSScheme(params)
 
 
-__all__ = ["EncryptedRound", "HEChannel", "HEMetric", "create_he_channel"]
+def create_he_channel(config: HEConfig, setup: RunSetup | None = None) -> HEChannel:
+    """The channel of ``[defense.he]`` (a new key holder, hence a new key). BFV's
+    ``max_weight`` defaults to the largest client's example count in ``setup``'s partition
+    (FedAvg's weights are example counts)."""
+    sizes = None if setup is None else setup.data.partition.sizes()
+    max_weight = None if sizes is None else float(sizes.max())
+    return HEChannel(create_he_scheme(config, max_weight), min_clients=config.min_clients)
+
+
+__all__ = ["EncryptedRound", "HEChannel", "HEMetric", "create_he_channel", "create_he_scheme"]

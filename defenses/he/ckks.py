@@ -17,7 +17,7 @@ from privfl.defenses.he.envelope import SchemeCode
 from privfl.defenses.he.errors import CiphertextError, HeadroomError
 from privfl.defenses.he.packing import pack, unpack
 from privfl.defenses.he.params import CKKSParams
-from privfl.defenses.he.scheme import Decoded, HEScheme
+from privfl.defenses.he.scheme import ClientRng, Decoded, Encoding, HEScheme
 from privfl.errors import ConfigError
 from privfl.update import UpdateBatch
 
@@ -62,7 +62,15 @@ class CKKSScheme(HEScheme):
         context.global_scale = self.scale
         return context
 
+    def encode(self, batch: UpdateBatch, rng: ClientRng) -> Encoding:
+        self.check_headroom(batch)
+        deltas, weights = batch.deltas.numpy(), batch.weights
+        rows = (pack(deltas[i], float(weights[i]), self.slots) for i in range(len(batch)))
+        return Encoding(rows)
+
     def check_headroom(self, batch: UpdateBatch) -> None:
+        """Raise :class:`HeadroomError` unless ``n * max|w_i * delta_i| < 2^headroom_bits``
+        (and the same for the weight slot) for every client ``i``."""
         n = len(batch)
         w = np.abs(batch.weights)
         peak = torch.abs(batch.deltas).amax(dim=1).to(torch.float64).numpy() * w
@@ -78,9 +86,6 @@ class CKKSScheme(HEScheme):
                 f"CKKS at {self.params.describe()}. Clip the updates, or choose "
                 "defense.he.preset = 'high-precision' or a smaller scale_bits"
             )
-
-    def encode(self, delta: np.ndarray, weight: float) -> np.ndarray:
-        return pack(delta, weight, self.slots)
 
     def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
         return ts.ckks_vector(context, values.tolist()).serialize()

@@ -47,6 +47,7 @@ class SchemeCode(IntEnum):
     """The HE scheme of a message's ciphertexts."""
 
     CKKS = 1
+    BFV = 2
 
 
 def key_id(public_context: bytes) -> bytes:

@@ -101,12 +101,12 @@ class KeyHolder:
                 f"aggregate of {count} update(s): the key holder decrypts only sums of at least "
                 f"defense.he.min_clients = {self.min_clients}"
             )
-        flat = np.empty(chunks * self._scheme.slots, dtype=np.float64)
-        for j, data in enumerate(env.chunks):
-            vector = self._scheme.load(self._context, data, f"aggregate ciphertext {j}")
-            flat[j * self._scheme.slots : (j + 1) * self._scheme.slots] = self._scheme.decrypt(
-                vector
-            )
+        flat = np.concatenate(
+            [
+                self._scheme.decrypt(self._scheme.load(self._context, data, f"aggregate {j}"))
+                for j, data in enumerate(env.chunks)
+            ]
+        )
         return self._scheme.decode(flat, dim, count)
 
 

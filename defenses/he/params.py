@@ -1,4 +1,5 @@
-"""Encryption parameters for add-only aggregation, their presets and their security level.
+"""Encryption parameters for add-only aggregation (CKKS presets, BFV defaults) and their
+security level.
 
 Pure Python (no TenSEAL import), so the config can validate them when it is loaded.
 
@@ -68,6 +69,8 @@ MIN_SCALE_BITS = 20
 #: Bits kept free above the values: one because the data prime is only > 2^(bits - 1), one so
 #: the encryption noise of the sum cannot reach the modulus.
 CKKS_MARGIN_BITS = 2
+#: Exact integer sums in float64 (the quantizer's limit).
+BFV_MAX_PLAIN_BITS = 53
 
 
 class Preset(StrEnum):
@@ -186,6 +189,94 @@ class CKKSParams:
         )
 
 
+def bfv_fresh_noise_bits(poly_modulus_degree: int) -> int:
+    """A safe bound on the bits a fresh BFV encryption takes from the noise budget
+    ``log2(q / t)``: ``ceil(log2(N) / 2) + 3``. Measured with SEAL (invariant noise budget of
+    fresh public-key encryptions): 7 bits at N = 4096, 8 at 8192, 8-9 at 16384; a test keeps
+    the bound above the measurement."""
+    return -(-int(math.log2(poly_modulus_degree)) // 2) + 3
+
+
+@dataclass(frozen=True)
+class BFVParams:
+    """BFV parameters for exact add-only aggregation of quantized updates (Brakerski 2012;
+    Fan and Vercauteren 2012), with SIMD batching: ``N`` integer slots modulo a prime plain
+    modulus ``t = 1 mod 2N`` (SEAL's ``PlainModulus::Batching``).
+
+    Attributes:
+        poly_modulus_degree: ``N``; a ciphertext packs ``N`` integers (twice CKKS's slots).
+        coeff_mod_bit_sizes: bit sizes of the primes; all but the last form ``q``.
+        plain_modulus_bits: bits of ``t``; the quantizer spreads ``t`` over the cohort's sum.
+
+    Notes:
+        Decryption is exact while the noise stays below ``q / (2 t)``. A fresh ciphertext
+        spends :func:`bfv_fresh_noise_bits`; adding ``n`` of them at most ``log2 n`` bits
+        more (the noise adds up), so a sum of ``n`` decrypts exactly when
+        ``data_bits - plain_modulus_bits - fresh - ceil(log2 n) >= 1``.
+    """
+
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    plain_modulus_bits: int
+
+    def __post_init__(self) -> None:
+        check_ring(self.poly_modulus_degree, self.coeff_mod_bit_sizes)
+        if not MIN_PRIME_BITS <= self.plain_modulus_bits <= BFV_MAX_PLAIN_BITS:
+            raise ConfigError(
+                f"plain_modulus_bits must be in {MIN_PRIME_BITS}..{BFV_MAX_PLAIN_BITS} (integer "
+                f"sums stay exact in float64), got {self.plain_modulus_bits}"
+            )
+        if self.plain_modulus_bits >= min(self.coeff_mod_bit_sizes):
+            raise ConfigError(
+                f"plain_modulus_bits = {self.plain_modulus_bits} must be below every prime of "
+                f"coeff_mod_bit_sizes {list(self.coeff_mod_bit_sizes)} (SEAL needs t coprime "
+                "to, and smaller than, the coefficient modulus)"
+            )
+        if self.max_clients < 2:
+            raise ConfigError(
+                f"plain_modulus_bits = {self.plain_modulus_bits} leaves no noise budget for a "
+                f"sum of 2 updates: q has {self.data_bits} bits, a fresh ciphertext's noise "
+                f"{bfv_fresh_noise_bits(self.poly_modulus_degree)}; use plain_modulus_bits <= "
+                f"{self.data_bits - bfv_fresh_noise_bits(self.poly_modulus_degree) - 2}"
+            )
+
+    @property
+    def slots(self) -> int:
+        return self.poly_modulus_degree
+
+    @property
+    def data_bits(self) -> int:
+        return sum(self.coeff_mod_bit_sizes[:-1])
+
+    @property
+    def total_bits(self) -> int:
+        return sum(self.coeff_mod_bit_sizes)
+
+    @property
+    def max_clients(self) -> int:
+        """The largest cohort whose sum still decrypts exactly (see Notes)."""
+        spare = (
+            self.data_bits
+            - self.plain_modulus_bits
+            - bfv_fresh_noise_bits(self.poly_modulus_degree)
+            - 1
+        )
+        return 2**spare if spare >= 0 else 0
+
+    @property
+    def security(self) -> SecurityLevel:
+        level = security_level(self.poly_modulus_degree, self.total_bits)
+        if level is None:  # excluded by check_ring in __post_init__
+            raise ConfigError(f"{self} is below 128-bit security")
+        return level
+
+    def describe(self) -> str:
+        return (
+            f"N = {self.poly_modulus_degree}, coeff_mod_bit_sizes = "
+            f"{list(self.coeff_mod_bit_sizes)}, plain modulus {self.plain_modulus_bits} bits"
+        )
+
+
 CKKS_PRESETS: dict[Preset, CKKSParams] = {
     # Smallest ring that holds a 50-bit data prime at 128 bits (90 of 109 bits): half the key
     # and context size, least padding for small models, ~1e-6 error, 7.2x float32.
@@ -197,7 +288,15 @@ CKKS_PRESETS: dict[Preset, CKKSParams] = {
 }
 
 
+#: 110 of 218 bits at N = 8192 (256-bit security); 8192 integers a ciphertext (4x float32);
+#: cohorts of up to 2^(60 - 40 - 10 - 1) = 512 clients.
+BFV_DEFAULT = BFVParams(8192, (60, 50), 40)
+
+
 __all__ = [
+    "BFVParams",
+    "BFV_DEFAULT",
+    "bfv_fresh_noise_bits",
     "CKKSParams",
     "CKKS_PRESETS",
     "MAX_COEFF_MODULUS_BITS",

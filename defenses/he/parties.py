@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from privfl.defenses.he.envelope import (
     SERVER,
     Envelope,
@@ -20,10 +22,14 @@ from privfl.defenses.he.envelope import (
 )
 from privfl.defenses.he.keys import load_public_context
 from privfl.defenses.he.packing import chunk_count
-from privfl.defenses.he.scheme import HEScheme
+from privfl.defenses.he.scheme import ClientRng, Encoding, HEScheme
 from privfl.update import UpdateBatch
 
 log = logging.getLogger(__name__)
+
+
+def _no_rng(client: int) -> np.random.Generator:
+    raise ValueError("this encoding needs a random stream per client (pass rng=...)")
 
 
 class ClientEncryptor:
@@ -41,19 +47,28 @@ class ClientEncryptor:
         self._context = load_public_context(public_context)
         self.key_id = key_id(public_context)
 
-    def encrypt(self, batch: UpdateBatch, *, round: int) -> Iterator[bytes]:
-        """Each client's message (an envelope of serialized ciphertexts), in batch order.
+    def encrypt(
+        self, batch: UpdateBatch, *, round: int, rng: ClientRng = _no_rng
+    ) -> tuple[Iterator[bytes], dict[str, Any]]:
+        """Each client's message (an envelope of serialized ciphertexts), in batch order, and
+        the encoding's figures for the metrics.
 
         Every client first checks that the cohort's sum cannot overflow
-        (:meth:`HEScheme.check_headroom`, raising
-        :class:`~privfl.defenses.he.errors.HeadroomError` before anything is encrypted);
-        then one ciphertext per ``slots`` values is made. The loop runs per client and per
-        chunk (TenSEAL encrypts one vector per call); the work inside each call is C++.
+        (:class:`~privfl.defenses.he.errors.HeadroomError` is raised here, before anything is
+        encrypted); the messages are then made lazily, one client at a time. The loop runs
+        per client and per chunk (TenSEAL encrypts one vector per call); the work inside each
+        call is C++.
+
+        Args:
+            batch: the cohort's updates and weights.
+            round: the current round (bound into each message).
+            rng: a client's random stream (the quantizer's stochastic rounding).
         """
-        self._scheme.check_headroom(batch)
-        deltas = batch.deltas.numpy()
-        for i, client in enumerate(batch.client_ids.tolist()):
-            chunks = self._scheme.encode(deltas[i], float(batch.weights[i]))
+        encoding = self._scheme.encode(batch, rng)
+        return self._messages(batch.client_ids.tolist(), encoding, round), encoding.info
+
+    def _messages(self, ids: list[int], encoding: Encoding, round: int) -> Iterator[bytes]:
+        for client, chunks in zip(ids, encoding.rows, strict=True):
             yield Envelope(
                 kind=MessageKind.UPDATE,
                 scheme=self._scheme.code,

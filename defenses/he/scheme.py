@@ -8,7 +8,8 @@ once against this interface; :class:`privfl.defenses.he.ckks.CKKSScheme` impleme
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,24 @@ class Decoded:
     total_weight: float
 
 
+#: A client's random stream (stochastic rounding), from its client id.
+ClientRng = Callable[[int], np.random.Generator]
+
+
+@dataclass
+class Encoding:
+    """A cohort's encoded updates, ready to encrypt.
+
+    Attributes:
+        rows: each client's chunks, shape ``(chunks, slots)``, in batch order (lazy: one
+            client's chunks in memory at a time).
+        info: figures for the round's metrics (e.g. how many values were clipped).
+    """
+
+    rows: Iterator[np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class HEScheme(ABC):
     """One HE scheme with fixed parameters. Holds no key: contexts are passed in."""
 
@@ -43,14 +62,11 @@ class HEScheme(ABC):
         """A new private context (secret key, public key); only the key holder calls this."""
 
     @abstractmethod
-    def check_headroom(self, batch: UpdateBatch) -> None:
-        """Raise :class:`~privfl.defenses.he.errors.HeadroomError` when the sum of the
-        cohort's encoded updates could overflow. Each client checks its own row, knowing only
-        the cohort size ``len(batch)``."""
-
-    @abstractmethod
-    def encode(self, delta: np.ndarray, weight: float) -> np.ndarray:
-        """One client's chunks to encrypt, shape ``(chunks, slots)``."""
+    def encode(self, batch: UpdateBatch, rng: ClientRng) -> Encoding:
+        """The cohort's chunks to encrypt. First raises
+        :class:`~privfl.defenses.he.errors.HeadroomError` when the sum of the cohort's
+        encodings could overflow or exhaust the noise budget: each client checks its own
+        row, knowing only the cohort size ``len(batch)``."""
 
     @abstractmethod
     def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
@@ -64,7 +80,8 @@ class HEScheme(ABC):
 
     @abstractmethod
     def decrypt(self, vector: Any) -> np.ndarray:
-        """Decrypt one loaded ciphertext with its (private) context, shape ``(slots,)``."""
+        """Decrypt one loaded ciphertext with its (private) context, shape ``(slots,)``
+        (float64 for CKKS, int64 for BFV)."""
 
     @abstractmethod
     def decode(self, flat: np.ndarray, dim: int, count: int) -> Decoded:
@@ -77,4 +94,4 @@ class HEScheme(ABC):
         """The parameters in one line."""
 
 
-__all__ = ["Decoded", "HEScheme"]
+__all__ = ["ClientRng", "Decoded", "Encoding", "HEScheme"]

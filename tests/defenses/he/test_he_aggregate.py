@@ -45,7 +45,7 @@ def he_aggregate(batch: UpdateBatch, preset: Preset, round: int = 1) -> Decoded:
     clients = ClientEncryptor(scheme, holder.public_context)
     server = HEServer(scheme, holder.public_context)
     dim = batch.deltas.shape[1]
-    messages = zip(batch.client_ids.tolist(), clients.encrypt(batch, round=round), strict=True)
+    messages = zip(batch.client_ids.tolist(), clients.encrypt(batch, round=round)[0], strict=True)
     aggregate = server.aggregate(messages, round=round, dim=dim)
     return holder.decrypt(aggregate, round=round, dim=dim, count=len(batch))
 

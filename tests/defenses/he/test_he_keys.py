@@ -105,7 +105,7 @@ def _round_messages(holder: KeyHolder, n: int, round: int = 1) -> list[tuple[int
         weights=np.ones(n),
     )
     clients = ClientEncryptor(SCHEME, holder.public_context)
-    return list(zip(range(n), clients.encrypt(batch, round=round), strict=True))
+    return list(zip(range(n), clients.encrypt(batch, round=round)[0], strict=True))
 
 
 def test_key_holder_decrypts_only_this_rounds_whole_aggregate():

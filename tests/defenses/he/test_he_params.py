@@ -88,6 +88,6 @@ def test_bad_parameters_name_the_key(kwargs, match):
 
 def test_overrides_replace_single_preset_values():
     cfg = HEConfig(preset="fast", scale_bits=32)
-    assert cfg.ckks_params() == CKKSParams(4096, (50, 40), 32)
+    assert cfg.params() == CKKSParams(4096, (50, 40), 32)
     assert small_config(defense={"he": {}}).defense.he == HEConfig()
     assert small_config().defense.he is None
