@@ -96,6 +96,7 @@ class BFVScheme(HEScheme):
         )
 
     def create_context(self) -> ts.Context:
+        """A private BFV context (the key holder's)."""
         p = self.params
         try:
             return ts.context(
@@ -109,6 +110,8 @@ class BFVScheme(HEScheme):
             raise ConfigError(f"defense.he: SEAL rejects {p.describe()}: {e}") from None
 
     def encode(self, batch: UpdateBatch, rng: ClientRng) -> Encoding:
+        """Each client's quantized ``rho * clip(delta)`` and ``rho`` in chunks, after the noise-
+        budget and weight checks; ``rng(client)`` drives stochastic rounding."""
         n, dim = len(batch), batch.deltas.shape[1]
         if n > self.params.max_clients:
             raise HeadroomError(
@@ -142,9 +145,12 @@ class BFVScheme(HEScheme):
         return Encoding(rows(), {CLIPPED: clipped})
 
     def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
+        """One chunk of integers as a serialized TenSEAL BFV vector."""
         return ts.bfv_vector(context, values.tolist()).serialize()
 
     def load(self, context: ts.Context, data: bytes, where: str) -> ts.BFVVector:
+        """A BFV vector from bytes; one ciphertext of ``slots`` integers, else
+        :class:`CiphertextError`."""
         try:
             vector = ts.bfv_vector_from(context, data)
             cts = vector.ciphertext()
@@ -159,9 +165,12 @@ class BFVScheme(HEScheme):
         return vector
 
     def decrypt(self, vector: ts.BFVVector) -> np.ndarray:
+        """The slots' integers, centred in ``(-t/2, t/2]``, int64 ``(slots,)``."""
         return np.asarray(vector.decrypt(), dtype=np.int64)
 
     def decode(self, flat: np.ndarray, dim: int, count: int) -> Decoded:
+        """``A / B``: the decoded sums of the update slots and of the weight slot, after checking
+        that the padding is zero and ``0 < B <= count``."""
         values, weights = self.codecs(count)
         pad = flat[dim + 1 :]
         residues = np.mod(flat[: dim + 1], self.plain_modulus).astype(np.uint64)
@@ -178,6 +187,7 @@ class BFVScheme(HEScheme):
         return Decoded(delta, total * self.max_weight)
 
     def describe(self) -> str:
+        """The scheme, parameters and security level in one line."""
         return (
             f"BFV, {self.params.describe()} (t = {self.plain_modulus}), clip {self.clip:g}, "
             f"{self.rounding.value} rounding, {int(self.params.security)}-bit security"

@@ -131,6 +131,8 @@ class HEChannel(Channel):
     def transmit(
         self, batch: UpdateBatch, aggregator: Aggregator, ctx: RoundContext
     ) -> ChannelResult:
+        """Encrypt at the clients, add at the server, decrypt at the key holder; a bad message
+        aborts the round (``aggregation=None``, reason in ``he_abort``)."""
         self.check_aggregator(aggregator)
         n, dim = len(batch), ctx.spec.dim
         if n == 0:

@@ -49,6 +49,7 @@ class CKKSScheme(HEScheme):
         self.bound = math.ldexp(1.0, params.headroom_bits)
 
     def create_context(self) -> ts.Context:
+        """A private CKKS context with the scale set (the key holder's)."""
         p = self.params
         try:
             context = ts.context(
@@ -63,6 +64,8 @@ class CKKSScheme(HEScheme):
         return context
 
     def encode(self, batch: UpdateBatch, rng: ClientRng) -> Encoding:
+        """Each client's ``[w * delta, w]`` in chunks, after :meth:`check_headroom`; ``rng`` is
+        unused."""
         self.check_headroom(batch)
         deltas, weights = batch.deltas.numpy(), batch.weights
         rows = (pack(deltas[i], float(weights[i]), self.slots) for i in range(len(batch)))
@@ -88,9 +91,12 @@ class CKKSScheme(HEScheme):
             )
 
     def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
+        """One chunk as a serialized TenSEAL CKKS vector (public-key encryption)."""
         return ts.ckks_vector(context, values.tolist()).serialize()
 
     def load(self, context: ts.Context, data: bytes, where: str) -> ts.CKKSVector:
+        """A CKKS vector from bytes; one ciphertext of ``slots`` values at this scale, else
+        :class:`CiphertextError`."""
         try:
             vector = ts.ckks_vector_from(context, data)
             cts = vector.ciphertext()
@@ -106,9 +112,11 @@ class CKKSScheme(HEScheme):
         return vector
 
     def decrypt(self, vector: ts.CKKSVector) -> np.ndarray:
+        """The slots' values, float64 ``(slots,)``."""
         return np.asarray(vector.decrypt(), dtype=np.float64)
 
     def decode(self, flat: np.ndarray, dim: int, count: int) -> Decoded:
+        """``sum w_i delta_i / sum w_i`` after the range and padding checks (see the comments)."""
         parts = unpack(flat, dim)
         peak = float(np.max(np.abs(flat), initial=0.0))
         # Fresh-encryption noise of each summand, plus double-precision rounding of the
@@ -129,6 +137,7 @@ class CKKSScheme(HEScheme):
         return Decoded(delta, parts.total_weight)
 
     def describe(self) -> str:
+        """The scheme, parameters and security level in one line."""
         return f"CKKS, {self.params.describe()}, {int(self.params.security)}-bit security"
 
 

@@ -160,6 +160,8 @@ class CKKSParams:
 
     @property
     def total_bits(self) -> int:
+        """Bits of the whole coefficient modulus, special prime included (the security
+        table's ``log q``)."""
         return sum(self.coeff_mod_bit_sizes)
 
     @property
@@ -171,6 +173,7 @@ class CKKSParams:
 
     @property
     def security(self) -> SecurityLevel:
+        """The highest HE-standard security level these parameters reach."""
         level = security_level(self.poly_modulus_degree, self.total_bits)
         if level is None:  # excluded by check_ring in __post_init__
             raise ConfigError(f"{self} is below 128-bit security")
@@ -183,6 +186,7 @@ class CKKSParams:
         return math.ldexp(1.0, 16 - self.scale_bits)
 
     def describe(self) -> str:
+        """The parameters in one line."""
         return (
             f"N = {self.poly_modulus_degree}, coeff_mod_bit_sizes = "
             f"{list(self.coeff_mod_bit_sizes)}, scale = 2^{self.scale_bits}"
@@ -242,14 +246,18 @@ class BFVParams:
 
     @property
     def slots(self) -> int:
+        """Integers per ciphertext, ``N`` (BFV batching)."""
         return self.poly_modulus_degree
 
     @property
     def data_bits(self) -> int:
+        """Bits of ``q``, the ciphertext modulus (every prime but SEAL's special one)."""
         return sum(self.coeff_mod_bit_sizes[:-1])
 
     @property
     def total_bits(self) -> int:
+        """Bits of the whole coefficient modulus, special prime included (the security
+        table's ``log q``)."""
         return sum(self.coeff_mod_bit_sizes)
 
     @property
@@ -265,12 +273,14 @@ class BFVParams:
 
     @property
     def security(self) -> SecurityLevel:
+        """The highest HE-standard security level these parameters reach."""
         level = security_level(self.poly_modulus_degree, self.total_bits)
         if level is None:  # excluded by check_ring in __post_init__
             raise ConfigError(f"{self} is below 128-bit security")
         return level
 
     def describe(self) -> str:
+        """The parameters in one line."""
         return (
             f"N = {self.poly_modulus_degree}, coeff_mod_bit_sizes = "
             f"{list(self.coeff_mod_bit_sizes)}, plain modulus {self.plain_modulus_bits} bits"
