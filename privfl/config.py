@@ -171,7 +171,7 @@ class DefenseConfig(StrictModel):
     """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
 
     he: HEConfig | None = Field(
-        None, description="homomorphic-encrypted aggregation (TenSEAL CKKS); absent: off"
+        None, description="homomorphic-encrypted aggregation (TenSEAL CKKS or BFV); absent: off"
     )
 
 
