@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv demo test test-slow bench lint clean
+.PHONY: venv demo test test-slow bench lint docs clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,9 @@ test-slow: venv
 bench: venv
 	$(PY) benchmarks/perf/throughput.py
 	$(PY) benchmarks/perf/dp_overhead.py
+
+docs: venv  # regenerate README's config reference from the config models
+	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"
 
 lint: venv
 	.venv/bin/ruff check privfl attacks defenses tests benchmarks

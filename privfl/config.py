@@ -27,6 +27,7 @@ from pydantic import (
 from privfl.audit.config import AuditConfig
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.defenses.dp.config import DPConfig
+from privfl.defenses.he.config import HEConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -172,6 +173,9 @@ class DefenseConfig(StrictModel):
     """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
 
     dp: DPConfig | None = Field(None, description="differential privacy ([defense.dp])")
+    he: HEConfig | None = Field(
+        None, description="homomorphic-encrypted aggregation (TenSEAL CKKS or BFV); absent: off"
+    )
 
 
 class AttackConfig(StrictModel):
@@ -342,7 +346,8 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
             continue
         ann = field.annotation
         optional = [a for a in get_args(ann) if a is not type(None)]
-        if len(optional) == 1 and isinstance(optional[0], type):  # `Section | None`
+        if len(get_args(ann)) == 2 and len(optional) == 1 and isinstance(optional[0], type):
+            # `Section | None`: an optional table
             ann = optional[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann

@@ -16,6 +16,7 @@ from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.config import Config
 from privfl.defenses.dp.builder import add_differential_privacy
+from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -114,6 +115,9 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
     stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
     add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
     add_differential_privacy(stages, config, setup)  # [defense.dp]: keep it the last client stage
+    if config.defense.he is not None:
+        stages.channel = create_he_channel(config.defense.he, setup)
+        HEChannel.check_aggregator(stages.aggregator)
     if config.defense.dp is not None or config.audit is not None:
         stages.finishers.append(write_privacy_report)  # after the audit's finisher
     return stages

@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 from privfl.audit.config import AuditConfig
 from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
 from privfl.defenses.dp.config import DPConfig
+from privfl.defenses.he.config import HEConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -88,6 +89,7 @@ def config_reference() -> str:
         ("[evaluation]", EvaluationConfig),
         ("[defense.dp]", DPConfig),
         ("[audit]", AuditConfig),
+        ("[defense.he]", HEConfig),
     ]
     for title, model in sections:
         doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
@@ -98,4 +100,21 @@ def config_reference() -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["config_reference"]
+def sync_readme(path: str = "README.md") -> bool:
+    """Rewrite the config reference between README's markers; True when it changed."""
+    import re
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text()
+    pattern = re.compile(
+        r"(<!-- config-reference:start -->\n).*(<!-- config-reference:end -->)", re.S
+    )
+    if not pattern.search(text):
+        raise ValueError(f"{path} lacks the config-reference markers")
+    new = pattern.sub(lambda m: m.group(1) + config_reference() + m.group(2), text)
+    p.write_text(new)
+    return new != text
+
+
+__all__ = ["config_reference", "sync_readme"]

@@ -1,0 +1,272 @@
+"""HE cost: CKKS and BFV aggregation beside plaintext aggregation, in one run.
+
+For every d in {1e4, 1e5, 1e6} and n in {10, 50, 100}: per-client encryption time (encode,
+encrypt, serialize, envelope), the server's time to check and add n clients' ciphertexts, the
+key holder's decryption time, and the bytes a client sends; beside the plaintext weighted mean
+of the same (n, d) float32 matrix and its 4 d bytes a client. Secure aggregation (secagg) is not
+on this branch yet: its column is left out.
+
+Method: each scheme and d get a fresh key holder, server and clients (the real parties of
+privfl.defenses.he). For each n, a cohort of n clients is encoded (BFV's quantizer depends on
+n) and the first K = 3 clients' messages are encrypted and timed (encryption does not depend on
+n otherwise). The server then receives those K ciphertext sets under n distinct sender ids
+(each re-enveloped with its own digest; that re-enveloping is timed separately and
+subtracted), streamed one message at a time, and the decrypted mean is checked against the
+float64 plaintext weighted mean of the same n updates. Server and plaintext timings alternate
+(order flipped every repeat) and medians are reported; encryption is also reported in CPU time,
+which contention on this shared 2-core machine does not inflate.
+
+    .venv/bin/python benchmarks/perf/he_cost.py [--scheme both] [--repeats 3] [--quick]
+
+Targets (issue 6): ciphertext expansion <= 8x float32 at d = 1e6; encryption <= 0.6 us per
+parameter per client. Writes a Markdown table and a PNG under --out (default runs/bench/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from privfl.aggregation import weighted_mean  # noqa: E402
+from privfl.defenses.he import (  # noqa: E402
+    BFV_DEFAULT,
+    CKKS_PRESETS,
+    BFVScheme,
+    CKKSScheme,
+    ClientEncryptor,
+    HEScheme,
+    HEServer,
+    KeyHolder,
+    Preset,
+)
+from privfl.defenses.he.envelope import Envelope, MessageKind, read_envelope  # noqa: E402
+from privfl.defenses.he.packing import chunk_count  # noqa: E402
+from privfl.update import UpdateBatch  # noqa: E402
+
+K = 3  # clients encrypted per (d, n)
+MAX_WEIGHT = 600.0
+EXPANSION_TARGET, ENCRYPT_TARGET_US = 8.0, 0.6
+
+
+@dataclass
+class Row:
+    scheme: str
+    d: int
+    n: int
+    encrypt_s: list[float] = field(default_factory=list)
+    encrypt_cpu: list[float] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)
+    decrypt_s: list[float] = field(default_factory=list)
+    plain_s: list[float] = field(default_factory=list)
+    client_bytes: int = 0
+    aggregate_bytes: int = 0
+    error: float = 0.0
+
+
+class Bench:
+    """The parties of one scheme and d, and K clients' updates."""
+
+    def __init__(self, scheme: HEScheme, dim: int, seed: int) -> None:
+        self.scheme, self.dim = scheme, dim
+        self.holder = KeyHolder(scheme, min_clients=1)
+        self.clients = ClientEncryptor(scheme, self.holder.public_context)
+        self.server = HEServer(scheme, self.holder.public_context)
+        rng = np.random.default_rng(seed)
+        self.deltas = torch.from_numpy((1e-2 * rng.standard_normal((K, dim))).astype(np.float32))
+        self.weights = rng.integers(10, int(MAX_WEIGHT), K).astype(np.float64)
+        self.chunks = chunk_count(dim, scheme.slots)
+
+    def run(self, row: Row) -> None:
+        """Encrypt K clients of a cohort of n (timed), aggregate n senders, decrypt."""
+        n = row.n
+        idx = torch.arange(n) % K
+        batch = UpdateBatch(
+            client_ids=np.arange(n, dtype=np.int64),
+            deltas=self.deltas[idx],
+            weights=self.weights[idx.numpy()],
+        )
+        messages, _ = self.clients.encrypt(batch, round=1, rng=np.random.default_rng)
+        chunks = []
+        for i in range(K):
+            t0, c0 = time.perf_counter(), time.process_time()
+            message = next(messages)
+            row.encrypt_s.append(time.perf_counter() - t0)
+            row.encrypt_cpu.append(time.process_time() - c0)
+            row.client_bytes = len(message)
+            chunks.append(self._chunks(message, i))
+        produce = 0.0
+
+        def senders() -> Iterator[tuple[int, bytes]]:
+            nonlocal produce
+            for j in range(n):
+                t0 = time.perf_counter()
+                env = Envelope(
+                    MessageKind.UPDATE, self.scheme.code, self.holder.key_id, 1, j, 1, chunks[j % K]
+                )
+                data = env.to_bytes()
+                produce += time.perf_counter() - t0
+                yield j, data
+
+        t0 = time.perf_counter()
+        aggregate = self.server.aggregate(senders(), round=1, dim=self.dim)
+        row.server_s.append(time.perf_counter() - t0 - produce)
+        row.aggregate_bytes = len(aggregate)
+        t0 = time.perf_counter()
+        out = self.holder.decrypt(aggregate, round=1, dim=self.dim, count=n)
+        row.decrypt_s.append(time.perf_counter() - t0)
+        w = batch.weights
+        ref = (w[:, None] * batch.deltas.numpy().astype(np.float64)).sum(0) / w.sum()
+        row.error = max(row.error, float(np.linalg.norm(out.delta - ref) / np.linalg.norm(ref)))
+
+    def _chunks(self, message: bytes, sender: int) -> tuple[bytes, ...]:
+        return read_envelope(
+            message,
+            kind=MessageKind.UPDATE,
+            scheme=self.scheme.code,
+            key=self.holder.key_id,
+            round=1,
+            chunks=self.chunks,
+            sender=sender,
+        ).chunks
+
+
+def _plain(dim: int, n: int, rng: np.random.Generator) -> float:
+    deltas = torch.from_numpy(rng.standard_normal((n, dim), dtype=np.float32))
+    weights = torch.from_numpy(rng.integers(10, int(MAX_WEIGHT), n).astype(np.float64))
+    t0 = time.perf_counter()
+    weighted_mean(deltas, weights)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--scheme", default="both", choices=["ckks", "bfv", "both"])
+    ap.add_argument("--preset", default="default", choices=[p.value for p in Preset])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="d up to 1e5, one repeat")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    args = ap.parse_args()
+    dims = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    ns = [10, 50, 100]
+    repeats = 1 if args.quick else args.repeats
+    schemes: dict[str, HEScheme] = {}
+    if args.scheme in ("ckks", "both"):
+        schemes["ckks"] = CKKSScheme(CKKS_PRESETS[Preset(args.preset)])
+    if args.scheme in ("bfv", "both"):
+        schemes["bfv"] = BFVScheme(BFV_DEFAULT, clip=1.0, max_weight=MAX_WEIGHT)
+    load_start = os.getloadavg()[0]
+    rng = np.random.default_rng(0)
+    rows = {(s, d, n): Row(s, d, n) for s in schemes for d in dims for n in ns}
+    for d in dims:
+        benches = {s: Bench(scheme, d, seed=d) for s, scheme in schemes.items()}
+        for rep in range(repeats):
+            for n in ns:
+                for s, bench in benches.items():
+                    row = rows[(s, d, n)]
+                    if rep % 2:
+                        row.plain_s.append(_plain(d, n, rng))
+                    bench.run(row)
+                    if not rep % 2:
+                        row.plain_s.append(_plain(d, n, rng))
+    text = _report(schemes, rows, dims, ns, repeats, load_start)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"he_cost_{args.scheme}"
+    stem.with_suffix(".md").write_text(text)
+    _plot(list(rows.values()), dims, ns, stem.with_suffix(".png"))
+    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.png')}")
+
+
+def _report(
+    schemes: dict[str, HEScheme],
+    rows: dict[tuple[str, int, int], Row],
+    dims: list[int],
+    ns: list[int],
+    repeats: int,
+    load_start: float,
+) -> str:
+    med = statistics.median
+    lines = ["# HE cost", ""]
+    lines += [f"- {s}: {scheme.describe()}" for s, scheme in schemes.items()]
+    lines += [
+        "",
+        f"{repeats} repeat(s), medians; {K} timed client encryptions per (d, n) and repeat; "
+        f"torch threads {torch.get_num_threads()}; load average {load_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs. "
+        "secagg: not merged yet (column left out).",
+        "",
+        "| scheme | d | n | encrypt s/client | encrypt us/param (CPU) | client bytes | expansion | "
+        "server add s | plain agg s | server/plain | decrypt s | rel. error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows.values():
+        enc, cpu = med(r.encrypt_s), med(r.encrypt_cpu)
+        server, plain = med(r.server_s), med(r.plain_s)
+        lines.append(
+            f"| {r.scheme} | {r.d:.0e} | {r.n} | {enc:.3f} | {enc / r.d * 1e6:.2f} "
+            f"({cpu / r.d * 1e6:.2f}) | {r.client_bytes:,} | {r.client_bytes / (4 * r.d):.2f}x | "
+            f"{server:.3f} | {plain:.4f} | {server / plain:.0f}x | {med(r.decrypt_s):.3f} | "
+            f"{r.error:.1e} |"
+        )
+    big = max(dims)
+    lines.append("")
+    for s, scheme in schemes.items():
+        big_rows = [r for r in rows.values() if r.scheme == s and r.d == big]
+        exp = big_rows[0].client_bytes / (4 * big)
+        wall = med([t for r in big_rows for t in r.encrypt_s]) / big * 1e6
+        cpu = med([t for r in big_rows for t in r.encrypt_cpu]) / big * 1e6
+        lines += [
+            f"- {s}, d = {big:.0e}: expansion {exp:.2f}x (target <= {EXPANSION_TARGET}x: "
+            f"{'met' if exp <= EXPANSION_TARGET else 'MISSED'}); encryption {wall:.2f} us/param "
+            f"wall clock, {cpu:.2f} CPU (target <= {ENCRYPT_TARGET_US}: "
+            f"{'met' if wall <= ENCRYPT_TARGET_US else 'missed'} wall clock, "
+            f"{'met' if cpu <= ENCRYPT_TARGET_US else 'missed'} CPU); public context "
+            f"{len(KeyHolder(scheme).public_context):,} bytes per party.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[Row], dims: list[int], ns: list[int], path: Path) -> None:
+    med = statistics.median
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    for s in sorted({r.scheme for r in rows}):
+        one = [r for r in rows if r.scheme == s and r.n == ns[0]]
+        ax[0].loglog([r.d for r in one], [med(r.encrypt_cpu) for r in one], "o-", label=f"{s}")
+        ax[0].loglog(
+            [r.d for r in one], [med(r.decrypt_s) for r in one], "s--", label=f"{s} decrypt"
+        )
+        for d in dims:
+            rs = [r for r in rows if r.scheme == s and r.d == d]
+            ax[1].plot(ns, [med(r.server_s) for r in rs], "o-", label=f"{s}, d={d:.0e}")
+        ax[2].semilogx([r.d for r in one], [r.client_bytes / (4 * r.d) for r in one], "o-", label=s)
+    for d in dims:
+        rs = [r for r in rows if r.scheme == rows[0].scheme and r.d == d]
+        ax[1].plot(ns, [med(r.plain_s) for r in rs], "x:", color="k", label=f"plain, d={d:.0e}")
+    ax[0].set(xlabel="d", ylabel="seconds per client", title="encrypt (CPU time), decrypt (wall)")
+    ax[1].set(xlabel="n (clients)", ylabel="seconds", yscale="log", title="server aggregation")
+    ax[2].axhline(EXPANSION_TARGET, color="grey", ls=":", label="target 8x")
+    ax[2].axhline(1.0, color="k", ls="--", label="float32")
+    ax[2].set(xlabel="d", ylabel="bytes / (4 d)", title="upload expansion")
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

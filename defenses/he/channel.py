@@ -1,0 +1,231 @@
+"""The HE channel: clients encrypt, the server adds ciphertexts, the key holder decrypts the sum.
+
+One round, as the parties see it::
+
+    key holder --public context (bytes, once per party)--> server, clients
+    client i   --Enc([w_i * delta_i, w_i]) (bytes)------> server       (ServerView: these bytes)
+    server     --Enc(sum_i [w_i * delta_i, w_i]) (bytes)-> key holder
+    key holder --sum_i w_i delta_i / sum_i w_i (float32)-> model update (the federation)
+
+The server never holds a secret key, a plaintext update or (this round) the aggregate. It does
+learn the aggregate afterwards if it applies the update to the global model it broadcasts, as
+in any FedAvg with secure aggregation: HE hides the *individual* updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from privfl.defenses.he.bfv import BFVScheme
+from privfl.defenses.he.ckks import CKKSScheme
+from privfl.defenses.he.config import HEConfig
+from privfl.defenses.he.errors import CiphertextError, TooFewClientsError
+from privfl.defenses.he.keys import KeyHolder
+from privfl.defenses.he.packing import chunk_count
+from privfl.defenses.he.params import BFVParams
+from privfl.defenses.he.parties import ClientEncryptor, HEServer
+from privfl.defenses.he.quantize import Rounding
+from privfl.defenses.he.scheme import HEScheme
+from privfl.errors import ConfigError, PrivflError
+from privfl.stages import AggregationResult, Aggregator, Channel, ChannelResult, RoundContext
+from privfl.update import ServerView, UpdateBatch
+
+if TYPE_CHECKING:
+    from privfl.plan import RunSetup
+
+log = logging.getLogger(__name__)
+
+FLOAT32_BYTES = 4
+#: The random stream of the clients' stochastic rounding (BFV): ``(seed, RNG_STREAM, client,
+#: round)``.
+RNG_STREAM = "he-quantize"
+Messages = list[tuple[int, bytes]]
+
+
+class HEMetric(StrEnum):
+    """Keys the HE channel adds to a round's metrics."""
+
+    CIPHERTEXTS = "he_ciphertexts_per_client"
+    CONTEXT_BYTES = "he_context_bytes"  # public context sent this round (to new parties)
+    AGGREGATE_BYTES = "he_aggregate_bytes"  # server -> key holder
+    RESULT_BYTES = "he_result_bytes"  # key holder -> server: the float32 weighted mean
+    EXPANSION = "he_expansion"  # bytes_up over the plaintext float32 bytes
+    ABORT = "he_abort"  # why the round was aborted (only when it was)
+
+
+@dataclass(frozen=True)
+class EncryptedRound:
+    """``ServerView.masked`` under HE: every byte the server received or produced this round,
+    all of it ciphertext (no plaintext of any update, no aggregate).
+
+    Attributes:
+        scheme: the scheme's description (parameters and security level).
+        public_context: the public context the server holds (no secret key).
+        messages: each client's message, in the order of ``ServerView.client_ids``.
+        aggregate: the server's encrypted sum, or None when the round was aborted before.
+    """
+
+    plaintext_available: ClassVar[bool] = False
+
+    scheme: str
+    public_context: bytes
+    messages: tuple[bytes, ...]
+    aggregate: bytes | None
+
+
+def _reliable(messages: Messages) -> Messages:
+    return messages
+
+
+class HEChannel(Channel):
+    """Homomorphic-encrypted aggregation of the weighted mean (FedAvg).
+
+    Args:
+        scheme: the HE scheme and its parameters.
+        min_clients: the key holder decrypts only sums of at least this many updates.
+        network: what the wire delivers, from the clients' ``(client id, bytes)`` messages to
+            what the server receives (identity by default; tests corrupt messages here).
+
+    Attributes:
+        server: the aggregation server (public context only).
+    """
+
+    name = "he"
+
+    def __init__(
+        self,
+        scheme: HEScheme,
+        *,
+        min_clients: int = 2,
+        network: Callable[[Messages], Messages] = _reliable,
+    ) -> None:
+        self._scheme = scheme
+        self._key_holder = KeyHolder(scheme, min_clients=min_clients)
+        public = self._key_holder.public_context
+        self.server = HEServer(scheme, public)
+        self._clients = ClientEncryptor(scheme, public)
+        self._network = network
+        # Parties that already received the public context (a resumed run has a new key
+        # holder, so nothing here is checkpointed: every party gets the new context again).
+        self._has_context: set[int] = set()
+        self._server_has_context = False
+
+    @staticmethod
+    def check_aggregator(aggregator: Aggregator) -> None:
+        """Raise :class:`ConfigError` unless ``aggregator`` is the weighted mean: the server
+        only ever holds ciphertexts, so a rule that needs individual updates cannot run."""
+        if not aggregator.is_weighted_mean:
+            raise ConfigError(
+                f"defense.he computes only the weighted mean under encryption; aggregator "
+                f"{type(aggregator).__name__} needs the individual plaintext updates"
+            )
+
+    def transmit(
+        self, batch: UpdateBatch, aggregator: Aggregator, ctx: RoundContext
+    ) -> ChannelResult:
+        """Encrypt at the clients, add at the server, decrypt at the key holder; a bad message
+        aborts the round (``aggregation=None``, reason in ``he_abort``)."""
+        self.check_aggregator(aggregator)
+        n, dim = len(batch), ctx.spec.dim
+        if n == 0:
+            view = ServerView(ctx.round, ctx.global_params, batch.client_ids, channel=self.name)
+            return ChannelResult(aggregation=None, view=view, bytes_up=0)
+        if np.any(batch.weights < 0) or not batch.weights.sum() > 0:
+            raise PrivflError(
+                f"aggregation weights must be >= 0 with a positive sum, got {batch.weights}"
+            )
+        info: dict[str, Any] = {
+            HEMetric.CIPHERTEXTS.value: chunk_count(dim, self._scheme.slots),
+            HEMetric.CONTEXT_BYTES.value: self._context_bytes(batch.client_ids),
+        }
+        t0 = time.perf_counter()
+        ids = batch.client_ids.tolist()
+        messages, encoding_info = self._clients.encrypt(
+            batch, round=ctx.round, rng=lambda client: ctx.rng(RNG_STREAM, client)
+        )
+        info.update(encoding_info)
+        sent = list(zip(ids, messages, strict=True))
+        bytes_up = sum(len(m) for _, m in sent)
+        info[HEMetric.EXPANSION.value] = round(bytes_up / (n * dim * FLOAT32_BYTES), 4)
+        received = self._network(sent)
+        t1 = time.perf_counter()
+        aggregate: bytes | None = None
+        try:
+            aggregate = self.server.aggregate(received, round=ctx.round, dim=dim)
+            info[HEMetric.AGGREGATE_BYTES.value] = len(aggregate)
+            t2 = time.perf_counter()
+            decoded = self._key_holder.decrypt(aggregate, round=ctx.round, dim=dim, count=n)
+        except (CiphertextError, TooFewClientsError) as e:
+            log.warning("round %d: HE aggregation aborted (model unchanged): %s", ctx.round, e)
+            info[HEMetric.ABORT.value] = str(e)
+            decoded = None
+        else:
+            log.debug(
+                "round %d: encrypt %.2fs, add %.2fs, decrypt %.2fs",
+                ctx.round,
+                t1 - t0,
+                t2 - t1,
+                time.perf_counter() - t2,
+            )
+        view = ServerView(
+            round=ctx.round,
+            global_params=ctx.global_params,
+            client_ids=batch.client_ids,
+            masked=EncryptedRound(
+                scheme=self._scheme.describe(),
+                public_context=self.server.public_context,
+                messages=tuple(m for _, m in received),
+                aggregate=aggregate,
+            ),
+            channel=self.name,
+        )
+        aggregation = None
+        if decoded is not None:
+            aggregation = AggregationResult(
+                torch.from_numpy(decoded.delta), weight_sum=float(decoded.total_weight)
+            )
+            info[HEMetric.RESULT_BYTES.value] = decoded.delta.nbytes
+        return ChannelResult(aggregation=aggregation, view=view, bytes_up=bytes_up, info=info)
+
+    def _context_bytes(self, client_ids: np.ndarray) -> int:
+        """Public-context bytes the key holder sends this round: to the server the first time,
+        and to every client that has not received it yet."""
+        new = set(client_ids.tolist()) - self._has_context
+        self._has_context |= new
+        parties = len(new) + (not self._server_has_context)
+        self._server_has_context = True
+        return parties * len(self._key_holder.public_context)
+
+
+def create_he_scheme(config: HEConfig, max_weight: float | None = None) -> HEScheme:
+    """The scheme ``[defense.he]`` asks for. ``max_weight`` (BFV, when the config leaves it
+    unset) is the largest weight a client can have."""
+    params = config.params()
+    if isinstance(params, BFVParams):
+        weight = config.max_weight or max_weight
+        if weight is None:
+            raise ConfigError("defense.he.max_weight is needed for scheme = 'bfv'")
+        return BFVScheme(
+            params, clip=config.clip, max_weight=weight, rounding=Rounding(config.rounding)
+        )
+    return CKKSScheme(params)
+
+
+def create_he_channel(config: HEConfig, setup: RunSetup | None = None) -> HEChannel:
+    """The channel of ``[defense.he]`` (a new key holder, hence a new key). BFV's
+    ``max_weight`` defaults to the largest client's example count in ``setup``'s partition
+    (FedAvg's weights are example counts)."""
+    sizes = None if setup is None else setup.data.partition.sizes()
+    max_weight = None if sizes is None else float(sizes.max())
+    return HEChannel(create_he_scheme(config, max_weight), min_clients=config.min_clients)
+
+
+__all__ = ["EncryptedRound", "HEChannel", "HEMetric", "create_he_channel", "create_he_scheme"]
