@@ -24,7 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.defenses.robust.config import (
+    RobustConfig,
+    check_robust_cohort,
+    reject_with_secure_channel,
+)
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -169,9 +175,21 @@ class EvaluationConfig(StrictModel):
 class DefenseConfig(StrictModel):
     """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
 
+    robust: RobustConfig | None = Field(None, description="robust aggregation rule")
+
+    @model_validator(mode="after")
+    def _check(self) -> DefenseConfig:
+        # Robust rules need plaintext updates; secure channels only reveal the sum.
+        reject_with_secure_channel(
+            self.robust, secagg=getattr(self, "secagg", None), he=getattr(self, "he", None)
+        )
+        return self
+
 
 class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
+
+    poisoning: PoisoningConfig | None = Field(None, description="model poisoning")
 
 
 class Config(StrictModel):
@@ -199,6 +217,10 @@ class Config(StrictModel):
                 f"federation.clients_per_round ({self.federation.clients_per_round}) must be "
                 f"<= data.clients ({self.data.clients})"
             )
+        if self.defense.robust is not None:
+            check_robust_cohort(self.defense.robust, self.federation.clients_per_round)
+        if self.attack.poisoning is not None:
+            check_poisoning_population(self.attack.poisoning, self.data.clients)
         if self.evaluation.federated_every and self.data.client_test_fraction == 0:
             raise ValueError(
                 "evaluation.federated_every needs data.client_test_fraction > 0 "
@@ -329,6 +351,9 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
             node = None
             continue
         ann = field.annotation
+        optional = [a for a in get_args(ann) if a is not type(None)]  # X | None -> X
+        if len(optional) == 1 and len(get_args(ann)) == 2:
+            ann = optional[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann
         else:

@@ -21,6 +21,7 @@ from privfl.stages import (
     ClientTransform,
     Evaluator,
     Observer,
+    Scorer,
     ServerTransform,
 )
 
@@ -56,6 +57,8 @@ class Stages:
         sampler: who takes part in each round.
         client_transforms .. observers: the stages of DESIGN.md's round, in order.
         evaluators: extra figures on the global model at evaluation rounds.
+        scorers: figures on each finished round from knowledge the server lacks (who
+            truly attacked), added to its metrics.
         finishers: called once at the end of a run (e.g. to write a privacy report).
     """
 
@@ -67,6 +70,7 @@ class Stages:
     server_transforms: list[ServerTransform] = field(default_factory=list)
     observers: list[Observer] = field(default_factory=list)
     evaluators: list[Evaluator] = field(default_factory=list)
+    scorers: list[Scorer] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)
 
     def named(self) -> dict[str, object]:
@@ -77,6 +81,7 @@ class Stages:
             ("server", self.server_transforms),
             ("observer", self.observers),
             ("evaluator", self.evaluators),
+            ("scorer", self.scorers),
         ):
             for i, s in enumerate(items):
                 out[f"{kind}{i}:{type(s).__name__}"] = s
@@ -107,7 +112,18 @@ def create_sampler(config: Config) -> ClientSampler:
 
 def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    return Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    if config.defense.robust is not None:
+        from privfl.defenses.robust import create_robust_aggregator
+
+        stages.aggregator = create_robust_aggregator(config.defense.robust, setup)
+    # Poisoning last: the malicious clients' transform must run after every client-side
+    # transform (attackers send what they like) and it scores the final aggregator.
+    if config.attack.poisoning is not None:
+        from privfl.attacks.poisoning import add_poisoning
+
+        stages = add_poisoning(stages, config.attack.poisoning, setup)
+    return stages
 
 
 __all__ = ["Finisher", "RunSetup", "Stages", "build_stages", "create_sampler", "local_training_of"]

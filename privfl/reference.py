@@ -12,7 +12,14 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
+from privfl.config import (
+    AttackConfig,
+    Config,
+    DataConfig,
+    DefenseConfig,
+    EvaluationConfig,
+    FederationConfig,
+)
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -43,6 +50,8 @@ def _bounds(meta: list[Any]) -> str:
 
 
 def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "unset"
@@ -65,6 +74,14 @@ def _table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
     return rows
 
 
+def _section_model(ann: Any) -> type[BaseModel]:
+    """The model of a ``[defense.*]`` / ``[attack.*]`` sub-table (``X | None`` -> ``X``)."""
+    for a in (ann, *get_args(ann)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    raise TypeError(f"not a config section: {ann!r}")
+
+
 def config_reference() -> str:
     """Markdown tables of every config section and key, with types, defaults and meanings."""
     out = [
@@ -80,6 +97,9 @@ def config_reference() -> str:
         ("[federation]", FederationConfig),
         ("[evaluation]", EvaluationConfig),
     ]
+    for holder, prefix in ((DefenseConfig, "defense"), (AttackConfig, "attack")):
+        for key, field in holder.model_fields.items():
+            sections.append((f"[{prefix}.{key}]", _section_model(field.annotation)))
     for title, model in sections:
         doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
         if doc.startswith("``["):  # "``[data]``: which data set..." -> "which data set..."
