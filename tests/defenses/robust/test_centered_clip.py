@@ -25,7 +25,7 @@ def _reference(x, v0, tau, iters):
     return v
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 10),
     d=st.integers(1, 15),
@@ -41,7 +41,7 @@ def test_matches_loop(n, d, tau, iters, seed):
     np.testing.assert_allclose(got.numpy(), _reference(x, v0, tau, iters), rtol=1e-4, atol=1e-5)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(2, 12),
     tau=st.floats(0.01, 5.0),

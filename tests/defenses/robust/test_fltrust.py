@@ -25,7 +25,7 @@ def _reference(x, g0):
     return (acc / total if total > 0 else acc), np.array(ts)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     n=st.integers(1, 10),
     d=st.integers(1, 20),

@@ -26,7 +26,7 @@ def krum_cases(draw):
     return x, f
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(krum_cases())
 def test_scores_match_brute_force(case):
     x, f = case
@@ -34,7 +34,7 @@ def test_scores_match_brute_force(case):
     np.testing.assert_allclose(got, brute_krum_scores(x, f), rtol=1e-5, atol=1e-4)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(krum_cases(), st.data())
 def test_multi_krum_selects_the_lowest_scores(case, data):
     x, f = case
@@ -50,7 +50,7 @@ def test_multi_krum_selects_the_lowest_scores(case, data):
     np.testing.assert_allclose(agg.numpy(), x[selected].mean(axis=0), rtol=1e-6, atol=1e-6)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(krum_cases())
 def test_krum_picks_a_minimiser(case):
     x, f = case

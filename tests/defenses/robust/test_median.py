@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from privfl.defenses.robust import coordinate_median
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     st.integers(1, 15).flatmap(
         lambda n: arrays(
@@ -26,7 +26,7 @@ def test_matches_numpy_median(x):
     np.testing.assert_allclose(got, np.median(x.astype(np.float64), axis=0), rtol=1e-6, atol=0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 21),
     seed=st.integers(0, 2**32 - 1),

@@ -11,7 +11,7 @@ from privfl.defenses.robust import NormBound, norm_bound
 from privfl.update import UpdateBatch
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 10),
     d=st.integers(1, 20),

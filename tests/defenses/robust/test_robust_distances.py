@@ -11,7 +11,7 @@ from robust_refs import brute_distances
 from privfl.defenses.robust import pairwise_sq_distances
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 12),
     d=st.integers(1, 30),

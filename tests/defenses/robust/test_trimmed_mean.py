@@ -15,7 +15,7 @@ from privfl.defenses.robust.trimmed_mean import trimmed_count
 from privfl.update import UpdateBatch
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     x=st.integers(1, 16).flatmap(
         lambda n: arrays(
@@ -33,7 +33,7 @@ def test_matches_scipy(x, beta):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(3, 25),
     beta=st.floats(0.05, 0.45),
