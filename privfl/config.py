@@ -24,10 +24,16 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.he.config import HEConfig
+from privfl.defenses.robust.config import (
+    RobustConfig,
+    check_robust_cohort,
+    reject_with_secure_channel,
+)
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -176,10 +182,19 @@ class DefenseConfig(StrictModel):
     he: HEConfig | None = Field(
         None, description="homomorphic-encrypted aggregation (TenSEAL CKKS or BFV); absent: off"
     )
+    robust: RobustConfig | None = Field(None, description="robust aggregation rule")
+
+    @model_validator(mode="after")
+    def _check(self) -> DefenseConfig:
+        # Robust rules need plaintext updates; secure channels only reveal the sum.
+        reject_with_secure_channel(self.robust, secagg=getattr(self, "secagg", None), he=self.he)
+        return self
 
 
 class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
+
+    poisoning: PoisoningConfig | None = Field(None, description="model poisoning")
 
 
 class Config(StrictModel):
@@ -215,6 +230,10 @@ class Config(StrictModel):
                 f"federation.clients_per_round ({self.federation.clients_per_round}) must be "
                 f"<= data.clients ({self.data.clients})"
             )
+        if self.defense.robust is not None:
+            check_robust_cohort(self.defense.robust, self.federation.clients_per_round)
+        if self.attack.poisoning is not None:
+            check_poisoning_population(self.attack.poisoning, self.data.clients)
         if self.evaluation.federated_every and self.data.client_test_fraction == 0:
             raise ValueError(
                 "evaluation.federated_every needs data.client_test_fraction > 0 "

@@ -201,6 +201,8 @@ class Federation:
             for evaluator in self.stages.evaluators:
                 record.update(evaluator.evaluate(self.model, ctx))
         record.update(info)
+        for scorer in self.stages.scorers:
+            record.update(scorer.score(record, ctx))
         return record
 
     # ------------------------------------------------------------ persistence

@@ -24,6 +24,7 @@ from privfl.stages import (
     ClientTransform,
     Evaluator,
     Observer,
+    Scorer,
     ServerTransform,
 )
 
@@ -59,6 +60,8 @@ class Stages:
         sampler: who takes part in each round.
         client_transforms .. observers: the stages of DESIGN.md's round, in order.
         evaluators: extra figures on the global model at evaluation rounds.
+        scorers: figures on each finished round from knowledge the server lacks (who
+            truly attacked), added to its metrics.
         finishers: called once at the end of a run (e.g. to write a privacy report).
     """
 
@@ -70,6 +73,7 @@ class Stages:
     server_transforms: list[ServerTransform] = field(default_factory=list)
     observers: list[Observer] = field(default_factory=list)
     evaluators: list[Evaluator] = field(default_factory=list)
+    scorers: list[Scorer] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)
 
     def named(self) -> dict[str, object]:
@@ -80,6 +84,7 @@ class Stages:
             ("server", self.server_transforms),
             ("observer", self.observers),
             ("evaluator", self.evaluators),
+            ("scorer", self.scorers),
         ):
             for i, s in enumerate(items):
                 out[f"{kind}{i}:{type(s).__name__}"] = s
@@ -114,10 +119,22 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
 
     stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
     add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
-    add_differential_privacy(stages, config, setup)  # [defense.dp]: keep it the last client stage
+    # [defense.dp]: the last *honest* client stage (clipping and noise run in the clients'
+    # own software; malicious clients, added below, skip it: they send what they like).
+    add_differential_privacy(stages, config, setup)
+    if config.defense.robust is not None:
+        from privfl.defenses.robust import create_robust_aggregator
+
+        stages.aggregator = create_robust_aggregator(config.defense.robust, setup)
     if config.defense.he is not None:
         stages.channel = create_he_channel(config.defense.he, setup)
-        HEChannel.check_aggregator(stages.aggregator)
+        HEChannel.check_aggregator(stages.aggregator)  # after the aggregator is chosen
+    # Poisoning last: the malicious clients' transform must run after every client-side
+    # transform (attackers send what they like) and it scores the final aggregator.
+    if config.attack.poisoning is not None:
+        from privfl.attacks.poisoning import add_poisoning
+
+        stages = add_poisoning(stages, config.attack.poisoning, setup)
     if config.defense.dp is not None or config.audit is not None:
         stages.finishers.append(write_privacy_report)  # after the audit's finisher
     return stages

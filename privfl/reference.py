@@ -13,9 +13,14 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from privfl.audit.config import AuditConfig
-from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
-from privfl.defenses.dp.config import DPConfig
-from privfl.defenses.he.config import HEConfig
+from privfl.config import (
+    AttackConfig,
+    Config,
+    DataConfig,
+    DefenseConfig,
+    EvaluationConfig,
+    FederationConfig,
+)
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -70,6 +75,14 @@ def _table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
     return rows
 
 
+def _section_model(ann: Any) -> type[BaseModel]:
+    """The model of a ``[defense.*]`` / ``[attack.*]`` sub-table (``X | None`` -> ``X``)."""
+    for a in (ann, *get_args(ann)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    raise TypeError(f"not a config section: {ann!r}")
+
+
 def config_reference() -> str:
     """Markdown tables of every config section and key, with types, defaults and meanings."""
     out = [
@@ -87,10 +100,11 @@ def config_reference() -> str:
         ('[model] name = "cnn"', CNNConfig),
         ("[federation]", FederationConfig),
         ("[evaluation]", EvaluationConfig),
-        ("[defense.dp]", DPConfig),
         ("[audit]", AuditConfig),
-        ("[defense.he]", HEConfig),
     ]
+    for holder, prefix in ((DefenseConfig, "defense"), (AttackConfig, "attack")):
+        for key, field in holder.model_fields.items():
+            sections.append((f"[{prefix}.{key}]", _section_model(field.annotation)))
     for title, model in sections:
         doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
         if doc.startswith("``["):  # "``[data]``: which data set..." -> "which data set..."

@@ -189,6 +189,16 @@ class Evaluator(Stateful, ABC):
         """Figures for ``metrics.jsonl``; ``model`` holds the new global parameters."""
 
 
+class Scorer(Stateful, ABC):
+    """Scores a finished round with knowledge the server lacks (which clients truly attacked,
+    how a twin run without the attack fares): figures added to the round's metrics."""
+
+    @abstractmethod
+    def score(self, record: dict[str, Any], ctx: RoundContext) -> dict[str, Any]:
+        """Figures for ``metrics.jsonl``, given the round's record so far (``clients``,
+        ``dropped``, ``excluded``, ``test_accuracy``, ...)."""
+
+
 __all__ = [
     "AggregationResult",
     "Aggregator",
@@ -199,6 +209,7 @@ __all__ = [
     "Observer",
     "ObserverContext",
     "RoundContext",
+    "Scorer",
     "ServerTransform",
     "Stateful",
 ]

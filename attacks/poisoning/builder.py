@@ -1,0 +1,88 @@
+"""From ``[attack.poisoning]`` to the stages an attack adds to a run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from privfl.attacks.poisoning.a_little_is_enough import ALittleIsEnough
+from privfl.attacks.poisoning.base import PoisonedTrainer, PoisoningAttack
+from privfl.attacks.poisoning.clean_twin import CleanTwin
+from privfl.attacks.poisoning.config import Knowledge, PoisoningConfig, PoisoningMethod
+from privfl.attacks.poisoning.detection import DetectionScorer
+from privfl.attacks.poisoning.gaussian_noise import GaussianNoise
+from privfl.attacks.poisoning.inner_product_manipulation import InnerProductManipulation
+from privfl.attacks.poisoning.label_flipping import LabelFlipping
+from privfl.attacks.poisoning.min_max import MinMax
+from privfl.attacks.poisoning.min_sum import MinSum
+from privfl.attacks.poisoning.model_replacement import ModelReplacement
+from privfl.attacks.poisoning.sign_flipping import SignFlipping
+from privfl.attacks.poisoning.threat import ThreatModel, choose_malicious
+
+if TYPE_CHECKING:
+    from privfl.plan import RunSetup, Stages
+
+log = logging.getLogger(__name__)
+
+
+def _registry(*classes: type[PoisoningAttack]) -> dict[PoisoningMethod, type[PoisoningAttack]]:
+    out: dict[PoisoningMethod, type[PoisoningAttack]] = {}
+    for cls in classes:
+        if cls.method in out:
+            raise ValueError(f"method {cls.method!r} registered twice ({out[cls.method]}, {cls})")
+        out[cls.method] = cls
+    return out
+
+
+#: Every ``[attack.poisoning] method``; the key is each class's ``method`` attribute.
+POISONING_ATTACKS = _registry(
+    LabelFlipping,  # type: ignore[arg-type]
+    SignFlipping,  # type: ignore[arg-type]
+    GaussianNoise,  # type: ignore[arg-type]
+    ModelReplacement,  # type: ignore[arg-type]
+    ALittleIsEnough,  # type: ignore[arg-type]
+    InnerProductManipulation,  # type: ignore[arg-type]
+    MinMax,  # type: ignore[arg-type]
+    MinSum,  # type: ignore[arg-type]
+)
+
+
+def threat_model(config: PoisoningConfig, setup: RunSetup) -> ThreatModel:
+    """The run's adversary: ``fraction`` of the registered clients, drawn from the stream
+    ``(seed, "poisoning", "malicious")``."""
+    n = setup.data.num_clients
+    return ThreatModel(
+        malicious=choose_malicious(setup.config.seed, n, config.fraction),
+        num_clients=n,
+        start_round=config.start_round,
+        knowledge=Knowledge(config.knowledge),
+    )
+
+
+def add_poisoning(stages: Stages, config: PoisoningConfig, setup: RunSetup) -> Stages:
+    """``stages`` with the attack of ``config`` added: the trainer wrapped for data-level
+    attacks, the update-level transform appended last among the client transforms, the
+    attack's evaluators, and the scorers (true attackers and detection figures; the clean
+    twin when ``clean_twin``). The input is not modified."""
+    threat = threat_model(config, setup)
+    log.info("poisoning: %s by clients %s", config.method, threat.malicious.tolist())
+    parts = POISONING_ATTACKS[PoisoningMethod(config.method)].build(config, threat, setup)
+    trainer = stages.trainer
+    if parts.data is not None:
+        trainer = PoisonedTrainer(trainer, threat, parts.data, setup.config.seed)
+    flags = bool(getattr(stages.aggregator, "flags_clients", False))
+    scorers = [*stages.scorers, DetectionScorer(threat, flags)]
+    if config.clean_twin:
+        scorers.append(CleanTwin(setup))
+    return replace(
+        stages,
+        trainer=trainer,
+        client_transforms=[*stages.client_transforms]
+        + ([parts.transform] if parts.transform is not None else []),
+        evaluators=[*stages.evaluators, *parts.evaluators],
+        scorers=scorers,
+    )
+
+
+__all__ = ["POISONING_ATTACKS", "add_poisoning", "threat_model"]

@@ -1,0 +1,53 @@
+"""Min-max (Shejwalkar and Houmansadr, NDSS 2021, Section IV-C)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from privfl.attacks.poisoning.agr_agnostic import agr_agnostic_update, min_max_gamma
+from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
+from privfl.attacks.poisoning.config import Perturbation, PoisoningConfig, PoisoningMethod
+from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.stages import RoundContext
+
+if TYPE_CHECKING:
+    from privfl.plan import RunSetup
+
+
+def min_max(reference: torch.Tensor, perturbation: Perturbation | str = "std") -> torch.Tensor:
+    """The min-max update ``mu + gamma p``, with ``gamma`` the largest value for which the
+    largest distance from the malicious update to a benign one stays within the largest
+    distance between two benign updates (Eq. (4)).
+
+    Args:
+        reference: float32 ``(r, d)``, the benign updates the attackers know.
+        perturbation: ``unit``, ``std`` or ``sign`` (see
+            :func:`~privfl.attacks.poisoning.agr_agnostic.perturbation_direction`).
+    Returns:
+        float32 ``(d,)``, sent by every attacker.
+    """
+    return agr_agnostic_update(reference, perturbation, min_max_gamma)
+
+
+class MinMax(UpdatePoisoning):
+    """Min-max: every attacker sends :func:`min_max` of the benign updates it knows."""
+
+    method = PoisoningMethod.MIN_MAX
+
+    def __init__(self, threat: ThreatModel, perturbation: Perturbation | str = "std") -> None:
+        super().__init__(threat)
+        self.perturbation = Perturbation(perturbation)
+
+    @classmethod
+    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+        return PoisoningParts(transform=cls(threat, config.perturbation))
+
+    def craft(
+        self, own: torch.Tensor, reference: torch.Tensor, *, n: int, ctx: RoundContext
+    ) -> torch.Tensor:
+        return min_max(reference, self.perturbation)
+
+
+__all__ = ["MinMax", "min_max"]
