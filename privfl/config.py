@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.defenses.secagg.config import SecAggConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -168,6 +169,23 @@ class EvaluationConfig(StrictModel):
 
 class DefenseConfig(StrictModel):
     """``[defense.*]``: one sub-table per active defense (added by the defense issues)."""
+
+    secagg: SecAggConfig | None = Field(
+        None, description="secure aggregation with pairwise masks (Bonawitz et al. 2017)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DefenseConfig:
+        # A secure channel computes only the weighted mean; a robust rule needs each client's
+        # plaintext update. `dict(self)` lists the fields that exist, so this holds as soon as
+        # the robust-aggregation section (`defense.robust`) is added.
+        sections = dict(self)
+        if sections.get("secagg") is not None and sections.get("robust") is not None:
+            raise ValueError(
+                "secagg cannot be combined with defense.robust: the server learns only the "
+                "masked sum, and a robust rule needs each client's plaintext update"
+            )
+        return self
 
 
 class AttackConfig(StrictModel):
@@ -329,8 +347,11 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
             node = None
             continue
         ann = field.annotation
+        models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann
+        elif len(models) == 1 and "name" not in models[0].model_fields:
+            node = models[0]  # an optional section, e.g. `defense.secagg: SecAggConfig | None`
         else:
             members = {
                 a.model_fields["name"].default: a

@@ -14,6 +14,7 @@ from privfl.aggregation import WeightedMean
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.config import Config
+from privfl.defenses.secagg.channel import create_secagg_channel
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -107,7 +108,10 @@ def create_sampler(config: Config) -> ClientSampler:
 
 def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    return Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    if config.defense.secagg is not None:
+        stages.channel = create_secagg_channel(config.defense.secagg, setup)
+    return stages
 
 
 __all__ = ["Finisher", "RunSetup", "Stages", "build_stages", "create_sampler", "local_training_of"]

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
+from privfl.defenses.secagg.config import SecAggConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -79,6 +80,7 @@ def config_reference() -> str:
         ('[model] name = "cnn"', CNNConfig),
         ("[federation]", FederationConfig),
         ("[evaluation]", EvaluationConfig),
+        ("[defense.secagg]", SecAggConfig),
     ]
     for title, model in sections:
         doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
