@@ -64,6 +64,13 @@ class SecAggClient:
                 f"{self.state.done.value if self.state.done else 'nothing'}"
             )
 
+    def _keys(self) -> tuple[KeyPair, KeyPair]:
+        """The client's ``c`` and ``s`` key pairs (made at AdvertiseKeys)."""
+        c, m = self.state.encryption_keys, self.state.mask_keys
+        if c is None or m is None:
+            raise ProtocolError(f"client {self.cid}: no keys before AdvertiseKeys")
+        return c, m
+
     # ------------------------------------------------------------- Round 0: AdvertiseKeys
 
     def advertise_keys(self) -> bytes:
@@ -85,12 +92,12 @@ class SecAggClient:
         and receiver)."""
         self._advance(Stage.SHARE_KEYS, Stage.ADVERTISE_KEYS)
         s, p = self.state, self.params
-        assert s.encryption_keys is not None and s.mask_keys is not None
+        encryption_keys, mask_keys = self._keys()
         entries = messages.decode_roster(roster)
         if not set(entries) <= self.holders:
             strangers = sorted(set(entries) - self.holders)
             raise ProtocolError(f"client {self.cid}: roster lists non-neighbours {strangers}")
-        own = (s.encryption_keys.public, s.mask_keys.public)
+        own = (encryption_keys.public, mask_keys.public)
         if entries.get(self.cid) != own:
             raise ProtocolError(f"client {self.cid}: roster misstates its own keys")
         if len(entries) < p.threshold:
@@ -106,7 +113,7 @@ class SecAggClient:
             raise ProtocolError(f"client {self.cid}: bad public key in the roster: {e}") from None
         ids = sorted(entries)
         xs = [v + 1 for v in ids]
-        secret_key = _as_int(s.mask_keys.private_bytes())
+        secret_key = _as_int(mask_keys.private_bytes())
         key_shares = shamir.split(secret_key, threshold=p.threshold, xs=xs)
         seed_shares = shamir.split(_as_int(s.seed), threshold=p.threshold, xs=xs)
         out = {}
@@ -116,7 +123,7 @@ class SecAggClient:
                 continue
             try:
                 key = agree(
-                    s.encryption_keys.private,
+                    encryption_keys.private,
                     s.roster[v][0],
                     purpose=Purpose.SHARE_ENCRYPTION,
                     round=p.round,
@@ -140,7 +147,7 @@ class SecAggClient:
         with ``s_{u,v} = HKDF(X25519(s_u^SK, s_v^PK))``."""
         self._advance(Stage.MASKED_INPUT, Stage.SHARE_KEYS)
         s, p = self.state, self.params
-        assert s.encryption_keys is not None and s.mask_keys is not None
+        _, mask_keys = self._keys()
         received = messages.decode_ciphertexts(inbox, "Inbox")
         strangers = set(received) - (set(s.roster) - {self.cid})
         if strangers:
@@ -163,7 +170,7 @@ class SecAggClient:
         self._expander.add(y, s.seed)
         for v in s.senders:
             seed = agree(
-                s.mask_keys.private,
+                mask_keys.private,
                 s.roster[v][1],
                 purpose=Purpose.PAIRWISE_MASK,
                 round=p.round,
@@ -200,7 +207,7 @@ class SecAggClient:
             raise ProtocolError(f"client {self.cid}: asked to unmask but not listed as a survivor")
         if not alive <= set(s.senders) | {self.cid}:
             raise ProtocolError(f"client {self.cid}: survivors it holds no shares of")
-        if total < p.threshold or total < len(alive):
+        if total < p.threshold:
             raise ProtocolError(
                 f"client {self.cid}: {total} survivors, fewer than t = {p.threshold}"
             )

@@ -87,6 +87,7 @@ class SecAggServer:
                 log.warning("secagg: client %d dropped: %s", u, e)
                 continue
             s.keys[u] = c_pk + s_pk
+        self._require(Stage.ADVERTISE_KEYS, sorted(s.keys))
         alive = set(s.keys)
         while True:
             short = {u for u in alive if len(self._holders(u) & alive) < t}
@@ -95,7 +96,12 @@ class SecAggServer:
             alive -= short
         s.u1 = sorted(alive)
         s.excluded = sorted(set(s.keys) - alive)
-        self._require(Stage.ADVERTISE_KEYS, s.u1)
+        if len(s.u1) < t:
+            raise SecAggAbort(
+                Stage.ADVERTISE_KEYS.value,
+                f"{len(s.u1)} clients keep at least t = {t} share-holders (of "
+                f"{len(s.keys)} that advertised keys)",
+            )
         return self._send(
             {
                 u: messages.encode_roster({v: s.keys[v] for v in self._holders(u) & alive})

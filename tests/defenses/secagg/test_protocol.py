@@ -73,6 +73,57 @@ def test_unmasked_sum_is_the_survivors_sum_or_a_justified_abort(n, length, fract
     np.testing.assert_array_equal(r.total, _expected(p, x, expected_survivors))
 
 
+def _secaggplus_outcome(p: RoundParams, vanish) -> list[int] | None:
+    """Who is aggregated under SecAgg+ (None: the round must abort), derived from the
+    protocol's rules (Bell et al. 2020) independently of the implementation's bookkeeping."""
+    t, g = p.threshold, p.graph
+    ids = [int(i) for i in g.ids]
+    holders = {u: {int(v) for v in g.holders(u)} for u in ids}
+    gone = lambda stage: {c for c, s in vanish.items() if s is stage}  # noqa: E731
+    advertised = set(ids) - gone(Stage.ADVERTISE_KEYS)
+    if len(advertised) < t:
+        return None
+    u1 = set(advertised)
+    while short := {u for u in u1 if len(holders[u] & u1) < t}:
+        u1 -= short  # the server leaves out clients without t share-holders
+    u2 = u1 - gone(Stage.SHARE_KEYS)
+    if len(u1) < t or len(u2) < t:
+        return None
+    refused = {u for u in u2 if len(holders[u] & u2) < t}  # too few shares arrived: stop
+    u3 = u2 - gone(Stage.MASKED_INPUT) - refused
+    u4 = u3 - gone(Stage.UNMASKING)
+    if len(u3) < t or len(u4) < t:
+        return None
+    for u in u2:
+        needed = u in u3 or any(v in u3 for v in holders[u] - {u})
+        if needed and len(holders[u] & u4) < t:
+            return None  # a self-mask seed or mask key cannot be rebuilt
+    return sorted(u3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(5, 16),
+    half_k=st.integers(1, 3),
+    fraction=st.floats(0.51, 1.0),
+    data=st.data(),
+)
+def test_secaggplus_sum_under_random_dropouts(n, half_k, fraction, data):
+    ids = list(range(0, 3 * n, 3))
+    k = 2 * half_k
+    p = _params(ids, threshold_for(min(k, n - 1) + 1, fraction), 9, k=k, seed=n + k)
+    x = _inputs(p, seed=n)
+    vanish = data.draw(st.dictionaries(st.sampled_from(ids), st.sampled_from(STAGES)))
+    r = run_protocol(p, x, vanish=vanish)
+    expected = _secaggplus_outcome(p, vanish)
+    if expected is None:
+        assert r.total is None and r.abort is not None
+    else:
+        assert r.abort is None, r.abort
+        assert r.survivors.tolist() == expected
+        np.testing.assert_array_equal(r.total, _expected(p, x, expected))
+
+
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("k", [None, 4], ids=["complete", "harary4"])
 def test_dropouts_at_each_stage(stage, k):
