@@ -2,7 +2,7 @@
 (Bell et al., CCS 2020).
 
 Modules: ``constants`` (stages, sizes), ``config`` (``[defense.secagg]``), ``shamir`` (secret
-sharing over GF(2^256 + 297)), ``keys`` (X25519, HKDF-SHA256, AES-GCM), ``masking`` (AES-CTR
+sharing over GF(2^31 - 1)), ``keys`` (X25519, HKDF-SHA256, AES-GCM), ``masking`` (AES-CTR
 mask generator), ``graph`` (complete and Harary graphs, SecAgg+ parameters), ``messages``
 (wire formats), ``state`` (round parameters and party state), ``client``, ``server``,
 ``protocol`` (one simulated round), ``channel`` (the round loop's stage), ``threat``.

@@ -113,11 +113,10 @@ class SecAggClient:
             raise ProtocolError(f"client {self.cid}: bad public key in the roster: {e}") from None
         ids = sorted(entries)
         xs = [v + 1 for v in ids]
-        secret_key = _as_int(mask_keys.private_bytes())
-        key_shares = shamir.split(secret_key, threshold=p.threshold, xs=xs)
-        seed_shares = shamir.split(_as_int(s.seed), threshold=p.threshold, xs=xs)
+        # shares[i] = (share of s_u^SK, share of b_u) for holder ids[i] (two polynomials each)
+        shares = shamir.split([mask_keys.private_bytes(), s.seed], threshold=p.threshold, xs=xs)
         out = {}
-        for v, k_share, b_share in zip(ids, key_shares, seed_shares, strict=True):
+        for v, (k_share, b_share) in zip(ids, shares, strict=True):
             if v == self.cid:
                 s.held[v] = (k_share, b_share)
                 continue
@@ -211,7 +210,7 @@ class SecAggClient:
             raise ProtocolError(
                 f"client {self.cid}: {total} survivors, fewer than t = {p.threshold}"
             )
-        reply: dict[int, tuple[ShareKind, int]] = {}
+        reply: dict[int, tuple[ShareKind, np.ndarray]] = {}
         for u, (k_share, b_share) in s.held.items():
             if u in alive:
                 reply[u] = (ShareKind.SELF_MASK_SEED, b_share)
@@ -223,10 +222,6 @@ class SecAggClient:
 
 def _random_seed() -> bytes:
     return os.urandom(SEED_BYTES)
-
-
-def _as_int(secret: bytes) -> int:
-    return int.from_bytes(secret, "big")
 
 
 __all__ = ["SecAggClient"]

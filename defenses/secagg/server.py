@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from privfl.defenses.secagg import messages, shamir
-from privfl.defenses.secagg.constants import KEY_BYTES, SEED_BYTES, Purpose, ShareKind, Stage
+from privfl.defenses.secagg.constants import KEY_BYTES, Purpose, ShareKind, Stage
 from privfl.defenses.secagg.errors import ProtocolError, SecAggAbort
 from privfl.defenses.secagg.keys import KeyPair, agree
 from privfl.defenses.secagg.masking import MaskExpander, pairwise_sign
@@ -254,10 +254,12 @@ class SecAggServer:
                 Stage.UNMASKING.value,
                 f"client {owner}'s {what} has {len(shares)} shares, fewer than t = {t}",
             )
-        secret = shamir.combine(shares, threshold=t)
-        if secret >= 2 ** (8 * SEED_BYTES):
-            raise SecAggAbort(Stage.UNMASKING.value, f"client {owner}'s shares are inconsistent")
-        return secret.to_bytes(SEED_BYTES, "big")
+        try:
+            return shamir.combine(shares, threshold=t)
+        except ValueError:
+            raise SecAggAbort(
+                Stage.UNMASKING.value, f"client {owner}'s shares are inconsistent"
+            ) from None
 
 
 __all__ = ["Relay", "SecAggServer"]

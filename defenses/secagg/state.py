@@ -76,7 +76,7 @@ class ClientState:
     seed: bytes = b""
     roster: dict[int, tuple[X25519PublicKey, X25519PublicKey]] = field(default_factory=dict)
     channel_keys: dict[int, bytes] = field(default_factory=dict)
-    held: dict[int, tuple[int, int]] = field(default_factory=dict)
+    held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     senders: list[int] = field(default_factory=list)
     complaints: list[int] = field(default_factory=list)
 
@@ -95,7 +95,7 @@ class ServerState:
         mailbox: ``{receiver: {sender: ciphertext}}``, relayed unread.
         accused: ``{u: clients that reported u's share as failing authentication}``.
         masked: ``{u: masked vector}`` as received.
-        shares: ``{(owner, kind): {x: share value}}`` from the unmasking responses.
+        shares: ``{(owner, kind): {x: share}}`` from the unmasking responses.
         bytes_down: server-to-client bytes sent.
     """
 
@@ -109,7 +109,7 @@ class ServerState:
     mailbox: dict[int, dict[int, bytes]] = field(default_factory=dict)
     accused: dict[int, list[int]] = field(default_factory=dict)
     masked: dict[int, np.ndarray] = field(default_factory=dict)
-    shares: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+    shares: dict[tuple[int, int], dict[int, np.ndarray]] = field(default_factory=dict)
     bytes_down: int = 0
 
 
