@@ -10,6 +10,7 @@ it except as Shamir shares encrypted to their holders.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -210,7 +211,7 @@ class SecAggClient:
             raise ProtocolError(
                 f"client {self.cid}: {total} survivors, fewer than t = {p.threshold}"
             )
-        reply: dict[int, tuple[ShareKind, np.ndarray]] = {}
+        reply: dict[int, tuple[ShareKind, Sequence[int]]] = {}
         for u, (k_share, b_share) in s.held.items():
             if u in alive:
                 reply[u] = (ShareKind.SELF_MASK_SEED, b_share)

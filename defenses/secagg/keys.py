@@ -53,9 +53,12 @@ class KeyPair:
         return self.private.private_bytes_raw()
 
 
+_LABELS = {p: p.value.encode() for p in Purpose}
+_ROUND_PAIR = struct.Struct(">QII")
+
+
 def _info(purpose: Purpose, round: int, a: int, b: int) -> bytes:
-    lo, hi = min(a, b), max(a, b)
-    return purpose.value.encode() + struct.pack(">QII", round, lo, hi)
+    return _LABELS[purpose] + _ROUND_PAIR.pack(round, min(a, b), max(a, b))
 
 
 def parse_public(raw: bytes) -> X25519PublicKey:

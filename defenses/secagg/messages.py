@@ -125,8 +125,8 @@ class SharePlaintext:
 
     sender: int
     receiver: int
-    mask_key_share: np.ndarray
-    seed_share: np.ndarray
+    mask_key_share: Sequence[int]
+    seed_share: Sequence[int]
 
     SIZE = 2 * ID_BYTES + 2 * shamir.SHARE_BYTES
 
@@ -194,7 +194,7 @@ def decode_survivors(data: bytes) -> tuple[int, list[int]]:
 _SHARE_ENTRY = struct.Struct(f">IB{shamir.SHARE_BYTES}s")
 
 
-def encode_unmasking(shares: Mapping[int, tuple[ShareKind, np.ndarray]]) -> bytes:
+def encode_unmasking(shares: Mapping[int, tuple[ShareKind, Sequence[int]]]) -> bytes:
     """Unmasking: per owner, which secret the share is of, and the share value."""
     parts = [_U32.pack(len(shares))]
     for owner in sorted(shares):
@@ -203,10 +203,10 @@ def encode_unmasking(shares: Mapping[int, tuple[ShareKind, np.ndarray]]) -> byte
     return b"".join(parts)
 
 
-def decode_unmasking(data: bytes) -> dict[int, tuple[ShareKind, np.ndarray]]:
+def decode_unmasking(data: bytes) -> dict[int, tuple[ShareKind, Sequence[int]]]:
     """``{owner: (kind, share value)}`` of an Unmasking message."""
     r = _Reader(data, "Unmasking")
-    out: dict[int, tuple[ShareKind, np.ndarray]] = {}
+    out: dict[int, tuple[ShareKind, Sequence[int]]] = {}
     for _ in range(r.u32()):
         owner, kind, raw = _SHARE_ENTRY.unpack(r.take(_SHARE_ENTRY.size))
         if owner in out:

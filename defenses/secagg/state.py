@@ -8,6 +8,7 @@ stages run (Flower keeps its SecAgg+ state the same way, in ``WorkflowState``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,7 +77,7 @@ class ClientState:
     seed: bytes = b""
     roster: dict[int, tuple[X25519PublicKey, X25519PublicKey]] = field(default_factory=dict)
     channel_keys: dict[int, bytes] = field(default_factory=dict)
-    held: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    held: dict[int, tuple[Sequence[int], Sequence[int]]] = field(default_factory=dict)
     senders: list[int] = field(default_factory=list)
     complaints: list[int] = field(default_factory=list)
 
@@ -109,7 +110,7 @@ class ServerState:
     mailbox: dict[int, dict[int, bytes]] = field(default_factory=dict)
     accused: dict[int, list[int]] = field(default_factory=dict)
     masked: dict[int, np.ndarray] = field(default_factory=dict)
-    shares: dict[tuple[int, int], dict[int, np.ndarray]] = field(default_factory=dict)
+    shares: dict[tuple[int, int], dict[int, Sequence[int]]] = field(default_factory=dict)
     bytes_down: int = 0
 
 
