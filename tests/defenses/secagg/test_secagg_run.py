@@ -117,3 +117,11 @@ def test_secagg_with_a_robust_aggregator_is_rejected():
         WithRobust(secagg={}, robust={"rule": "median"})
     assert WithRobust(robust={"rule": "median"}).secagg is None
     assert Config(defense={"secagg": {}}).defense.secagg is not None
+
+
+def test_the_example_config_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "secagg.toml"
+    cfg = privfl.load_config(path)
+    assert cfg.defense.secagg is not None and cfg.defense.secagg.dropout == 0.1
