@@ -58,8 +58,10 @@ class ProtocolResult:
         masked: the masked vectors as the server received them (None if not kept).
         bytes_up: ``{client: bytes it sent}``, every client of the round.
         bytes_down: bytes the server sent, all clients together.
-        client_seconds: compute time of all clients together (sequential simulation).
-        server_seconds: compute time of the server.
+        client_seconds: wall-clock time of all clients together (sequential simulation).
+        server_seconds: wall-clock time of the server.
+        client_cpu_seconds, server_cpu_seconds: the same as CPU time of this thread, which a
+            busy machine inflates much less than wall-clock time.
         abort: why the round was aborted, or None.
     """
 
@@ -74,6 +76,8 @@ class ProtocolResult:
     bytes_down: int
     client_seconds: float
     server_seconds: float
+    client_cpu_seconds: float
+    server_cpu_seconds: float
     abort: SecAggAbort | None = None
 
 
@@ -111,13 +115,17 @@ def run_protocol(
     bytes_up = dict.fromkeys(ids, 0)
     vanished: dict[int, Stage] = {}
     refused: dict[int, Stage] = {}
-    clock = {"client": 0.0, "server": 0.0}
+    clock = {"client": 0.0, "server": 0.0, "client_cpu": 0.0, "server_cpu": 0.0}
+
+    def tick(party: str, t0: float, c0: float) -> None:
+        clock[party] += time.perf_counter() - t0
+        clock[party + "_cpu"] += time.thread_time() - c0
 
     def clients_send(
         stage: Stage, call: Callable[[SecAggClient, bytes], bytes], requests: Mapping[int, bytes]
     ) -> dict[int, bytes]:
         out = {}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for cid in sorted(requests):
             if cid in vanished or cid in refused:
                 continue
@@ -132,15 +140,15 @@ def run_protocol(
                 continue
             bytes_up[cid] += len(msg)
             out[cid] = msg
-        clock["client"] += time.perf_counter() - t0
+        tick("client", t0, c0)
         return out
 
     def server_does(fn: Callable[[dict[int, bytes]], object], msgs: dict[int, bytes]) -> object:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return fn(msgs)
         finally:
-            clock["server"] += time.perf_counter() - t0
+            tick("server", t0, c0)
 
     total: np.ndarray | None = None
     abort: SecAggAbort | None = None
@@ -180,6 +188,8 @@ def run_protocol(
         bytes_down=s.bytes_down,
         client_seconds=clock["client"],
         server_seconds=clock["server"],
+        client_cpu_seconds=clock["client_cpu"],
+        server_cpu_seconds=clock["server_cpu"],
         abort=abort,
     )
 
