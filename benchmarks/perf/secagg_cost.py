@@ -236,10 +236,12 @@ def _plot(rows: list[dict], path: Path) -> None:
                         marker="o",
                         label=f"{graph}, dropout {dropout:.0%}",
                     )
-        plain = sorted(
-            (r for r in rows if r["d"] == d and r["graph"] == "full"), key=lambda r: r["n"]
-        )
-        ax.plot([c["n"] for c in plain], [c["plain_cpu_s"] for c in plain], ":k", label="plaintext")
+        ns = sorted({r["n"] for r in rows if r["d"] == d})
+        plain = [
+            statistics.median(r["plain_cpu_s"] for r in rows if r["d"] == d and r["n"] == n)
+            for n in ns
+        ]
+        ax.plot(ns, plain, ":k", label="plaintext sum (median)")
         ax.set(
             xscale="log",
             yscale="log",
