@@ -34,6 +34,7 @@ from privfl.defenses.robust.config import (
     check_robust_cohort,
     reject_with_secure_channel,
 )
+from privfl.defenses.secagg.config import SecAggConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
 from privfl.models import MLPConfig, ModelConfig
@@ -183,11 +184,19 @@ class DefenseConfig(StrictModel):
         None, description="homomorphic-encrypted aggregation (TenSEAL CKKS or BFV); absent: off"
     )
     robust: RobustConfig | None = Field(None, description="robust aggregation rule")
+    secagg: SecAggConfig | None = Field(
+        None, description="secure aggregation with pairwise masks (Bonawitz et al. 2017)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DefenseConfig:
         # Robust rules need plaintext updates; secure channels only reveal the sum.
-        reject_with_secure_channel(self.robust, secagg=getattr(self, "secagg", None), he=self.he)
+        reject_with_secure_channel(self.robust, secagg=self.secagg, he=self.he)
+        if self.secagg is not None and self.he is not None:
+            raise ValueError(
+                "defense.secagg and defense.he cannot be combined: each is a channel that "
+                "carries the updates to the server (masked or encrypted); choose one"
+            )
         return self
 
 

@@ -17,6 +17,7 @@ from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.config import Config
 from privfl.defenses.dp.builder import add_differential_privacy
 from privfl.defenses.he import HEChannel, create_he_channel
+from privfl.defenses.secagg.channel import create_secagg_channel
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -126,6 +127,8 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         from privfl.defenses.robust import create_robust_aggregator
 
         stages.aggregator = create_robust_aggregator(config.defense.robust, setup)
+    if config.defense.secagg is not None:
+        stages.channel = create_secagg_channel(config.defense.secagg, setup)
     if config.defense.he is not None:
         stages.channel = create_he_channel(config.defense.he, setup)
         HEChannel.check_aggregator(stages.aggregator)  # after the aggregator is chosen

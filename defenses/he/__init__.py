@@ -28,7 +28,7 @@ from privfl.defenses.he.params import (
     SecurityLevel,
 )
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
-from privfl.defenses.he.quantize import FixedPointCodec, Rounding
+from privfl.defenses.quantize import FixedPointCodec, Rounding
 from privfl.defenses.he.scheme import Decoded, Encoding, HEScheme
 
 __all__ = [

@@ -70,19 +70,25 @@ def test_set_on_a_config_without_the_section(tmp_path):
     assert Federation(cfg).stages.aggregator.rule is RobustRule.MEDIAN
 
 
-def test_robust_rules_are_rejected_with_secure_channels():
-    # defense.secagg / defense.he arrive on other branches; DefenseConfig's validator reads
-    # them by name, so a section of that name is rejected as soon as it exists.
-    class WithSecagg(DefenseConfig):
-        secagg: dict | None = None
-        he: dict | None = None
+@pytest.mark.parametrize(
+    ("channel", "section"), [("secagg", {"threshold": 0.6}), ("he", {"scheme": "ckks"})]
+)
+def test_robust_rules_are_rejected_with_secure_channels(channel, section):
+    from privfl.config import config_from_dict
+    from privfl.errors import ConfigError
 
-    with pytest.raises(ValueError, match="cannot be combined with defense.secagg"):
-        WithSecagg(robust={"rule": "median"}, secagg={"threshold": 0.6})
-    with pytest.raises(ValueError, match="defense.he: robust rules need every client's update"):
-        WithSecagg(robust={"rule": "krum"}, he={})
-    assert WithSecagg(secagg={"threshold": 0.6}).robust is None
-    assert WithSecagg(robust={"rule": "median"}).secagg is None
+    raw = {"defense": {"robust": {"rule": "median"}, channel: section}}
+    with pytest.raises(ConfigError, match=f"cannot be combined with defense.{channel}"):
+        config_from_dict(raw)
+    assert config_from_dict({"defense": {channel: section}}).defense.robust is None
+
+
+def test_secagg_and_he_together_are_rejected():
+    from privfl.config import config_from_dict
+    from privfl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="defense.secagg and defense.he cannot be combined"):
+        config_from_dict({"defense": {"secagg": {}, "he": {}}})
 
 
 def test_reject_with_secure_channel_names_every_channel():
