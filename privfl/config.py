@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.attacks.inversion.config import InversionConfig
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
@@ -48,7 +49,7 @@ class DataConfig(StrictModel):
     """``[data]``: which data set, how it is split among clients."""
 
     name: Literal[DATASET_NAMES] = Field(  # type: ignore[valid-type]
-        "digits", description="data set; digits and synthetic need no files"
+        "digits", description="data set; digits, synthetic and patches need no files"
     )
     dir: Path | None = Field(None, description="local folder of mnist / cifar10 / femnist files")
     partition: Literal[PARTITION_NAMES] = Field(  # type: ignore[valid-type]
@@ -84,8 +85,8 @@ class DataConfig(StrictModel):
             raise ValueError(f"dir is required for name = '{self.name}' (the local folder)")
         self._only_with(
             "test_fraction",
-            self.name in ("digits", "synthetic"),
-            "name is digits or synthetic (the others ship a test split)",
+            self.name in ("digits", "synthetic", "patches"),
+            "name is digits, synthetic or patches (the others ship a test split)",
         )
         if self.partition == "natural" and self.name != "femnist":
             raise ValueError("partition = 'natural' needs writer ids: only femnist has them")
@@ -172,6 +173,10 @@ class DefenseConfig(StrictModel):
 
 class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
+
+    inversion: InversionConfig | None = Field(
+        None, description="gradient inversion by the server (see [attack.inversion])"
+    )
 
 
 class Config(StrictModel):
@@ -329,6 +334,9 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], list[str]]:
             node = None
             continue
         ann = field.annotation
+        optional = [a for a in get_args(ann) if a is not type(None)]
+        if len(optional) == 1 and type(None) in get_args(ann):
+            ann = optional[0]  # an optional section, e.g. [attack.inversion]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             node = ann
         else:

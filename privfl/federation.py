@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import Progress
 from torch import nn
 
 from privfl.config import Config, load_config
@@ -91,6 +92,8 @@ class Federation:
         self.round = 0
         self.metrics: list[dict[str, Any]] = []
         self.attacks: list[dict[str, Any]] = []
+        #: a rich Progress the driver shows; observers may add tasks to it (None: no display).
+        self.progress: Progress | None = None
         self._observer_ctx = ObserverContext(
             make_model=self.make_model,
             spec=self.spec,
@@ -134,8 +137,9 @@ class Federation:
             info.update(aggregation.info)
         else:
             log.warning("round %d: no aggregate (no surviving updates); the model is unchanged", r)
+        octx = replace(self._observer_ctx, progress=self.progress)
         for observer in self.stages.observers:
-            self.attacks.extend(observer.observe(result.view, self._observer_ctx))
+            self.attacks.extend(observer.observe(result.view, octx))
         t_agg = time.perf_counter()
         record = self._metrics_record(ctx, batch, nonfinite, result, aggregation, info)
         self.round = r

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from privfl.aggregation import WeightedMean
+from privfl.attacks.inversion.build import create_inversion_observer
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.config import Config
@@ -107,7 +108,13 @@ def create_sampler(config: Config) -> ClientSampler:
 
 def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    return Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    training = local_training_of(config)
+    stages = Stages(trainer=SGDTrainer(training), sampler=create_sampler(config))
+    if config.attack.inversion is not None:
+        inversion = create_inversion_observer(config.attack.inversion, config, setup, training)
+        stages.observers.append(inversion)
+        stages.finishers.append(inversion.finish)
+    return stages
 
 
 __all__ = ["Finisher", "RunSetup", "Stages", "build_stages", "create_sampler", "local_training_of"]

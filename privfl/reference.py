@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from privfl.attacks.inversion.config import InversionConfig
 from privfl.config import Config, DataConfig, EvaluationConfig, FederationConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
@@ -79,6 +80,7 @@ def config_reference() -> str:
         ('[model] name = "cnn"', CNNConfig),
         ("[federation]", FederationConfig),
         ("[evaluation]", EvaluationConfig),
+        ("[attack.inversion]", InversionConfig),
     ]
     for title, model in sections:
         doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
