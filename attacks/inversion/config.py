@@ -61,7 +61,9 @@ class InversionConfig(BaseModel):
         None, description="optimizer learning rate (unset: 1.0 L-BFGS, 0.1 Adam for ig)"
     )
     restarts: PositiveInt = Field(1, description="random restarts; the best objective is kept")
-    tv: NonNegativeFloat = Field(1e-2, description="ig: total-variation weight (images only)")
+    tv: NonNegativeFloat = Field(
+        1e-4, description="ig: total-variation weight (images only; ~1e-2 for natural patches)"
+    )
     threads: NonNegativeInt = Field(
         1, description="torch threads during the attack (0: leave torch's setting)"
     )
