@@ -47,28 +47,20 @@ def plot_gallery(items: list[GalleryItem], path: Path, title: str = "") -> Path:
             ax = axes[row][c]
             _show(ax, img)
         axes[2 * b][c].set_title(item.title, fontsize=6)
-    if items:
-        axes[0][0].text(
-            -0.15,
-            0.5,
-            "original",
-            rotation=90,
-            va="center",
-            ha="right",
-            fontsize=7,
-            transform=axes[0][0].transAxes,
-        )
-        axes[1][0].text(
-            -0.15,
-            0.5,
-            "reconstruction",
-            rotation=90,
-            va="center",
-            ha="right",
-            fontsize=7,
-            transform=axes[1][0].transAxes,
-        )
-    else:
+    for b in range(blocks if items else 0):
+        for row, name in ((2 * b, "original"), (2 * b + 1, "reconstruction")):
+            ax = axes[row][0]
+            ax.text(
+                -0.15,
+                0.5,
+                name,
+                rotation=90,
+                va="center",
+                ha="right",
+                fontsize=7,
+                transform=ax.transAxes,
+            )
+    if not items:
         axes[0][0].text(0.5, 0.5, "no plaintext to reconstruct", ha="center", va="center")
     if title:
         fig.suptitle(title, fontsize=9)

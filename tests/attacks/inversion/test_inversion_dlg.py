@@ -42,7 +42,7 @@ def test_dlg_and_idlg_reach_30db_on_most_of_8_digits(digits, method):
 
 
 def test_noise_on_the_gradient_orders_the_reconstructions(digits):
-    # Few images and iterations: the full version below is marked slow.
+    # Small: two images, five iterations; the full version below is marked slow.
     medians = [
         np.median(_attack(digits, idlg, IMAGES[:2], noise=s, iterations=5)[0])
         for s in (0.0, 1e-2, 1e-1)
@@ -60,8 +60,8 @@ def test_noise_defense_of_dlgs_paper(digits):
     assert medians[0] >= 30 and medians[3] < 15 and medians[4] < 15, medians
 
 
-def test_dlg_keeps_the_best_of_its_restarts(digits):
-    t = digits.target(torch.tensor([5]), ONE_STEP)
+def test_dlg_keeps_the_best_of_its_restarts(digits_mlp):
+    t = digits_mlp.target(torch.tensor([5]), ONE_STEP)
     one = dlg(t, generator=torch.Generator().manual_seed(1), iterations=2, restarts=1)
     three = dlg(t, generator=torch.Generator().manual_seed(1), iterations=2, restarts=3)
     assert three.loss <= one.loss  # the first restart of both draws the same start

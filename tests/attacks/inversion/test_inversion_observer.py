@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from privfl.attacks.inversion import (
@@ -224,3 +225,30 @@ def test_gallery_survives_a_checkpoint_and_is_written_as_png(digits_mlp, tmp_pat
     again.finish(Fed())  # type: ignore[arg-type]
     png = tmp_path / "plots" / "inversion.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_local_dp_noise_on_the_updates_defeats_the_example():
+    # A stand-in for [defense.dp] mode = "local" (the DP issue's transform): each update is
+    # clipped to norm C and N(0, (sigma C)^2) noise is added on the client, as the acceptance
+    # check asks with sigma = 1, C = 1.
+    from privfl.federation import Federation
+    from privfl.stages import ClientTransform
+
+    class LocalGaussian(ClientTransform):
+        def apply(self, batch, ctx):
+            norms = batch.deltas.norm(dim=1, keepdim=True)
+            clipped = batch.deltas * torch.clamp(1.0 / norms, max=1.0)
+            g = ctx.torch_rng("local-dp")
+            return batch.with_deltas(clipped + torch.randn(clipped.shape, generator=g))
+
+    from pathlib import Path
+
+    import privfl
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "inversion.toml"
+    fed = Federation(privfl.load_config(example))
+    fed.stages.client_transforms.append(LocalGaussian())
+    fed.run_round()
+    psnr = [r["psnr"] for r in fed.attacks]
+    assert len(psnr) == 8 and np.median(psnr) < 15, psnr
