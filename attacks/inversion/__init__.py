@@ -24,9 +24,10 @@ from privfl.attacks.inversion.metrics import (
     ssim,
 )
 from privfl.attacks.inversion.observer import (
-    NO_PLAINTEXT,
     AttackSettings,
     InversionObserver,
+    Status,
+    TargetKind,
 )
 from privfl.attacks.inversion.simulate import (
     examples_used,
@@ -46,9 +47,10 @@ __all__ = [
     "InversionObserver",
     "InversionTarget",
     "METHOD_DEFAULTS",
-    "NO_PLAINTEXT",
     "Reconstruction",
     "Score",
+    "Status",
+    "TargetKind",
     "ThreatModel",
     "create_inversion_observer",
     "dlg",

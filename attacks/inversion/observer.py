@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,9 +39,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Status of a record.
-OK = "ok"
-NO_PLAINTEXT = "no plaintext available"
+
+class Status(StrEnum):
+    """A record's ``status``."""
+
+    OK = "ok"
+    NO_PLAINTEXT = "no plaintext available"
+
+
+class TargetKind(StrEnum):
+    """What a record inverted (its ``target``)."""
+
+    UPDATE = "update"
+    AGGREGATE = "aggregate"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -59,15 +71,21 @@ AttackFn = Callable[
 ]
 
 
-def _run_dlg(t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None):
+def _run_dlg(
+    t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None
+) -> Reconstruction:
     return dlg(t, generator=g, iterations=s.iterations, lr=s.lr, restarts=s.restarts, callback=cb)
 
 
-def _run_idlg(t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None):
+def _run_idlg(
+    t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None
+) -> Reconstruction:
     return idlg(t, generator=g, iterations=s.iterations, lr=s.lr, restarts=s.restarts, callback=cb)
 
 
-def _run_ig(t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None):
+def _run_ig(
+    t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None
+) -> Reconstruction:
     return inverting_gradients(
         t,
         generator=g,
@@ -91,7 +109,7 @@ ATTACKS: dict[InversionMethod, AttackFn] = {
 class _Target:
     """One thing to invert this round, and whose data it came from (for scoring only)."""
 
-    kind: str  # "update" or "aggregate"
+    kind: TargetKind
     client: int | None
     clients: list[int]
     delta: torch.Tensor
@@ -161,7 +179,7 @@ class InversionObserver(Observer):
                 rows = np.sort(rng.choice(n, size=self.max_targets, replace=False))
             return [
                 _Target(
-                    kind="update",
+                    kind=TargetKind.UPDATE,
                     client=int(batch.client_ids[i]),
                     clients=[int(batch.client_ids[i])],
                     delta=batch.deltas[i],
@@ -189,7 +207,7 @@ class InversionObserver(Observer):
             f"update of {n} examples ({per_client} per client assumed)"
         )
         return _Target(
-            kind="aggregate",
+            kind=TargetKind.AGGREGATE,
             client=None,
             clients=clients,
             delta=view.aggregate,  # type: ignore[arg-type]
@@ -204,13 +222,13 @@ class InversionObserver(Observer):
         target = InversionTarget.from_delta(
             model, ctx.spec, view.global_params, t.delta, t.num_examples, t.threat
         )
-        key = "aggregate" if t.client is None else t.client
+        key = TargetKind.AGGREGATE.value if t.client is None else t.client
         generator = torch_generator(self.seed, "inversion", view.round, key)
         total = self.settings.iterations * self.settings.restarts
         progress = ctx.progress
         task = None
         if progress is not None:
-            label = "aggregate" if t.client is None else f"client {t.client}"
+            label = TargetKind.AGGREGATE.value if t.client is None else f"client {t.client}"
             task = progress.add_task(
                 f"{self.method.value} r{view.round} {label}", total=total, stats=""
             )
@@ -239,7 +257,7 @@ class InversionObserver(Observer):
             "client": t.client,
             "target": t.kind,
             "channel": view.channel,
-            "status": OK,
+            "status": Status.OK,
             "psnr": s.psnr,
             "ssim": s.ssim,
             "mse": s.mse,
@@ -251,7 +269,7 @@ class InversionObserver(Observer):
             "objective": rec.loss,
             "iterations": rec.iterations,
         }
-        if t.kind == "aggregate":
+        if t.kind == TargetKind.AGGREGATE:
             record["clients"] = t.clients
         notes = [*self.notes, *([t.note] if t.note else [])]
         if notes:
@@ -261,7 +279,7 @@ class InversionObserver(Observer):
             "%s round %d %s: PSNR %.1f dB, label accuracy %.2f (%.1f s)",
             self.method.value,
             view.round,
-            "aggregate" if t.client is None else f"client {t.client}",
+            TargetKind.AGGREGATE.value if t.client is None else f"client {t.client}",
             s.psnr,
             s.label_accuracy,
             seconds,
@@ -273,9 +291,9 @@ class InversionObserver(Observer):
             "attack": self.method.value,
             "round": view.round,
             "client": None,
-            "target": "none",
+            "target": TargetKind.NONE,
             "channel": view.channel,
-            "status": NO_PLAINTEXT,
+            "status": Status.NO_PLAINTEXT,
             "psnr": None,
             "ssim": None,
             "mse": None,
@@ -356,4 +374,4 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-__all__ = ["ATTACKS", "AttackSettings", "InversionObserver", "NO_PLAINTEXT", "OK"]
+__all__ = ["ATTACKS", "AttackSettings", "InversionObserver", "Status", "TargetKind"]

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from privfl.attacks.inversion import (
-    NO_PLAINTEXT,
     AttackSettings,
     InversionMethod,
     InversionObserver,
+    Status,
     ThreatModel,
 )
 from privfl.attacks.inversion import observer as observer_module
@@ -133,7 +133,7 @@ def test_he_view_says_no_plaintext_instead_of_crashing(digits_mlp):
         1, digits_mlp.w0, np.array([3, 7, 11]), masked=[b"ciphertext"] * 3, channel="he"
     )
     (record,) = _observer(digits_mlp).observe(view, ctx)
-    assert record["status"] == NO_PLAINTEXT and record["psnr"] is None
+    assert record["status"] == Status.NO_PLAINTEXT and record["psnr"] is None
     assert "'he' channel" in record["note"] and calls == []
 
 
