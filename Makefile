@@ -26,6 +26,7 @@ test-slow: venv
 
 bench: venv
 	$(PY) benchmarks/perf/throughput.py
+	$(PY) benchmarks/perf/inversion.py
 
 lint: venv
 	.venv/bin/ruff check privfl attacks defenses tests benchmarks

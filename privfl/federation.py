@@ -13,11 +13,10 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from privfl.config import Config, load_config
@@ -33,6 +32,9 @@ from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
 from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
 from privfl.update import GroundTruth, ParamSpec, UpdateBatch
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -78,13 +78,15 @@ def local_update(
     w = list(w0)
     n = len(x)
     b = n if batch_size is None else min(batch_size, n)
-    chunks = [slice(i, min(i + b, n)) for i in range(0, n, b)]
+    # One chunk covering the batch is passed whole: slicing would add autograd nodes.
+    chunks = [slice(i, min(i + b, n)) for i in range(0, n, b)] if b < n else [slice(None)]
     total: list[torch.Tensor] | None = None
     buf: list[torch.Tensor] | None = None
     for k in range(steps):
         part = chunks[k % len(chunks)]
-        out = functional_call(model, dict(zip(names, w, strict=True)), (x[part],))
-        loss = F.cross_entropy(out, y[part])
+        xb, yb = (x, y) if b == n else (x[part], y[part])
+        out = functional_call(model, dict(zip(names, w, strict=True)), (xb,))
+        loss = F.cross_entropy(out, yb)
         if training.prox_mu > 0 and k > 0:
             prox = sum(((p - a) ** 2).sum() for p, a in zip(w, w0, strict=True))
             loss = loss + 0.5 * training.prox_mu * prox

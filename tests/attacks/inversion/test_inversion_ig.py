@@ -40,14 +40,14 @@ def test_ig_inverts_five_step_updates_of_the_lenet(digits):
 @pytest.mark.slow
 def test_ig_recovers_natural_patches(patches):
     # One step on one 32x32 patch, Geiping et al.'s optimizer, TV 1e-2, 1,000 iterations.
-    # Measured median SSIM 0.88 after 500 iterations on these four patches.
+    # Measured SSIM 0.987, 0.984, 0.875 and 0.895 (median 0.94) on these four patches.
     one_step = LocalTraining(lr=0.1, steps=1, batch_size=1)
     scores = [
         _psnr(patches, inverting_gradients, i, one_step, iterations=1000, tv=1e-2)
         for i in (0, 5, 10, 15)
     ]
     ssim = np.median([s.ssim for s in scores])
-    assert ssim >= 0.7, [s.ssim for s in scores]
+    assert ssim >= 0.85, [s.ssim for s in scores]
 
 
 def test_total_variation_by_hand():
