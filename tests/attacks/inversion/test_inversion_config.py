@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 from torch import nn
 
 import privfl

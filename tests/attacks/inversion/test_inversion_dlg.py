@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 
 from privfl.attacks.inversion import dlg, idlg, score
 from privfl.client import LocalTraining

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 from torch import nn
 
 from privfl.attacks.inversion import (

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from privfl.attacks.inversion.metrics import label_accuracy, match, mse, psnr, score, ssim

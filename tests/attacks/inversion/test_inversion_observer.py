@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 
 from privfl.attacks.inversion import (
     AttackSettings,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 
 from privfl.attacks.inversion import (
     examples_used,

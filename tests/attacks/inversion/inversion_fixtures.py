@@ -1,5 +1,9 @@
 """Shared set-up of the inversion tests: DLG's LeNet, digits and patches, and updates made by
-privfl's own client (``SGDTrainer``), independent of the attack's replay of it."""
+privfl's own client (``SGDTrainer``), independent of the attack's replay of it.
+
+A helper module, not a ``conftest.py``: the foundation's tests import ``small_config`` with
+``from conftest import ...``, which a second (package-less) conftest module would shadow. Test
+files import the fixtures they use (with their dependencies) from here."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ MLP = MLPConfig(hidden=[32], activation="sigmoid", init="uniform")
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
+def one_torch_thread():
     """The attacks' graphs are tiny: one intra-op thread is much faster on a loaded machine
     (the observer does the same during a run)."""
     before = torch.get_num_threads()
@@ -117,3 +121,17 @@ def patches(patches_bundle) -> Case:
 @pytest.fixture
 def make_case() -> Callable[..., Case]:
     return _case
+
+
+__all__ = [
+    "LENET",
+    "MLP",
+    "Case",
+    "digits",
+    "digits_bundle",
+    "digits_mlp",
+    "make_case",
+    "one_torch_thread",
+    "patches",
+    "patches_bundle",
+]
