@@ -38,7 +38,8 @@ def plot_gallery(items: list[GalleryItem], path: Path, title: str = "") -> Path:
 
     blocks = max(1, math.ceil(len(items) / COLUMNS))
     cols = min(COLUMNS, max(1, len(items)))
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(1.4 * cols, 2.9 * blocks), squeeze=False)
+    width = max(1.4 * cols, 5.0)  # room for the title with few columns
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(width, 2.9 * blocks), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for k, item in enumerate(items):

@@ -344,6 +344,7 @@ class InversionObserver(Observer):
     # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
+        """The images kept for the PNG grid (so a resumed run's grid has them all)."""
         return {
             "gallery": [
                 {"title": g.title, "original": g.original, "reconstruction": g.reconstruction}
@@ -352,6 +353,7 @@ class InversionObserver(Observer):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         self.gallery = [GalleryItem(**g) for g in state.get("gallery", [])]
 
 
