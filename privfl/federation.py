@@ -144,7 +144,9 @@ class Federation:
             self.params = self.server_optimizer.step(self.params, aggregation.delta)
             info.update(aggregation.info)
         else:
-            log.warning("round %d: no aggregate (no surviving updates); the model is unchanged", r)
+            reasons = [f"{k}: {v}" for k, v in info.items() if k.endswith("_abort") and v]
+            why = "; ".join(reasons) or "no surviving updates"
+            log.warning("round %d: no aggregate (%s); the model is unchanged", r, why)
         octx = replace(self._observer_ctx, progress=self.progress)
         for observer in self.stages.observers:
             self.attacks.extend(observer.observe(result.view, octx))

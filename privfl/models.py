@@ -170,8 +170,22 @@ def create_model(
     return model.float()
 
 
+#: The LeNet of DLG (Zhu et al., NeurIPS 2019; also iDLG): sigmoid activations, no pooling or
+#: norm, strides 2-2-1, weights drawn from U(-0.5, 0.5) — the attacks' published setting.
+DLG_LENET = CNNConfig(
+    channels=[12, 12, 12],
+    kernel_size=5,
+    stride=[2, 2, 1],
+    norm="none",
+    pool=False,
+    activation="sigmoid",
+    hidden=[],
+    init="uniform",
+)
+
 __all__ = [
     "CNNConfig",
+    "DLG_LENET",
     "LogisticRegressionConfig",
     "MLPConfig",
     "MODEL_NAMES",

@@ -8,19 +8,7 @@ from opacus.validators import ModuleValidator
 from pydantic import ValidationError
 from torch import nn
 
-from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig, create_model
-
-# The LeNet of DLG (Zhu et al. 2019): sigmoid, no pooling or norm, uniform init.
-DLG_LENET = CNNConfig(
-    channels=[12, 12, 12],
-    kernel_size=5,
-    stride=[2, 2, 1],
-    norm="none",
-    pool=False,
-    activation="sigmoid",
-    hidden=[],
-    init="uniform",
-)
+from privfl.models import DLG_LENET, CNNConfig, LogisticRegressionConfig, MLPConfig, create_model
 
 INPUT_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

@@ -32,20 +32,11 @@ from privfl.attacks.inversion.inverting_gradients import IG_LR, IG_TV, total_var
 from privfl.client import LocalTraining, SGDTrainer
 from privfl.data.bundled import load_digits
 from privfl.data.patches import load_patches
-from privfl.models import CNNConfig, create_model
+from privfl.models import DLG_LENET, create_model
 from privfl.seeding import numpy_rng
 from privfl.update import ParamSpec
 
-LENET = CNNConfig(
-    channels=[12, 12, 12],
-    kernel_size=5,
-    stride=[2, 2, 1],
-    norm="none",
-    pool=False,
-    activation="sigmoid",
-    hidden=[],
-    init="uniform",
-)
+LENET = DLG_LENET
 ONE_STEP = LocalTraining(lr=0.1, steps=1, batch_size=1)
 
 

@@ -119,8 +119,25 @@ def check_ring(poly_modulus_degree: int, coeff_mod_bit_sizes: tuple[int, ...]) -
         )
 
 
+class _CoefficientModulus:
+    """The bit counts of a SEAL coefficient modulus, shared by CKKS and BFV parameters."""
+
+    coeff_mod_bit_sizes: tuple[int, ...]
+
+    @property
+    def data_bits(self) -> int:
+        """Bits of the data (ciphertext) modulus ``q``: every prime but SEAL's special one."""
+        return sum(self.coeff_mod_bit_sizes[:-1])
+
+    @property
+    def total_bits(self) -> int:
+        """Bits of the whole coefficient modulus, special prime included (the security
+        table's ``log q``)."""
+        return sum(self.coeff_mod_bit_sizes)
+
+
 @dataclass(frozen=True)
-class CKKSParams:
+class CKKSParams(_CoefficientModulus):
     """CKKS parameters for add-only aggregation (Cheon, Kim, Kim and Song 2017).
 
     Attributes:
@@ -152,17 +169,6 @@ class CKKSParams:
     def slots(self) -> int:
         """Values per ciphertext, ``N / 2``."""
         return self.poly_modulus_degree // 2
-
-    @property
-    def data_bits(self) -> int:
-        """Bits of the data modulus (every prime but SEAL's special one)."""
-        return sum(self.coeff_mod_bit_sizes[:-1])
-
-    @property
-    def total_bits(self) -> int:
-        """Bits of the whole coefficient modulus, special prime included (the security
-        table's ``log q``)."""
-        return sum(self.coeff_mod_bit_sizes)
 
     @property
     def headroom_bits(self) -> int:
@@ -202,7 +208,7 @@ def bfv_fresh_noise_bits(poly_modulus_degree: int) -> int:
 
 
 @dataclass(frozen=True)
-class BFVParams:
+class BFVParams(_CoefficientModulus):
     """BFV parameters for exact add-only aggregation of quantized updates (Brakerski 2012;
     Fan and Vercauteren 2012), with SIMD batching: ``N`` integer slots modulo a prime plain
     modulus ``t = 1 mod 2N`` (SEAL's ``PlainModulus::Batching``).
@@ -248,17 +254,6 @@ class BFVParams:
     def slots(self) -> int:
         """Integers per ciphertext, ``N`` (BFV batching)."""
         return self.poly_modulus_degree
-
-    @property
-    def data_bits(self) -> int:
-        """Bits of ``q``, the ciphertext modulus (every prime but SEAL's special one)."""
-        return sum(self.coeff_mod_bit_sizes[:-1])
-
-    @property
-    def total_bits(self) -> int:
-        """Bits of the whole coefficient modulus, special prime included (the security
-        table's ``log q``)."""
-        return sum(self.coeff_mod_bit_sizes)
 
     @property
     def max_clients(self) -> int:

@@ -17,21 +17,11 @@ from privfl.attacks.inversion import InversionTarget, ThreatModel
 from privfl.client import LocalTraining, SGDTrainer
 from privfl.data.bundled import load_digits
 from privfl.data.patches import load_patches
-from privfl.models import CNNConfig, MLPConfig, create_model
+from privfl.models import DLG_LENET, MLPConfig, create_model
 from privfl.seeding import numpy_rng
 from privfl.update import ParamSpec
 
-#: DLG's LeNet (Zhu et al. 2019): sigmoid, no pooling, U(-0.5, 0.5) weights.
-LENET = CNNConfig(
-    channels=[12, 12, 12],
-    kernel_size=5,
-    stride=[2, 2, 1],
-    norm="none",
-    pool=False,
-    activation="sigmoid",
-    hidden=[],
-    init="uniform",
-)
+LENET = DLG_LENET
 
 #: A small sigmoid MLP in the same init: much cheaper to invert, for the plumbing tests.
 MLP = MLPConfig(hidden=[32], activation="sigmoid", init="uniform")

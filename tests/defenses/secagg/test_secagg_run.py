@@ -79,7 +79,7 @@ def test_metrics_are_deterministic_with_dropouts(make_config, tmp_path):
     )
 
 
-def test_aborted_rounds_leave_the_model_unchanged(make_config):
+def test_aborted_rounds_leave_the_model_unchanged(make_config, caplog):
     cfg = _secagg(make_config, rounds=2, threshold=1.0, dropout=0.2)
     fed = Federation(cfg)
     start = fed.params.clone()
@@ -87,6 +87,9 @@ def test_aborted_rounds_leave_the_model_unchanged(make_config):
         record = fed.run_round()
         assert record["aggregated"] == 0 and "fewer than" in record["secagg_abort"]
     assert torch.equal(fed.params, start)
+    # the log names the protocol's reason, not a generic "no surviving updates"
+    aborts = [r.getMessage() for r in caplog.records if "no aggregate" in r.getMessage()]
+    assert len(aborts) == 2 and all("secagg_abort: " in m and "fewer than" in m for m in aborts)
 
 
 def test_config_rules():
