@@ -113,11 +113,14 @@ class EncodedUpdates:
         support: coordinates shared by every row outside which every row is zero (random-k
             with one shared seed per round), int64 ``(k,)``; None when rows differ. A secure
             channel may then carry only these coordinates.
+        support_scale: the decoded values on ``support`` are this multiple of the values
+            sent (random-k's unbiased ``d / k``), so a secure channel can sum the raw values.
     """
 
     messages: tuple[bytes, ...]
     decoder: Callable[[Sequence[bytes]], torch.Tensor]
     support: np.ndarray | None = None
+    support_scale: float = 1.0
 
     @property
     def nbytes(self) -> int:

@@ -158,9 +158,12 @@ class SecAggChannel(Channel):
             )
         # A compressor that keeps the same coordinates on every client (shared-seed random-k)
         # lets the masked vectors carry only those: the rest is zero for everyone.
-        support = None if batch.encoded is None else batch.encoded.support
+        compressed = batch.encoded
+        support = None if compressed is None else compressed.support
+        support_scale = 1.0 if compressed is None else compressed.support_scale
         if support is not None:
-            batch = replace(batch, deltas=batch.deltas[:, support].contiguous(), encoded=None)
+            raw = batch.deltas[:, support] / support_scale  # the values as sent
+            batch = replace(batch, deltas=raw.contiguous(), encoded=None)
         order = np.argsort(batch.client_ids, kind="stable")
         n, d = len(batch), batch.deltas.shape[1]
         ids = batch.client_ids[order]
@@ -192,7 +195,7 @@ class SecAggChannel(Channel):
         mean = values.decode(result.total[:d]) / total_weight
         if support is not None:
             full = np.zeros(ctx.spec.dim, dtype=np.float64)
-            full[support] = mean
+            full[support] = mean * support_scale
             mean = full
         delta = torch.from_numpy(mean.astype(np.float32))
         survivors = result.survivors

@@ -53,6 +53,8 @@ class SparsePayload(Payload):
         dim: d.
         mode: how indices travel (see the module docstring).
         seeds: uint64 ``(n,)`` per-client seeds (``mode = seeded``).
+        scale: the decoder multiplies the values by it (random-k's unbiased ``d / k``): the
+            message carries the raw values, so a secure channel sums them in range.
     """
 
     indices: np.ndarray
@@ -60,12 +62,10 @@ class SparsePayload(Payload):
     dim: int
     mode: IndexMode
     seeds: np.ndarray | None = None
+    scale: float = 1.0
 
     def dense(self) -> torch.Tensor:
-        n = len(self.indices)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        np.put_along_axis(out, self.indices, self.values, axis=1)
-        return torch.from_numpy(out)
+        return _scatter(self.indices, self.values, self.dim, self.scale)
 
     def to_messages(self) -> tuple[bytes, ...]:
         vals = self.values.astype(F32, copy=False)
@@ -84,6 +84,13 @@ class SparsePayload(Payload):
     def scaled(self, factors: np.ndarray) -> SparsePayload:
         f = np.asarray(factors, dtype=np.float32).reshape(-1, 1)
         return replace(self, values=(self.values * f).astype(np.float32))
+
+
+def _scatter(indices: np.ndarray, values: np.ndarray, dim: int, scale: float) -> torch.Tensor:
+    out = np.zeros((len(indices), dim), dtype=np.float32)
+    vals = values if scale == 1.0 else values * np.float32(scale)
+    np.put_along_axis(out, np.asarray(indices, dtype=np.int64), vals, axis=1)
+    return torch.from_numpy(out)
 
 
 def message_length(dim: int, k: int, mode: IndexMode) -> int:
@@ -140,15 +147,19 @@ def random_k(
         )
         mode = IndexMode.SEEDED
     vals = np.take_along_axis(x.numpy(), idx, axis=1)
-    if scale:
-        vals = (vals * np.float32(d / k)).astype(np.float32)
-    return SparsePayload(np.ascontiguousarray(idx), vals, d, mode, seeds)
+    return SparsePayload(np.ascontiguousarray(idx), vals, d, mode, seeds, d / k if scale else 1.0)
 
 
 def decode_sparse(
-    messages: Sequence[bytes], dim: int, k: int, mode: IndexMode, shared_seed: int | None = None
+    messages: Sequence[bytes],
+    dim: int,
+    k: int,
+    mode: IndexMode,
+    shared_seed: int | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """The server's decoder, vectorized over clients: messages -> float32 ``(n, d)``."""
+    """The server's decoder, vectorized over clients: messages -> float32 ``(n, d)``, the
+    values multiplied by ``scale``."""
     raw = stack_messages(messages, message_length(dim, k, mode))
     n = len(raw)
     if mode is IndexMode.SHARED:
@@ -169,9 +180,7 @@ def decode_sparse(
         if n and (idx.max() >= dim):
             raise ValueError(f"sparse message holds an index >= d = {dim}")
         vals = columns(raw, k * w.itemsize, k, F32)
-    out = np.zeros((n, dim), dtype=np.float32)
-    np.put_along_axis(out, np.asarray(idx, dtype=np.int64), vals, axis=1)
-    return torch.from_numpy(out)
+    return _scatter(idx, vals, dim, scale)
 
 
 __all__ = [

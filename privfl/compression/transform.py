@@ -69,6 +69,10 @@ class CompressUpdates(ClientTransform):
         self.k = keep_count(dim, config.ratio)
         self.clip_bound = clip_bound
         self.feedback = ErrorFeedback() if config.error_feedback else None
+        # random-k: unbiased d/k scaling without error feedback; with it, the plain
+        # (contractive) random-k that Karimireddy et al.'s analysis assumes.
+        unbiased = self.method is CompressionMethod.RANDK and self.feedback is None
+        self.scale = dim / self.k if unbiased else 1.0
 
     def shared_seed(self, ctx: RoundContext) -> int | None:
         """The round's public random-k seed (``shared_seed = true``), else None."""
@@ -89,9 +93,7 @@ class CompressUpdates(ClientTransform):
                     [ctx.rng("compression-randk", int(c)).integers(SEED_BOUND) for c in client_ids],
                     dtype=np.uint64,
                 )
-            # Unbiased d/k scaling without error feedback; with it, the plain (contractive)
-            # random-k that Karimireddy et al.'s analysis assumes.
-            return random_k(v, self.k, seeds, shared, scale=self.feedback is None)
+            return random_k(v, self.k, seeds, shared, scale=self.scale != 1.0)
         if m is CompressionMethod.QSGD:
             rngs = [ctx.rng("compression-qsgd", int(c)) for c in client_ids]
             return qsgd(v, self.config.levels, rngs)
@@ -105,7 +107,9 @@ class CompressUpdates(ClientTransform):
         if m is CompressionMethod.RANDK:
             shared = self.shared_seed(ctx)
             mode = IndexMode.SEEDED if shared is None else IndexMode.SHARED
-            return partial(decode_sparse, dim=d, k=self.k, mode=mode, shared_seed=shared)
+            return partial(
+                decode_sparse, dim=d, k=self.k, mode=mode, shared_seed=shared, scale=self.scale
+            )
         if m is CompressionMethod.QSGD:
             return partial(decode_qsgd, dim=d, levels=self.config.levels)
         return partial(decode_sign, dim=d)
@@ -128,7 +132,7 @@ class CompressUpdates(ClientTransform):
             self.feedback.update(batch.client_ids, v, sent)
         shared = self.shared_seed(ctx)
         support = None if shared is None else random_indices(shared, self.dim, self.k)
-        encoded = EncodedUpdates(payload.to_messages(), self.decoder(ctx), support)
+        encoded = EncodedUpdates(payload.to_messages(), self.decoder(ctx), support, self.scale)
         err = torch.linalg.vector_norm(v - sent, dim=1) / torch.linalg.vector_norm(
             v, dim=1
         ).clamp_min(1e-30)

@@ -39,9 +39,7 @@ def test_residual_plus_sent_is_input_plus_old_residual(cfg, exact):
     for r in range(1, 6):
         ids = np.sort(rng.choice(10, 4, replace=False)).astype(np.int64)
         x = torch.from_numpy(rng.normal(size=(4, d)).astype(np.float32))
-        old = torch.stack(
-            [t.feedback.residuals.get(int(c), torch.zeros(d)) for c in ids]
-        )
+        old = torch.stack([t.feedback.residuals.get(int(c), torch.zeros(d)) for c in ids])
         out = t.apply(UpdateBatch(ids, x, np.ones(4)), _ctx(d, ids, r))
         new = torch.stack([t.feedback.residuals[int(c)] for c in ids])
         lhs, rhs = new + out.deltas, x + old
