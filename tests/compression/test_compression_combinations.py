@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import small_config
+
 from privfl.aggregation import WeightedMean
 from privfl.channel import PlainChannel
 from privfl.compression import CompressionConfig, CompressUpdates

@@ -75,13 +75,16 @@ def test_random_k_is_unbiased_with_d_over_k_scaling():
     d, k = 200, 20
     x = _x(1, d).numpy()[0]
     var = x.astype(np.float64) ** 2 * (d / k - 1)  # E[(d/k 1[i kept] x)^2] - x^2
-    draw = lambda t: (
-        random_k(  # noqa: E731
-            torch.from_numpy(x[None]), k, np.array([t], np.uint64), None, scale=True
+
+    def draw(t):
+        return (
+            random_k(  # noqa: E731
+                torch.from_numpy(x[None]), k, np.array([t], np.uint64), None, scale=True
+            )
+            .dense()[0]
+            .numpy()
         )
-        .dense()[0]
-        .numpy()
-    )
+
     _unbiased(draw, x, 4000, var)
     # without the scaling it is biased: the mean is x k/d
     biased = np.mean(

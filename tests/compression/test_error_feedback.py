@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import small_config
 
 import privfl
-from conftest import small_config
-from privfl.runfolder import RunFile, RunFolder
 from privfl.compression import CompressionConfig, CompressUpdates
 from privfl.ledger import Ledger
+from privfl.runfolder import RunFile, RunFolder
 from privfl.stages import RoundContext
 from privfl.update import ParamSpec, UpdateBatch
 
