@@ -27,6 +27,7 @@ test-slow: venv
 bench: venv
 	$(PY) benchmarks/perf/throughput.py
 	$(PY) benchmarks/perf/dp_overhead.py
+	$(PY) benchmarks/perf/inversion.py
 
 docs: venv  # regenerate README's config reference from the config models
 	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"

@@ -66,6 +66,7 @@ def _drive(fed: Federation, progress: bool) -> RunResult:
         console=Console(stderr=True),
         disable=not progress,
     )
+    fed.progress = bar if progress else None
     with bar:
         task = bar.add_task(fed.config.name, total=total, completed=fed.round, stats="")
         while fed.round < total:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.attacks.inversion.config import InversionConfig
 from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
 from privfl.compression.config import CompressionConfig, check_compression
@@ -60,7 +61,7 @@ class DataConfig(StrictModel):
     """``[data]``: which data set, how it is split among clients."""
 
     name: Literal[DATASET_NAMES] = Field(  # type: ignore[valid-type]
-        "digits", description="data set; digits and synthetic need no files"
+        "digits", description="data set; digits, synthetic and patches need no files"
     )
     dir: Path | None = Field(None, description="local folder of mnist / cifar10 / femnist files")
     partition: Literal[PARTITION_NAMES] = Field(  # type: ignore[valid-type]
@@ -96,8 +97,8 @@ class DataConfig(StrictModel):
             raise ValueError(f"dir is required for name = '{self.name}' (the local folder)")
         self._only_with(
             "test_fraction",
-            self.name in ("digits", "synthetic"),
-            "name is digits or synthetic (the others ship a test split)",
+            self.name in ("digits", "synthetic", "patches"),
+            "name is digits, synthetic or patches (the others ship a test split)",
         )
         if self.partition == "natural" and self.name != "femnist":
             raise ValueError("partition = 'natural' needs writer ids: only femnist has them")
@@ -209,6 +210,9 @@ class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
 
     poisoning: PoisoningConfig | None = Field(None, description="model poisoning")
+    inversion: InversionConfig | None = Field(
+        None, description="gradient inversion by the server (see [attack.inversion])"
+    )
 
 
 class Config(StrictModel):

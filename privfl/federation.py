@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
 from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
 from privfl.update import GroundTruth, ParamSpec, UpdateBatch
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class Federation:
         self.round = 0
         self.metrics: list[dict[str, Any]] = []
         self.attacks: list[dict[str, Any]] = []
+        #: a rich Progress the driver shows; observers may add tasks to it (None: no display).
+        self.progress: Progress | None = None
         self._observer_ctx = ObserverContext(
             make_model=self.make_model,
             spec=self.spec,
@@ -140,8 +145,9 @@ class Federation:
             info.update(aggregation.info)
         else:
             log.warning("round %d: no aggregate (no surviving updates); the model is unchanged", r)
+        octx = replace(self._observer_ctx, progress=self.progress)
         for observer in self.stages.observers:
-            self.attacks.extend(observer.observe(result.view, self._observer_ctx))
+            self.attacks.extend(observer.observe(result.view, octx))
         t_agg = time.perf_counter()
         record = self._metrics_record(ctx, batch, nonfinite, result, aggregation, trained, info)
         self.round = r

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from privfl.aggregation import WeightedMean
+from privfl.attacks.inversion.build import create_inversion_observer
 from privfl.audit.canary import add_canary_audit
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
@@ -120,7 +121,8 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
     from privfl.report.privacy import write_privacy_report  # deferred: matplotlib
 
-    stages = Stages(trainer=SGDTrainer(local_training_of(config)), sampler=create_sampler(config))
+    training = local_training_of(config)
+    stages = Stages(trainer=SGDTrainer(training), sampler=create_sampler(config))
     add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
     # [defense.dp]: the last *honest* client stage (clipping and noise run in the clients'
     # own software; malicious clients, added below, skip it: they send what they like).
@@ -145,6 +147,10 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         from privfl.attacks.poisoning import add_poisoning
 
         stages = add_poisoning(stages, config.attack.poisoning, setup)
+    if config.attack.inversion is not None:  # the server's view, after every channel
+        inversion = create_inversion_observer(config.attack.inversion, config, setup, training)
+        stages.observers.append(inversion)
+        stages.finishers.append(inversion.finish)
     if config.defense.dp is not None or config.audit is not None:
         stages.finishers.append(write_privacy_report)  # after the audit's finisher
     return stages

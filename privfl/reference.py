@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from privfl.attacks.inversion.config import InversionConfig
 from privfl.audit.config import AuditConfig
 from privfl.config import (
     AttackConfig,
@@ -101,6 +102,7 @@ def config_reference() -> str:
         ("[federation]", FederationConfig),
         ("[evaluation]", EvaluationConfig),
         ("[audit]", AuditConfig),
+        ("[attack.inversion]", InversionConfig),
     ]
     for holder, prefix in ((DefenseConfig, "defense"), (AttackConfig, "attack")):
         for key, field in holder.model_fields.items():

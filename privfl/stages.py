@@ -21,6 +21,8 @@ import torch
 from privfl.seeding import numpy_rng, torch_generator
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from privfl.ledger import Ledger
 from privfl.update import GroundTruth, ParamSpec, ServerView, UpdateBatch
 
@@ -163,6 +165,8 @@ class ObserverContext:
         input_shape, num_classes: facts an attacker is assumed to know.
         ground_truth: the true data of a client this round. Only for *scoring* a result:
             the attack itself must use nothing but the view.
+        progress: the run's rich progress display, to which long observers may add a task
+            (None when the run shows no progress).
     """
 
     make_model: Callable[[], torch.nn.Module]
@@ -170,6 +174,7 @@ class ObserverContext:
     input_shape: tuple[int, ...]
     num_classes: int
     ground_truth: Callable[[int], GroundTruth]
+    progress: Progress | None = None
 
 
 class Observer(Stateful, ABC):

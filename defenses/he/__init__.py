@@ -28,8 +28,8 @@ from privfl.defenses.he.params import (
     SecurityLevel,
 )
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
-from privfl.defenses.quantize import FixedPointCodec, Rounding
 from privfl.defenses.he.scheme import Decoded, Encoding, HEScheme
+from privfl.defenses.quantize import FixedPointCodec, Rounding
 
 __all__ = [
     "BFVParams",

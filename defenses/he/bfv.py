@@ -23,8 +23,8 @@ from privfl.defenses.he.envelope import SchemeCode
 from privfl.defenses.he.errors import CiphertextError, HeadroomError
 from privfl.defenses.he.packing import chunk_count
 from privfl.defenses.he.params import BFVParams
-from privfl.defenses.quantize import FixedPointCodec, Rounding
 from privfl.defenses.he.scheme import ClientRng, Decoded, Encoding, HEScheme
+from privfl.defenses.quantize import FixedPointCodec, Rounding
 from privfl.errors import ConfigError, PrivflError
 from privfl.update import UpdateBatch
 

@@ -32,8 +32,8 @@ from privfl.defenses.he.keys import KeyHolder
 from privfl.defenses.he.packing import chunk_count
 from privfl.defenses.he.params import BFVParams
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
-from privfl.defenses.quantize import Rounding
 from privfl.defenses.he.scheme import HEScheme
+from privfl.defenses.quantize import Rounding
 from privfl.errors import ConfigError, PrivflError
 from privfl.stages import AggregationResult, Aggregator, Channel, ChannelResult, RoundContext
 from privfl.update import ServerView, UpdateBatch

@@ -42,6 +42,12 @@ def _load_digits(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
     return load_digits(test_fraction=cfg.test_fraction, rng=rng)
 
 
+def _load_patches(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.patches import load_patches
+
+    return load_patches(test_fraction=cfg.test_fraction, rng=rng)
+
+
 def _make_synthetic(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
     from privfl.data.bundled import make_synthetic
 
@@ -58,6 +64,7 @@ def _make_synthetic(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
 LOADERS: dict[str, Callable[[DataConfig, np.random.Generator], DataBundle]] = {
     "digits": _load_digits,
     "synthetic": _make_synthetic,
+    "patches": _load_patches,
     "mnist": _load_mnist,
     "cifar10": _load_cifar10,
     "femnist": _load_femnist,

@@ -1,0 +1,76 @@
+"""Gradient-inversion attacks: an honest-but-curious server reconstructs clients' data from
+what its ServerView shows (DLG, iDLG, Inverting Gradients, label-count recovery), scored by
+MSE, PSNR, SSIM and label accuracy."""
+
+from privfl.attacks.inversion.build import CENTRAL_DP_NOTE, create_inversion_observer
+from privfl.attacks.inversion.config import METHOD_DEFAULTS, InversionConfig, InversionMethod
+from privfl.attacks.inversion.dlg import dlg, idlg, recover_labels
+from privfl.attacks.inversion.inverting_gradients import inverting_gradients, total_variation
+from privfl.attacks.inversion.labels import (
+    FinalLayer,
+    find_final_layer,
+    idlg_label,
+    label_counts,
+    labels_from_counts,
+    mean_prediction,
+)
+from privfl.attacks.inversion.metrics import (
+    Score,
+    label_accuracy,
+    match,
+    mse,
+    psnr,
+    score,
+    ssim,
+)
+from privfl.attacks.inversion.observer import (
+    AttackSettings,
+    InversionObserver,
+    Status,
+    TargetKind,
+)
+from privfl.attacks.inversion.simulate import (
+    examples_used,
+    local_update,
+    num_local_steps,
+    single_gradient_target,
+)
+from privfl.attacks.inversion.target import InversionTarget, Reconstruction
+from privfl.attacks.inversion.threat import ThreatModel
+
+__all__ = [
+    "AttackSettings",
+    "CENTRAL_DP_NOTE",
+    "FinalLayer",
+    "InversionConfig",
+    "InversionMethod",
+    "InversionObserver",
+    "InversionTarget",
+    "METHOD_DEFAULTS",
+    "Reconstruction",
+    "Score",
+    "Status",
+    "TargetKind",
+    "ThreatModel",
+    "create_inversion_observer",
+    "dlg",
+    "examples_used",
+    "find_final_layer",
+    "idlg",
+    "idlg_label",
+    "inverting_gradients",
+    "label_accuracy",
+    "label_counts",
+    "labels_from_counts",
+    "local_update",
+    "match",
+    "mean_prediction",
+    "mse",
+    "num_local_steps",
+    "psnr",
+    "recover_labels",
+    "score",
+    "single_gradient_target",
+    "ssim",
+    "total_variation",
+]

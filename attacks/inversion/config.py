@@ -1,0 +1,95 @@
+"""``[attack.inversion]``: which gradient-inversion attack runs, when, and how long.
+
+Imports only pydantic, typing and the standard library, so :mod:`privfl.config` can use it
+without an import cycle.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+
+class InversionMethod(StrEnum):
+    """The attacks: DLG (Zhu et al. 2019), iDLG (Zhao et al. 2020), Inverting Gradients
+    (Geiping et al. 2020)."""
+
+    DLG = "dlg"
+    IDLG = "idlg"
+    IG = "ig"
+
+
+#: Per method: (iterations, learning rate) of the papers' settings (IG scaled down for CPUs).
+METHOD_DEFAULTS: dict[InversionMethod, tuple[int, float]] = {
+    InversionMethod.DLG: (300, 1.0),
+    InversionMethod.IDLG: (300, 1.0),
+    InversionMethod.IG: (1000, 0.1),
+}
+
+
+class InversionConfig(BaseModel):
+    """``[attack.inversion]``: an honest-but-curious server inverts what its ServerView shows.
+
+    In each listed round up to ``max_targets`` sampled clients are attacked (under secure
+    aggregation the aggregate instead; under HE nothing is visible and the record says so).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["dlg", "idlg", "ig"] = Field(
+        "idlg", description="dlg (L-BFGS, soft labels), idlg (analytic labels), ig (cosine + TV)"
+    )
+    rounds: list[PositiveInt] = Field(
+        default_factory=lambda: [1], description="rounds in which the server attacks"
+    )
+    max_targets: PositiveInt = Field(8, description="clients attacked per round, at most")
+    iterations: PositiveInt | None = Field(
+        None, description="optimizer iterations per restart (unset: 300 dlg/idlg, 1000 ig)"
+    )
+    lr: PositiveFloat | None = Field(
+        None, description="optimizer learning rate (unset: 1.0 L-BFGS, 0.1 Adam for ig)"
+    )
+    restarts: PositiveInt = Field(1, description="random restarts; the best objective is kept")
+    tv: NonNegativeFloat = Field(
+        1e-4, description="ig: total-variation weight (images only; ~1e-2 for natural patches)"
+    )
+    threads: NonNegativeInt = Field(
+        1, description="torch threads during the attack (0: leave torch's setting)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> InversionConfig:
+        if len(set(self.rounds)) != len(self.rounds):
+            raise ValueError(f"rounds lists a round twice: {self.rounds}")
+        default_tv = type(self).model_fields["tv"].default
+        if (
+            "tv" in self.model_fields_set
+            and self.method != InversionMethod.IG
+            and self.tv != default_tv
+        ):
+            raise ValueError("tv applies only when method = 'ig'")
+        return self
+
+    @property
+    def resolved_iterations(self) -> int:
+        """``iterations``, or the method's default."""
+        return self.iterations or METHOD_DEFAULTS[InversionMethod(self.method)][0]
+
+    @property
+    def resolved_lr(self) -> float:
+        """``lr``, or the method's default."""
+        return self.lr or METHOD_DEFAULTS[InversionMethod(self.method)][1]
+
+
+__all__ = ["InversionConfig", "InversionMethod", "METHOD_DEFAULTS"]

@@ -1,0 +1,172 @@
+"""Inverting Gradients (Geiping, Bauermeister, Dröge and Moeller, NeurIPS 2020).
+
+The attack minimizes the cosine distance between the observed update and the update its
+candidate data would produce, plus a total-variation prior (§3, eq. 4):
+
+    min_{x in [0,1]^n}  1 - <G(x), G> / (||G(x)|| ||G||)  +  alpha_TV * TV(x)
+
+with Adam on the *sign* of the gradient (§3, "signed gradients"), step decay by 10x at 3/8,
+5/8 and 7/8 of the iterations, the box constraint enforced by projection after each step, and
+several restarts keeping the lowest objective (the authors' ``inversefed``: ``lr = 0.1``,
+``init = randn``, ``boxed``, ``scoring_choice = loss``). ``G(x)`` replays the client's whole
+local training (§4, multi-step: "several local steps"), so the attack works on a FedAvg update,
+not only on a single gradient. Labels come from the last layer (``recover_labels``); the
+paper assumes them known for batches, this attacker is not given them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from privfl.attacks.inversion.dlg import recover_labels
+from privfl.attacks.inversion.simulate import local_update, num_local_steps
+from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
+from privfl.errors import PrivflError
+
+#: Defaults for small images on a CPU: Geiping et al. run 4,800-24,000 iterations on GPUs.
+IG_ITERATIONS = 1000
+IG_LR = 0.1
+#: Geiping et al.'s TV weight. It depends on the data: measured here (pixels in [0, 1], the
+#: mean-based TV above, DLG's LeNet), 1e-4 recovers 8x8 digits from a 5-step update at
+#: 34 dB where 1e-2 over-smooths them (11 dB); on 32x32 natural patches 1e-4 leaves noise
+#: (SSIM 0.05 after 2,000 iterations) and 1e-2 gives SSIM 0.77-0.99 after 1,000.
+IG_TV = 1e-4
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation, the mean absolute difference between horizontal and
+    between vertical neighbours (``inversefed``'s ``total_variation``).
+
+    Args:
+        x: ``(n, C, H, W)``.
+
+    Returns:
+        a scalar.
+    """
+    dx = (x[:, :, :, :-1] - x[:, :, :, 1:]).abs().mean()
+    dy = (x[:, :, :-1, :] - x[:, :, 1:, :]).abs().mean()
+    return dx + dy
+
+
+def cosine_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """``1 - <a, b> / (||a|| ||b||)`` over all parameters together (``inversefed``'s ``sim``)."""
+    dot = sum((x * y).sum() for x, y in zip(a, b, strict=True))
+    na = sum(x.pow(2).sum() for x in a)
+    nb = sum(y.pow(2).sum() for y in b)
+    return 1.0 - dot / (na.sqrt() * nb.sqrt()).clamp_min(1e-12)
+
+
+def inverting_gradients(
+    target: InversionTarget,
+    *,
+    generator: torch.Generator,
+    iterations: int = IG_ITERATIONS,
+    lr: float = IG_LR,
+    tv: float = IG_TV,
+    restarts: int = 1,
+    labels: torch.Tensor | None = None,
+    callback: Callback | None = None,
+) -> Reconstruction:
+    """Invert ``target``'s update by replaying its local training on candidate data.
+
+    Args:
+        generator: source of the initializations (and of label recovery's probes).
+        iterations: Adam steps per restart.
+        lr: Adam's initial learning rate.
+        tv: weight of the total-variation prior (images only; 0 turns it off).
+        restarts: independent initializations; the lowest final objective is kept.
+        labels: int64 ``(D,)``; None recovers them from the update.
+        callback: told how many iterations were done (progress).
+
+    Returns:
+        ``D = target.num_reconstructed`` reconstructed inputs (in the input range) and labels.
+    """
+    if iterations < 1 or not lr > 0 or restarts < 1 or tv < 0:
+        raise PrivflError(
+            "inverting_gradients needs iterations >= 1, lr > 0, restarts >= 1 and tv >= 0; "
+            f"got iterations={iterations}, lr={lr}, restarts={restarts}, tv={tv}"
+        )
+    threat = target.threat
+    d = target.num_reconstructed
+    if tv > 0 and len(threat.input_shape) != 3:
+        raise PrivflError(
+            f"the total-variation prior needs images (C, H, W), got inputs {threat.input_shape};"
+            " set tv = 0"
+        )
+    y = recover_labels(target, generator) if labels is None else labels
+    if y.shape != (d,):
+        raise PrivflError(f"labels must have shape ({d},), got {tuple(y.shape)}")
+    runs = [
+        _one_run(target, y, d, iterations, lr, tv, generator, callback) for _ in range(restarts)
+    ]
+    return min(runs, key=lambda r: r.loss)
+
+
+def _one_run(
+    target: InversionTarget,
+    y: torch.Tensor,
+    d: int,
+    iterations: int,
+    lr: float,
+    tv: float,
+    generator: torch.Generator,
+    callback: Callback | None,
+) -> Reconstruction:
+    threat = target.threat
+    training = threat.training
+    lo, hi = threat.input_range
+    steps = num_local_steps(training, target.num_examples)
+    x = torch.randn((d, *threat.input_shape), generator=generator).clamp_(lo, hi)
+    x.requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+
+    def objective() -> torch.Tensor:
+        got = local_update(
+            target.model, target.params, x, y, training, steps=steps, batch_size=training.batch_size
+        )
+        loss = cosine_distance(got, target.update)
+        return loss + tv * total_variation(x) if tv > 0 else loss
+
+    for _ in range(iterations):
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        x.grad.sign_()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            x.clamp_(lo, hi)
+        if callback is not None:
+            callback(1)
+    final = float(_final_loss(target, x.detach(), y, steps, tv))
+    return Reconstruction(x.detach().clone(), y, final, iterations)
+
+
+def _final_loss(
+    target: InversionTarget, x: torch.Tensor, y: torch.Tensor, steps: int, tv: float
+) -> torch.Tensor:
+    training = target.threat.training
+    got = local_update(
+        target.model,
+        target.params,
+        x,
+        y,
+        training,
+        steps=steps,
+        batch_size=training.batch_size,
+        create_graph=False,
+    )
+    loss = cosine_distance(got, target.update)
+    return loss + tv * total_variation(x) if tv > 0 else loss
+
+
+__all__ = [
+    "IG_ITERATIONS",
+    "IG_LR",
+    "IG_TV",
+    "cosine_distance",
+    "inverting_gradients",
+    "total_variation",
+]

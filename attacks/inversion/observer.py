@@ -1,0 +1,379 @@
+"""The inversion attack as an observer of the round: it inverts whatever the ServerView shows.
+
+- plaintext channel (any client-side defense included: clipping, local DP noise, DP-SGD):
+  up to ``max_targets`` of the round's updates, one record each;
+- secure aggregation: only the aggregate, inverted as one update of all the clients'
+  examples (one record, ``client = None``);
+- HE, or nothing visible: one record saying that no plaintext was available.
+
+The attack uses only the view, the global model and the :class:`ThreatModel`;
+``ObserverContext.ground_truth`` is called after the reconstruction, to score it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from privfl.attacks.inversion.config import InversionMethod
+from privfl.attacks.inversion.dlg import dlg, idlg
+from privfl.attacks.inversion.gallery import MAX_IMAGES, GalleryItem, plot_gallery
+from privfl.attacks.inversion.inverting_gradients import IG_TV, inverting_gradients
+from privfl.attacks.inversion.metrics import score
+from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
+from privfl.attacks.inversion.threat import ThreatModel
+from privfl.seeding import numpy_rng, torch_generator
+from privfl.stages import Observer, ObserverContext
+from privfl.update import ServerView
+
+if TYPE_CHECKING:
+    from privfl.federation import Federation
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    """A record's ``status``."""
+
+    OK = "ok"
+    NO_PLAINTEXT = "no plaintext available"
+
+
+class TargetKind(StrEnum):
+    """What a record inverted (its ``target``)."""
+
+    UPDATE = "update"
+    AGGREGATE = "aggregate"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """How long and how hard the attack optimizes (see :mod:`.config`)."""
+
+    iterations: int
+    lr: float
+    restarts: int = 1
+    tv: float = IG_TV
+    threads: int = 1
+
+
+AttackFn = Callable[
+    [InversionTarget, AttackSettings, torch.Generator, Callback | None], Reconstruction
+]
+
+
+def _run_dlg(
+    t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None
+) -> Reconstruction:
+    return dlg(t, generator=g, iterations=s.iterations, lr=s.lr, restarts=s.restarts, callback=cb)
+
+
+def _run_idlg(
+    t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None
+) -> Reconstruction:
+    return idlg(t, generator=g, iterations=s.iterations, lr=s.lr, restarts=s.restarts, callback=cb)
+
+
+def _run_ig(
+    t: InversionTarget, s: AttackSettings, g: torch.Generator, cb: Callback | None
+) -> Reconstruction:
+    return inverting_gradients(
+        t,
+        generator=g,
+        iterations=s.iterations,
+        lr=s.lr,
+        tv=s.tv,
+        restarts=s.restarts,
+        callback=cb,
+    )
+
+
+#: The attacks by method name.
+ATTACKS: dict[InversionMethod, AttackFn] = {
+    InversionMethod.DLG: _run_dlg,
+    InversionMethod.IDLG: _run_idlg,
+    InversionMethod.IG: _run_ig,
+}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One thing to invert this round, and whose data it came from (for scoring only)."""
+
+    kind: TargetKind
+    client: int | None
+    clients: list[int]
+    delta: torch.Tensor
+    num_examples: int
+    threat: ThreatModel
+    note: str | None = None
+
+
+class InversionObserver(Observer):
+    """Runs a gradient-inversion attack on the ServerView of selected rounds.
+
+    Args:
+        method: which attack.
+        settings: its iterations, learning rate, restarts and TV weight.
+        rounds: the rounds in which the server attacks.
+        max_targets: plaintext updates attacked per round, at most (chosen at random from
+            the stream ``(seed, "inversion-targets", round)``).
+        threat: what the attacker knows besides the view.
+        seed: root of the attack's random streams.
+        notes: sentences added to every record (e.g. why central DP does not protect the
+            updates this server sees).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: InversionMethod,
+        settings: AttackSettings,
+        rounds: frozenset[int],
+        max_targets: int,
+        threat: ThreatModel,
+        seed: int,
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        self.method = InversionMethod(method)
+        self.settings = settings
+        self.rounds = rounds
+        self.max_targets = max_targets
+        self.threat = threat
+        self.seed = seed
+        self.notes = notes
+        self.gallery: list[GalleryItem] = []
+
+    # ----------------------------------------------------------------- the round
+
+    def observe(self, view: ServerView, ctx: ObserverContext) -> list[dict[str, Any]]:
+        """Records for ``attacks.json``: one per attacked update or aggregate, or one saying
+        that the view holds no plaintext."""
+        if view.round not in self.rounds:
+            return []
+        targets = self._targets(view)
+        if targets is None:
+            return [self._no_plaintext(view)]
+        model = ctx.make_model()
+        records = []
+        for t in targets:
+            records.append(self._attack(view, t, model, ctx))
+        return records
+
+    def _targets(self, view: ServerView) -> list[_Target] | None:
+        batch = view.updates
+        if batch is not None:
+            n = len(batch)
+            rows = np.arange(n)
+            if n > self.max_targets:
+                rng = numpy_rng(self.seed, "inversion-targets", view.round)
+                rows = np.sort(rng.choice(n, size=self.max_targets, replace=False))
+            return [
+                _Target(
+                    kind=TargetKind.UPDATE,
+                    client=int(batch.client_ids[i]),
+                    clients=[int(batch.client_ids[i])],
+                    delta=batch.deltas[i],
+                    num_examples=int(batch.weights[i]),
+                    threat=self.threat,
+                )
+                for i in rows
+            ]
+        if view.aggregate is not None:
+            return [self._aggregate_target(view)]
+        return None
+
+    def _aggregate_target(self, view: ServerView) -> _Target:
+        """The aggregate read as one update: a virtual client holding the ``m * b`` examples
+        the ``m`` clients used (``b`` = the prescribed batch size, or 1 for full batches whose
+        size the view does not show), taking the prescribed number of full-batch steps."""
+        training = self.threat.training
+        per_client = training.batch_size or 1
+        clients = [int(c) for c in view.client_ids]
+        steps = training.steps if training.steps is not None else training.epochs
+        virtual = replace(training, steps=steps, batch_size=None)
+        n = max(1, len(clients) * per_client)
+        note = (
+            f"only the aggregate of {len(clients)} clients is visible; it is read as one "
+            f"update of {n} examples ({per_client} per client assumed)"
+        )
+        return _Target(
+            kind=TargetKind.AGGREGATE,
+            client=None,
+            clients=clients,
+            delta=view.aggregate,  # type: ignore[arg-type]
+            num_examples=n,
+            threat=replace(self.threat, training=virtual),
+            note=note,
+        )
+
+    def _attack(
+        self, view: ServerView, t: _Target, model: torch.nn.Module, ctx: ObserverContext
+    ) -> dict[str, Any]:
+        target = InversionTarget.from_delta(
+            model, ctx.spec, view.global_params, t.delta, t.num_examples, t.threat
+        )
+        key = TargetKind.AGGREGATE.value if t.client is None else t.client
+        generator = torch_generator(self.seed, "inversion", view.round, key)
+        total = self.settings.iterations * self.settings.restarts
+        progress = ctx.progress
+        task = None
+        if progress is not None:
+            label = TargetKind.AGGREGATE.value if t.client is None else f"client {t.client}"
+            task = progress.add_task(
+                f"{self.method.value} r{view.round} {label}", total=total, stats=""
+            )
+        t0 = time.perf_counter()
+        try:
+            with _torch_threads(self.settings.threads):
+                rec = ATTACKS[self.method](
+                    target,
+                    self.settings,
+                    generator,
+                    None if progress is None else lambda k: progress.advance(task, k),
+                )
+        finally:
+            if progress is not None and task is not None:
+                progress.remove_task(task)
+        seconds = time.perf_counter() - t0
+        # Scoring only: the attack above never saw the ground truth.
+        truths = [ctx.ground_truth(c) for c in t.clients]
+        true_x = torch.cat([g.x for g in truths])
+        true_y = torch.cat([g.y for g in truths])
+        s = score(rec.x, rec.labels, true_x, true_y, ctx.num_classes)
+        self._keep(view.round, t, rec, true_x, s.matched, s.psnr_each)
+        record: dict[str, Any] = {
+            "attack": self.method.value,
+            "round": view.round,
+            "client": t.client,
+            "target": t.kind,
+            "channel": view.channel,
+            "status": Status.OK,
+            "psnr": s.psnr,
+            "ssim": s.ssim,
+            "mse": s.mse,
+            "label_accuracy": s.label_accuracy,
+            "seconds": seconds,
+            "examples": int(len(rec.x)),
+            "reported_examples": t.num_examples,
+            "labels": rec.labels.tolist(),
+            "objective": rec.loss,
+            "iterations": rec.iterations,
+        }
+        if t.kind == TargetKind.AGGREGATE:
+            record["clients"] = t.clients
+        notes = [*self.notes, *([t.note] if t.note else [])]
+        if notes:
+            record["note"] = " ".join(notes)
+        record["threat_model"] = t.threat.to_record()
+        log.info(
+            "%s round %d %s: PSNR %.1f dB, label accuracy %.2f (%.1f s)",
+            self.method.value,
+            view.round,
+            TargetKind.AGGREGATE.value if t.client is None else f"client {t.client}",
+            s.psnr,
+            s.label_accuracy,
+            seconds,
+        )
+        return record
+
+    def _no_plaintext(self, view: ServerView) -> dict[str, Any]:
+        return {
+            "attack": self.method.value,
+            "round": view.round,
+            "client": None,
+            "target": TargetKind.NONE,
+            "channel": view.channel,
+            "status": Status.NO_PLAINTEXT,
+            "psnr": None,
+            "ssim": None,
+            "mse": None,
+            "label_accuracy": None,
+            "seconds": 0.0,
+            "note": (
+                f"the {view.channel!r} channel shows the server neither plaintext updates nor "
+                "their aggregate: there is nothing to invert"
+                + (" " + " ".join(self.notes) if self.notes else "")
+            ),
+            "threat_model": self.threat.to_record(),
+        }
+
+    # ------------------------------------------------------------- the PNG grid
+
+    def _keep(
+        self,
+        round_: int,
+        t: _Target,
+        rec: Reconstruction,
+        true_x: torch.Tensor,
+        matched: np.ndarray,
+        psnr_each: np.ndarray,
+    ) -> None:
+        who = "agg" if t.client is None else f"c{t.client}"
+        for i in range(len(rec.x)):
+            if len(self.gallery) >= MAX_IMAGES:
+                return
+            self.gallery.append(
+                GalleryItem(
+                    title=f"r{round_} {who}\n{psnr_each[i]:.1f} dB",
+                    original=true_x[int(matched[i])].detach().clone(),
+                    reconstruction=rec.x[i].detach().clamp(0, 1).clone(),
+                )
+            )
+
+    def finish(self, federation: Federation) -> None:
+        """Write ``plots/inversion.png`` (originals above reconstructions) to the run folder."""
+        folder = federation.folder
+        if folder is None:
+            return
+        plot_gallery(
+            self.gallery,
+            folder.plot_path("inversion"),
+            title=f"{self.method.value}: originals (top) and reconstructions (bottom)",
+        )
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """The images kept for the PNG grid (so a resumed run's grid has them all)."""
+        return {
+            "gallery": [
+                {"title": g.title, "original": g.original, "reconstruction": g.reconstruction}
+                for g in self.gallery
+            ]
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.gallery = [GalleryItem(**g) for g in state.get("gallery", [])]
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore.
+
+    An attack's graphs are small (thousands of parameters, a handful of images): extra
+    threads only synchronize, and on a loaded machine two threads made each evaluation
+    10-15x slower than one (measured on this project's 2-core machine).
+    """
+    if n == 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+__all__ = ["ATTACKS", "AttackSettings", "InversionObserver", "Status", "TargetKind"]

@@ -1,0 +1,95 @@
+"""What an inversion attack works on, and what it returns.
+
+An :class:`InversionTarget` holds only what the attacker has: the global model, one observed
+update turned into its gradient equivalent, the example count it may know, and the threat
+model. Nothing in it comes from the client's data (breaching's separation of attack and case).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from privfl.attacks.inversion.simulate import examples_used, gradient_equivalent
+from privfl.attacks.inversion.threat import ThreatModel
+from privfl.errors import PrivflError
+from privfl.update import ParamSpec
+
+#: called after each optimizer iteration with the number of iterations done so far.
+Callback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class InversionTarget:
+    """One observed update to invert.
+
+    Attributes:
+        model: the architecture (its own weights are not used).
+        params: the global weights the client started from, by parameter name (detached).
+        update: the gradient equivalent ``G = -Delta / lr`` per parameter, model order.
+        num_examples: the client's example count ``n`` (reported with FedAvg updates, or
+            assumed for an aggregate).
+        threat: what else the attacker knows.
+    """
+
+    model: nn.Module
+    params: dict[str, torch.Tensor]
+    update: list[torch.Tensor]
+    num_examples: int
+    threat: ThreatModel
+
+    @classmethod
+    def from_delta(
+        cls,
+        model: nn.Module,
+        spec: ParamSpec,
+        global_params: torch.Tensor,
+        delta: torch.Tensor,
+        num_examples: int,
+        threat: ThreatModel,
+    ) -> InversionTarget:
+        """A target from a flat observed delta ``(dim,)`` (local minus global weights).
+
+        Raises:
+            PrivflError: the delta does not fit the model, or holds NaN/Inf.
+        """
+        if delta.shape != (spec.dim,) or global_params.shape != (spec.dim,):
+            raise PrivflError(
+                f"an update of shape {tuple(delta.shape)} does not fit a model of {spec.dim} "
+                "parameters"
+            )
+        if not torch.isfinite(delta).all():
+            raise PrivflError("the observed update holds NaN or Inf; nothing to invert")
+        if num_examples < 1:
+            raise PrivflError(f"num_examples must be >= 1, got {num_examples}")
+        g = gradient_equivalent(delta.detach().to(torch.float32), threat.training.lr)
+        params = {k: v.detach().clone() for k, v in spec.unflatten(global_params).items()}
+        return cls(model, params, list(spec.unflatten(g).values()), num_examples, threat)
+
+    @property
+    def num_reconstructed(self) -> int:
+        """How many images the attack reconstructs: the examples the local training touched."""
+        return examples_used(self.threat.training, self.num_examples)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """An attack's output.
+
+    Attributes:
+        x: float32 ``(D, *input_shape)``, the reconstructed inputs (not yet clipped).
+        labels: int64 ``(D,)``, the recovered or optimized labels.
+        loss: the matching objective of the kept restart at its best point.
+        iterations: optimizer iterations run in the kept restart.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    loss: float
+    iterations: int
+
+
+__all__ = ["Callback", "InversionTarget", "Reconstruction"]
