@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class CompressionMethod(StrEnum):
@@ -34,7 +34,9 @@ class CompressionConfig(BaseModel):
     ratio: float = Field(
         0.1, gt=0, le=1, description="topk, randk: share of the coordinates kept (k = ratio d)"
     )
-    levels: PositiveInt = Field(16, description="qsgd: s, the quantization levels of |x_i| / ||x||")
+    levels: int = Field(
+        16, ge=1, le=2**15 - 1, description="qsgd: s, the quantization levels of |x_i| / ||x||"
+    )
     error_feedback: bool = Field(
         True, description="keep each client's residual and add it to its next update"
     )

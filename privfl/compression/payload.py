@@ -47,21 +47,67 @@ def columns(raw: np.ndarray, start: int, count: int, dtype: np.dtype) -> np.ndar
     return block.view(dtype).reshape(len(raw), count)
 
 
+def _code_dtype(bits: int) -> np.dtype:
+    if not 1 <= bits <= 16:
+        raise ValueError(f"codes of 1..16 bits are supported, got {bits}")
+    return np.dtype("<u1") if bits <= 8 else np.dtype("<u2")
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
-    """Bit-pack unsigned codes ``(n, d)`` (each < 2^bits) into ``(n, ceil(d bits / 8))``
-    uint8, least significant bit first (numpy's ``packbits`` with ``bitorder='little'``)."""
+    """Bit-pack unsigned codes ``(n, d)`` (each < 2^bits, bits <= 16) into
+    ``(n, ceil(d bits / 8))`` uint8, least significant bit first (numpy's ``packbits`` with
+    ``bitorder='little'``)."""
     n, d = codes.shape
-    shifts = np.arange(bits, dtype=codes.dtype)
-    b = ((codes[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(n, d * bits)
-    return np.packbits(b, axis=1, bitorder="little")
+    if bits <= 8:
+        return _pack_small(codes, bits)
+    dt = _code_dtype(bits)
+    raw = np.ascontiguousarray(codes.astype(dt)).view(np.uint8).reshape(n, d, dt.itemsize)
+    b = np.unpackbits(raw, axis=2, bitorder="little")[:, :, :bits]
+    return np.packbits(b.reshape(n, d * bits), axis=1, bitorder="little")
 
 
 def unpack_codes(packed: np.ndarray, d: int, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_codes`: ``(n, ceil(d bits / 8))`` uint8 -> codes ``(n, d)``
     int64."""
     n = len(packed)
+    if bits <= 8:
+        return _unpack_small(packed, d, bits)
+    dt = _code_dtype(bits)
     b = np.unpackbits(packed, axis=1, count=d * bits, bitorder="little").reshape(n, d, bits)
-    return b.astype(np.int64) @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+    if bits < 8 * dt.itemsize:
+        b = np.concatenate([b, np.zeros((n, d, 8 * dt.itemsize - bits), np.uint8)], axis=2)
+    raw = np.packbits(b, axis=2, bitorder="little")
+    return np.ascontiguousarray(raw).view(dt).reshape(n, d).astype(np.int64)
+
+
+def _pack_small(codes: np.ndarray, bits: int) -> np.ndarray:
+    """:func:`pack_codes` for ``bits <= 8``: 8 codes fill one little-endian uint64 word
+    (code j at bit ``j bits``), whose first ``bits`` bytes are exactly the packed stream."""
+    n, d = codes.shape
+    groups = -(-d // 8)
+    c = np.zeros((n, groups * 8), dtype=np.uint64)
+    c[:, :d] = codes
+    c = c.reshape(n, groups, 8)
+    word = np.zeros((n, groups), dtype=np.uint64)
+    for j in range(8):
+        word |= c[:, :, j] << np.uint64(j * bits)
+    raw = word.astype("<u8").view(np.uint8).reshape(n, groups, 8)[:, :, :bits]
+    return np.ascontiguousarray(raw).reshape(n, groups * bits)[:, : -(-d * bits // 8)]
+
+
+def _unpack_small(packed: np.ndarray, d: int, bits: int) -> np.ndarray:
+    n = len(packed)
+    groups = -(-d // 8)
+    raw = np.zeros((n, groups * bits), dtype=np.uint8)
+    raw[:, : packed.shape[1]] = packed
+    words = np.zeros((n, groups, 8), dtype=np.uint8)
+    words[:, :, :bits] = raw.reshape(n, groups, bits)
+    w = words.view("<u8").reshape(n, groups)
+    mask = np.uint64((1 << bits) - 1)
+    out = np.empty((n, groups, 8), dtype=np.int64)
+    for j in range(8):
+        out[:, :, j] = (w >> np.uint64(j * bits)) & mask
+    return out.reshape(n, groups * 8)[:, :d]
 
 
 class Payload(ABC):

@@ -32,3 +32,16 @@ def test_qsgd_and_sign_message_lengths(d, levels, bits):
     p = qsgd(x, levels, [np.random.default_rng(0), np.random.default_rng(1)])
     assert {len(m) for m in p.to_messages()} == {4 + math.ceil(d * bits / 8)}
     assert {len(m) for m in scaled_sign(x).to_messages()} == {4 + math.ceil(d / 8)}
+
+
+@pytest.mark.parametrize("bits", [1, 3, 6, 8, 9, 13, 16])
+@pytest.mark.parametrize("d", [1, 5, 8, 1001])
+def test_bit_packing_against_numpys_bit_order(bits, d):
+    from privfl.compression.payload import pack_codes, unpack_codes
+
+    codes = np.random.default_rng(bits).integers(0, 2**bits, size=(3, d))
+    packed = pack_codes(codes, bits)
+    # reference: every code's bits, least significant first, concatenated, numpy-packed
+    ref_bits = ((codes[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(3, -1)
+    np.testing.assert_array_equal(packed, np.packbits(ref_bits, axis=1, bitorder="little"))
+    np.testing.assert_array_equal(unpack_codes(packed, d, bits), codes)
