@@ -48,15 +48,19 @@ RUNS = {
     "plain": [],
     "topk 10% + EF": ["compression.method=topk", "compression.ratio=0.1"],
     "topk 1% + EF": ["compression.method=topk", "compression.ratio=0.01"],
-    "randk 10% + EF": ["compression.method=randk", "compression.ratio=0.1"],
+    "randk 10% + EF": [
+        "compression.method=randk",
+        "compression.ratio=0.1",
+        "compression.error_feedback=true",
+    ],
     "randk 10% shared, unbiased": [
         "compression.method=randk",
         "compression.ratio=0.1",
         "compression.shared_seed=true",
         "compression.error_feedback=false",
     ],
-    "qsgd s=16": ["compression.method=qsgd", "compression.error_feedback=false"],
-    "qsgd s=2 + EF": ["compression.method=qsgd", "compression.levels=2"],
+    "qsgd s=16": ["compression.method=qsgd"],
+    "qsgd s=2": ["compression.method=qsgd", "compression.levels=2"],
     "sign + EF (majority vote)": ["compression.method=sign"],
 }
 

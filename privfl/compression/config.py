@@ -37,12 +37,21 @@ class CompressionConfig(BaseModel):
     levels: int = Field(
         16, ge=1, le=2**15 - 1, description="qsgd: s, the quantization levels of |x_i| / ||x||"
     )
-    error_feedback: bool = Field(
-        True, description="keep each client's residual and add it to its next update"
+    error_feedback: bool | None = Field(
+        None,
+        description="keep each client's residual and add it to its next update (unset: on "
+        "for the biased topk and sign, off for the unbiased randk and qsgd)",
     )
     shared_seed: bool = Field(
         False, description="randk: one seed per round, so every client keeps the same coordinates"
     )
+
+    @property
+    def uses_error_feedback(self) -> bool:
+        """``error_feedback``, or its default for the method (biased compressors need it)."""
+        if self.error_feedback is not None:
+            return self.error_feedback
+        return CompressionMethod(self.method) in (CompressionMethod.TOPK, CompressionMethod.SIGN)
 
     @model_validator(mode="after")
     def _check(self) -> CompressionConfig:

@@ -16,6 +16,7 @@ encoding).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from privfl.plan import RunSetup, Stages
 
 SEED_BOUND = 2**63
+log = logging.getLogger(__name__)
 
 
 class CompressUpdates(ClientTransform):
@@ -68,7 +70,19 @@ class CompressUpdates(ClientTransform):
         self.dim = dim
         self.k = keep_count(dim, config.ratio)
         self.clip_bound = clip_bound
-        self.feedback = ErrorFeedback() if config.error_feedback else None
+        self.feedback = ErrorFeedback() if config.uses_error_feedback else None
+        if self.feedback is not None and self.method is CompressionMethod.QSGD:
+            s = config.levels
+            if s * s < dim:
+                log.warning(
+                    "compression: QSGD with s = %d levels is not a contraction for d = %d "
+                    "(E||Q(x) - x||^2 <= min(d / s^2, sqrt(d) / s) ||x||^2 needs s > sqrt(d) "
+                    "= %.0f to be < ||x||^2); error feedback assumes one (Karimireddy et al. "
+                    "2019, Assumption A) and may diverge",
+                    s,
+                    dim,
+                    dim**0.5,
+                )
         # random-k: unbiased d/k scaling without error feedback; with it, the plain
         # (contractive) random-k that Karimireddy et al.'s analysis assumes.
         unbiased = self.method is CompressionMethod.RANDK and self.feedback is None
