@@ -6,7 +6,7 @@ every honest client-side DP stage, so it is post-processing of what DP released:
 - ``sample`` (DP-SGD) and ``local``: after the noise; compressing a DP output costs no privacy.
 - ``central``: after clipping, and the compressed update is clipped again to the clip norm S
   (scaling its values or its norm, which keeps it an encoding): random-k's ``d / k`` scaling,
-  QSGD, sign and error feedback can all raise the norm above S, which would void the
+  QSGD and error feedback can raise the norm above S, which would void the
   sensitivity the server's noise is calibrated to.
 
 Poisoning runs after compression (attackers send what they like); it replaces the deltas, so
