@@ -72,7 +72,8 @@ class SparsePayload(Payload):
         if self.mode is IndexMode.SHARED:
             body = vals
         elif self.mode is IndexMode.SEEDED:
-            assert self.seeds is not None
+            if self.seeds is None:
+                raise ValueError("a seeded random-k payload needs its per-client seeds")
             seeds = self.seeds.astype(SEED_DTYPE).reshape(-1, 1).view(np.uint8)
             body = np.concatenate([seeds, vals.view(np.uint8)], axis=1)
         else:
@@ -153,7 +154,8 @@ def random_k(
         idx = np.broadcast_to(random_indices(shared_seed, d, k), (n, k))
         mode = IndexMode.SHARED
     else:
-        assert seeds is not None
+        if seeds is None:
+            raise ValueError("random-k needs per-client seeds or a shared seed")
         idx = (
             np.stack([random_indices(int(s), d, k) for s in seeds])
             if n
@@ -177,7 +179,8 @@ def decode_sparse(
     raw = stack_messages(messages, message_length(dim, k, mode))
     n = len(raw)
     if mode is IndexMode.SHARED:
-        assert shared_seed is not None
+        if shared_seed is None:
+            raise ValueError("shared random-k decoding needs the round's shared seed")
         idx = np.broadcast_to(random_indices(shared_seed, dim, k), (n, k))
         vals = columns(raw, 0, k, F32)
     elif mode is IndexMode.SEEDED:
