@@ -76,6 +76,7 @@ def check_compression(
     - top-k, or random-k without a shared seed, under secure aggregation or HE: each client
       keeps different coordinates, so the masked or encrypted vectors would have to carry all
       ``d`` coordinates (no saving) and sum vectors of different supports;
+    - random-k under HE, even with a shared seed: the HE channel encrypts every coordinate;
     - sign: the server takes a majority vote of signs, not the weighted mean that secure
       channels, central DP and FedNova need, nor a robust rule.
 
@@ -96,6 +97,13 @@ def check_compression(
             "vectors would have to carry all coordinates of every client and the sparsity "
             "saves nothing; use method = 'randk' with shared_seed = true (every client keeps "
             "the same coordinates) or method = 'qsgd'"
+        )
+    if m is CompressionMethod.RANDK and getattr(defense, "he", None) is not None:
+        raise ValueError(
+            "compression.method = 'randk' cannot be combined with defense.he: the HE channel "
+            "encrypts all d coordinates (it does not use a shared support), so random-k saves "
+            "nothing and its d/k-scaled values would meet BFV's clip; use defense.secagg "
+            "with shared_seed = true, or method = 'qsgd'"
         )
     if m is CompressionMethod.SIGN:
         dp = getattr(defense, "dp", None)

@@ -25,6 +25,7 @@ from privfl.update import ParamSpec, UpdateBatch
         ({"method": "topk"}, {"secagg": {}}, "supports differ"),
         ({"method": "topk"}, {"he": {}}, "supports differ"),
         ({"method": "randk"}, {"secagg": {}}, "shared_seed = true"),
+        ({"method": "randk", "shared_seed": True}, {"he": {}}, "encrypts all d coordinates"),
         ({"method": "sign"}, {"secagg": {}}, "majority vote"),
         ({"method": "sign"}, {"dp": {"mode": "central", "noise_multiplier": 1.0}}, "majority"),
         ({"method": "topk", "levels": 4}, {}, "levels applies only when method = 'qsgd'"),
