@@ -10,13 +10,17 @@ FLOAT32_BYTES = 4
 
 class PlainChannel(Channel):
     """No protection in transit: the server sees every client's update (the baseline threat
-    model of gradient inversion). Each client sends ``4 * dim`` bytes."""
+    model of gradient inversion). Each client sends ``4 * dim`` bytes, or, when a compressor
+    encoded the batch (``batch.encoded``), its encoded message, which the server decodes."""
 
     name = "plain"
 
     def transmit(
         self, batch: UpdateBatch, aggregator: Aggregator, ctx: RoundContext
     ) -> ChannelResult:
+        encoded = batch.encoded
+        if encoded is not None:  # the server reads what the bytes say
+            batch = batch.with_deltas(encoded.decode())
         view = ServerView(
             round=ctx.round,
             global_params=ctx.global_params,
@@ -28,7 +32,9 @@ class PlainChannel(Channel):
         return ChannelResult(
             aggregation=aggregation,
             view=view,
-            bytes_up=len(batch) * ctx.spec.dim * FLOAT32_BYTES,
+            bytes_up=(
+                encoded.nbytes if encoded is not None else len(batch) * ctx.spec.dim * FLOAT32_BYTES
+            ),
         )
 
 

@@ -27,6 +27,7 @@ from pydantic import (
 from privfl.attacks.inversion.config import InversionConfig
 from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
+from privfl.compression.config import CompressionConfig, check_compression
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.he.config import HEConfig
@@ -38,6 +39,7 @@ from privfl.defenses.robust.config import (
 from privfl.defenses.secagg.config import SecAggConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.errors import ConfigError
+from privfl.heterogeneity.config import HeterogeneityConfig, check_heterogeneity
 from privfl.models import MLPConfig, ModelConfig
 from privfl.server_optim import SERVER_OPTIMIZER_NAMES
 
@@ -143,6 +145,9 @@ class FederationConfig(StrictModel):
     engine: Literal[ENGINE_NAMES] = Field(  # type: ignore[valid-type]
         "sequential", description="how a round's clients are trained"
     )
+    heterogeneity: HeterogeneityConfig | None = Field(
+        None, description="per-client local work, device speeds, deadline, FedNova"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
@@ -228,6 +233,9 @@ class Config(StrictModel):
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     audit: AuditConfig | None = Field(None, description="empirical privacy audit ([audit])")
+    compression: CompressionConfig | None = Field(
+        None, description="client-side update compression ([compression])"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -247,6 +255,11 @@ class Config(StrictModel):
             check_robust_cohort(self.defense.robust, self.federation.clients_per_round)
         if self.attack.poisoning is not None:
             check_poisoning_population(self.attack.poisoning, self.data.clients)
+        het = self.federation.heterogeneity
+        check_heterogeneity(het, defense=self.defense, federation=self.federation)
+        check_compression(
+            self.compression, defense=self.defense, fednova=het is not None and het.fednova
+        )
         if self.evaluation.federated_every and self.data.client_test_fraction == 0:
             raise ValueError(
                 "evaluation.federated_every needs data.client_test_fraction > 0 "

@@ -178,7 +178,9 @@ class Federation:
         info: dict[str, Any],
     ) -> dict[str, Any]:
         r = ctx.round
-        dropped = sorted(set(nonfinite.tolist()) | set(result.dropped.tolist()))
+        dropped = sorted(
+            set(nonfinite.tolist()) | set(result.dropped.tolist()) | set(batch.dropped.tolist())
+        )
         record: dict[str, Any] = {
             "round": r,
             "test_accuracy": None,

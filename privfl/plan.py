@@ -15,10 +15,12 @@ from privfl.attacks.inversion.build import create_inversion_observer
 from privfl.audit.canary import add_canary_audit
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
+from privfl.compression.transform import add_compression
 from privfl.config import Config
 from privfl.defenses.dp.builder import add_differential_privacy
 from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
+from privfl.heterogeneity.builder import add_heterogeneity
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -133,6 +135,11 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         stages.channel = create_secagg_channel(config.defense.secagg, setup)
     if config.defense.he is not None:
         stages.channel = create_he_channel(config.defense.he, setup)
+    # [compression] after the honest client stages (DP included: compression post-processes
+    # what DP released); [federation.heterogeneity] wraps the trainer, drops stragglers first.
+    add_compression(stages, config, setup)
+    add_heterogeneity(stages, config, setup)
+    if config.defense.he is not None:
         HEChannel.check_aggregator(stages.aggregator)  # after the aggregator is chosen
     # Poisoning last: the malicious clients' transform must run after every client-side
     # transform (attackers send what they like) and it scores the final aggregator.

@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 
 from privfl.attacks.inversion.config import InversionConfig
 from privfl.audit.config import AuditConfig
+from privfl.compression.config import CompressionConfig
 from privfl.config import (
     AttackConfig,
     Config,
@@ -22,6 +23,7 @@ from privfl.config import (
     EvaluationConfig,
     FederationConfig,
 )
+from privfl.heterogeneity.config import HeterogeneityConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -91,7 +93,16 @@ def config_reference() -> str:
         "",
         *_table(
             Config,
-            skip=("data", "model", "federation", "evaluation", "defense", "attack", "audit"),
+            skip=(
+                "data",
+                "model",
+                "federation",
+                "evaluation",
+                "defense",
+                "attack",
+                "audit",
+                "compression",
+            ),
         ),
     ]
     sections: list[tuple[str, type[BaseModel]]] = [
@@ -100,6 +111,8 @@ def config_reference() -> str:
         ('[model] name = "mlp"', MLPConfig),
         ('[model] name = "cnn"', CNNConfig),
         ("[federation]", FederationConfig),
+        ("[federation.heterogeneity]", HeterogeneityConfig),
+        ("[compression]", CompressionConfig),
         ("[evaluation]", EvaluationConfig),
         ("[audit]", AuditConfig),
         ("[attack.inversion]", InversionConfig),

@@ -6,7 +6,7 @@ all clients at once get an :class:`UpdateBatch`, a ``clients x params`` matrix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -102,6 +102,42 @@ class Update:
 
 
 @dataclass(frozen=True)
+class EncodedUpdates:
+    """The bytes each client of a batch really sends when a compressor replaces its float32
+    delta (indices, values, bit-packed levels, norms), and how the server decodes them.
+
+    Attributes:
+        messages: one serialized payload per row of the batch, in row order.
+        decoder: the server's decoder, vectorized over clients: ``messages -> (n, dim)``
+            float32 deltas.
+        support: coordinates shared by every row outside which every row is zero (random-k
+            with one shared seed per round), int64 ``(k,)``; None when rows differ. A secure
+            channel may then carry only these coordinates.
+        support_scale: the decoded values on ``support`` are this multiple of the values
+            sent (random-k's unbiased ``d / k``), so a secure channel can sum the raw values.
+    """
+
+    messages: tuple[bytes, ...]
+    decoder: Callable[[Sequence[bytes]], torch.Tensor]
+    support: np.ndarray | None = None
+    support_scale: float = 1.0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire, all clients together."""
+        return sum(len(m) for m in self.messages)
+
+    def decode(self) -> torch.Tensor:
+        """The deltas as the server reads them from the bytes, float32 ``(n, dim)``."""
+        return self.decoder(self.messages)
+
+    def select(self, mask: np.ndarray) -> EncodedUpdates:
+        """The messages of the rows where the boolean ``mask`` is true."""
+        keep = np.flatnonzero(np.asarray(mask, dtype=bool))
+        return replace(self, messages=tuple(self.messages[i] for i in keep))
+
+
+@dataclass(frozen=True)
 class UpdateBatch:
     """The updates of a round stacked for vectorized stages.
 
@@ -119,6 +155,8 @@ class UpdateBatch:
     weights: np.ndarray
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    encoded: EncodedUpdates | None = None
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def stack(cls, updates: Sequence[Update], dim: int) -> UpdateBatch:
@@ -148,13 +186,16 @@ class UpdateBatch:
             weights=self.weights[mask],
             metrics={k: v[mask] for k, v in self.metrics.items()},
             info=dict(self.info),
+            encoded=None if self.encoded is None else self.encoded.select(mask),
+            dropped=self.dropped,
         )
 
     def with_deltas(self, deltas: torch.Tensor) -> UpdateBatch:
-        """A copy with the deltas replaced (same clients, weights and metrics)."""
+        """A copy with the deltas replaced (same clients, weights and metrics; any
+        ``encoded`` payload is dropped, as it encodes the old deltas)."""
         if deltas.shape != self.deltas.shape:
             raise ValueError(f"deltas shape {tuple(deltas.shape)} != {tuple(self.deltas.shape)}")
-        return replace(self, deltas=deltas)
+        return replace(self, deltas=deltas, encoded=None)
 
     def __iter__(self) -> Iterator[Update]:
         for i, cid in enumerate(self.client_ids):
@@ -212,4 +253,4 @@ class GroundTruth:
     y: torch.Tensor
 
 
-__all__ = ["GroundTruth", "ParamSpec", "ServerView", "Update", "UpdateBatch"]
+__all__ = ["EncodedUpdates", "GroundTruth", "ParamSpec", "ServerView", "Update", "UpdateBatch"]

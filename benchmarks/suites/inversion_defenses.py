@@ -43,6 +43,14 @@ ROWS: dict[str, list[str]] = {
     ],
     "secagg": ["defense.secagg.threshold=0.6"],
     "he": ["defense.he.scheme=ckks"],
+    # compressors (issue 11), without error feedback: round 1 has no residual anyway
+    "topk-70": ["compression.method=topk", "compression.ratio=0.7"],
+    "topk-40": ["compression.method=topk", "compression.ratio=0.4"],
+    "topk-10": ["compression.method=topk", "compression.ratio=0.1"],
+    "randk-10": ["compression.method=randk", "compression.ratio=0.1"],
+    "qsgd-16": ["compression.method=qsgd", "compression.levels=16"],
+    "qsgd-2": ["compression.method=qsgd", "compression.levels=2"],
+    "sign": ["compression.method=sign"],
 }
 
 

@@ -17,6 +17,7 @@ The mean then differs from the plaintext weighted mean of the clipped updates by
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,8 +156,16 @@ class SecAggChannel(Channel):
                 f"defense.secagg computes only the weighted mean; the aggregator "
                 f"{type(aggregator).__name__} needs each client's plaintext update"
             )
+        # A compressor that keeps the same coordinates on every client (shared-seed random-k)
+        # lets the masked vectors carry only those: the rest is zero for everyone.
+        compressed = batch.encoded
+        support = None if compressed is None else compressed.support
+        support_scale = 1.0 if compressed is None else compressed.support_scale
+        if support is not None:
+            raw = batch.deltas[:, support] / support_scale  # the values as sent
+            batch = replace(batch, deltas=raw.contiguous(), encoded=None)
         order = np.argsort(batch.client_ids, kind="stable")
-        n, d = len(batch), ctx.spec.dim
+        n, d = len(batch), batch.deltas.shape[1]
         ids = batch.client_ids[order]
         if n < 2:
             return self._aborted(
@@ -184,6 +193,10 @@ class SecAggChannel(Channel):
                 ctx, ids, result, "the survivors' total weight is zero: no mean to take", info
             )
         mean = values.decode(result.total[:d]) / total_weight
+        if support is not None:
+            full = np.zeros(ctx.spec.dim, dtype=np.float64)
+            full[support] = mean * support_scale
+            mean = full
         delta = torch.from_numpy(mean.astype(np.float32))
         survivors = result.survivors
         view = ServerView(

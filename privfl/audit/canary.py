@@ -97,6 +97,7 @@ class CanaryClients(ClientTransform):
                 k_: np.concatenate([v, np.full(k, np.nan)]) for k_, v in batch.metrics.items()
             },
             info=info,
+            dropped=batch.dropped,
         )
 
 
