@@ -115,6 +115,7 @@ def test_unknown_placeholder_is_a_config_error(tmp_path):
         load_suite(write_suite(tmp_path, body))
 
 
+@pytest.mark.slow
 def test_killed_suite_resumes_without_rerunning_finished_cells(tmp_path):
     """Kill the whole `privfl bench` process group once some cells are cached; the same
     suite then runs exactly the cells that were not, and leaves the cached ones untouched."""
@@ -126,7 +127,7 @@ none = []
 none = []
 median = ["defense.robust.rule=median"]
 """
-    path = write_suite(tmp_path, body, rounds=12)
+    path = write_suite(tmp_path, body, rounds=8)
     out = tmp_path / "o"
     cache = out / CACHE_DIR
     cmd = [sys.executable, "-m", "privfl", "bench", str(path), "--out", str(out),
@@ -152,3 +153,27 @@ median = ["defense.robust.rule=median"]
         == before
     assert all(r.status is CellStatus.OK for r in run.records)
     assert all(math.isfinite(r.metrics[Metric.ACCURACY]) for r in run.records)
+
+
+def test_interrupted_suite_resumes_without_rerunning_finished_cells(tmp_path):
+    """Ctrl-C (KeyboardInterrupt) after two of four configs: the rerun makes the other two
+    only, and its figures equal an uninterrupted suite's."""
+    path = write_suite(tmp_path, GRID_2X2, rounds=1)
+    done: list[str] = []
+
+    def interrupt_after_two(key: str) -> None:
+        done.append(key)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(load_suite(path), tmp_path / "o", workers=0, progress=False,
+                  on_result=interrupt_after_two)
+    again: list[str] = []
+    run = run_suite(load_suite(path), tmp_path / "o", workers=0, progress=False,
+                    on_result=again.append)
+    assert (run.cached, run.ran) == (2, 2) and not set(again) & set(done)
+    fresh = run_suite(load_suite(path), tmp_path / "fresh", workers=0, progress=False)
+    assert [r.metrics[Metric.ACCURACY] for r in run.records] == [
+        r.metrics[Metric.ACCURACY] for r in fresh.records
+    ]
