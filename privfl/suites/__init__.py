@@ -2,7 +2,8 @@
 each cell one run through :func:`privfl.run`, run in parallel, cached, tabulated and plotted.
 
 >>> from privfl.suites import load_suite, run_suite  # doctest: +SKIP
->>> run = run_suite(load_suite("benchmarks/suites/quick.toml"), "runs/suites/quick")  # doctest: +SKIP
+>>> suite = load_suite("benchmarks/suites/quick.toml")  # doctest: +SKIP
+>>> run = run_suite(suite, "runs/suites/quick", workers=2)  # doctest: +SKIP
 """
 
 from privfl.suites.cell import CellStatus, Metric, run_cell, summarize

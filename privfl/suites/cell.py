@@ -143,8 +143,11 @@ def init_worker(threads: int = 1) -> None:
     torch.set_num_threads(threads)
     # One tiny run first, so that the first cell's seconds do not carry the process's
     # one-off costs (lazy imports, first kernels).
-    run(Config(name="warmup", federation={"rounds": 1, "clients_per_round": 2}), out=None,
-        progress=False)
+    run(
+        Config(name="warmup", federation={"rounds": 1, "clients_per_round": 2}),
+        out=None,
+        progress=False,
+    )
 
 
 __all__ = ["CellStatus", "Metric", "NONDETERMINISTIC", "init_worker", "run_cell", "summarize"]

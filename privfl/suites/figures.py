@@ -49,9 +49,9 @@ def heatmap(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
     attacks, defenses = list(spec.attacks), list(spec.defenses)
     panels = list(dict.fromkeys(g.params_label for g in gs))
     by = {(g.attack, g.defense, g.params_label): g for g in gs}
-    finite = [
-        x for g in gs for x in [_mean(g, metric)] if x is not None and math.isfinite(x)
-    ] or [0.0]
+    finite = [x for g in gs for x in [_mean(g, metric)] if x is not None and math.isfinite(x)] or [
+        0.0
+    ]
     vmin, vmax = min(finite), max(finite)
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
@@ -98,8 +98,9 @@ def heatmap(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
         axes[k // cols][k % cols].axis("off")
     fig.suptitle(f"{spec.name}: {HEATMAPS.get(metric, metric.value)}", fontsize=10)
     if image is not None:
-        cax = fig.add_axes((1 - (right - 0.25) / fig_w, bottom / fig_h, 0.15 / fig_w,
-                            1 - (top + bottom) / fig_h))
+        cax = fig.add_axes(
+            (1 - (right - 0.25) / fig_w, bottom / fig_h, 0.15 / fig_w, 1 - (top + bottom) / fig_h)
+        )
         fig.colorbar(image, cax=cax)
     fig.savefig(path, dpi=100)
     plt.close(fig)

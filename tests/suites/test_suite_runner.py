@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -74,8 +73,9 @@ none = []
 none = []
 secagg_median = ["defense.secagg.threshold=0.6", "defense.robust.rule=median"]
 """
-    run = run_suite(load_suite(write_suite(tmp_path, body)), tmp_path / "o", workers=0,
-                    progress=False)
+    run = run_suite(
+        load_suite(write_suite(tmp_path, body)), tmp_path / "o", workers=0, progress=False
+    )
     status = {r.cell.defense: r for r in run.records}
     assert status["none"].status is CellStatus.OK
     assert status["secagg_median"].status is CellStatus.INVALID
@@ -130,10 +130,21 @@ median = ["defense.robust.rule=median"]
     path = write_suite(tmp_path, body, rounds=8)
     out = tmp_path / "o"
     cache = out / CACHE_DIR
-    cmd = [sys.executable, "-m", "privfl", "bench", str(path), "--out", str(out),
-           "--workers", "1", "-q"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "privfl",
+        "bench",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "-q",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 240
         while not (cache.is_dir() and any(cache.glob("*.json"))):
@@ -149,8 +160,9 @@ median = ["defense.robust.rule=median"]
     run = run_suite(load_suite(path), out, workers=0, progress=False, on_result=ran.append)
     assert run.cached == len(before) and run.ran == 6 - len(before)
     assert not {f"{k}.json" for k in ran} & set(before)
-    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json") if p.name in before} \
-        == before
+    assert {
+        p.name: p.stat().st_mtime_ns for p in cache.glob("*.json") if p.name in before
+    } == before
     assert all(r.status is CellStatus.OK for r in run.records)
     assert all(math.isfinite(r.metrics[Metric.ACCURACY]) for r in run.records)
 
@@ -167,11 +179,17 @@ def test_interrupted_suite_resumes_without_rerunning_finished_cells(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_suite(load_suite(path), tmp_path / "o", workers=0, progress=False,
-                  on_result=interrupt_after_two)
+        run_suite(
+            load_suite(path),
+            tmp_path / "o",
+            workers=0,
+            progress=False,
+            on_result=interrupt_after_two,
+        )
     again: list[str] = []
-    run = run_suite(load_suite(path), tmp_path / "o", workers=0, progress=False,
-                    on_result=again.append)
+    run = run_suite(
+        load_suite(path), tmp_path / "o", workers=0, progress=False, on_result=again.append
+    )
     assert (run.cached, run.ran) == (2, 2) and not set(again) & set(done)
     fresh = run_suite(load_suite(path), tmp_path / "fresh", workers=0, progress=False)
     assert [r.metrics[Metric.ACCURACY] for r in run.records] == [
