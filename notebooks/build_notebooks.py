@@ -110,14 +110,28 @@ for (partition, label), acc in curves.items():
     ),
     (
         "md",
-        """**Where ours differs, and why.** The ordering is the paper's: on both splits FedSGD is
-far slowest and `E = 5, B = 10` fastest, and the non-IID split needs more rounds than the IID
-one for every setting. At the full size here (30 rounds) FedSGD does not reach 80% on either
-split while both FedAvg settings do within a few rounds on IID data; the speed-ups are not the
-paper's 10-100x because the task is much smaller (a 4,810-parameter MLP on 8x8 images, 14
-images a client, so `E = 5, B = 10` is only 10 local steps) and because we count rounds to
-80%, not to 99%. Learning rates were not tuned per setting as in the paper (one `lr = 0.1`
-for all), which favours neither side much at this scale.""",
+        """**Where ours differs, and why.** The ordering is the paper's: FedSGD is slowest and
+`E = 5, B = 10` fastest on both splits, and the non-IID split needs more rounds. Measured at
+the full size here (30 rounds, one seed): `E = 5, B = 10` reaches 80% in 10 rounds (IID) and
+19 rounds (2 classes a client), ending at 0.93 and 0.79; `E = 1, B = 10` ends at 0.76 and 0.68
+and FedSGD at 0.59 and 0.54, neither reaching 80% within 30 rounds. The gaps are smaller than
+the paper's 10-100x speed-ups because the task is much smaller (a 4,810-parameter MLP on 8x8
+images, 14 images a client, so `E = 5, B = 10` is only 10 local steps a round), we count
+rounds to 80% rather than 99%, and one `lr = 0.1` serves every setting where the paper tuned
+it per setting.""",
+    ),
+    (
+        "code",
+        """if SMALL:
+    print("small size: the claim is not checked")
+else:  # the claim, checked: more local computation needs fewer rounds, on both splits
+    for partition in ("iid", "shards"):
+        fast = curves[partition, "FedAvg E=5, B=10"]
+        assert rounds_to(fast) is not None
+        assert fast[-1] > curves[partition, "FedSGD (E=1, B=full)"][-1] + 0.1
+    iid, shards = (rounds_to(curves[p, "FedAvg E=5, B=10"]) for p in ("iid", "shards"))
+    assert iid < shards
+    print("checked")""",
     ),
 ]
 
@@ -171,17 +185,25 @@ plt.show()""",
     ),
     (
         "md",
-        """**Where ours differs, and why.** Without noise DLG recovers the digits almost exactly (
-the
-full run gives PSNR above 70 dB; identical images give infinity), as in Figure 3; noise of
-std 1e-2 on the gradient (variance 1e-4) already degrades it noticeably and std 1e-1
-(variance 1e-2, the paper's threshold) destroys it, as in Figure 4a. Three differences: the
-images are 8x8 digits rather than 28x28 or 32x32 (fewer unknowns, so DLG converges faster
-and more often); the noise is added to the *update* after clipping to norm 1 (local DP, what
-a privfl client can do), so the figure's x axis is the equivalent gradient noise std
-`sigma / lr`; and we report PSNR, where the paper shows images and the gradient-matching
-loss. With two targets a run and one seed the curve is noisy; the inversion suite
-(`privfl bench benchmarks/suites/inversion.toml`) has the same grid with more targets.""",
+        """**Where ours differs, and why.** Without noise DLG recovers the digits almost exactly, as
+in Figure 3: at the full size here (one seed, two digits) PSNR is 78-81 dB and every label
+is right. Noise on the gradient of std 1e-3 (variance 1e-6) brings it to 37 dB, std 1e-2
+(variance 1e-4) to 18 dB, and std 1e-1 (variance 1e-2, the paper's threshold) to 4 dB: noise.
+So the paper's threshold holds, but our reconstructions degrade at smaller noise than the
+paper reports (it saw leakage at variance 1e-4 still succeed). Reasons: we measure PSNR,
+which falls long before an image stops being recognizable, where the paper judges images
+and the matching loss; the images are 8x8 digits rather than 28x28 or 32x32; and the noise
+is added to the *update* after clipping it to norm 1 (local DP, what a privfl client can
+do), so the x axis is the equivalent gradient noise std `sigma / lr`. The inversion suite
+(`privfl bench benchmarks/suites/inversion.toml`) runs the same grid with every method.""",
+    ),
+    (
+        "code",
+        """if SMALL:
+    print("small size: the claim is not checked")
+else:  # the claim, checked: near-exact without noise, destroyed at variance 1e-2
+    assert min(psnr[0.0]) > 60 and max(psnr[SIGMAS[-1]]) < 10
+    print("checked")""",
     ),
 ]
 

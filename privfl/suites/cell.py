@@ -123,13 +123,19 @@ def _median(values: Any) -> float | None:
 
 
 def _epsilon(result: RunResult) -> float | None:
-    if not result.ledger.events:
+    """The run's headline epsilon: the worst party's under the configured accountant (what
+    ``ledger.json`` reports), without the other accountants' figures ``ledger.json`` adds
+    (PRV alone takes seconds per history)."""
+    ledger = result.ledger
+    if not ledger.events:
         return None
     if result.run_dir is not None:  # finish() already wrote it: no second accountant call
         eps = json.loads((Path(result.run_dir) / RunFile.LEDGER.value).read_text())["epsilon"]
-    else:
-        eps = result.ledger.to_json()["epsilon"]
-    return None if eps is None else float(eps)  # "inf" -> inf
+        return None if eps is None else float(eps)  # "inf" -> inf
+    try:
+        return max(ledger.epsilons().values())
+    except PrivflError:  # e.g. GDP's root search failing; ledger.json says the same
+        return None
 
 
 def init_worker(threads: int = 1) -> None:

@@ -58,7 +58,6 @@ def write_outputs(run: SuiteRun) -> dict[str, Path]:
     page.add(Bullets(_facts(run)))
     for r in run.errors:
         page.add(Alert(f"cell {r.cell.slug} crashed: {r.reason} (a bug: see the log)"))
-    page.add(Heading("Results (mean ± std over seeds)"), table)
     if curve is not None:
         page.add(Heading("Accuracy against epsilon"), Image(curve, "accuracy against epsilon"))
     if images:
@@ -74,10 +73,13 @@ def write_outputs(run: SuiteRun) -> dict[str, Path]:
             ),
             *images,
         )
+    page.add(Heading("Results (mean ± std over seeds)"), table)
     reports = _reports(run)
     if reports:
         page.add(Heading("Privacy reports of the cells"), Bullets(tuple(reports)))
-    (out / INDEX_HTML).write_text(to_html(page))
+    # wide tables scroll sideways instead of running off the page
+    html = to_html(page).replace("<table>", '<div style="overflow-x:auto"><table>')
+    (out / INDEX_HTML).write_text(html.replace("</table>", "</table></div>"))
     paths[INDEX_HTML] = out / INDEX_HTML
     return paths
 
