@@ -316,13 +316,25 @@ plt.show()""",
     (
         "md",
         """**Where ours differs, and why.** The shape is the paper's: accuracy rises with epsilon
-toward the non-private run. The level is not: with 30 users a round the noise on the average
-is `sigma x clip / 30` per coordinate, against `sigma x clip / 5000` in the paper, so at small
-epsilon our model barely learns, and it needs epsilon in the tens to approach the non-private
-accuracy. That is the paper's own point (DP-FedAvg needs large cohorts), seen from the other
-side. Other differences: delta is 1e-5 (the paper's 1e-9 suits its 763k users; ours has 100),
-the accountant is Opacus' RDP with the Balle et al. 2020 conversion (tighter than the moments
+toward the non-private run. Measured at the full size here (one seed): 0.32 at epsilon 1,
+0.80 at 4, 0.82 at 16 and 64, against 0.87 without DP. Two differences in level. With 30
+users a round the noise on the average is `sigma x clip / 30` per coordinate, against
+`sigma x clip / 5000` in the paper, so at small epsilon our model barely learns where the
+paper's loses almost nothing (the paper's own point: DP-FedAvg needs large cohorts). And a
+gap of about 5 points stays even at epsilon 64, where the noise is negligible: it comes from
+clipping every update to norm 1 and weighting users equally (DP-FedAvg's estimator), not from
+the noise. Also: delta is 1e-5 (the paper's 1e-9 suits its 763k users; ours has 100), the
+accountant is Opacus' RDP with the Balle et al. 2020 conversion (tighter than the moments
 accountant the paper used), and the model is an MLP on digits, not an LSTM on Reddit posts.""",
+    ),
+    (
+        "code",
+        """if SMALL:
+    print("small size: the claim is not checked")
+else:  # the claim, checked: accuracy rises with epsilon toward the non-private run
+    accs = [a for _, a in points]
+    assert accs[-1] > accs[0] + 0.2 and accs[-1] <= plain + 0.02
+    print("checked")""",
     ),
 ]
 
@@ -448,15 +460,31 @@ plt.show()""",
     ),
     (
         "md",
-        """**Where ours differs, and why.** The upload per client grows linearly with `n` on top of
-the masked vector (public keys and one encrypted share for every peer), as in the paper, and
-the aggregation time grows faster than linearly with `n`, most with dropouts (the server
-rebuilds the dropped clients' secrets and regenerates their pairwise masks, the paper's
-`O(m n^2)` term). Our vectors are tiny (an MLP of about 1,200 parameters, against the paper's
-100k to 500k), so the per-peer terms dominate the bytes already at small `n`; the times are
-one round's wall clock on a busy two-core machine, including the clients' work, where the
-paper times clients and server separately on dedicated hardware, and the whole protocol runs
-in one process. `benchmarks/perf/secagg_cost.py` measures the same with CPU time.""",
+        """**Where ours differs, and why.** Measured at the full size here: each client uploads
+4,840 bytes in the plain channel (1,210 float32 values) whatever `n`, and under secure
+aggregation 6,374, 7,944, 11,084 and 17,364 bytes at `n` = 10, 20, 40, 80: exactly linear,
+157 bytes more per peer (its public keys and one encrypted share for each peer), the paper's
+`O(n + m)`. The round's aggregation time grows faster than linearly (0.14, 0.31, 1.1 and
+3.2 s), consistent with the quadratic terms. Where we differ: with 10% dropout neither bytes
+nor time went up here (the average upload is lower, since a client that vanishes early sends
+less), whereas the paper's server pays `O(m n^2)` to recover dropped clients' masks. With
+a 1,210-parameter vector, against the paper's 100k to 500k, regenerating a few masks is cheap
+next to the survivors' key agreements, and the difference is within the noise of this busy
+two-core machine. Our times are one process's wall clock, clients and server together, where
+the paper timed them apart on dedicated hardware; `benchmarks/perf/secagg_cost.py` measures
+CPU time.""",
+    ),
+    (
+        "code",
+        """# the claim, checked (at any size): the plain upload does not depend on n, the secure
+# one grows with n, by the same number of bytes per peer (linear in n)
+plain = {r["plain bytes/client"] for r in rows}
+secure = [r["secagg bytes/client"] for r in rows]
+pairs = list(zip(secure, secure[1:], ns, ns[1:], strict=False))
+per_peer = [(b - a) / (m - n) for a, b, n, m in pairs]
+assert len(plain) == 1 and all(b > a for a, b, _, _ in pairs)
+assert max(per_peer) - min(per_peer) < 1e-9
+print(f"checked: {per_peer[0]:.0f} bytes more per peer")""",
     ),
 ]
 
