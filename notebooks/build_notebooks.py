@@ -252,13 +252,22 @@ plt.show()""",
     (
         "md",
         """**Where ours differs, and why.** As in the paper, treating a multi-step update as one
-gradient fails (iDLG stays near 4 dB at full size) while IG, which replays the local steps,
-recovers the digits (about 36 dB, SSIM above 0.99, in the README's measurements with these
-settings). Our images are 8x8 digits through DLG's small sigmoid LeNet rather than CIFAR-10
-through a ResNet, so IG needs 1,000 iterations instead of 24,000 and one restart; the TV
-weight is the paper's 1e-4 (natural 32x32 `patches` need about 1e-2). At the notebooks' test
-size (30 iterations) IG has not converged and the gap is small: it is a smoke test, not the
-result.""",
+gradient fails while IG, which replays the local steps, recovers the digits: at the full size
+here (two digits, one seed) iDLG reaches 3.8 and 4.7 dB (SSIM 0.11 and 0.20), IG 38.8 and
+34.2 dB (SSIM 0.999 and 0.998). Our images are 8x8 digits through DLG's small sigmoid
+LeNet rather than CIFAR-10 through a ResNet, so IG needs 1,000 iterations instead of 24,000
+and one restart; the TV weight is the paper's 1e-4 (natural 32x32 `patches` need about
+1e-2). At the notebooks' test size (30 iterations) IG has not converged and the gap is
+small: that run is a smoke test, not the result.""",
+    ),
+    (
+        "code",
+        """if SMALL:
+    print("small size: the claim is not checked")
+else:  # the claim, checked: replaying the local steps beats reading one gradient
+    mean = {m: sum(r["psnr"] for r in v) / len(v) for m, v in records.items()}
+    assert mean["ig"] > mean["idlg"] + 10
+    print("checked")""",
     ),
 ]
 
@@ -352,33 +361,55 @@ keep them, and accuracy drops (Table 2: MNIST with 20% malicious workers, e.g. K
 trimmed mean lose several points; CIFAR-10 far more), while the attack is cheap and needs
 no knowledge beyond the benign statistics.
 
-**Ours.** Baruch et al.'s setting as a federation: digits, 20 IID clients, every client
-every round, one local SGD step (distributed SGD), 20% malicious, `z = z_max` of the paper.""",
+**Ours.** Baruch et al.'s setting as a federation: digits, 50 IID clients, every client
+every round, one local SGD step of batch 10 (distributed SGD), 150 rounds, 20% malicious,
+`z = z_max` of the paper (0.468 for 10 of 50), and `z = 1.5` against the trimmed mean.""",
     ),
     ("code", SETUP),
     (
         "code",
-        """ROUNDS = size(40, 3)
-RULES = {"mean (FedAvg)": None, "krum": {"rule": "krum", "f": 4},
-         "trimmed_mean": {"rule": "trimmed_mean", "trim": 0.2}, "median": {"rule": "median"}}
-def config(rule, attack):
+        """ROUNDS = size(150, 3)
+RULES = {
+    "mean (FedAvg)": None,
+    "krum": {"rule": "krum"},
+    "trimmed_mean": {"rule": "trimmed_mean", "trim": 0.2},
+    "median": {"rule": "median"},
+}
+
+
+def config(rule, z=False):
+    attack = {"method": "alie", "fraction": 0.2, "clean_twin": False}
+    if z not in (False, None):
+        attack["z"] = z
     return privfl.Config(
         name="alie",
-        data={"name": "digits", "partition": "iid", "clients": 20},
+        data={"name": "digits", "partition": "iid", "clients": 50},
         model={"name": "mlp", "hidden": [64]},
-        federation={"rounds": ROUNDS, "clients_per_round": 20, "local_steps": 1,
-                    "batch_size": 32, "lr": 0.5},
+        federation={
+            "rounds": ROUNDS,
+            "clients_per_round": 50,
+            "local_steps": 1,
+            "batch_size": 10,
+            "lr": 0.1,
+        },
+        evaluation={"every": size(50, 1)},
         defense={"robust": rule} if rule else {},
-        attack={"poisoning": {"method": "alie", "fraction": 0.2, "clean_twin": False}}
-        if attack else {},
+        attack={"poisoning": attack} if z is not False else {},
     )
+
+
 acc = {}
 for name, rule in RULES.items():
-    for attack in (False, True):
-        run = privfl.run(config(rule, attack), out=None, progress=False)
-        acc[name, attack] = run.final_accuracy
-    print(f"{name:14s} clean {acc[name, False]:.3f}   under ALIE {acc[name, True]:.3f}   "
-          f"drop {acc[name, False] - acc[name, True]:+.3f}")""",
+    for z in (False, None):  # False: no attack; None: ALIE at z_max
+        acc[name, z] = privfl.run(config(rule, z), out=None, progress=False).final_accuracy
+    print(
+        f"{name:14s} clean {acc[name, False]:.3f}   under ALIE {acc[name, None]:.3f}   "
+        f"drop {acc[name, False] - acc[name, None]:+.3f}"
+    )
+acc["trimmed_mean", 1.5] = privfl.run(
+    config(RULES["trimmed_mean"], 1.5), out=None, progress=False
+).final_accuracy
+print(f"trimmed_mean under ALIE with z = 1.5: {acc['trimmed_mean', 1.5]:.3f}")""",
     ),
     (
         "code",
@@ -386,7 +417,7 @@ for name, rule in RULES.items():
 x = range(len(names))
 plt.figure(figsize=(6, 3.2))
 plt.bar([i - 0.2 for i in x], [acc[n, False] for n in names], 0.4, label="no attack")
-plt.bar([i + 0.2 for i in x], [acc[n, True] for n in names], 0.4, label="ALIE, 20%")
+plt.bar([i + 0.2 for i in x], [acc[n, None] for n in names], 0.4, label="ALIE, 20%")
 plt.xticks(list(x), names)
 plt.ylabel("final test accuracy")
 plt.legend()
@@ -394,14 +425,27 @@ plt.show()""",
     ),
     (
         "md",
-        """**Where ours differs, and why.** The direction matches: ALIE lowers the accuracy of Krum
-most (Krum picks one update, and ALIE's colluding updates sit near the centre, so it often
-picks an attacker), and the coordinate-wise rules less; the plain mean is hurt least, since
-the shift is small by design (the paper's point is that robust rules are no better than the
-mean here). The drops are smaller than the paper's (the README measures Krum 0.90 to 0.82)
-because digits with a small MLP is an easy, well-separated task, training runs 40 rounds
-rather than to convergence, and we use one seed. The paper also trains a larger model with
-momentum; we use plain SGD.""",
+        """**Where ours differs, and why.** This is the setting of the project's slow poisoning
+test (`tests/attacks/poisoning/test_poisoning_qualitative.py`), which measured ALIE taking
+Krum from 0.897 to 0.816 and the trimmed mean from 0.903 to 0.889 at `z_max` and to 0.819 at
+`z = 1.5`: the paper's direction (Krum, which keeps one update, falls most; the
+coordinate-wise rules need a larger `z`), with smaller drops than the paper's MNIST table
+because digits with a 4,810-parameter MLP is an easy, well-separated task and 150 rounds of
+one step stop far from convergence; the paper also trains with momentum and several seeds.
+The full-size run of this notebook (9 runs of 150 rounds of 50 clients) did not finish
+within 15 minutes on the shared machine when these notes were written, so its mean and
+median rows are not quoted here; the check below asserts the test's two figures. A shorter
+trial (20 clients, 40 rounds, learning rate 0.5) showed no drop at all: ALIE's `z_max` is
+small for 20 clients, and the attack needs the paper's many-client setting.""",
+    ),
+    (
+        "code",
+        """if SMALL:
+    print("small size: the claim is not checked")
+else:  # the claim, checked: ALIE gets past Krum, and past the trimmed mean at z = 1.5
+    assert acc["krum", False] - acc["krum", None] >= 0.04
+    assert acc["trimmed_mean", False] - acc["trimmed_mean", 1.5] >= 0.04
+    print("checked")""",
     ),
 ]
 
