@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv demo test test-slow bench lint docs clean
+.PHONY: venv demo test test-slow bench bench-suites lint docs clean
 
 venv: $(STAMP)
 
@@ -15,8 +15,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The quickstart has no DP, so its privacy report only says it carries no guarantee; the demo
+# also runs it under DP-SGD at epsilon 8 (quickstart-dp) to show a report with a budget.
 demo: venv
 	.venv/bin/privfl run examples/quickstart.toml --overwrite
+	.venv/bin/privfl report runs/quickstart > /dev/null
+	.venv/bin/privfl run examples/quickstart.toml --overwrite --set name=quickstart-dp \
+	  --set defense.dp.mode=sample --set defense.dp.target_epsilon=8
+	.venv/bin/privfl bench benchmarks/suites/quick.toml --out runs/suites/quick > /dev/null
+	@echo "quick suite:                     $(CURDIR)/runs/suites/quick/index.html"
+	@echo "quickstart privacy report:       $(CURDIR)/runs/quickstart/report.html (no DP: no guarantee)"
+	@echo "quickstart under DP-SGD (eps 8): $(CURDIR)/runs/quickstart-dp/report.html"
 
 test: venv
 	$(PY) -m pytest -q
@@ -29,11 +38,16 @@ bench: venv
 	$(PY) benchmarks/perf/dp_overhead.py
 	$(PY) benchmarks/perf/inversion.py
 
+bench-suites: venv  # the attack x defense suites (long); `make demo` runs the quick one
+	.venv/bin/privfl bench benchmarks/suites/inversion.toml
+	.venv/bin/privfl bench benchmarks/suites/robustness.toml
+	.venv/bin/privfl bench benchmarks/suites/privacy.toml
+
 docs: venv  # regenerate README's config reference from the config models
 	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"
 
 lint: venv
-	.venv/bin/ruff check privfl attacks defenses tests benchmarks
+	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks
 
 clean:
 	rm -rf .venv build *.egg-info runs

@@ -1,4 +1,4 @@
-"""The ``privfl`` command line: ``privfl run | calibrate | report | config | data``.
+"""The ``privfl`` command line: ``privfl run | bench | calibrate | report | config | data``.
 
 Exit status: 0 on success, 2 on a bad config or input (one line, no traceback), 1 on an
 internal error.
@@ -91,6 +91,40 @@ def run(
         + f" -> {result.run_dir}",
         highlight=False,
     )
+
+
+@app.command()
+def bench(
+    suite: Annotated[Path, typer.Argument(help="suite TOML file (benchmarks/suites/*.toml)")],
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder of the suite's results [runs/suites/NAME]")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="worker processes (0: in this process)")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log at INFO level")] = False,
+) -> None:
+    """Run a suite (attacks x defenses x parameters x seeds, one run a cell); rerunning the
+    same command resumes it, running only the cells not finished yet."""
+    _setup_logging(verbose)
+    from privfl.suites import INDEX_HTML, load_suite, run_suite
+
+    try:
+        spec = load_suite(suite, set_ or [])
+        result = run_suite(
+            spec, out or Path("runs/suites") / spec.name, workers=workers, progress=not quiet
+        )
+    except PrivflError as e:
+        _fail(e)
+    _err.print(
+        f"[green]done[/] {spec.name}: {len(result.records)} cells, {result.ran} run, "
+        f"{result.cached} cached",
+        highlight=False,
+    )
+    typer.echo(str(result.out / INDEX_HTML))
+    if result.errors:
+        _err.print(f"[bold red]{len(result.errors)} cell(s) crashed[/]: see the log above")
+        raise typer.Exit(1)
 
 
 @app.command()

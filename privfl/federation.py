@@ -53,6 +53,8 @@ class RunResult:
         attacks: the records of ``attacks.json``.
         ledger: the privacy ledger.
         run_dir: the run folder, or None for a run without one.
+        timings: wall-clock seconds of each round run by this process (the lines of
+            ``timings.jsonl``; kept apart from the deterministic metrics).
     """
 
     config: Config
@@ -62,6 +64,7 @@ class RunResult:
     attacks: list[dict[str, Any]] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
     run_dir: Path | None = None
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final_accuracy(self) -> float:
@@ -94,6 +97,7 @@ class Federation:
         self.round = 0
         self.metrics: list[dict[str, Any]] = []
         self.attacks: list[dict[str, Any]] = []
+        self.timings: list[dict[str, Any]] = []
         #: a rich Progress the driver shows; observers may add tasks to it (None: no display).
         self.progress: Progress | None = None
         self._observer_ctx = ObserverContext(
@@ -155,16 +159,15 @@ class Federation:
         self.round = r
         self.metrics.append(record)
         t_end = time.perf_counter()
-        self._write_round(
-            record,
-            {
-                "round": r,
-                "seconds": t_end - t0,
-                "train_seconds": t_train - t0,
-                "aggregate_seconds": t_agg - t_train,
-                "eval_seconds": t_end - t_agg,
-            },
-        )
+        timing = {
+            "round": r,
+            "seconds": t_end - t0,
+            "train_seconds": t_train - t0,
+            "aggregate_seconds": t_agg - t_train,
+            "eval_seconds": t_end - t_agg,
+        }
+        self.timings.append(timing)
+        self._write_round(record, timing)
         return record
 
     def _metrics_record(
@@ -287,6 +290,7 @@ class Federation:
             attacks=list(self.attacks),
             ledger=self.ledger,
             run_dir=None if self.folder is None else self.folder.path,
+            timings=list(self.timings),
         )
 
     @classmethod
