@@ -52,7 +52,7 @@ def test_vectorized_gives_the_sequential_model(case):
     sections["federation"] = {**base["federation"], **CASES[case].get("federation", {})}
     cfg = small_config(**sections)
     seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
-    assert vec.engine._fallback is None
+    assert not vec.engine.falls_back
     moved = (seq.params - Federation(cfg).params).abs().max()
     assert moved > 1e-2  # training did something
     assert torch.allclose(vec.params, seq.params, atol=2e-5, rtol=0)
@@ -93,7 +93,7 @@ def test_dp_sgd_trainer_falls_back_to_sequential_with_a_logged_reason(caplog):
     )
     with caplog.at_level(logging.WARNING, logger="privfl.engine.vectorized"):
         fed = Federation(cfg)
-    assert fed.engine._fallback is not None
+    assert fed.engine.falls_back
     assert "DPSGDTrainer is not the plain SGD trainer" in caplog.text
     fed.run_round()
     seq = _run(
