@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv demo test test-slow bench lint docs clean
+.PHONY: venv demo test test-slow bench bench-full lint docs clean
 
 venv: $(STAMP)
 
@@ -24,9 +24,11 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
-bench: venv
-	$(PY) benchmarks/perf/throughput.py
-	$(PY) benchmarks/perf/dp_overhead.py
+bench: venv  # every benchmark of benchmarks/perf/, short settings; writes benchmarks/RESULTS.md
+	$(PY) benchmarks/perf/suite.py --quick
+
+bench-full: venv  # the same with each benchmark's full grid (an hour or more on two cores)
+	$(PY) benchmarks/perf/suite.py
 
 docs: venv  # regenerate README's config reference from the config models
 	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"

@@ -14,7 +14,7 @@ lr 0.1, a 2-layer CNN (conv 32, conv 64, pool, dense 128), central evaluation ev
 20 rounds (``--w2-rounds``); reported as seconds per round (median) for every engine.
 
     .venv/bin/python benchmarks/perf/throughput.py [--repeats 5] [--w2-rounds 20] [--quick]
-        [--json PATH]
+        [--json PATH] [--threads N]
 
 Targets: sequential >= 0.9x the hand-written loop (framework overhead under 10%);
 vectorized >= 1.5x the hand-written loop on W1.
@@ -226,7 +226,15 @@ def main() -> None:
     ap.add_argument("--w2-repeats", type=int, default=1, help="whole W2 runs of each")
     ap.add_argument("--quick", action="store_true", help="W1 x2, W2 4 rounds")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: torch's); 1 is steadier "
+        "on a shared, oversubscribed machine",
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.repeats, args.w2_rounds = 2, 4
     out = {"w1": run_w1(args.repeats, LOCAL_ENGINES)}
