@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,9 @@ from privfl.engine.base import Engine
 from privfl.engine.schedule import cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.update import ParamSpec, Update
+
+if TYPE_CHECKING:
+    from privfl.config import FederationConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,9 @@ class VectorizedEngine(Engine):
         data: FederatedData,
         trainer: LocalTrainer,
         seed: int,
+        federation: FederationConfig | None = None,
     ) -> None:
-        super().__init__(make_model, spec, data, trainer, seed)
+        super().__init__(make_model, spec, data, trainer, seed, federation)
         self._model = make_model()
         self._fallback: SequentialEngine | None = None
         # The run's own module, called on each client's parameter rows (vmap over clients).
