@@ -38,23 +38,77 @@ from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
 from privfl.engine.schedule import cohort_schedule
 from privfl.engine.sequential import SequentialEngine
+from privfl.engine.vectorized_dp import CohortDPSGD
 from privfl.update import ParamSpec, Update
 
 if TYPE_CHECKING:
     from privfl.config import FederationConfig
+
+
+def _dpsgd_trainer_type() -> type:
+    # Deferred: privfl.defenses imports the config, which imports the engines.
+    from privfl.defenses.dp.dpsgd import DPSGDTrainer
+
+    return DPSGDTrainer
+
 
 log = logging.getLogger(__name__)
 
 Params = dict[str, torch.Tensor]
 
 
+def sgd_update(
+    live: Params,
+    grads: Params,
+    start: Params,
+    momentum: Params,
+    cfg: LocalTraining,
+    *,
+    first: bool,
+) -> None:
+    """One ``torch.optim.SGD`` step on the stacked parameters of ``k`` clients, in place.
+
+    ``d = g + mu (w - w_global) + wd w``; with momentum ``b = d`` on the first step, else
+    ``b = momentum b + d`` (no dampening, no Nesterov), ``d = b``; ``w -= lr d``.
+
+    Args:
+        live: each ``(k, *shape)``, views of the first ``k`` rows of the cohort's parameters.
+        grads: the clients' gradients, same shapes.
+        start: the global parameters (FedProx's anchor), each ``shape``.
+        momentum: the cohort's buffers, filled on the first step (rows ``[0, k)`` used later).
+    """
+    with torch.no_grad():
+        for n, w in live.items():
+            k = len(w)
+            d = grads[n]
+            if cfg.prox_mu > 0:
+                d = d.add(w - start[n], alpha=cfg.prox_mu)
+            if cfg.weight_decay:
+                d = d.add(w, alpha=cfg.weight_decay)
+            if cfg.momentum:
+                if first:
+                    momentum[n] = d.clone()
+                else:
+                    buf = momentum[n][:k]
+                    buf.mul_(cfg.momentum).add_(d)
+                    d = buf
+            w.add_(d, alpha=-cfg.lr)  # a view: updates rows [0, k) of the cohort's tensor
+
+
 class VectorizedEngine(Engine):
     """Trains a round's cohort in lock-step with ``torch.func.vmap`` over clients.
+
+    Models with convolutions are trained by the sequential engine (logged): vmap turns a
+    convolution with per-client weights into a grouped convolution, which PyTorch's CPU kernels
+    run slower than the per-client loop (W2's CNN: 0.4x; see benchmarks/RESULTS.md). Set
+    :attr:`vectorize_convolutions` to vectorize them anyway (same numbers).
 
     Memory: the cohort's parameters (and momentum buffers) as ``(c, *shape)`` tensors plus one
     step's batch ``(c, B, *input_shape)``; client data stay index arrays until their batch is
     gathered.
     """
+
+    vectorize_convolutions: bool = False
 
     def __init__(
         self,
@@ -75,7 +129,20 @@ class VectorizedEngine(Engine):
             log.warning("engine = 'vectorized': %s; training clients sequentially", reason)
             self._fallback = SequentialEngine(make_model, spec, data, trainer, seed)
             return
-        self._training: LocalTraining = trainer.config  # type: ignore[attr-defined]
+        self._dp: CohortDPSGD | None = None
+        dp = _dpsgd_trainer_type()
+        if isinstance(trainer, dp):
+            self._training = trainer.training
+            self._dp = CohortDPSGD(
+                self._model,
+                spec,
+                trainer.training,
+                clip=trainer.clip,
+                noise_multiplier=trainer.noise_multiplier,
+                sgd_update=sgd_update,
+            )
+        else:
+            self._training = trainer.config  # type: ignore[attr-defined]
 
     def _batched_grads(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
@@ -111,10 +178,22 @@ class VectorizedEngine(Engine):
 
     def _unsupported_reason(self) -> str | None:
         """Why this run cannot be vectorized, or None when it can."""
-        if type(self.trainer) is not SGDTrainer:
+        if type(self.trainer) not in (SGDTrainer, _dpsgd_trainer_type()):
             return (
-                f"its trainer {type(self.trainer).__name__} is not the plain SGD trainer "
-                "(only SGDTrainer has a vectorized path)"
+                f"its trainer {type(self.trainer).__name__} is neither the plain SGD trainer "
+                "nor the DP-SGD trainer (the two with a vectorized path)"
+            )
+        if type(self.trainer) is not SGDTrainer:
+            from privfl.defenses.dp.dpsgd import check_model
+
+            check_model(self._model)  # as DPSGDTrainer would: BatchNorm etc. are errors
+        convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        if not self.vectorize_convolutions and any(
+            isinstance(m, convs) for m in self._model.modules()
+        ):
+            return (
+                "the model has convolutions, which vmap turns into grouped convolutions that "
+                "run slower on CPU than the per-client loop"
             )
         names = set(self.spec.names)
         if any(True for _ in self._model.buffers()):
@@ -140,6 +219,15 @@ class VectorizedEngine(Engine):
         clients = [int(c) for c in clients]
         if not clients:
             return []
+        if self._dp is not None:
+            parts = [self.data.partition.indices[cid] for cid in clients]
+            b = self.data.bundle.train
+            deltas, metrics = self._dp.train(
+                global_params, parts, b.x, b.y, self.seed, round, clients
+            )
+            return [
+                Update(cid, deltas[i], len(parts[i]), metrics[i]) for i, cid in enumerate(clients)
+            ]
         c, cfg = len(clients), self._training
         sched = cohort_schedule(self.data.partition.indices, clients, cfg, self.seed, round)
         start = self.spec.unflatten(global_params)
@@ -154,21 +242,7 @@ class VectorizedEngine(Engine):
             mask = sched.mask[t, :k] if sched.padded else None
             grads, loss = self._batched_grads(live, xb, yb, mask)
             losses[t, :k] = loss.detach().double()
-            with torch.no_grad():
-                for n, w in live.items():
-                    d = grads[n]
-                    if cfg.weight_decay:
-                        d = d.add(w, alpha=cfg.weight_decay)
-                    if cfg.prox_mu > 0:
-                        d = d.add(w - start[n], alpha=cfg.prox_mu)
-                    if cfg.momentum:
-                        if t == 0:
-                            momentum[n] = d.clone()
-                        else:
-                            buf = momentum[n][:k]
-                            buf.mul_(cfg.momentum).add_(d)
-                            d = buf
-                    w.add_(d, alpha=-cfg.lr)  # a view: updates rows [0, k) of params[n]
+            sgd_update(live, grads, start, momentum, cfg, first=t == 0)
         flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
         deltas = flat - global_params
         example_sum = sched.sizes.sum(dim=0)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import small_config
 
-from privfl.client import batch_schedule
-from privfl.engine import ENGINES, VectorizedEngine
+from privfl.client import SGDTrainer, batch_schedule
+from privfl.engine import ENGINES, SequentialEngine, VectorizedEngine
 from privfl.engine.schedule import cohort_schedule
 from privfl.federation import Federation
 from privfl.plan import local_training_of
@@ -46,7 +46,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_vectorized_gives_the_sequential_model(case):
+def test_vectorized_gives_the_sequential_model(case, monkeypatch):
+    monkeypatch.setattr(VectorizedEngine, "vectorize_convolutions", True)  # the CNN case
     base = {"federation": {"rounds": 3, "clients_per_round": 5, "batch_size": 16, "lr": 0.1}}
     sections = {**base, **CASES[case]}
     sections["federation"] = {**base["federation"], **CASES[case].get("federation", {})}
@@ -86,23 +87,63 @@ def test_schedule_reproduces_each_clients_batches():
         assert all(sched.active[t] <= row for t in range(len(expected), len(sched.active)))
 
 
-def test_dp_sgd_trainer_falls_back_to_sequential_with_a_logged_reason(caplog):
-    cfg = small_config(
-        federation={"engine": "vectorized", "rounds": 1},
-        defense={"dp": {"mode": "sample", "noise_multiplier": 1.0, "clip": 1.0}},
-    )
+class _OwnTrainer(SGDTrainer):
+    """A trainer the vectorized engine does not know (as a poisoner's would be)."""
+
+
+def test_cnn_falls_back_by_default(caplog):
+    cfg = small_config(model={"name": "cnn", "channels": [4], "hidden": [8]})
     with caplog.at_level(logging.WARNING, logger="privfl.engine.vectorized"):
-        fed = Federation(cfg)
-    assert fed.engine.falls_back
-    assert "DPSGDTrainer is not the plain SGD trainer" in caplog.text
-    fed.run_round()
-    seq = _run(
-        cfg.model_copy(
-            update={"federation": cfg.federation.model_copy(update={"engine": "sequential"})}
-        ),
-        "sequential",
+        fed = Federation(
+            cfg.model_copy(
+                update={"federation": cfg.federation.model_copy(update={"engine": "vectorized"})}
+            )
+        )
+    assert fed.engine.falls_back and "convolutions" in caplog.text
+
+
+def test_unknown_trainer_falls_back_to_sequential_with_a_logged_reason(caplog):
+    cfg = small_config(federation={"rounds": 2})
+    fed = Federation(cfg)
+    trainer = _OwnTrainer(local_training_of(cfg))
+    args = (fed.make_model, fed.spec, fed.data, trainer, cfg.seed)
+    with caplog.at_level(logging.WARNING, logger="privfl.engine.vectorized"):
+        vec = VectorizedEngine(*args)
+    assert vec.falls_back
+    assert "_OwnTrainer is neither the plain SGD trainer nor the DP-SGD trainer" in caplog.text
+    seq = SequentialEngine(*args)
+    a, b = seq.train(fed.params, [1, 4, 7], 1), vec.train(fed.params, [1, 4, 7], 1)
+    assert all(torch.equal(u.delta, v.delta) for u, v in zip(a, b, strict=True))
+
+
+DP_CASES = {
+    "sigma1": {"noise_multiplier": 1.0, "clip": 1.0},
+    "tight_clip_momentum": {"noise_multiplier": 0.7, "clip": 0.05},
+    "no_noise": {"noise_multiplier": 0.0, "clip": 0.5},
+}
+
+
+@pytest.mark.parametrize("case", DP_CASES)
+def test_vectorized_dp_sgd_gives_the_opacus_model_for_the_same_noise(case):
+    # Same seed: the same Poisson lots and the same noise draws as DPSGDTrainer on Opacus, so
+    # the models agree to float rounding, and the ledger's epsilon is the same.
+    fed_extra = {"momentum": 0.5, "prox_mu": 0.1} if case == "tight_clip_momentum" else {}
+    cfg = small_config(
+        data={"partition": "dirichlet", "alpha": 0.5, "clients": 10},
+        federation={"rounds": 2, "clients_per_round": 4, "batch_size": 12, "lr": 0.5, **fed_extra},
+        defense={"dp": {"mode": "sample", **DP_CASES[case]}},
     )
-    assert torch.equal(fed.params, seq.params)
+    seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
+    assert not vec.engine.falls_back
+    moved = (seq.params - Federation(cfg).params).abs().max()
+    assert moved > 1e-2
+    assert torch.allclose(vec.params, seq.params, atol=5e-5, rtol=0)
+    for a, b in zip(seq.metrics, vec.metrics, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["dp_clipped_fraction"] == pytest.approx(b["dp_clipped_fraction"], abs=1e-9)
+    if DP_CASES[case]["noise_multiplier"] > 0:
+        assert seq.ledger.to_json() == vec.ledger.to_json()
+        assert 0 < seq.metrics[-1]["dp_clipped_fraction"] <= 1
 
 
 def test_registered():
