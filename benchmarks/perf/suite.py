@@ -43,8 +43,8 @@ SUITE: tuple[Benchmark, ...] = (
         "throughput",
         "throughput.py",
         "W1 and W2: engines against the hand-written PyTorch loop",
-        ("--repeats", "5", "--w2-rounds", "20", "--threads", "1"),
-        ("--repeats", "3", "--w2-rounds", "4", "--threads", "1"),
+        ("--repeats", "5", "--w2-rounds", "20", "--threads", "1", "2"),
+        ("--repeats", "3", "--w2-rounds", "4", "--threads", "1", "2"),
     ),
     Benchmark(
         "memory",
@@ -107,27 +107,34 @@ def machine() -> list[str]:
 
 
 def _summary(data: dict) -> list[str]:
-    """Markdown tables of the W1 and W2 figures of ``throughput.py --json``."""
-    out = [
-        "| W1 (MLP 784-200-200-10, 20 clients x 60 a round) | client updates/s | x hand-written "
-        "(median, IQR) | max abs diff from hand-written model |",
-        "|---|---|---|---|",
-    ]
-    for name, r in data["w1"]["engines"].items():
-        ratio = (
-            f"{r['ratio']:.2f} ({r['q1']:.2f}-{r['q3']:.2f})" if "ratio" in r else "1 (baseline)"
-        )
-        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
-        out.append(f"| {name} | {r['updates_per_s']:.1f} | {ratio} | {diff} |")
-    if "w2" in data:
+    """Markdown tables of the figures of ``throughput.py --json``."""
+    out: list[str] = []
+    for key, w1 in data.items():
+        if not key.startswith("w1_threads"):
+            continue
+        threads = key.removeprefix("w1_threads")
         out += [
-            "",
-            f"| W2 (CNN, 1000 users x 50, cohort 50; {data['w2']['rounds']} rounds) "
-            "| s/round (median) | speed-up over sequential |",
+            f"| W1, {threads} torch thread(s) | client updates/s | x hand-written (median, IQR)"
+            " | max abs diff from the hand-written model |",
+            "|---|---|---|---|",
+        ]
+        for name, r in w1["engines"].items():
+            ratio = (
+                f"{r['ratio']:.2f} ({r['q1']:.2f}-{r['q3']:.2f})" if "ratio" in r else "baseline"
+            )
+            diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
+            out.append(f"| {name} | {r['updates_per_s']:.1f} | {ratio} | {diff} |")
+        out.append("")
+    for key, title in (("w1_dp", "W1 with DP-SGD"), ("w2", "W2 (CNN, pfl-research shape)")):
+        if key not in data:
+            continue
+        out += [
+            f"| {title}, {data[key]['rounds']} rounds | s/round (median) | x sequential |",
             "|---|---|---|",
         ]
-        for name, r in data["w2"]["engines"].items():
-            out.append(f"| {name} | {r['seconds_per_round']:.2f} | {r['speedup']:.2f}x |")
+        for name, r in data[key]["engines"].items():
+            out.append(f"| {name} | {r['seconds_per_round']:.2f} | {r['speedup']:.2f} |")
+        out.append("")
     return out
 
 
