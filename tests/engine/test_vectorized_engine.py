@@ -39,8 +39,8 @@ CASES = {
     "local_steps": {"federation": {"local_steps": 9, "batch_size": 20}},
     "full_batch": {"federation": {"local_steps": 3, "batch_size": "full"}},
     "cnn": {
-        "model": {"name": "cnn", "channels": [4, 8], "hidden": [16]},
-        "federation": {"rounds": 2, "batch_size": 16, "local_epochs": 1},
+        "model": {"name": "cnn", "channels": [4], "hidden": [8]},
+        "federation": {"rounds": 1, "clients_per_round": 3, "batch_size": 16},
     },
 }
 
