@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv demo test test-slow bench bench-suites lint docs clean
+.PHONY: venv demo test test-slow bench bench-full bench-suites lint docs clean
 
 venv: $(STAMP)
 
@@ -33,10 +33,11 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
-bench: venv
-	$(PY) benchmarks/perf/throughput.py
-	$(PY) benchmarks/perf/dp_overhead.py
-	$(PY) benchmarks/perf/inversion.py
+bench: venv  # every benchmark of benchmarks/perf/, short settings; writes benchmarks/RESULTS.md
+	$(PY) benchmarks/perf/suite.py --quick
+
+bench-full: venv  # the same with each benchmark's full grid (an hour or more on two cores)
+	$(PY) benchmarks/perf/suite.py
 
 bench-suites: venv  # the attack x defense suites (long); `make demo` runs the quick one
 	.venv/bin/privfl bench benchmarks/suites/inversion.toml

@@ -38,6 +38,7 @@ from privfl.defenses.robust.config import (
 )
 from privfl.defenses.secagg.config import SecAggConfig
 from privfl.engine import ENGINE_NAMES
+from privfl.engine.ray_config import RayConfig
 from privfl.errors import ConfigError
 from privfl.heterogeneity.config import HeterogeneityConfig, check_heterogeneity
 from privfl.models import MLPConfig, ModelConfig
@@ -148,10 +149,12 @@ class FederationConfig(StrictModel):
     heterogeneity: HeterogeneityConfig | None = Field(
         None, description="per-client local work, device speeds, deadline, FedNova"
     )
+    ray: RayConfig | None = Field(None, description="the Ray cluster (engine = 'ray')")
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
         self._only_with("local_epochs", self.local_steps is None, "local_steps is not set")
+        self._only_with("ray", self.engine == "ray", "engine = 'ray'")
         self._only_with(
             "server_momentum", self.server_optimizer == "fedavgm", "server_optimizer = 'fedavgm'"
         )

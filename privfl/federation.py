@@ -91,7 +91,12 @@ class Federation:
         )
         self.sampler = self.stages.sampler
         self.engine = ENGINES[config.federation.engine](
-            self.make_model, self.spec, self.data, self.stages.trainer, config.seed
+            self.make_model,
+            self.spec,
+            self.data,
+            self.stages.trainer,
+            config.seed,
+            federation=config.federation,
         )
         self.server_optimizer = create_server_optimizer(config.federation)
         self.round = 0
@@ -264,6 +269,7 @@ class Federation:
 
     def finish(self) -> RunResult:
         """Write the end-of-run files (ledger, partition, plots) and return the result."""
+        self.engine.close()  # release workers (Ray actors); in-process engines have none
         self.spec.load_into(self.model, self.params)
         if self.folder is not None:
             from privfl.plots import plot_partition, plot_training

@@ -4,9 +4,25 @@
 """
 
 from privfl.engine.base import Engine
+from privfl.engine.ray import RayEngine
+from privfl.engine.ray_config import RayConfig
 from privfl.engine.sequential import SequentialEngine
+from privfl.engine.vectorized import VectorizedEngine
 
-ENGINES: dict[str, type[Engine]] = {"sequential": SequentialEngine}
+# Ray is imported only when the "ray" engine is built (optional extra privfl[ray]).
+ENGINES: dict[str, type[Engine]] = {
+    "sequential": SequentialEngine,
+    "vectorized": VectorizedEngine,
+    "ray": RayEngine,
+}
 ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
 
-__all__ = ["ENGINES", "ENGINE_NAMES", "Engine", "SequentialEngine"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_NAMES",
+    "Engine",
+    "RayConfig",
+    "RayEngine",
+    "SequentialEngine",
+    "VectorizedEngine",
+]

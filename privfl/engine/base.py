@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,6 +12,9 @@ from torch import nn
 from privfl.client import LocalTrainer
 from privfl.data.federated import FederatedData
 from privfl.update import ParamSpec, Update
+
+if TYPE_CHECKING:
+    from privfl.config import FederationConfig
 
 
 class Engine(ABC):
@@ -27,9 +31,12 @@ class Engine(ABC):
         data: FederatedData,
         trainer: LocalTrainer,
         seed: int,
+        federation: FederationConfig | None = None,
     ) -> None:
+        """``federation``: the run's ``[federation]`` section, for engines with options of
+        their own (``[federation.ray]``); None in tests that build an engine by hand."""
         self.make_model, self.spec, self.data = make_model, spec, data
-        self.trainer, self.seed = trainer, seed
+        self.trainer, self.seed, self.federation = trainer, seed, federation
 
     @abstractmethod
     def train(

@@ -1,0 +1,263 @@
+"""The vectorized engine: a round's cohort trained as one batched computation (torch.func).
+
+Every client keeps its own copy of the parameters, stacked along a leading client axis; one
+local step of all clients is one forward pass ``vmap(functional_call)`` over that axis (the run's
+own module on each client's parameters), one reverse pass giving every client's gradient, and
+the SGD update written on the stacked tensors. The arithmetic is the sequential engine's:
+
+- each client's mini-batches are exactly those of :func:`privfl.client.batch_schedule` on its
+  stream ``(seed, "client", round, cid)`` (see :mod:`privfl.engine.schedule`);
+- batches of unequal size are padded and the loss is the mean over the real examples only
+  (``sum(mask * ce) / sum(mask)``), so padding contributes exactly zero gradient;
+- clients with fewer steps stop early: clients are sorted by step count, and step ``t`` only
+  computes the first ``active[t]`` rows, so no client takes an extra step;
+- the update is ``torch.optim.SGD``'s (weight decay, momentum with the first-step buffer, no
+  dampening, no Nesterov) plus FedProx's proximal gradient ``mu (w - w_global)``.
+
+It agrees with :class:`~privfl.engine.sequential.SequentialEngine` to float rounding (the
+batched matrix products sum in another order); ``tests/engine/test_vectorized_engine.py``
+checks the models after several rounds.
+
+Trainers other than :class:`privfl.client.SGDTrainer` (DP-SGD, a poisoner's trainer) and models
+torch.func cannot run are trained by the sequential engine instead, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
+from privfl.data.federated import FederatedData
+from privfl.engine.base import Engine
+from privfl.engine.schedule import cohort_schedule
+from privfl.engine.sequential import SequentialEngine
+from privfl.engine.vectorized_dp import CohortDPSGD
+from privfl.update import ParamSpec, Update
+
+if TYPE_CHECKING:
+    from privfl.config import FederationConfig
+
+
+def _dpsgd_trainer_type() -> type:
+    # Deferred: privfl.defenses imports the config, which imports the engines.
+    from privfl.defenses.dp.dpsgd import DPSGDTrainer
+
+    return DPSGDTrainer
+
+
+log = logging.getLogger(__name__)
+
+Params = dict[str, torch.Tensor]
+
+
+def sgd_update(
+    live: Params,
+    grads: Params,
+    start: Params,
+    momentum: Params,
+    cfg: LocalTraining,
+    *,
+    first: bool,
+) -> None:
+    """One ``torch.optim.SGD`` step on the stacked parameters of ``k`` clients, in place.
+
+    ``d = g + mu (w - w_global) + wd w``; with momentum ``b = d`` on the first step, else
+    ``b = momentum b + d`` (no dampening, no Nesterov), ``d = b``; ``w -= lr d``.
+
+    Args:
+        live: each ``(k, *shape)``, views of the first ``k`` rows of the cohort's parameters.
+        grads: the clients' gradients, same shapes.
+        start: the global parameters (FedProx's anchor), each ``shape``.
+        momentum: the cohort's buffers, filled on the first step (rows ``[0, k)`` used later).
+    """
+    with torch.no_grad():
+        for n, w in live.items():
+            k = len(w)
+            d = grads[n]
+            if cfg.prox_mu > 0:
+                d = d.add(w - start[n], alpha=cfg.prox_mu)
+            if cfg.weight_decay:
+                d = d.add(w, alpha=cfg.weight_decay)
+            if cfg.momentum:
+                if first:
+                    momentum[n] = d.clone()
+                else:
+                    buf = momentum[n][:k]
+                    buf.mul_(cfg.momentum).add_(d)
+                    d = buf
+            w.add_(d, alpha=-cfg.lr)  # a view: updates rows [0, k) of the cohort's tensor
+
+
+class VectorizedEngine(Engine):
+    """Trains a round's cohort in lock-step with ``torch.func.vmap`` over clients.
+
+    Models with convolutions are trained by the sequential engine (logged): vmap turns a
+    convolution with per-client weights into a grouped convolution, which PyTorch's CPU kernels
+    run slower than the per-client loop (W2's CNN: 0.4x; see benchmarks/RESULTS.md). Set
+    :attr:`vectorize_convolutions` to vectorize them anyway (same numbers).
+
+    Memory: the cohort's parameters (and momentum buffers) as ``(c, *shape)`` tensors plus one
+    step's batch ``(c, B, *input_shape)``; client data stay index arrays until their batch is
+    gathered.
+    """
+
+    vectorize_convolutions: bool = False
+
+    def __init__(
+        self,
+        make_model: Callable[[], nn.Module],
+        spec: ParamSpec,
+        data: FederatedData,
+        trainer: LocalTrainer,
+        seed: int,
+        federation: FederationConfig | None = None,
+    ) -> None:
+        super().__init__(make_model, spec, data, trainer, seed, federation)
+        self._model = make_model()
+        self._fallback: SequentialEngine | None = None
+        # The run's own module, called on each client's parameter rows (vmap over clients).
+        self._forward = vmap(lambda p, x: functional_call(self._model, p, (x,)))
+        reason = self._unsupported_reason()
+        if reason is not None:
+            log.warning("engine = 'vectorized': %s; training clients sequentially", reason)
+            self._fallback = SequentialEngine(make_model, spec, data, trainer, seed)
+            return
+        self._dp: CohortDPSGD | None = None
+        dp = _dpsgd_trainer_type()
+        if isinstance(trainer, dp):
+            self._training = trainer.training
+            self._dp = CohortDPSGD(
+                self._model,
+                spec,
+                trainer.training,
+                clip=trainer.clip,
+                noise_multiplier=trainer.noise_multiplier,
+                sgd_update=sgd_update,
+            )
+        else:
+            self._training = trainer.config  # type: ignore[attr-defined]
+
+    def _batched_grads(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[Params, torch.Tensor]:
+        """Each client's gradient of its mean cross-entropy, and that loss.
+
+        The forward pass is ``vmap(functional_call)`` over the client axis; the gradients come
+        from one reverse pass over the *sum* of the clients' losses, which is exact: client
+        ``i``'s loss depends only on its own parameter rows, so the gradient of the sum with
+        respect to row ``i`` is client ``i``'s gradient. (``vmap(grad(...))`` gives the same
+        numbers but was 2x slower on the quickstart's small MLP: functorch's per-operation
+        bookkeeping, not arithmetic, dominates there; see DESIGN-NOTES.md.)
+
+        Args:
+            params: each ``(k, *shape)``, the first ``k`` clients' parameters.
+            x: ``(k, B, *input_shape)``; y: ``(k, B)`` labels.
+            mask: ``(k, B)``, 1 for real examples, 0 for padding; None when no batch is padded.
+        Returns:
+            ``(grads, loss)``: grads with the shapes of ``params``; loss float32 ``(k,)``.
+        """
+        k, b = y.shape
+        leaves = {n: w.detach().requires_grad_(True) for n, w in params.items()}
+        logits = self._forward(leaves, x)
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, b)
+        loss = ce.mean(1) if mask is None else (ce * mask).sum(1) / mask.sum(1)
+        grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads, strict=True)), loss
+
+    @property
+    def falls_back(self) -> bool:
+        """True when this engine hands every round to the sequential engine."""
+        return self._fallback is not None
+
+    def _unsupported_reason(self) -> str | None:
+        """Why this run cannot be vectorized, or None when it can."""
+        if type(self.trainer) not in (SGDTrainer, _dpsgd_trainer_type()):
+            return (
+                f"its trainer {type(self.trainer).__name__} is neither the plain SGD trainer "
+                "nor the DP-SGD trainer (the two with a vectorized path)"
+            )
+        if type(self.trainer) is not SGDTrainer:
+            from privfl.defenses.dp.dpsgd import check_model
+
+            check_model(self._model)  # as DPSGDTrainer would: BatchNorm etc. are errors
+        convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        if not self.vectorize_convolutions and any(
+            isinstance(m, convs) for m in self._model.modules()
+        ):
+            return (
+                "the model has convolutions, which vmap turns into grouped convolutions that "
+                "run slower on CPU than the per-client loop"
+            )
+        names = set(self.spec.names)
+        if any(True for _ in self._model.buffers()):
+            return "the model has buffers (running statistics), which differ per client"
+        if any(n not in names for n, _ in self._model.named_parameters()):
+            return "the model has frozen parameters"
+        # Probe torch.func on two clients with one example each: any operation vmap or grad
+        # cannot batch shows up here, once, instead of in the middle of a run.
+        try:
+            x = torch.zeros((2, 1, *self.data.bundle.input_shape))
+            y = torch.zeros((2, 1), dtype=torch.int64)
+            p = {n: q.detach().expand(2, *q.shape) for n, q in self._model.named_parameters()}
+            self._batched_grads(p, x, y, torch.ones(2, 1))
+        except Exception as e:  # noqa: BLE001 - the reason is logged, the run falls back
+            return f"torch.func cannot vectorize the model ({type(e).__name__}: {e})"
+        return None
+
+    def train(
+        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+    ) -> list[Update]:
+        if self._fallback is not None:
+            return self._fallback.train(global_params, clients, round)
+        clients = [int(c) for c in clients]
+        if not clients:
+            return []
+        if self._dp is not None:
+            parts = [self.data.partition.indices[cid] for cid in clients]
+            b = self.data.bundle.train
+            deltas, metrics = self._dp.train(
+                global_params, parts, b.x, b.y, self.seed, round, clients
+            )
+            return [
+                Update(cid, deltas[i], len(parts[i]), metrics[i]) for i, cid in enumerate(clients)
+            ]
+        c, cfg = len(clients), self._training
+        sched = cohort_schedule(self.data.partition.indices, clients, cfg, self.seed, round)
+        start = self.spec.unflatten(global_params)
+        params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
+        momentum: Params = {}
+        train_x, train_y = self.data.bundle.train.x, self.data.bundle.train.y
+        losses = torch.zeros((len(sched.active), c), dtype=torch.float64)
+        for t, k in enumerate(sched.active):
+            idx = sched.index[t, :k]
+            xb, yb = train_x[idx], train_y[idx]
+            live = {n: w[:k] for n, w in params.items()}
+            mask = sched.mask[t, :k] if sched.padded else None
+            grads, loss = self._batched_grads(live, xb, yb, mask)
+            losses[t, :k] = loss.detach().double()
+            sgd_update(live, grads, start, momentum, cfg, first=t == 0)
+        flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
+        deltas = flat - global_params
+        example_sum = sched.sizes.sum(dim=0)
+        mean_loss = ((losses * sched.sizes).sum(dim=0) / example_sum).tolist()
+        out: list[Update | None] = [None] * c
+        for row, i in enumerate(sched.order.tolist()):
+            cid = clients[i]
+            n_steps = int(sched.steps[row])
+            out[i] = Update(
+                cid,
+                deltas[row],
+                len(self.data.partition.indices[cid]),
+                {"loss": mean_loss[row] if n_steps else float("nan"), "steps": float(n_steps)},
+            )
+        return out  # type: ignore[return-value]
+
+
+__all__ = ["VectorizedEngine"]
