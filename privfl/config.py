@@ -332,16 +332,21 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError(_format_errors(e)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML experiment file, apply ``--set`` overrides, validate."""
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The table of a TOML file; a missing file or bad TOML is a :class:`ConfigError`
+    naming ``what`` and the path."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     try:
-        raw = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML experiment file, apply ``--set`` overrides, validate."""
+    return config_from_dict(apply_overrides(read_toml(path), overrides or []))
 
 
 def _format_errors(e: ValidationError) -> str:
@@ -420,5 +425,6 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "read_toml",
     "parse_override",
 ]

@@ -29,7 +29,6 @@ import hashlib
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from privfl.config import Config, apply_overrides, config_from_dict
+from privfl.config import Config, apply_overrides, config_from_dict, read_toml
 from privfl.errors import ConfigError
 
 #: ``{name}`` placeholders in an override string.
@@ -177,12 +176,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
             override names a parameter the suite does not define.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"suite file not found: {p}")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    raw = read_toml(p, "suite file")
     try:
         spec = SuiteSpec.model_validate(raw)
     except ValidationError as e:
@@ -192,12 +186,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         ]
         raise ConfigError(f"{p}: " + "; ".join(msgs)) from None
     base = (p.parent / spec.base).resolve()
-    if not base.is_file():
-        raise ConfigError(f"{p}: base config not found: {base}")
-    try:
-        base_raw = tomllib.loads(base.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{base}: not valid TOML: {e}") from None
+    base_raw = read_toml(base, f"{p}: base config")
     suite = Suite(spec, p.resolve(), base_raw, tuple(overrides or ()))
     suite.cells()  # placeholders are checked here, before anything runs
     return suite
