@@ -30,7 +30,13 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-test-slow: venv
+RAY_STAMP := .venv/.installed-ray
+
+$(RAY_STAMP): $(STAMP)  # the Ray engine's slow test needs the `ray` extra (from the registry)
+	$(PY) -m pip install -q -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
+test-slow: venv $(RAY_STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: venv  # every benchmark of benchmarks/perf/, short settings; writes benchmarks/RESULTS.md
