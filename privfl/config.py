@@ -28,6 +28,7 @@ from privfl.attacks.inversion.config import InversionConfig
 from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
 from privfl.compression.config import CompressionConfig, check_compression
+from privfl.config_rules import only_with
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.he.config import HEConfig
@@ -53,9 +54,7 @@ class StrictModel(BaseModel):
     def _only_with(self, field: str, condition: bool, requirement: str) -> None:
         """Reject ``field`` when the user gave it a non-default value although ``condition`` is
         false (a default written out by a resolved config.toml passes)."""
-        default = type(self).model_fields[field].get_default(call_default_factory=True)
-        if field in self.model_fields_set and getattr(self, field) != default and not condition:
-            raise ValueError(f"{field} applies only when {requirement}")
+        only_with(self, field, condition, requirement)
 
 
 class DataConfig(StrictModel):

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.config_rules import only_with
+
 
 class InversionMethod(StrEnum):
     """The attacks: DLG (Zhu et al. 2019), iDLG (Zhao et al. 2020), Inverting Gradients
@@ -72,13 +74,7 @@ class InversionConfig(BaseModel):
     def _check(self) -> InversionConfig:
         if len(set(self.rounds)) != len(self.rounds):
             raise ValueError(f"rounds lists a round twice: {self.rounds}")
-        default_tv = type(self).model_fields["tv"].default
-        if (
-            "tv" in self.model_fields_set
-            and self.method != InversionMethod.IG
-            and self.tv != default_tv
-        ):
-            raise ValueError("tv applies only when method = 'ig'")
+        only_with(self, "tv", self.method == InversionMethod.IG, "method = 'ig'")
         return self
 
     @property

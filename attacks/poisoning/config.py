@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.config_rules import only_with
+
 
 class PoisoningMethod(StrEnum):
     """The poisoning attacks (``[attack.poisoning] method``)."""
@@ -137,11 +139,8 @@ class PoisoningConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> PoisoningConfig:
         for key, methods in _PARAMETER_METHODS.items():
-            default = type(self).model_fields[key].get_default(call_default_factory=True)
-            value = getattr(self, key)
-            if key in self.model_fields_set and value != default and self.method not in methods:
-                allowed = " or ".join(m.value for m in methods)
-                raise ValueError(f"{key} applies only when method is {allowed}")
+            allowed = " or ".join(m.value for m in methods)
+            only_with(self, key, self.method in methods, f"method is {allowed}")
         return self
 
 

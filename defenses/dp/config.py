@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
+from privfl.config_rules import only_with
+
 
 class DPMode(StrEnum):
     """Where the noise is added, and so what is protected."""
@@ -93,16 +95,10 @@ class DPConfig(BaseModel):
             )
         central = self.mode == DPMode.CENTRAL
         for key in ("adaptive", "target_quantile", "clip_lr", "count_noise_multiplier"):
-            default = type(self).model_fields[key].default
-            if key in self.model_fields_set and getattr(self, key) != default and not central:
-                raise ValueError(f"{key} applies only when mode = 'central'")
+            only_with(self, key, central, "mode = 'central'")
         for key in ("target_quantile", "clip_lr", "count_noise_multiplier"):
-            default = type(self).model_fields[key].default
-            if key in self.model_fields_set and getattr(self, key) != default and not self.adaptive:
-                raise ValueError(f"{key} applies only when adaptive = true")
-        gsm_default = type(self).model_fields["grad_sample_mode"].default
-        if self.grad_sample_mode != gsm_default and self.mode != DPMode.SAMPLE:
-            raise ValueError("grad_sample_mode applies only when mode = 'sample'")
+            only_with(self, key, self.adaptive, "adaptive = true")
+        only_with(self, "grad_sample_mode", self.mode == DPMode.SAMPLE, "mode = 'sample'")
         return self
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from privfl.config_rules import only_with
 from privfl.defenses.he.params import (
     BFV_DEFAULT,
     CKKS_PRESETS,
@@ -75,9 +76,7 @@ class HEConfig(BaseModel):
     def _check(self) -> HEConfig:
         other, keys = ("ckks", _CKKS_ONLY) if self.scheme == Scheme.BFV else ("bfv", _BFV_ONLY)
         for key in keys:
-            default = type(self).model_fields[key].get_default()
-            if key in self.model_fields_set and getattr(self, key) != default:
-                raise ValueError(f"{key} applies only when scheme = '{other}'")
+            only_with(self, key, False, f"scheme = '{other}'")
         self.params()  # raises ConfigError (a ValueError) naming the bad key
         return self
 

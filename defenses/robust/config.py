@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from privfl.config_rules import only_with
+
 
 class RobustRule(StrEnum):
     """The robust aggregation rules (``[defense.robust] rule``)."""
@@ -94,11 +96,8 @@ class RobustConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RobustConfig:
         for key, rules in _PARAMETER_RULES.items():
-            default = type(self).model_fields[key].get_default(call_default_factory=True)
-            value = getattr(self, key)
-            if key in self.model_fields_set and value != default and self.rule not in rules:
-                allowed = " or ".join(r.value for r in rules)
-                raise ValueError(f"{key} applies only when rule is {allowed}")
+            allowed = " or ".join(r.value for r in rules)
+            only_with(self, key, self.rule in rules, f"rule is {allowed}")
         return self
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from privfl.config_rules import only_with
 from privfl.defenses.quantize import MAX_MODULUS_BITS
 
 MIN_BITS = 16
@@ -79,15 +80,9 @@ class SecAggConfig(BaseModel):
                 f"Harary graph), got {self.neighbours}"
             )
         auto = self.neighbours == "auto"
-        self._only_with("threshold", not auto, "neighbours is not 'auto' (auto derives t)")
-        self._only_with("corruption", auto, "neighbours = 'auto'")
+        only_with(self, "threshold", not auto, "neighbours is not 'auto' (auto derives t)")
+        only_with(self, "corruption", auto, "neighbours = 'auto'")
         return self
-
-    def _only_with(self, field: str, condition: bool, requirement: str) -> None:
-        """Reject a non-default ``field`` where it does not apply (as privfl.config does)."""
-        default = type(self).model_fields[field].get_default()
-        if field in self.model_fields_set and getattr(self, field) != default and not condition:
-            raise ValueError(f"{field} applies only when {requirement}")
 
 
 __all__ = ["MIN_BITS", "SecAggConfig"]

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from privfl.config_rules import only_with
+
 
 class CompressionMethod(StrEnum):
     """The compressors of :mod:`privfl.compression`."""
@@ -56,16 +58,10 @@ class CompressionConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> CompressionConfig:
         m = CompressionMethod(self.method)
-        _only_with(self, "ratio", m in PER_CLIENT_SUPPORT, "method is topk or randk")
-        _only_with(self, "levels", m is CompressionMethod.QSGD, "method = 'qsgd'")
-        _only_with(self, "shared_seed", m is CompressionMethod.RANDK, "method = 'randk'")
+        only_with(self, "ratio", m in PER_CLIENT_SUPPORT, "method is topk or randk")
+        only_with(self, "levels", m is CompressionMethod.QSGD, "method = 'qsgd'")
+        only_with(self, "shared_seed", m is CompressionMethod.RANDK, "method = 'randk'")
         return self
-
-
-def _only_with(cfg: BaseModel, key: str, condition: bool, requirement: str) -> None:
-    default = type(cfg).model_fields[key].get_default(call_default_factory=True)
-    if key in cfg.model_fields_set and getattr(cfg, key) != default and not condition:
-        raise ValueError(f"{key} applies only when {requirement}")
 
 
 def check_compression(

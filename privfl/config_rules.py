@@ -1,0 +1,23 @@
+"""Rules shared by every config section, kept free of privfl imports so that the sections
+defined beside their features (``defenses/*/config.py``, ``attacks/*/config.py``) can use them
+without an import cycle through :mod:`privfl.config`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+def only_with(section: BaseModel, field: str, condition: bool, requirement: str) -> None:
+    """Reject ``field`` of ``section`` when the user gave it a non-default value although
+    ``condition`` is false; a default written out by a resolved config.toml passes.
+
+    Raises:
+        ValueError: ``"<field> applies only when <requirement>"`` (pydantic turns it into the
+            section's validation error, which privfl reports as a ConfigError).
+    """
+    default = type(section).model_fields[field].get_default(call_default_factory=True)
+    if field in section.model_fields_set and getattr(section, field) != default and not condition:
+        raise ValueError(f"{field} applies only when {requirement}")
+
+
+__all__ = ["only_with"]
