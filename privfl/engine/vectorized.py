@@ -36,6 +36,7 @@ from torch.func import functional_call, vmap
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
+from privfl.engine.batched_mlp import BatchedMLP
 from privfl.engine.schedule import cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
@@ -109,6 +110,9 @@ class VectorizedEngine(Engine):
     """
 
     vectorize_convolutions: bool = False
+    #: Train multilayer perceptrons with :class:`~privfl.engine.batched_mlp.BatchedMLP`
+    #: (False: with torch.func like every other model; the tests compare the two).
+    use_batched_mlp: bool = True
 
     def __init__(
         self,
@@ -143,6 +147,9 @@ class VectorizedEngine(Engine):
             )
         else:
             self._training = trainer.config  # type: ignore[attr-defined]
+        # Multilayer perceptrons take the hand-written batched path (same arithmetic, about
+        # 2x faster on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
+        self._mlp = BatchedMLP.of(self._model) if self.use_batched_mlp else None
 
     def _batched_grads(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
@@ -235,14 +242,22 @@ class VectorizedEngine(Engine):
         momentum: Params = {}
         train_x, train_y = self.data.bundle.train.x, self.data.bundle.train.y
         losses = torch.zeros((len(sched.active), c), dtype=torch.float64)
+        # Plain SGD: the kernel applies the step inside its backward pass.
+        fused = not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0)
         for t, k in enumerate(sched.active):
             idx = sched.index[t, :k]
             xb, yb = train_x[idx], train_y[idx]
             live = {n: w[:k] for n, w in params.items()}
             mask = sched.mask[t, :k] if sched.padded else None
-            grads, loss = self._batched_grads(live, xb, yb, mask)
+            if self._mlp is not None and fused:
+                _, loss = self._mlp.step(live, xb, yb, mask, lr=cfg.lr)
+            else:
+                if self._mlp is not None:
+                    grads, loss = self._mlp.step(live, xb, yb, mask)
+                else:
+                    grads, loss = self._batched_grads(live, xb, yb, mask)
+                sgd_update(live, grads, start, momentum, cfg, first=t == 0)
             losses[t, :k] = loss.detach().double()
-            sgd_update(live, grads, start, momentum, cfg, first=t == 0)
         flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
         deltas = flat - global_params
         example_sum = sched.sizes.sum(dim=0)

@@ -45,15 +45,20 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("path", ["batched-mlp", "torch.func"])
 @pytest.mark.parametrize("case", CASES)
-def test_vectorized_gives_the_sequential_model(case, monkeypatch):
+def test_vectorized_gives_the_sequential_model(case, path, monkeypatch):
+    if case == "cnn" and path == "batched-mlp":
+        pytest.skip("the batched MLP kernel does not take CNNs")
     monkeypatch.setattr(VectorizedEngine, "vectorize_convolutions", True)  # the CNN case
+    monkeypatch.setattr(VectorizedEngine, "use_batched_mlp", path == "batched-mlp")
     base = {"federation": {"rounds": 3, "clients_per_round": 5, "batch_size": 16, "lr": 0.1}}
     sections = {**base, **CASES[case]}
     sections["federation"] = {**base["federation"], **CASES[case].get("federation", {})}
     cfg = small_config(**sections)
     seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
     assert not vec.engine.falls_back
+    assert (vec.engine._mlp is not None) == (path == "batched-mlp")
     moved = (seq.params - Federation(cfg).params).abs().max()
     assert moved > 1e-2  # training did something
     assert torch.allclose(vec.params, seq.params, atol=2e-5, rtol=0)
