@@ -3,20 +3,24 @@
 For every d in {1e4, 1e5, 1e6} and n in {10, 50, 100}: per-client encryption time (encode,
 encrypt, serialize, envelope), the server's time to check and add n clients' ciphertexts, the
 key holder's decryption time, and the bytes a client sends; beside the plaintext weighted mean
-of the same (n, d) float32 matrix and its 4 d bytes a client. Secure aggregation (secagg) is not
-on this branch yet: its column is left out.
+of the same (n, d) float32 matrix and its 4 d bytes a client, and beside secure aggregation
+(SecAgg+, the whole protocol without dropout, ``secagg_cost.run_cell``): its time per client,
+its server's time and its bytes per client.
 
 Method: each scheme and d get a fresh key holder, server and clients (the real parties of
 privfl.defenses.he). For each n, a cohort of n clients is encoded (BFV's quantizer depends on
 n) and the first K = 3 clients' messages are encrypted and timed (encryption does not depend on
-n otherwise). The server then receives those K ciphertext sets under n distinct sender ids
-(each re-enveloped with its own digest; that re-enveloping is timed separately and
+n otherwise); with ``--workers W`` (W processes encrypting chunks in parallel, as
+``[defense.he] workers`` does) the K clients are timed together and divided by K. The server
+then receives those K ciphertext sets under n distinct sender ids (each re-enveloped with its
+own digest; that re-enveloping is timed separately and
 subtracted), streamed one message at a time, and the decrypted mean is checked against the
 float64 plaintext weighted mean of the same n updates. Server and plaintext timings alternate
-(order flipped every repeat) and medians are reported; encryption is also reported in CPU time,
-which contention on this shared 2-core machine does not inflate.
+(order flipped every repeat) and medians are reported; in-process encryption is also reported
+in CPU time, which contention on this shared 2-core machine does not inflate.
 
     .venv/bin/python benchmarks/perf/he_cost.py [--scheme both] [--repeats 3] [--quick]
+        [--workers 1] [--no-secagg]
 
 Targets (issue 6): ciphertext expansion <= 8x float32 at d = 1e6; encryption <= 0.6 us per
 parameter per client. Writes a Markdown table and a PNG under --out (default runs/bench/).
@@ -25,8 +29,10 @@ parameter per client. Writes a Markdown table and a PNG under --out (default run
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,7 +59,11 @@ from privfl.defenses.he import (  # noqa: E402
 )
 from privfl.defenses.he.envelope import Envelope, MessageKind, read_envelope  # noqa: E402
 from privfl.defenses.he.packing import chunk_count  # noqa: E402
+from privfl.defenses.he.pool import resolve_workers  # noqa: E402
 from privfl.update import UpdateBatch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from secagg_cost import run_cell  # noqa: E402
 
 K = 3  # clients encrypted per (d, n)
 MAX_WEIGHT = 600.0
@@ -75,13 +85,22 @@ class Row:
     error: float = 0.0
 
 
+@dataclass
+class SecAggRow:
+    """SecAgg+ on the same (d, n): seconds per client, server seconds, bytes per client."""
+
+    client_s: list[float] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)
+    client_bytes: float = 0.0
+
+
 class Bench:
     """The parties of one scheme and d, and K clients' updates."""
 
-    def __init__(self, scheme: HEScheme, dim: int, seed: int) -> None:
-        self.scheme, self.dim = scheme, dim
+    def __init__(self, scheme: HEScheme, dim: int, seed: int, workers: int = 1) -> None:
+        self.scheme, self.dim, self.workers = scheme, dim, workers
         self.holder = KeyHolder(scheme, min_clients=1)
-        self.clients = ClientEncryptor(scheme, self.holder.public_context)
+        self.clients = ClientEncryptor(scheme, self.holder.public_context, workers=workers)
         self.server = HEServer(scheme, self.holder.public_context)
         rng = np.random.default_rng(seed)
         self.deltas = torch.from_numpy((1e-2 * rng.standard_normal((K, dim))).astype(np.float32))
@@ -98,14 +117,19 @@ class Bench:
             weights=self.weights[idx.numpy()],
         )
         messages, _ = self.clients.encrypt(batch, round=1, rng=np.random.default_rng)
-        chunks = []
+        chunks, waited = [], 0.0
         for i in range(K):
             t0, c0 = time.perf_counter(), time.process_time()
             message = next(messages)
-            row.encrypt_s.append(time.perf_counter() - t0)
-            row.encrypt_cpu.append(time.process_time() - c0)
+            waited += time.perf_counter() - t0
+            if self.workers == 1:  # each client timed on its own
+                row.encrypt_s.append(time.perf_counter() - t0)
+                row.encrypt_cpu.append(time.process_time() - c0)
             row.client_bytes = len(message)
             chunks.append(self._chunks(message, i))
+        if self.workers > 1:  # clients overlap in the pool: the mean of K; the workers' CPU
+            row.encrypt_s.append(waited / K)  # time is not measured here
+            row.encrypt_cpu.append(math.nan)
         produce = 0.0
 
         def senders() -> Iterator[tuple[int, bytes]]:
@@ -159,7 +183,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="d up to 1e5, one repeat")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
+    ap.add_argument(
+        "--workers", type=int, default=1, help="encryption processes (0: one per CPU core)"
+    )
+    ap.add_argument("--no-secagg", action="store_true", help="leave the SecAgg+ columns out")
     args = ap.parse_args()
+    workers = resolve_workers(args.workers)
     dims = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     ns = [10, 50, 100]
     repeats = 1 if args.quick else args.repeats
@@ -171,10 +200,19 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     rows = {(s, d, n): Row(s, d, n) for s in schemes for d in dims for n in ns}
+    secagg = {} if args.no_secagg else {(d, n): SecAggRow() for d in dims for n in ns}
     for d in dims:
-        benches = {s: Bench(scheme, d, seed=d) for s, scheme in schemes.items()}
+        benches = {s: Bench(scheme, d, seed=d, workers=workers) for s, scheme in schemes.items()}
         for rep in range(repeats):
             for n in ns:
+                if secagg:
+                    cell = run_cell(n, d, 0.0, "secagg+", seed=rep)
+                    if not cell["sum_correct"]:
+                        raise SystemExit(f"SecAgg+ gave a wrong sum: {cell}")
+                    sa = secagg[(d, n)]
+                    sa.client_s.append(cell["client_s"] / n)
+                    sa.server_s.append(cell["server_s"])
+                    sa.client_bytes = cell["bytes_per_client"]
                 for s, bench in benches.items():
                     row = rows[(s, d, n)]
                     if rep % 2:
@@ -182,7 +220,7 @@ def main() -> None:
                     bench.run(row)
                     if not rep % 2:
                         row.plain_s.append(_plain(d, n, rng))
-    text = _report(schemes, rows, dims, ns, repeats, load_start)
+    text = _report(schemes, rows, secagg, dims, ns, repeats, load_start, workers)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"he_cost_{args.scheme}"
@@ -194,10 +232,12 @@ def main() -> None:
 def _report(
     schemes: dict[str, HEScheme],
     rows: dict[tuple[str, int, int], Row],
+    secagg: dict[tuple[int, int], SecAggRow],
     dims: list[int],
     ns: list[int],
     repeats: int,
     load_start: float,
+    workers: int,
 ) -> str:
     med = statistics.median
     lines = ["# HE cost", ""]
@@ -206,12 +246,15 @@ def _report(
         "",
         f"{repeats} repeat(s), medians; {K} timed client encryptions per (d, n) and repeat; "
         f"torch threads {torch.get_num_threads()}; load average {load_start:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs. "
-        "secagg: not merged yet (column left out).",
+        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs; encryption in "
+        f"{workers} process(es) (CPU time: in-process encryption only). SecAgg+: the whole "
+        "protocol, no dropout, k from neighbours = 'auto'; its time per client includes "
+        "encoding, key agreement, secret sharing and masking.",
         "",
         "| scheme | d | n | encrypt s/client | encrypt us/param (CPU) | client bytes | expansion | "
-        "server add s | plain agg s | server/plain | decrypt s | rel. error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "server add s | plain agg s | server/plain | decrypt s | rel. error | SecAgg+ s/client | "
+        "SecAgg+ server s | SecAgg+ bytes/client |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows.values():
         enc, cpu = med(r.encrypt_s), med(r.encrypt_cpu)
@@ -220,7 +263,7 @@ def _report(
             f"| {r.scheme} | {r.d:.0e} | {r.n} | {enc:.3f} | {enc / r.d * 1e6:.2f} "
             f"({cpu / r.d * 1e6:.2f}) | {r.client_bytes:,} | {r.client_bytes / (4 * r.d):.2f}x | "
             f"{server:.3f} | {plain:.4f} | {server / plain:.0f}x | {med(r.decrypt_s):.3f} | "
-            f"{r.error:.1e} |"
+            f"{r.error:.1e} | {_secagg_cells(secagg.get((r.d, r.n)))} |"
         )
     big = max(dims)
     lines.append("")
@@ -231,13 +274,24 @@ def _report(
         cpu = med([t for r in big_rows for t in r.encrypt_cpu]) / big * 1e6
         lines += [
             f"- {s}, d = {big:.0e}: expansion {exp:.2f}x (target <= {EXPANSION_TARGET}x: "
-            f"{'met' if exp <= EXPANSION_TARGET else 'MISSED'}); encryption {wall:.2f} us/param "
-            f"wall clock, {cpu:.2f} CPU (target <= {ENCRYPT_TARGET_US}: "
-            f"{'met' if wall <= ENCRYPT_TARGET_US else 'missed'} wall clock, "
-            f"{'met' if cpu <= ENCRYPT_TARGET_US else 'missed'} CPU); public context "
-            f"{len(KeyHolder(scheme).public_context):,} bytes per party.",
+            f"{'met' if exp <= EXPANSION_TARGET else 'MISSED'}); encryption in {workers} "
+            f"process(es) {wall:.2f} us/param wall clock (target <= {ENCRYPT_TARGET_US}: "
+            f"{'met' if wall <= ENCRYPT_TARGET_US else 'missed'}), "
+            + (
+                f"{cpu:.2f} CPU ({'met' if cpu <= ENCRYPT_TARGET_US else 'missed'})"
+                if workers == 1
+                else "CPU time not measured in the workers"
+            )
+            + f"; public context {len(KeyHolder(scheme).public_context):,} bytes per party.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _secagg_cells(sa: SecAggRow | None) -> str:
+    if sa is None:
+        return "- | - | -"
+    med = statistics.median
+    return f"{med(sa.client_s):.3f} | {med(sa.server_s):.3f} | {sa.client_bytes:,.0f}"
 
 
 def _plot(rows: list[Row], dims: list[int], ns: list[int], path: Path) -> None:
@@ -245,7 +299,10 @@ def _plot(rows: list[Row], dims: list[int], ns: list[int], path: Path) -> None:
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
     for s in sorted({r.scheme for r in rows}):
         one = [r for r in rows if r.scheme == s and r.n == ns[0]]
-        ax[0].loglog([r.d for r in one], [med(r.encrypt_cpu) for r in one], "o-", label=f"{s}")
+        enc = [med(r.encrypt_cpu) for r in one]
+        if any(math.isnan(t) for t in enc):  # encrypted in worker processes: wall clock
+            enc = [med(r.encrypt_s) for r in one]
+        ax[0].loglog([r.d for r in one], enc, "o-", label=f"{s} encrypt")
         ax[0].loglog(
             [r.d for r in one], [med(r.decrypt_s) for r in one], "s--", label=f"{s} decrypt"
         )
@@ -256,7 +313,11 @@ def _plot(rows: list[Row], dims: list[int], ns: list[int], path: Path) -> None:
     for d in dims:
         rs = [r for r in rows if r.scheme == rows[0].scheme and r.d == d]
         ax[1].plot(ns, [med(r.plain_s) for r in rs], "x:", color="k", label=f"plain, d={d:.0e}")
-    ax[0].set(xlabel="d", ylabel="seconds per client", title="encrypt (CPU time), decrypt (wall)")
+    ax[0].set(
+        xlabel="d",
+        ylabel="seconds per client",
+        title="encrypt (in-process: CPU; workers: wall), decrypt",
+    )
     ax[1].set(xlabel="n (clients)", ylabel="seconds", yscale="log", title="server aggregation")
     ax[2].axhline(EXPANSION_TARGET, color="grey", ls=":", label="target 8x")
     ax[2].axhline(1.0, color="k", ls="--", label="float32")

@@ -32,6 +32,7 @@ from privfl.defenses.he.keys import KeyHolder
 from privfl.defenses.he.packing import chunk_count
 from privfl.defenses.he.params import BFVParams
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
+from privfl.defenses.he.pool import resolve_workers
 from privfl.defenses.he.scheme import HEScheme
 from privfl.defenses.quantize import Rounding
 from privfl.errors import ConfigError, PrivflError
@@ -93,6 +94,7 @@ class HEChannel(Channel):
         min_clients: the key holder decrypts only sums of at least this many updates.
         network: what the wire delivers, from the clients' ``(client id, bytes)`` messages to
             what the server receives (identity by default; tests corrupt messages here).
+        workers: processes that encrypt the clients' chunks (1: in this process).
 
     Attributes:
         server: the aggregation server (public context only).
@@ -106,12 +108,13 @@ class HEChannel(Channel):
         *,
         min_clients: int = 2,
         network: Callable[[Messages], Messages] = _reliable,
+        workers: int = 1,
     ) -> None:
         self._scheme = scheme
         self._key_holder = KeyHolder(scheme, min_clients=min_clients)
         public = self._key_holder.public_context
         self.server = HEServer(scheme, public)
-        self._clients = ClientEncryptor(scheme, public)
+        self._clients = ClientEncryptor(scheme, public, workers=workers)
         self._network = network
         # Parties that already received the public context (a resumed run has a new key
         # holder, so nothing here is checkpointed: every party gets the new context again).
@@ -225,7 +228,11 @@ def create_he_channel(config: HEConfig, setup: RunSetup | None = None) -> HEChan
     (FedAvg's weights are example counts)."""
     sizes = None if setup is None else setup.data.partition.sizes()
     max_weight = None if sizes is None else float(sizes.max())
-    return HEChannel(create_he_scheme(config, max_weight), min_clients=config.min_clients)
+    return HEChannel(
+        create_he_scheme(config, max_weight),
+        min_clients=config.min_clients,
+        workers=resolve_workers(config.workers),
+    )
 
 
 __all__ = ["EncryptedRound", "HEChannel", "HEMetric", "create_he_channel", "create_he_scheme"]

@@ -71,6 +71,12 @@ class HEConfig(BaseModel):
     min_clients: PositiveInt = Field(
         2, description="fewest updates in a sum the key holder will decrypt (else the round aborts)"
     )
+    workers: int = Field(
+        1,
+        ge=0,
+        description="processes that encrypt the clients' chunks in parallel (0: one per CPU "
+        "core); TenSEAL holds the GIL, so threads would not help",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> HEConfig:

@@ -22,6 +22,7 @@ from privfl.defenses.he.envelope import (
 )
 from privfl.defenses.he.keys import load_public_context
 from privfl.defenses.he.packing import chunk_count
+from privfl.defenses.he.pool import EncryptionPool
 from privfl.defenses.he.scheme import ClientRng, Encoding, HEScheme
 from privfl.update import UpdateBatch
 
@@ -40,12 +41,15 @@ class ClientEncryptor:
     Args:
         scheme: the HE scheme and its parameters.
         public_context: the key holder's published bytes.
+        workers: processes that encrypt chunks in parallel (1: in this process; see
+            :mod:`privfl.defenses.he.pool`). The messages are the same either way.
     """
 
-    def __init__(self, scheme: HEScheme, public_context: bytes) -> None:
+    def __init__(self, scheme: HEScheme, public_context: bytes, *, workers: int = 1) -> None:
         self._scheme = scheme
         self._context = load_public_context(public_context)
         self.key_id = key_id(public_context)
+        self._pool = EncryptionPool(scheme, public_context, workers) if workers > 1 else None
 
     def encrypt(
         self, batch: UpdateBatch, *, round: int, rng: ClientRng = _no_rng
@@ -57,7 +61,7 @@ class ClientEncryptor:
         (:class:`~privfl.defenses.he.errors.HeadroomError` is raised here, before anything is
         encrypted); the messages are then made lazily, one client at a time. The loop runs
         per client and per chunk (TenSEAL encrypts one vector per call); the work inside each
-        call is C++.
+        call is C++, spread over the worker processes when there are several.
 
         Args:
             batch: the cohort's updates and weights.
@@ -67,8 +71,18 @@ class ClientEncryptor:
         encoding = self._scheme.encode(batch, rng)
         return self._messages(batch.client_ids.tolist(), encoding, round), encoding.info
 
+    def _ciphertexts(self, encoding: Encoding) -> Iterator[tuple[bytes, ...]]:
+        if self._pool is not None:
+            return self._pool.encrypt_rows(encoding.rows)
+        return (tuple(self._scheme.encrypt(self._context, c) for c in row) for row in encoding.rows)
+
+    def close(self) -> None:
+        """Stop the encryption workers, if any."""
+        if self._pool is not None:
+            self._pool.close()
+
     def _messages(self, ids: list[int], encoding: Encoding, round: int) -> Iterator[bytes]:
-        for client, chunks in zip(ids, encoding.rows, strict=True):
+        for client, chunks in zip(ids, self._ciphertexts(encoding), strict=True):
             yield Envelope(
                 kind=MessageKind.UPDATE,
                 scheme=self._scheme.code,
@@ -76,7 +90,7 @@ class ClientEncryptor:
                 round=round,
                 sender=int(client),
                 count=1,
-                chunks=tuple(self._scheme.encrypt(self._context, c) for c in chunks),
+                chunks=chunks,
             ).to_bytes()
 
 
