@@ -99,16 +99,32 @@ def split(secrets: Sequence[bytes], *, threshold: int, xs: Sequence[int]) -> np.
 
 @lru_cache(maxsize=1024)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> np.ndarray:
-    """``lambda_i = prod_{j != i} x_j / (x_j - x_i) mod p``: ``f(0) = sum lambda_i f(x_i)``."""
-    out = []
-    for i, xi in enumerate(xs):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num = num * xj % PRIME
-                den = den * (xj - xi) % PRIME
-        out.append(num * pow(den, -1, PRIME) % PRIME)
-    return np.array(out, dtype=np.int64)
+    """``lambda_i = prod_{j != i} x_j / (x_j - x_i) mod p``: ``f(0) = sum lambda_i f(x_i)``.
+
+    The ``m x m`` products run in numpy (a product tree over the rows, every factor below
+    2^31 so each product fits int64), the ``m`` inverses in Python: O(m^2) machine operations
+    and O(m) big-integer ones.
+    """
+    x = np.asarray(xs, dtype=np.int64) % _P
+    m = len(x)
+    num = np.broadcast_to(x, (m, m)).copy()  # row i: x_j ...
+    den = (x[None, :] - x[:, None]) % _P  # ... over (x_j - x_i)
+    np.fill_diagonal(num, 1)  # j == i is left out of both products
+    np.fill_diagonal(den, 1)
+    num, den = _row_products(num), _row_products(den)
+    return np.array(
+        [int(a) * pow(int(b), -1, PRIME) % PRIME for a, b in zip(num, den, strict=True)],
+        dtype=np.int64,
+    )
+
+
+def _row_products(a: np.ndarray) -> np.ndarray:
+    """The product mod p of each row of ``a`` (entries in ``[0, p)``), by halving the columns."""
+    while a.shape[1] > 1:
+        if a.shape[1] % 2:
+            a = np.concatenate([a, np.ones((len(a), 1), dtype=np.int64)], axis=1)
+        a = a[:, 0::2] * a[:, 1::2] % _P
+    return a[:, 0]
 
 
 def interpolate_at_zero(points: Mapping[int, Sequence[int] | np.ndarray]) -> np.ndarray:
