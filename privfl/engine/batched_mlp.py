@@ -6,22 +6,33 @@ layers with ReLU, tanh or sigmoid between them, the shape of :class:`privfl.mode
 this module does the same arithmetic by hand, for two reasons measured on W1 (MLP
 784-200-200-10, 20 clients, batch 10, one thread; ``benchmarks/perf/throughput.py``):
 
-- with batches of ten examples the step is bound by memory traffic over the cohort's stacked
-  weights (20 clients x 784 x 200 floats = 12.5 MB for the first layer alone, well past the
-  L2 cache), not by arithmetic. Autograd writes each client's gradient, then the SGD step
-  reads it back and reads and writes the weights: five passes over the stack. Here plain SGD
-  is fused into the weight-gradient product, ``W.baddbmm_(g^T, a, alpha=-lr)``: one read and
-  one write (and one read in the forward pass);
+- with batches of ten examples a step is bound by memory traffic over the cohort's stacked
+  weights (20 clients x 784 x 200 floats = 12.5 MB for the first layer alone, past the L2
+  cache), not by arithmetic: autograd writes each client's gradient, the SGD step reads it
+  back and reads and writes the weights, every step;
 - autograd's and functorch's per-operation bookkeeping is paid once per layer, not per client.
 
-Both give the gradient of each client's mean cross-entropy over its real (unmasked) examples;
-``tests/engine/test_batched_mlp.py`` checks them against ``torch.func`` and the vectorized
-engine against the sequential one. Written by hand because no library offers a fused,
-client-batched SGD step; everything else stays torch.
+Plain SGD (:class:`CohortSGD`) goes further: a step's weight update ``-lr g^T a`` has rank at
+most B (the batch), so a client's weights after ``t`` steps are the round's *shared* start
+weights plus a low-rank sum, ``W_i = W + G_i^T A_i`` (``A_i``: the layer inputs of its steps,
+``G_i``: ``-lr`` times their output gradients). The forward pass is then one matrix product of
+the whole cohort's batch with the shared ``W`` (read once, cache-resident) plus
+``(x A_i^T) G_i``; the backward pass likewise; the update only appends ``a`` and ``-lr g``.
+Each client's weights are formed once, at the end of the round, as its update
+``G_i^T A_i``. When the pending rank would pass half of ``min(in, out)`` the factors are
+folded into per-client weights and collection starts again, so a step never costs more than
+about twice the dense one; layers too narrow for it (the 10-logit output) are updated densely.
+
+The arithmetic is SGD's (the same sums, in another order, so equal to float rounding): the
+gradient of each client's mean cross-entropy over its real (unmasked) examples.
+``tests/engine/test_batched_mlp.py`` checks both against ``torch.func`` and plain SGD, and the
+vectorized engine against the sequential one. Written by hand because no library offers a
+client-batched SGD step for deferred low-rank updates; everything else stays torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +57,89 @@ class _Linear:
 @dataclass(frozen=True)
 class _Activation:
     module: nn.Module
+
+
+class _Dense:
+    """A Linear layer's per-client weights as a stacked ``(c, out, in)`` tensor."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(h, self.weight[: len(h)].transpose(1, 2))
+
+    def below(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(g, self.weight[: len(g)])
+
+    def gradient(self, g: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(g.transpose(1, 2), a)
+
+    def descend(self, g: torch.Tensor, a: torch.Tensor, lr: float) -> None:
+        self.weight[: len(g)].baddbmm_(g.transpose(1, 2), a, alpha=-lr)
+
+    def delta(self, start: torch.Tensor) -> torch.Tensor:
+        return self.weight - start
+
+
+class _Deferred:
+    """A Linear layer's per-client weights as ``base + G^T A``: ``base`` the shared start
+    weights ``(out, in)`` (until the first fold, then a ``(c, out, in)`` stack), ``A``
+    ``(c, R, in)`` and ``G`` ``(c, R, out)`` the pending steps' inputs and ``-lr`` times their
+    output gradients, of which the first ``rank`` columns are filled."""
+
+    def __init__(self, start: torch.Tensor, clients: int, capacity: int) -> None:
+        out, inp = start.shape
+        self.base = start
+        self.stacked = False
+        self.a = torch.zeros((clients, capacity, inp), dtype=start.dtype)
+        self.g = torch.zeros((clients, capacity, out), dtype=start.dtype)
+        self.rank = 0
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        k, b, _ = h.shape
+        if self.stacked:
+            out = torch.bmm(h, self.base[:k].transpose(1, 2))
+        else:  # one product for the whole cohort's batch
+            out = (h.reshape(k * b, -1) @ self.base.t()).view(k, b, -1)
+        if self.rank:
+            r = self.rank
+            out.baddbmm_(torch.bmm(h, self.a[:k, :r].transpose(1, 2)), self.g[:k, :r])
+        return out
+
+    def below(self, g: torch.Tensor) -> torch.Tensor:
+        k, b, _ = g.shape
+        if self.stacked:
+            out = torch.bmm(g, self.base[:k])
+        else:
+            out = (g.reshape(k * b, -1) @ self.base).view(k, b, -1)
+        if self.rank:
+            r = self.rank
+            out.baddbmm_(torch.bmm(g, self.g[:k, :r].transpose(1, 2)), self.a[:k, :r])
+        return out
+
+    def descend(self, g: torch.Tensor, a: torch.Tensor, lr: float) -> None:
+        k, b, _ = g.shape
+        if self.rank + b > self.a.shape[1]:
+            self._fold()
+        cols = slice(self.rank, self.rank + b)
+        self.a[:k, cols] = a
+        torch.mul(g, -lr, out=self.g[:k, cols])
+        self.g[k:, cols] = 0  # clients that stopped take no step
+        self.rank += b
+
+    def _fold(self) -> None:
+        """Add the pending steps into per-client weights and start collecting again."""
+        if not self.stacked:
+            self.base = self.base.expand(len(self.a), *self.base.shape).clone()
+            self.stacked = True
+        r = self.rank
+        self.base.baddbmm_(self.g[:, :r].transpose(1, 2), self.a[:, :r])
+        self.rank = 0
+
+    def delta(self, start: torch.Tensor) -> torch.Tensor:
+        r = self.rank
+        pending = torch.bmm(self.g[:, :r].transpose(1, 2), self.a[:, :r])
+        return pending.add_(self.base - start) if self.stacked else pending
 
 
 class BatchedMLP:
@@ -79,27 +173,46 @@ class BatchedMLP:
             return None
         return cls(layers)
 
-    def step(
+    @property
+    def linear_layers(self) -> list[_Linear]:
+        return [layer for layer in self._layers if isinstance(layer, _Linear)]
+
+    def gradients(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[Params, torch.Tensor]:
+        """Each client's gradient of its mean cross-entropy, and that loss.
+
+        Args:
+            params: each ``(k, *shape)``, the first ``k`` clients' parameters.
+            x: ``(k, B, *input_shape)``; y: ``(k, B)`` labels.
+            mask: ``(k, B)``, 1 for real examples, 0 for padding; None when none is padded.
+        Returns:
+            ``(grads, loss)``: grads with the shapes of ``params``; loss float32 ``(k,)``.
+        """
+        grads: Params = {}
+        weights = {layer.weight: _Dense(params[layer.weight]) for layer in self.linear_layers}
+        biases = {layer.bias: params[layer.bias] for layer in self.linear_layers if layer.bias}
+
+        def take(layer: _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
+            grads[layer.weight] = weights[layer.weight].gradient(g, a)
+            if layer.bias is not None:
+                grads[layer.bias] = g.sum(1)
+
+        loss = self._pass(weights, biases, x, y, mask, take)
+        return grads, loss
+
+    def _pass(
         self,
-        params: Params,
+        weights: dict[str, _Dense | _Deferred],
+        biases: dict[str, torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
         mask: torch.Tensor | None,
-        *,
-        lr: float | None = None,
-    ) -> tuple[Params, torch.Tensor]:
-        """Each client's gradient of its mean cross-entropy, or (with ``lr``) its SGD step.
-
-        Args:
-            params: each ``(k, *shape)``, the first ``k`` clients' parameters. With ``lr``
-                they are updated in place, ``w -= lr * grad`` (plain SGD, fused).
-            x: ``(k, B, *input_shape)``; y: ``(k, B)`` labels.
-            mask: ``(k, B)``, 1 for real examples, 0 for padding; None when none is padded.
-            lr: the learning rate of a fused plain-SGD step; None to return the gradients.
-        Returns:
-            ``(grads, loss)``: the gradients with the shapes of ``params`` (empty when ``lr``
-            is given) and each client's mean loss, float32 ``(k,)``.
-        """
+        take: Callable[[_Linear, torch.Tensor, torch.Tensor], None],
+    ) -> torch.Tensor:
+        """Forward, loss and backward for the first ``k = len(y)`` clients; hands each Linear
+        layer's output gradient ``g`` and input ``a`` to ``take`` (after the gradient for the
+        layer below was computed from its weights as they were); returns the losses."""
         k, b = y.shape
         h = x.reshape(k, b, -1)
         inputs: list[torch.Tensor] = []  # the input of each layer
@@ -107,11 +220,9 @@ class BatchedMLP:
             for layer in self._layers:
                 inputs.append(h)
                 if isinstance(layer, _Linear):
-                    w = params[layer.weight]  # (k, out, in)
-                    if layer.bias is None:
-                        h = torch.bmm(h, w.transpose(1, 2))
-                    else:
-                        h = torch.baddbmm(params[layer.bias].unsqueeze(1), h, w.transpose(1, 2))
+                    h = weights[layer.weight].forward(h)
+                    if layer.bias is not None:
+                        h.add_(biases[layer.bias][:k].unsqueeze(1))
                 else:
                     h = layer.module(h)
             logp = torch.log_softmax(h, dim=2)
@@ -126,25 +237,71 @@ class BatchedMLP:
                 count = mask.sum(1, keepdim=True)
                 loss = (ce * mask).sum(1) / count.squeeze(1)
                 g.mul_((mask / count).unsqueeze(2))
-            grads: Params = {}
             for i in range(len(self._layers) - 1, -1, -1):
-                layer, a = self._layers[i], inputs[i]
+                layer = self._layers[i]
                 if isinstance(layer, _Activation):
                     g = g * _DERIVATIVES[type(layer.module)](inputs[i + 1])
                     continue
-                w = params[layer.weight]
-                below = torch.bmm(g, w) if i > 0 else None  # with w before its update
-                if lr is None:
-                    grads[layer.weight] = torch.bmm(g.transpose(1, 2), a)
-                    if layer.bias is not None:
-                        grads[layer.bias] = g.sum(1)
-                else:
-                    w.baddbmm_(g.transpose(1, 2), a, alpha=-lr)
-                    if layer.bias is not None:
-                        params[layer.bias].sub_(g.sum(1), alpha=lr)
+                below = weights[layer.weight].below(g) if i > 0 else None
+                take(layer, g, inputs[i])
                 if below is not None:
                     g = below
-        return grads, loss
+        return loss
 
 
-__all__ = ["BatchedMLP"]
+class CohortSGD:
+    """Plain SGD (no momentum, weight decay or proximal term) for a cohort of clients that
+    start a round from the same weights, with deferred low-rank weight updates (see the
+    module's docstring).
+
+    Args:
+        mlp: the kernel of the run's model.
+        start: the round's global parameters, unstacked (``shape``, not ``(c, *shape)``).
+        clients: ``c``, the cohort's size.
+        batch: the largest mini-batch (the rank of one step's update).
+    """
+
+    def __init__(self, mlp: BatchedMLP, start: Params, clients: int, batch: int) -> None:
+        self._mlp, self._start = mlp, start
+        self._weights: dict[str, _Dense | _Deferred] = {}
+        for layer in mlp.linear_layers:
+            w = start[layer.weight]
+            capacity = (min(w.shape) // 2 // batch) * batch
+            self._weights[layer.weight] = (
+                _Deferred(w, clients, capacity)
+                if capacity
+                else _Dense(w.expand(clients, *w.shape).clone())
+            )
+        self._biases = {
+            layer.bias: start[layer.bias].expand(clients, -1).clone()
+            for layer in mlp.linear_layers
+            if layer.bias is not None
+        }
+
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, lr: float
+    ) -> torch.Tensor:
+        """One SGD step of the first ``k = len(y)`` clients (the rest have stopped); returns
+        their mean losses ``(k,)``. Arguments as :meth:`BatchedMLP.gradients`."""
+
+        def take(layer: _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
+            self._weights[layer.weight].descend(g, a, lr)
+            if layer.bias is not None:
+                self._biases[layer.bias][: len(g)].sub_(g.sum(1), alpha=lr)
+
+        return self._mlp._pass(self._weights, self._biases, x, y, mask, take)
+
+    def deltas(self, names: list[str]) -> torch.Tensor:
+        """Each client's update (final minus start parameters), flattened in ``names``'
+        order: ``(c, dim)``."""
+        parts = []
+        for n in names:
+            if n in self._weights:
+                d = self._weights[n].delta(self._start[n])
+            else:
+                d = self._biases[n] - self._start[n]
+            parts.append(d.reshape(len(d), -1))
+        return torch.cat(parts, dim=1)
+
+
+__all__ = ["BatchedMLP", "CohortSGD"]

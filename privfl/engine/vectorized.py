@@ -36,7 +36,7 @@ from torch.func import functional_call, vmap
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
-from privfl.engine.batched_mlp import BatchedMLP
+from privfl.engine.batched_mlp import BatchedMLP, CohortSGD
 from privfl.engine.schedule import cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
@@ -147,8 +147,8 @@ class VectorizedEngine(Engine):
             )
         else:
             self._training = trainer.config  # type: ignore[attr-defined]
-        # Multilayer perceptrons take the hand-written batched path (same arithmetic, about
-        # 2x faster on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
+        # Multilayer perceptrons take the hand-written batched path (same arithmetic, faster
+        # on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
         self._mlp = BatchedMLP.of(self._model) if self.use_batched_mlp else None
 
     def _batched_grads(
@@ -238,28 +238,32 @@ class VectorizedEngine(Engine):
         c, cfg = len(clients), self._training
         sched = cohort_schedule(self.data.partition.indices, clients, cfg, self.seed, round)
         start = self.spec.unflatten(global_params)
-        params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
-        momentum: Params = {}
         train_x, train_y = self.data.bundle.train.x, self.data.bundle.train.y
         losses = torch.zeros((len(sched.active), c), dtype=torch.float64)
-        # Plain SGD: the kernel applies the step inside its backward pass.
-        fused = not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0)
-        for t, k in enumerate(sched.active):
-            idx = sched.index[t, :k]
-            xb, yb = train_x[idx], train_y[idx]
-            live = {n: w[:k] for n, w in params.items()}
-            mask = sched.mask[t, :k] if sched.padded else None
-            if self._mlp is not None and fused:
-                _, loss = self._mlp.step(live, xb, yb, mask, lr=cfg.lr)
-            else:
+        batches = (
+            (t, k, train_x[sched.index[t, :k]], train_y[sched.index[t, :k]])
+            for t, k in enumerate(sched.active)
+        )
+        mask_of = lambda t, k: sched.mask[t, :k] if sched.padded else None  # noqa: E731
+        if self._mlp is not None and not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0):
+            # Plain SGD on an MLP: deferred low-rank updates (privfl.engine.batched_mlp).
+            cohort = CohortSGD(self._mlp, start, c, sched.index.shape[2])
+            for t, k, xb, yb in batches:
+                losses[t, :k] = cohort.step(xb, yb, mask_of(t, k), cfg.lr).double()
+            deltas = cohort.deltas(list(self.spec.names))
+        else:
+            params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
+            momentum: Params = {}
+            for t, k, xb, yb in batches:
+                live = {n: w[:k] for n, w in params.items()}
                 if self._mlp is not None:
-                    grads, loss = self._mlp.step(live, xb, yb, mask)
+                    grads, loss = self._mlp.gradients(live, xb, yb, mask_of(t, k))
                 else:
-                    grads, loss = self._batched_grads(live, xb, yb, mask)
+                    grads, loss = self._batched_grads(live, xb, yb, mask_of(t, k))
                 sgd_update(live, grads, start, momentum, cfg, first=t == 0)
-            losses[t, :k] = loss.detach().double()
-        flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
-        deltas = flat - global_params
+                losses[t, :k] = loss.detach().double()
+            flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
+            deltas = flat - global_params
         example_sum = sched.sizes.sum(dim=0)
         mean_loss = ((losses * sched.sizes).sum(dim=0) / example_sum).tolist()
         out: list[Update | None] = [None] * c

@@ -1,6 +1,6 @@
-"""The hand-written batched MLP step against torch.func (vmap + one reverse pass, the
-vectorized engine's general path) and against plain SGD written out; and which models it
-takes."""
+"""The hand-written batched MLP kernel against torch.func (vmap + one reverse pass, the
+vectorized engine's general path); its deferred low-rank SGD against SGD steps on explicit
+weights, with clients stopping early, padding, and folds; and which models it takes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from privfl.engine.batched_mlp import BatchedMLP
+from privfl.engine.batched_mlp import BatchedMLP, CohortSGD
 from privfl.models import MLPConfig
 
 
@@ -46,7 +46,7 @@ def test_gradients_and_losses_equal_torch_func(activation, masked):
     mask = mask if masked else None
     kernel = BatchedMLP.of(model)
     assert kernel is not None
-    grads, loss = kernel.step(params, x, y, mask)
+    grads, loss = kernel.gradients(params, x, y, mask)
     ref, ref_loss = _reference_grads(model, params, x, y, mask)
     assert grads.keys() == ref.keys()
     for n in ref:
@@ -54,17 +54,37 @@ def test_gradients_and_losses_equal_torch_func(activation, masked):
     assert torch.allclose(loss, ref_loss, atol=1e-6)
 
 
-def test_fused_step_is_plain_sgd_in_place():
-    model, params, x, y, mask = _cohort("relu", seed=1)
-    ref, _ = _reference_grads(model, params, x, y, mask)
-    expected = {n: w - 0.25 * ref[n] for n, w in params.items()}
-    stacked = {n: w.clone() for n, w in params.items()}
-    live = {n: w[:3] for n, w in stacked.items()}  # the engine passes views of active rows
-    grads, _ = BatchedMLP.of(model).step(live, x[:3], y[:3], mask[:3], lr=0.25)
-    assert grads == {}
-    for n in params:
-        assert torch.allclose(stacked[n][:3], expected[n][:3], atol=1e-6), n
-        assert torch.equal(stacked[n][3:], params[n][3:])  # inactive rows untouched
+@pytest.mark.parametrize(
+    ("hidden", "batch"),
+    [
+        ([40, 30], 4),  # deferred layers: capacity 12 and 12 (3 steps), then folds
+        ([200], 5),  # a wide layer that never folds in 6 steps; the 4-logit one is dense
+        ([6], 8),  # too narrow to defer: dense everywhere
+    ],
+)
+def test_cohort_sgd_is_plain_sgd(hidden, batch):
+    g = torch.Generator().manual_seed(7)
+    model = MLPConfig(hidden=hidden, activation="tanh").build((2, 3, 3), 4)
+    start = {n: w.detach().clone() for n, w in model.named_parameters()}
+    c, lr = 5, 0.3
+    active = [5, 5, 4, 4, 2, 1]  # clients stop early: rows [0, k) train at each step
+    cohort = CohortSGD(BatchedMLP.of(model), start, c, batch)
+    explicit = {n: w.expand(c, *w.shape).clone() for n, w in start.items()}
+    for k in active:
+        x = torch.randn((k, batch, 2, 3, 3), generator=g)
+        y = torch.randint(0, 4, (k, batch), generator=g)
+        mask = (torch.rand((k, batch), generator=g) < 0.6).float()
+        mask[:, 0] = 1.0
+        ref, ref_loss = _reference_grads(model, {n: w[:k] for n, w in explicit.items()}, x, y, mask)
+        for n in explicit:
+            explicit[n][:k] -= lr * ref[n]
+        loss = cohort.step(x, y, mask, lr)
+        assert torch.allclose(loss, ref_loss, atol=1e-5)
+    want = torch.cat([(explicit[n] - start[n]).reshape(c, -1) for n in start], dim=1)
+    got = cohort.deltas(list(start))
+    assert got.shape == want.shape
+    assert want.abs().max() > 1e-2  # the steps moved the weights
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_takes_only_flatten_linear_activation_stacks():
