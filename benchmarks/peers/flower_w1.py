@@ -76,7 +76,7 @@ def _weights(loop: HandWritten, arrays: ArrayRecord) -> torch.Tensor:
 
 
 def _record(loop: HandWritten, w: torch.Tensor) -> ArrayRecord:
-    torch.nn.utils.vector_to_parameters(w, loop.params)
+    torch.nn.utils.vector_to_parameters(w.clone(), loop.params)  # no aliasing of w
     return ArrayRecord(loop.model.state_dict())
 
 
