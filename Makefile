@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv demo test test-slow bench bench-full bench-suites lint docs clean
+.PHONY: venv demo test test-slow bench bench-full bench-suites bench-peers lint docs clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,23 @@ bench-suites: venv  # the attack x defense suites (long); `make demo` runs the q
 	.venv/bin/privfl bench benchmarks/suites/robustness.toml
 	.venv/bin/privfl bench benchmarks/suites/privacy.toml
 
+# Optional, in its own venv (.venv-peers, not .venv): torch 2.13.0 first (as above), then
+# Flower with its Ray extra from the registry, then privfl itself.
+FLWR := 1.42.0
+PEERS := .venv-peers/bin/python
+PEERS_STAMP := .venv-peers/.installed-flwr-$(FLWR)
+
+$(PEERS_STAMP): pyproject.toml
+	test -x $(PEERS) || python3 -m venv .venv-peers
+	$(PEERS) -m pip install -q --upgrade pip
+	$(PEERS) -m pip install -q torch==2.13.0
+	$(PEERS) -m pip install -q 'flwr[simulation]==$(FLWR)'
+	$(PEERS) -m pip install -q -e .
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)  # W1 through Flower's simulation engine beside privfl's engines (ratios)
+	$(PEERS) benchmarks/peers/flower_w1.py
+
 docs: venv  # regenerate README's config reference from the config models
 	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"
 
@@ -57,4 +74,4 @@ lint: venv
 	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks
 
 clean:
-	rm -rf .venv build *.egg-info runs
+	rm -rf .venv .venv-peers build *.egg-info runs

@@ -107,28 +107,38 @@ class HandWritten:
         self.params = list(self.model.parameters())
         self.w = torch.nn.utils.parameters_to_vector(self.params).detach().clone()
         self.r = 0
+        self.accuracy = float("nan")  # test accuracy after the last round
 
     def round(self) -> None:
         self.r += 1
-        lr, bs = self.cfg.federation.lr, self.cfg.federation.batch_size
         deltas, weights = [], []
         for cid in self.sampler.sample(self.r).tolist():
-            x, y = self.x[self.parts[cid]], self.y[self.parts[cid]]
-            torch.nn.utils.vector_to_parameters(self.w.clone(), self.params)  # no aliasing
-            opt = torch.optim.SGD(self.params, lr=lr)
-            g = torch_generator(self.cfg.seed, "client", self.r, cid)
-            for idx in torch.randperm(len(y), generator=g).split(bs):
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(self.model(x[idx]), y[idx]).backward()
-                opt.step()
-            deltas.append(torch.nn.utils.parameters_to_vector(self.params).detach() - self.w)
-            weights.append(len(y))
+            deltas.append(self.train_client(cid, self.r, self.w) - self.w)
+            weights.append(len(self.parts[cid]))
         w = torch.tensor(weights, dtype=torch.float32)
         self.w = self.w + (w / w.sum()) @ torch.stack(deltas)
         if self.r == self.cfg.federation.rounds:  # privfl evaluates the last round too
-            torch.nn.utils.vector_to_parameters(self.w.clone(), self.params)
-            with torch.no_grad():
-                (self.model(self.test.x).argmax(1) == self.test.y).float().mean()
+            self.accuracy = self.test_accuracy(self.w)
+
+    def train_client(self, cid: int, r: int, w: torch.Tensor) -> torch.Tensor:
+        """Client ``cid``'s local training in round ``r`` from the flat weights ``w`` (one
+        epoch of SGD on its own shuffle); returns its trained flat weights."""
+        lr, bs = self.cfg.federation.lr, self.cfg.federation.batch_size
+        x, y = self.x[self.parts[cid]], self.y[self.parts[cid]]
+        torch.nn.utils.vector_to_parameters(w.clone(), self.params)  # no aliasing
+        opt = torch.optim.SGD(self.params, lr=lr)
+        g = torch_generator(self.cfg.seed, "client", r, cid)
+        for idx in torch.randperm(len(y), generator=g).split(bs):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(self.model(x[idx]), y[idx]).backward()
+            opt.step()
+        return torch.nn.utils.parameters_to_vector(self.params).detach()
+
+    def test_accuracy(self, w: torch.Tensor) -> float:
+        """Test accuracy of the flat weights ``w``."""
+        torch.nn.utils.vector_to_parameters(w.clone(), self.params)
+        with torch.no_grad():
+            return float((self.model(self.test.x).argmax(1) == self.test.y).float().mean())
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -137,9 +147,18 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def run_w1(repeats: int, engines: tuple[str, ...]) -> dict[str, object]:
-    """W1, every engine beside the hand-written loop; returns the figures printed."""
-    base = privfl.config.config_from_dict(W1)
+def w1_config(rounds: int | None = None) -> privfl.Config:
+    """W1's config; ``rounds`` replaces its 5 rounds (evaluation after the last one only)."""
+    raw = json.loads(json.dumps(W1))
+    if rounds is not None:
+        raw["federation"]["rounds"] = raw["evaluation"]["every"] = rounds
+    return privfl.config.config_from_dict(raw)
+
+
+def run_w1(repeats: int, engines: tuple[str, ...], rounds: int | None = None) -> dict[str, object]:
+    """W1, every engine beside the hand-written loop; returns the figures printed (and each
+    one's test accuracy after the last round). ``rounds``: rounds of each repeat (W1's 5)."""
+    base = w1_config(rounds)
     per_round = base.federation.clients_per_round
     names = ("hand-written", *engines)
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -164,6 +183,9 @@ def run_w1(repeats: int, engines: tuple[str, ...]) -> dict[str, object]:
                     ratios[e].append(t["hand-written"] / t[e])
         for e in engines:
             same[e] = float((feds[e].params - loop.w).abs().max())
+        accuracy = {"hand-written": loop.accuracy} | {
+            e: float(feds[e].metrics[-1]["test_accuracy"]) for e in engines
+        }
     print(
         f"W1: MLP 784-200-200-10, {per_round} clients x 60 examples a round, batch 10; "
         f"{len(times['hand-written'])} rounds each, alternating; torch threads "
@@ -176,6 +198,7 @@ def run_w1(repeats: int, engines: tuple[str, ...]) -> dict[str, object]:
         rec: dict[str, float] = {
             "updates_per_s": ups,
             "median_round_s": statistics.median(times[n]),
+            "test_accuracy": accuracy[n],
         }
         if n in ratios:
             q = statistics.quantiles(ratios[n], n=4)
