@@ -65,7 +65,8 @@ SUITE: tuple[Benchmark, ...] = (
         "secagg_cost.py",
         "Secure aggregation cost",
         (),
-        ("--n", "10", "50", "100", "--d", "1e4", "1e5", "--dropout", "0", "0.1", "--repeats", "1"),
+        ("--n", "10", "50", "100", "--d", "1e4", "1e5", "--dropout", "0", "0.1", "--repeats", "1")
+        + ("--growth-n", "200", "400", "--growth-repeats", "1"),
     ),
     Benchmark("he_cost", "he_cost.py", "Homomorphic encryption cost", (), ("--quick",)),
     Benchmark(
@@ -145,6 +146,10 @@ def _summary(data: dict) -> list[str]:
     return out
 
 
+#: Everything below this line of RESULTS.md is kept when ``make bench`` rewrites the file.
+KEEP_MARKER = "<!-- sections below are kept by make bench -->"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="each benchmark's short settings")
@@ -214,7 +219,10 @@ def main() -> None:
     if summary:
         lines += ["## Engines at a glance", "", *summary, ""]
     lines += sections
-    args.out.write_text("\n".join(lines))
+    kept = ""  # sections written by hand or by other commands (make bench-peers) stay
+    if args.out.exists() and KEEP_MARKER in (old := args.out.read_text()):
+        kept = old[old.index(KEEP_MARKER) :]
+    args.out.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     print(f"wrote {args.out}")
 
 
