@@ -5,8 +5,8 @@ chunks took as long as one), so parallel encryption needs processes. Each worker
 key holder's *public* context once (it never sees a secret key, like the clients it stands
 for) and encrypts one chunk per task; chunks of one client go to several workers, so a
 client's whole update is encrypted in about ``1 / workers`` of the time on a machine with
-that many free cores. At most ``4 * workers`` chunks are in flight, so memory stays bounded
-however large the cohort.
+that many free cores. A task is up to four chunks of one client, and at most ``2 * workers``
+tasks are in flight, so memory stays bounded however large the cohort.
 
 Written by hand on :mod:`concurrent.futures` because TenSEAL has no batch encryption of
 independent vectors (its context's ``n_threads`` parallelizes operations *inside* one
@@ -29,6 +29,9 @@ from privfl.defenses.he.keys import load_public_context
 from privfl.defenses.he.scheme import HEScheme
 from privfl.errors import ConfigError
 
+#: Chunks encrypted by one task: fewer round trips through the pool's queues.
+CHUNKS_PER_TASK = 4
+
 _worker: tuple[HEScheme, Any] | None = None  # (scheme, public context) in a worker process
 
 
@@ -37,10 +40,10 @@ def _start(scheme: HEScheme, public_context: bytes) -> None:
     _worker = (scheme, load_public_context(public_context))
 
 
-def _encrypt(values: np.ndarray) -> bytes:
+def _encrypt(chunks: np.ndarray) -> list[bytes]:
     assert _worker is not None, "worker not initialized"
     scheme, context = _worker
-    return scheme.encrypt(context, values)
+    return [scheme.encrypt(context, values) for values in chunks]
 
 
 def resolve_workers(workers: int) -> int:
@@ -63,7 +66,7 @@ class EncryptionPool:
         if workers < 2:
             raise ValueError(f"an encryption pool needs >= 2 workers, got {workers}")
         self.workers = workers
-        self._window = 4 * workers
+        self._window = 2 * workers
         # fork: the workers inherit the imported modules (no second torch import); they run
         # only TenSEAL and numpy, never torch's thread pools.
         self._executor = ProcessPoolExecutor(
@@ -74,27 +77,33 @@ class EncryptionPool:
         )
         self._finalizer = weakref.finalize(self, self._executor.shutdown, cancel_futures=True)
 
-    def encrypt_rows(self, rows: Iterable[Iterable[np.ndarray]]) -> Iterator[tuple[bytes, ...]]:
-        """Each row's (client's) ciphertexts, in order, as soon as the row is complete."""
-        pending: deque[Future[bytes]] = deque()
-        sizes: deque[int] = deque()  # chunks of each row not yet yielded
+    def encrypt_rows(self, rows: Iterable[np.ndarray]) -> Iterator[tuple[bytes, ...]]:
+        """Each row's (client's) ciphertexts, in order, as soon as the row is complete.
+
+        Args:
+            rows: each client's chunks, ``(chunks, slots)``.
+        """
+        pending: deque[Future[list[bytes]]] = deque()
+        tasks: deque[int] = deque()  # tasks of each row not yet yielded
         current: list[bytes] = []
+        done = 0
 
         def collect() -> Iterator[tuple[bytes, ...]]:
-            nonlocal current
-            current.append(pending.popleft().result())
-            if len(current) == sizes[0]:
-                sizes.popleft()
-                row, current = tuple(current), []
+            nonlocal current, done
+            current += pending.popleft().result()
+            done += 1
+            if done == tasks[0]:
+                tasks.popleft()
+                row, current, done = tuple(current), [], 0
                 yield row
 
         for row in rows:
-            chunks = list(row)
-            if not chunks:
+            if not len(row):
                 raise ValueError("a row without chunks")
-            sizes.append(len(chunks))
-            for values in chunks:
-                pending.append(self._executor.submit(_encrypt, values))
+            parts = range(0, len(row), CHUNKS_PER_TASK)
+            tasks.append(len(parts))
+            for i in parts:
+                pending.append(self._executor.submit(_encrypt, row[i : i + CHUNKS_PER_TASK]))
                 while len(pending) > self._window:
                     yield from collect()
         while pending:

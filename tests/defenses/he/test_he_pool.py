@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import small_config
 
 from privfl.defenses.he import (
     CKKS_PRESETS,
@@ -22,6 +23,7 @@ from privfl.defenses.he.envelope import MessageKind, read_envelope
 from privfl.defenses.he.packing import chunk_count
 from privfl.defenses.he.pool import EncryptionPool, resolve_workers
 from privfl.errors import ConfigError
+from privfl.federation import Federation
 from privfl.update import UpdateBatch
 
 
@@ -101,3 +103,19 @@ def test_workers_setting():
     with pytest.raises(ValueError, match="workers"):
         HEConfig(workers=-2)
     assert HEConfig(workers=0).workers == 0
+
+
+def test_a_run_with_encryption_workers_gives_the_same_model():
+    # BFV is exact: the model after a round does not depend on who encrypted.
+    runs = []
+    for workers in (1, 2):
+        cfg = small_config(
+            model={"name": "mlp", "hidden": [256]},  # 16,906 parameters: 3 chunks a client
+            defense={"he": {"scheme": "bfv", "workers": workers}},
+        )
+        fed = Federation(cfg)
+        metrics = fed.run_round()
+        runs.append((fed.params, metrics))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1]["he_ciphertexts_per_client"] == 3
+    assert runs[0][1]["bytes_up"] == runs[1][1]["bytes_up"]
