@@ -68,7 +68,13 @@ SUITE: tuple[Benchmark, ...] = (
         ("--n", "10", "50", "100", "--d", "1e4", "1e5", "--dropout", "0", "0.1", "--repeats", "1")
         + ("--growth-n", "200", "400", "--growth-repeats", "1"),
     ),
-    Benchmark("he_cost", "he_cost.py", "Homomorphic encryption cost", (), ("--quick",)),
+    Benchmark(
+        "he_cost",
+        "he_cost.py",
+        "Homomorphic encryption cost",
+        ("--workers", "0"),
+        ("--quick", "--workers", "0"),
+    ),
     Benchmark(
         "inversion",
         "inversion.py",
