@@ -18,6 +18,7 @@ from privfl.defenses.he.errors import CiphertextError, HeadroomError
 from privfl.defenses.he.packing import pack, unpack
 from privfl.defenses.he.params import CKKSParams
 from privfl.defenses.he.scheme import ClientRng, Decoded, Encoding, HEScheme
+from privfl.defenses.he.seal_context import single_prime_ckks_context
 from privfl.errors import ConfigError
 from privfl.update import UpdateBatch
 
@@ -51,6 +52,10 @@ class CKKSScheme(HEScheme):
     def create_context(self) -> ts.Context:
         """A private CKKS context with the scale set (the key holder's)."""
         p = self.params
+        if not p.special_prime:
+            return single_prime_ckks_context(
+                p.poly_modulus_degree, p.coeff_mod_bit_sizes[0], self.scale
+            )
         try:
             context = ts.context(
                 ts.SCHEME_TYPE.CKKS,

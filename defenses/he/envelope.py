@@ -80,24 +80,22 @@ class Envelope:
     def to_bytes(self) -> bytes:
         """The message as it crosses the wire."""
         lengths = np.array([len(c) for c in self.chunks], dtype="<u4").tobytes()
-        body = b"".join(
-            (
-                _HEADER.pack(
-                    MAGIC,
-                    VERSION,
-                    int(self.scheme),
-                    int(self.kind),
-                    self.key_id,
-                    self.round,
-                    self.sender,
-                    self.count,
-                    len(self.chunks),
-                ),
-                lengths,
-                *self.chunks,
-            )
+        header = _HEADER.pack(
+            MAGIC,
+            VERSION,
+            int(self.scheme),
+            int(self.kind),
+            self.key_id,
+            self.round,
+            self.sender,
+            self.count,
+            len(self.chunks),
         )
-        return body + hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest()
+        parts = (header, lengths, *self.chunks)
+        digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        for part in parts:  # hashed in place: the message is copied once, by the join
+            digest.update(part)
+        return b"".join((*parts, digest.digest()))
 
 
 def read_envelope(

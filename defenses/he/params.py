@@ -8,7 +8,11 @@ A CKKS ciphertext is two polynomials of ``N`` coefficients modulo the *data* mod
 the product of every prime of ``coeff_mod_bit_sizes`` but the last (SEAL keeps the last one as
 the "special" prime of key switching; it is used while encrypting and then dropped). The
 chain ``[60, 40, 40, 60]`` of TenSEAL's tutorials leaves three primes on each ciphertext for two
-multiplications that aggregation never does. One data prime is enough, so a ciphertext is
+multiplications that aggregation never does. One data prime is enough, and it can be the only
+prime: with no special prime SEAL encrypts without the final modulus switch (faster; the fresh
+noise, no longer divided by the special prime, grows from about 2^13 to 2^17 scale units,
+which one more bit of scale pays for). TenSEAL cannot create such a context but loads one
+(:mod:`privfl.defenses.he.seal_context`). Either way a ciphertext is
 ``2 * N`` coefficients of ``data_bits`` bits packing ``N / 2`` float32 values: about
 ``2 * 64 / 32 = 8x`` float32 before compression, whatever ``N``. Measured (TenSEAL 0.3.18,
 serialized with SEAL's zstd compression, random N(0, 1) values, rms error per value):
@@ -19,6 +23,9 @@ N             coeff_mod_bits     scale  expansion  rms error per unit
 8192          [60, 40, 40, 60]   2^40   20.2x      1.2e-9
 8192          [60, 40]           2^40   8.01x      1.2e-9
 8192          [56, 40]           2^36   7.57x      2.0e-8
+8192          [57]               2^37   7.67x      1.6e-7
+8192          [58]               2^38   7.77x      7.9e-8
+8192          [60]               2^40   8.01x      2.0e-8
 8192          [50, 40]           2^30   7.20x      1.3e-6
 4096          [50, 40]           2^30   7.20x      6.5e-7
 8192          [60, 60, 60]       2^52   16.0x      3.0e-13
@@ -98,11 +105,8 @@ def check_ring(poly_modulus_degree: int, coeff_mod_bit_sizes: tuple[int, ...]) -
             f"poly_modulus_degree must be one of {list(POLY_MODULUS_DEGREES)}, "
             f"got {poly_modulus_degree}"
         )
-    if len(coeff_mod_bit_sizes) < 2:
-        raise ConfigError(
-            "coeff_mod_bit_sizes needs at least two primes (the data primes and "
-            f"SEAL's special prime, last), got {list(coeff_mod_bit_sizes)}"
-        )
+    if len(coeff_mod_bit_sizes) < 1:
+        raise ConfigError("coeff_mod_bit_sizes needs at least one prime")
     bad = [b for b in coeff_mod_bit_sizes if not MIN_PRIME_BITS <= b <= MAX_PRIME_BITS]
     if bad:
         raise ConfigError(
@@ -125,9 +129,17 @@ class _CoefficientModulus:
     coeff_mod_bit_sizes: tuple[int, ...]
 
     @property
+    def special_prime(self) -> bool:
+        """Whether the last prime is SEAL's special prime (key switching): with two or more
+        primes it is; a single prime is the data modulus itself (CKKS only, see
+        :mod:`privfl.defenses.he.seal_context`)."""
+        return len(self.coeff_mod_bit_sizes) > 1
+
+    @property
     def data_bits(self) -> int:
         """Bits of the data (ciphertext) modulus ``q``: every prime but SEAL's special one."""
-        return sum(self.coeff_mod_bit_sizes[:-1])
+        sizes = self.coeff_mod_bit_sizes
+        return sum(sizes[:-1]) if self.special_prime else sizes[0]
 
     @property
     def total_bits(self) -> int:
@@ -142,7 +154,8 @@ class CKKSParams(_CoefficientModulus):
 
     Attributes:
         poly_modulus_degree: ``N``, the ring degree; a ciphertext packs ``N / 2`` real values.
-        coeff_mod_bit_sizes: bit sizes of the primes; all but the last form the data modulus.
+        coeff_mod_bit_sizes: bit sizes of the primes; all but the last form the data modulus,
+            or the one prime is the data modulus (no key switching, which adding never needs).
         scale_bits: ``log2`` of the encoding scale Delta; values are stored as
             ``round(Delta * value)``, so the absolute error is about ``2^12 / Delta``.
     """
@@ -188,8 +201,11 @@ class CKKSParams(_CoefficientModulus):
     @property
     def noise_bound(self) -> float:
         """A generous bound on the absolute decryption error of one fresh ciphertext, per
-        slot: ``2^16 / Delta`` (measured maxima are about ``2^13 / Delta`` at N = 8192)."""
-        return math.ldexp(1.0, 16 - self.scale_bits)
+        slot: ``2^16 / Delta`` after SEAL's switch down from the special prime (measured maxima
+        about ``2^13 / Delta`` at N = 8192); ``2^20 / Delta`` with a single prime, where the
+        encryption noise is not divided by a special prime (measured maxima about
+        ``2^17 / Delta``; a test measures both)."""
+        return math.ldexp(1.0, (16 if self.special_prime else 20) - self.scale_bits)
 
     def describe(self) -> str:
         """The parameters in one line."""
@@ -231,6 +247,11 @@ class BFVParams(_CoefficientModulus):
 
     def __post_init__(self) -> None:
         check_ring(self.poly_modulus_degree, self.coeff_mod_bit_sizes)
+        if not self.special_prime:
+            raise ConfigError(
+                "BFV needs at least two primes in coeff_mod_bit_sizes (the data primes and "
+                "SEAL's special prime, last); only CKKS builds single-prime contexts"
+            )
         if not MIN_PRIME_BITS <= self.plain_modulus_bits <= BFV_MAX_PLAIN_BITS:
             raise ConfigError(
                 f"plain_modulus_bits must be in {MIN_PRIME_BITS}..{BFV_MAX_PLAIN_BITS} (integer "
@@ -286,8 +307,10 @@ CKKS_PRESETS: dict[Preset, CKKSParams] = {
     # Smallest ring that holds a 50-bit data prime at 128 bits (90 of 109 bits): half the key
     # and context size, least padding for small models, ~1e-6 error, 7.2x float32.
     Preset.FAST: CKKSParams(4096, (50, 40), 30),
-    # 96 of 218 bits at N = 8192 (above 256-bit security); 2e-8 error; 7.6x float32.
-    Preset.DEFAULT: CKKSParams(8192, (56, 40), 36),
+    # One 57-bit prime at N = 8192 (57 of 218 bits: above 256-bit security) and no special
+    # prime, so no modulus switch when encrypting (about 25% faster than [56, 40]); 18 bits
+    # of headroom as [56, 40] at 2^36 had; 1.6e-7 rms error; 7.7x float32.
+    Preset.DEFAULT: CKKSParams(8192, (57,), 37),
     # Two data primes (120 bits): ~3e-13 error and 68 bits of headroom, at 16x float32.
     Preset.HIGH_PRECISION: CKKSParams(8192, (60, 60, 60), 52),
 }

@@ -5,8 +5,9 @@ chunks took as long as one), so parallel encryption needs processes. Each worker
 key holder's *public* context once (it never sees a secret key, like the clients it stands
 for) and encrypts one chunk per task; chunks of one client go to several workers, so a
 client's whole update is encrypted in about ``1 / workers`` of the time on a machine with
-that many free cores. A task is up to four chunks of one client, and at most ``2 * workers``
-tasks are in flight, so memory stays bounded however large the cohort.
+that many free cores. A task is up to four chunks of one client, and at most ``8 * workers``
+tasks are in flight (enough queued work to keep the workers busy while this process builds a
+client's message), so memory stays bounded however large the cohort.
 
 Written by hand on :mod:`concurrent.futures` because TenSEAL has no batch encryption of
 independent vectors (its context's ``n_threads`` parallelizes operations *inside* one
@@ -66,7 +67,7 @@ class EncryptionPool:
         if workers < 2:
             raise ValueError(f"an encryption pool needs >= 2 workers, got {workers}")
         self.workers = workers
-        self._window = 2 * workers
+        self._window = 8 * workers
         # fork: the workers inherit the imported modules (no second torch import); they run
         # only TenSEAL and numpy, never torch's thread pools.
         self._executor = ProcessPoolExecutor(

@@ -7,8 +7,16 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 from conftest import small_config
 
-from privfl.defenses.he import CKKS_PRESETS, CKKSParams, HEConfig, Preset, SecurityLevel
+from privfl.defenses.he import (
+    CKKS_PRESETS,
+    CKKSParams,
+    CKKSScheme,
+    HEConfig,
+    Preset,
+    SecurityLevel,
+)
 from privfl.defenses.he.params import MAX_COEFF_MODULUS_BITS, POLY_MODULUS_DEGREES, security_level
+from privfl.defenses.he.seal_context import single_prime_ckks_context
 from privfl.errors import ConfigError
 
 _SEAL_LEVELS = {
@@ -40,18 +48,35 @@ def test_presets_are_128_bit_secure_and_seal_accepts_them(preset):
     p = CKKS_PRESETS[preset]
     assert p.security >= SecurityLevel.TC128
     # SEAL checks the same table (sec_level tc128) and builds the context.
-    ctx = ts.context(
-        ts.SCHEME_TYPE.CKKS,
-        poly_modulus_degree=p.poly_modulus_degree,
-        coeff_mod_bit_sizes=list(p.coeff_mod_bit_sizes),
-    )
-    assert ctx.is_private()
+    ctx = CKKSScheme(p).create_context()
+    assert ctx.is_private() and ctx.global_scale == 2.0**p.scale_bits
+    assert ctx.has_relin_keys() == p.special_prime  # one prime: no key switching at all
+
+
+def test_single_prime_context_is_what_tenseal_cannot_build():
+    p = CKKS_PRESETS[Preset.DEFAULT]
+    assert p.coeff_mod_bit_sizes == (57,) and not p.special_prime
+    with pytest.raises(RuntimeError, match="keyswitching is not supported"):
+        ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[57])
+    private = single_prime_ckks_context(8192, 57, 2.0**37)
+    public = private.copy()
+    public.make_context_public(generate_galois_keys=False, generate_relin_keys=False)
+    assert not public.has_secret_key() and not public.has_relin_keys()
+    x = [0.5, -1.25, 3.0]
+    data = ts.ckks_vector(public, x).serialize()  # encrypts with the public key alone
+    with pytest.raises(ValueError, match="secret_key"):
+        ts.ckks_vector_from(public, data).decrypt()
+    got = ts.ckks_vector_from(private, data).decrypt()
+    assert max(abs(a - b) for a, b in zip(got, x, strict=False)) < 1e-5
+    # Another key holder's context (same parameters) decrypts it to garbage.
+    other = ts.ckks_vector_from(single_prime_ckks_context(8192, 57, 2.0**37), data).decrypt()
+    assert max(abs(a - b) for a, b in zip(other, x, strict=False)) > 1.0
 
 
 def test_preset_figures():
     d = CKKS_PRESETS[Preset.DEFAULT]
-    assert (d.slots, d.data_bits, d.headroom_bits) == (4096, 56, 18)
-    assert d.security == SecurityLevel.TC256  # 96 bits <= 118 at N = 8192
+    assert (d.slots, d.data_bits, d.headroom_bits) == (4096, 57, 18)
+    assert d.security == SecurityLevel.TC256  # 57 bits <= 118 at N = 8192
     f = CKKS_PRESETS[Preset.FAST]
     assert (f.slots, f.security) == (2048, SecurityLevel.TC128)  # 90 bits: 75 < 90 <= 109
     h = CKKS_PRESETS[Preset.HIGH_PRECISION]
@@ -75,15 +100,20 @@ def test_insecure_ring_is_rejected_like_seal_rejects_it():
     ("kwargs", "match"),
     [
         ({"poly_modulus_degree": 3000}, "poly_modulus_degree must be one of"),
-        ({"coeff_mod_bit_sizes": [56]}, "coeff_mod_bit_sizes needs at least two primes"),
+        ({"coeff_mod_bit_sizes": [60, 60, 60, 60]}, "coeff_mod_bit_sizes .* allows at most 218"),
         ({"coeff_mod_bit_sizes": [61, 40]}, "coeff_mod_bit_sizes must hold primes of 20..60"),
         ({"scale_bits": 10}, "scale_bits must be >= 20"),
-        ({"scale_bits": 54}, "scale_bits = 54 leaves no room"),
+        ({"scale_bits": 56}, "scale_bits = 56 leaves no room"),
     ],
 )
 def test_bad_parameters_name_the_key(kwargs, match):
     with pytest.raises(ConfigError, match=f"defense\\.he\\.{match}"):
         small_config(defense={"he": {"scheme": "ckks", **kwargs}})
+
+
+def test_bfv_needs_a_special_prime():
+    with pytest.raises(ConfigError, match="BFV needs at least two primes"):
+        small_config(defense={"he": {"scheme": "bfv", "coeff_mod_bit_sizes": [60]}})
 
 
 def test_overrides_replace_single_preset_values():
