@@ -66,7 +66,7 @@ SUITE: tuple[Benchmark, ...] = (
         "Secure aggregation cost",
         (),
         ("--n", "10", "50", "100", "--d", "1e4", "1e5", "--dropout", "0", "0.1", "--repeats", "1")
-        + ("--growth-n", "200", "400", "--growth-repeats", "1"),
+        + ("--growth-n", "200", "400", "--growth-repeats", "2"),
     ),
     Benchmark(
         "he_cost",
