@@ -11,7 +11,8 @@ Method: each scheme and d get a fresh key holder, server and clients (the real p
 privfl.defenses.he). For each n, a cohort of n clients is encoded (BFV's quantizer depends on
 n) and the first K = 3 clients' messages are encrypted and timed (encryption does not depend on
 n otherwise); with ``--workers W`` (W processes encrypting chunks in parallel, as
-``[defense.he] workers`` does) the K clients are timed together and divided by K. The server
+``[defense.he] workers`` does) the pool is started before anything is timed and the K clients
+are timed together and divided by K. The server
 then receives those K ciphertext sets under n distinct sender ids (each re-enveloped with its
 own digest; that re-enveloping is timed separately and
 subtracted), streamed one message at a time, and the decrypted mean is checked against the
@@ -106,6 +107,13 @@ class Bench:
         self.deltas = torch.from_numpy((1e-2 * rng.standard_normal((K, dim))).astype(np.float32))
         self.weights = rng.integers(10, int(MAX_WEIGHT), K).astype(np.float64)
         self.chunks = chunk_count(dim, scheme.slots)
+        if workers > 1:  # start the pool (fork, load the context) before anything is timed
+            warm = UpdateBatch(
+                client_ids=np.arange(workers, dtype=np.int64),
+                deltas=torch.zeros((workers, scheme.slots * 4)),
+                weights=np.ones(workers),
+            )
+            list(self.clients.encrypt(warm, round=1, rng=np.random.default_rng)[0])
 
     def run(self, row: Row) -> None:
         """Encrypt K clients of a cohort of n (timed), aggregate n senders, decrypt."""
