@@ -39,6 +39,8 @@ import torch
 from torch import nn
 
 Params = dict[str, torch.Tensor]
+#: Opacus' clipping denominator guard, C / (||g|| + 1e-6) (opacus/optimizers/optimizer.py).
+OPACUS_NORM_EPS = 1e-6
 
 #: Activations supported, each with its derivative written in terms of its output ``y``.
 _DERIVATIVES = {
@@ -209,10 +211,16 @@ class BatchedMLP:
         y: torch.Tensor,
         mask: torch.Tensor | None,
         take: Callable[[_Linear, torch.Tensor, torch.Tensor], None],
+        *,
+        per_example: bool = False,
     ) -> torch.Tensor:
         """Forward, loss and backward for the first ``k = len(y)`` clients; hands each Linear
         layer's output gradient ``g`` and input ``a`` to ``take`` (after the gradient for the
-        layer below was computed from its weights as they were); returns the losses."""
+        layer below was computed from its weights as they were); returns the losses.
+
+        ``per_example``: differentiate each example's own cross-entropy (``g`` then holds
+        every example's gradient, unscaled, ``mask`` is ignored) and return the ``(k, B)``
+        per-example losses, instead of each client's mean over its real examples."""
         k, b = y.shape
         h = x.reshape(k, b, -1)
         inputs: list[torch.Tensor] = []  # the input of each layer
@@ -230,7 +238,9 @@ class BatchedMLP:
             # d loss_i / d logits = (softmax - onehot) / (real examples of client i)
             g = logp.exp_()
             g.scatter_add_(2, y.unsqueeze(2), torch.full((k, b, 1), -1.0, dtype=g.dtype))
-            if mask is None:
+            if per_example:
+                loss = ce
+            elif mask is None:
                 loss = ce.mean(1)
                 g.mul_(1.0 / b)
             else:
@@ -247,6 +257,50 @@ class BatchedMLP:
                 if below is not None:
                     g = below
         return loss
+
+    def clipped_gradient_sums(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, clip: float
+    ) -> tuple[Params, torch.Tensor, torch.Tensor]:
+        """DP-SGD's sums of clipped per-example gradients (Abadi et al. 2016), without forming
+        any per-example gradient.
+
+        For a Linear layer the gradient of example ``j`` is the outer product ``g_j a_j^T`` of
+        its output gradient and its input, so its squared norm is ``|g_j|^2 |a_j|^2`` (plus
+        ``|g_j|^2`` for the bias) and the sum of the clipped gradients is one product,
+        ``(c * G)^T A`` (the "ghost norm" of Goodfellow 2015 and Li et al. 2022). The
+        clipping factor is Opacus' flat one, ``min(1, C / (||grad_j|| + 1e-6))`` over all
+        layers, 0 for padding.
+
+        Args:
+            params: each ``(k, *shape)``; x ``(k, L, *input_shape)``; y ``(k, L)``.
+            mask: ``(k, L)``, 1 for the examples of each client's lot, 0 for padding.
+            clip: C.
+        Returns:
+            ``(sums, losses, norms)``: the clipped sums with the shapes of ``params``, each
+            example's loss and gradient norm, ``(k, L)``.
+        """
+        weights = {layer.weight: _Dense(params[layer.weight]) for layer in self.linear_layers}
+        biases = {layer.bias: params[layer.bias] for layer in self.linear_layers if layer.bias}
+        taken: list[tuple[_Linear, torch.Tensor, torch.Tensor]] = []
+        losses = self._pass(
+            weights, biases, x, y, None, lambda *t: taken.append(t), per_example=True
+        )
+        with torch.no_grad():
+            squared = torch.zeros_like(losses)
+            for layer, g, a in taken:
+                g2 = g.square().sum(2)
+                squared += g2 * a.square().sum(2)
+                if layer.bias is not None:
+                    squared += g2
+            norms = squared.sqrt()
+            factor = (clip / (norms + OPACUS_NORM_EPS)).clamp(max=1.0) * mask
+            sums: Params = {}
+            for layer, g, a in taken:
+                scaled = g * factor.unsqueeze(2)
+                sums[layer.weight] = torch.bmm(scaled.transpose(1, 2), a)
+                if layer.bias is not None:
+                    sums[layer.bias] = scaled.sum(1)
+        return sums, losses, norms
 
 
 class CohortSGD:

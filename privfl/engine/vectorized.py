@@ -144,6 +144,7 @@ class VectorizedEngine(Engine):
                 clip=trainer.clip,
                 noise_multiplier=trainer.noise_multiplier,
                 sgd_update=sgd_update,
+                mlp=BatchedMLP.of(self._model) if self.use_batched_mlp else None,
             )
         else:
             self._training = trainer.config  # type: ignore[attr-defined]

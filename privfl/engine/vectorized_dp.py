@@ -5,7 +5,8 @@ Opacus (Abadi et al. 2016, Algorithm 1, with Opacus' ``DPOptimizer`` arithmetic)
 
 1. Poisson lot: ``rand(n) < q`` on the client's own generator;
 2. per-example gradients by nested ``vmap`` (over clients, then over the lot's examples) of
-   ``grad`` of one example's cross-entropy (Opacus' per-sample gradients of a mean loss);
+   ``grad`` of one example's cross-entropy (Opacus' per-sample gradients of a mean loss); for
+   MLPs, only their norms, from the batched kernel's ghost norms;
 3. flat clipping: factor ``min(1, C / (||g_j|| + 1e-6))`` over all layers (Opacus' formula),
    padded examples get factor 0; the clipped gradients are summed;
 4. noise ``N(0, (sigma C)^2)`` per parameter tensor drawn with ``torch.normal`` on the client's
@@ -30,12 +31,11 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from privfl.client import LocalTraining
+from privfl.engine.batched_mlp import OPACUS_NORM_EPS, BatchedMLP
 from privfl.seeding import torch_generator
 from privfl.update import ParamSpec
 
 Params = dict[str, torch.Tensor]
-# Opacus' clipping denominator guard: C / (||g|| + 1e-6) (opacus/optimizers/optimizer.py).
-_NORM_EPS = 1e-6
 
 
 class CohortDPSGD:
@@ -47,6 +47,9 @@ class CohortDPSGD:
         training: lr, momentum, weight decay, epochs/steps, batch size, FedProx mu.
         clip: C; noise_multiplier: sigma.
         sgd_update: the engine's SGD step on stacked parameters.
+        mlp: the batched MLP kernel of the model, if it has one: step 2-3 then come from
+            its ghost norms (:meth:`BatchedMLP.clipped_gradient_sums`), with no per-example
+            gradient formed; otherwise from nested ``vmap``.
     """
 
     def __init__(
@@ -58,9 +61,11 @@ class CohortDPSGD:
         clip: float,
         noise_multiplier: float,
         sgd_update: Callable[..., None],
+        mlp: BatchedMLP | None = None,
     ) -> None:
         self.spec, self.training, self.clip, self.sigma = spec, training, clip, noise_multiplier
         self._sgd_update = sgd_update
+        self._mlp = mlp
 
         def one_example(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             logits = functional_call(model, p, (x.unsqueeze(0),))
@@ -172,12 +177,18 @@ class CohortDPSGD:
             index[r, len(lot) :] = glob[0]  # a valid example, masked out
             mask[r, : len(lot)] = 1.0
         x, y = train_x[index], train_y[index]
+        if self._mlp is not None:
+            summed, losses, norms = self._mlp.clipped_gradient_sums(live, x, y, mask, self.clip)
+            with torch.no_grad():
+                loss_sum = (losses * mask).sum(1).double().numpy()
+                n_clipped = ((norms > self.clip) & (mask > 0)).sum(1).double().numpy()
+            return summed, loss_sum, n_clipped
         grads, losses = self._per_example(live, x, y)  # (k, L, *shape), (k, L)
         with torch.no_grad():
             norms = torch.stack([g.flatten(2).norm(2, dim=-1) for g in grads.values()], dim=2).norm(
                 2, dim=2
             )  # (k, L), over all layers (Opacus' flat clipping)
-            factor = (self.clip / (norms + _NORM_EPS)).clamp(max=1.0) * mask
+            factor = (self.clip / (norms + OPACUS_NORM_EPS)).clamp(max=1.0) * mask
             summed = {n: torch.einsum("kl,kl...->k...", factor, g) for n, g in grads.items()}
             loss_sum = (losses * mask).sum(1).double().numpy()
             n_clipped = ((norms > self.clip) & (mask > 0)).sum(1).double().numpy()

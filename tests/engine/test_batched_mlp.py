@@ -100,3 +100,27 @@ def test_takes_only_flatten_linear_activation_stacks():
         nn.Linear(3, 2),  # not a Sequential
     ]
     assert all(BatchedMLP.of(m) is None for m in others)
+
+
+def test_clipped_sums_equal_clipping_per_example_gradients():
+    # Ghost norms against the definition: every example's own gradient (torch.func, one
+    # example at a time), Opacus' flat clipping factor, the sum over the lot's real examples.
+    model, params, x, y, mask = _cohort("relu", k=3, b=5, seed=4)
+    clip = 0.3
+    sums, losses, norms = BatchedMLP.of(model).clipped_gradient_sums(params, x, y, mask, clip)
+    for i in range(3):
+        want = {n: torch.zeros_like(w[i]) for n, w in params.items()}
+        for j in range(5):
+            one = {n: w[i : i + 1] for n, w in params.items()}
+            g, loss = _reference_grads(
+                model, one, x[i : i + 1, j : j + 1], y[i : i + 1, j : j + 1], None
+            )
+            norm = torch.sqrt(sum(v.square().sum() for v in g.values()))
+            assert norms[i, j] == pytest.approx(float(norm), rel=1e-5)
+            assert losses[i, j] == pytest.approx(float(loss.detach()), rel=1e-5)
+            factor = min(1.0, clip / (float(norm) + 1e-6)) * float(mask[i, j])
+            for n in want:
+                want[n] += factor * g[n][0]
+        assert (norms[i] > clip).any()  # the clip bites
+        for n in want:
+            assert torch.allclose(sums[n][i], want[n], atol=1e-6), n

@@ -128,10 +128,13 @@ DP_CASES = {
 }
 
 
+@pytest.mark.parametrize("path", ["ghost-norms", "nested-vmap"])
 @pytest.mark.parametrize("case", DP_CASES)
-def test_vectorized_dp_sgd_gives_the_opacus_model_for_the_same_noise(case):
+def test_vectorized_dp_sgd_gives_the_opacus_model_for_the_same_noise(case, path, monkeypatch):
     # Same seed: the same Poisson lots and the same noise draws as DPSGDTrainer on Opacus, so
-    # the models agree to float rounding, and the ledger's epsilon is the same.
+    # the models agree to float rounding, and the ledger's epsilon is the same. The MLP's
+    # clipped sums come from the batched kernel's ghost norms or from per-example gradients.
+    monkeypatch.setattr(VectorizedEngine, "use_batched_mlp", path == "ghost-norms")
     fed_extra = {"momentum": 0.5, "prox_mu": 0.1} if case == "tight_clip_momentum" else {}
     cfg = small_config(
         data={"partition": "dirichlet", "alpha": 0.5, "clients": 10},
@@ -140,6 +143,7 @@ def test_vectorized_dp_sgd_gives_the_opacus_model_for_the_same_noise(case):
     )
     seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
     assert not vec.engine.falls_back
+    assert (vec.engine._dp._mlp is not None) == (path == "ghost-norms")
     moved = (seq.params - Federation(cfg).params).abs().max()
     assert moved > 1e-2
     assert torch.allclose(vec.params, seq.params, atol=5e-5, rtol=0)
