@@ -39,8 +39,6 @@ import torch
 from torch import nn
 
 Params = dict[str, torch.Tensor]
-#: Opacus' clipping denominator guard, C / (||g|| + 1e-6) (opacus/optimizers/optimizer.py).
-OPACUS_NORM_EPS = 1e-6
 
 #: Activations supported, each with its derivative written in terms of its output ``y``.
 _DERIVATIVES = {
@@ -259,7 +257,11 @@ class BatchedMLP:
         return loss
 
     def clipped_gradient_sums(
-        self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, clip: float
+        self,
+        params: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        factor_of: Callable[[torch.Tensor], torch.Tensor],
     ) -> tuple[Params, torch.Tensor, torch.Tensor]:
         """DP-SGD's sums of clipped per-example gradients (Abadi et al. 2016), without forming
         any per-example gradient.
@@ -267,14 +269,12 @@ class BatchedMLP:
         For a Linear layer the gradient of example ``j`` is the outer product ``g_j a_j^T`` of
         its output gradient and its input, so its squared norm is ``|g_j|^2 |a_j|^2`` (plus
         ``|g_j|^2`` for the bias) and the sum of the clipped gradients is one product,
-        ``(c * G)^T A`` (the "ghost norm" of Goodfellow 2015 and Li et al. 2022). The
-        clipping factor is Opacus' flat one, ``min(1, C / (||grad_j|| + 1e-6))`` over all
-        layers, 0 for padding.
+        ``(c * G)^T A`` (the "ghost norm" of Goodfellow 2015 and Li et al. 2022).
 
         Args:
             params: each ``(k, *shape)``; x ``(k, L, *input_shape)``; y ``(k, L)``.
-            mask: ``(k, L)``, 1 for the examples of each client's lot, 0 for padding.
-            clip: C.
+            factor_of: each example's clipping factor ``c_j`` from the ``(k, L)`` norms of
+                the whole per-example gradients (all layers), 0 for padding.
         Returns:
             ``(sums, losses, norms)``: the clipped sums with the shapes of ``params``, each
             example's loss and gradient norm, ``(k, L)``.
@@ -293,7 +293,7 @@ class BatchedMLP:
                 if layer.bias is not None:
                     squared += g2
             norms = squared.sqrt()
-            factor = (clip / (norms + OPACUS_NORM_EPS)).clamp(max=1.0) * mask
+            factor = factor_of(norms)
             sums: Params = {}
             for layer, g, a in taken:
                 scaled = g * factor.unsqueeze(2)

@@ -133,6 +133,9 @@ class VectorizedEngine(Engine):
             log.warning("engine = 'vectorized': %s; training clients sequentially", reason)
             self._fallback = SequentialEngine(make_model, spec, data, trainer, seed)
             return
+        # Multilayer perceptrons take the hand-written batched path (same arithmetic, faster
+        # on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
+        self._mlp = BatchedMLP.of(self._model) if self.use_batched_mlp else None
         self._dp: CohortDPSGD | None = None
         dp = _dpsgd_trainer_type()
         if isinstance(trainer, dp):
@@ -144,13 +147,10 @@ class VectorizedEngine(Engine):
                 clip=trainer.clip,
                 noise_multiplier=trainer.noise_multiplier,
                 sgd_update=sgd_update,
-                mlp=BatchedMLP.of(self._model) if self.use_batched_mlp else None,
+                mlp=self._mlp,
             )
         else:
             self._training = trainer.config  # type: ignore[attr-defined]
-        # Multilayer perceptrons take the hand-written batched path (same arithmetic, faster
-        # on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
-        self._mlp = BatchedMLP.of(self._model) if self.use_batched_mlp else None
 
     def _batched_grads(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None

@@ -31,11 +31,13 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from privfl.client import LocalTraining
-from privfl.engine.batched_mlp import OPACUS_NORM_EPS, BatchedMLP
+from privfl.engine.batched_mlp import BatchedMLP
 from privfl.seeding import torch_generator
 from privfl.update import ParamSpec
 
 Params = dict[str, torch.Tensor]
+# Opacus' clipping denominator guard: C / (||g|| + 1e-6) (opacus/optimizers/optimizer.py).
+_NORM_EPS = 1e-6
 
 
 class CohortDPSGD:
@@ -177,19 +179,21 @@ class CohortDPSGD:
             index[r, len(lot) :] = glob[0]  # a valid example, masked out
             mask[r, : len(lot)] = 1.0
         x, y = train_x[index], train_y[index]
+
+        def factor_of(norms: torch.Tensor) -> torch.Tensor:  # step 3, Opacus' flat clipping
+            return (self.clip / (norms + _NORM_EPS)).clamp(max=1.0) * mask
+
         if self._mlp is not None:
-            summed, losses, norms = self._mlp.clipped_gradient_sums(live, x, y, mask, self.clip)
+            summed, losses, norms = self._mlp.clipped_gradient_sums(live, x, y, factor_of)
+        else:
+            grads, losses = self._per_example(live, x, y)  # (k, L, *shape), (k, L)
             with torch.no_grad():
-                loss_sum = (losses * mask).sum(1).double().numpy()
-                n_clipped = ((norms > self.clip) & (mask > 0)).sum(1).double().numpy()
-            return summed, loss_sum, n_clipped
-        grads, losses = self._per_example(live, x, y)  # (k, L, *shape), (k, L)
+                norms = torch.stack(
+                    [g.flatten(2).norm(2, dim=-1) for g in grads.values()], dim=2
+                ).norm(2, dim=2)  # (k, L), over all layers
+                factor = factor_of(norms)
+                summed = {n: torch.einsum("kl,kl...->k...", factor, g) for n, g in grads.items()}
         with torch.no_grad():
-            norms = torch.stack([g.flatten(2).norm(2, dim=-1) for g in grads.values()], dim=2).norm(
-                2, dim=2
-            )  # (k, L), over all layers (Opacus' flat clipping)
-            factor = (self.clip / (norms + OPACUS_NORM_EPS)).clamp(max=1.0) * mask
-            summed = {n: torch.einsum("kl,kl...->k...", factor, g) for n, g in grads.items()}
             loss_sum = (losses * mask).sum(1).double().numpy()
             n_clipped = ((norms > self.clip) & (mask > 0)).sum(1).double().numpy()
         return summed, loss_sum, n_clipped

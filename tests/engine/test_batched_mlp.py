@@ -107,7 +107,9 @@ def test_clipped_sums_equal_clipping_per_example_gradients():
     # example at a time), Opacus' flat clipping factor, the sum over the lot's real examples.
     model, params, x, y, mask = _cohort("relu", k=3, b=5, seed=4)
     clip = 0.3
-    sums, losses, norms = BatchedMLP.of(model).clipped_gradient_sums(params, x, y, mask, clip)
+    sums, losses, norms = BatchedMLP.of(model).clipped_gradient_sums(
+        params, x, y, lambda n: (clip / (n + 1e-6)).clamp(max=1.0) * mask
+    )
     for i in range(3):
         want = {n: torch.zeros_like(w[i]) for n, w in params.items()}
         for j in range(5):
