@@ -14,7 +14,6 @@ from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -28,7 +27,7 @@ from privfl.attacks.inversion.config import InversionConfig
 from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
 from privfl.compression.config import CompressionConfig, check_compression
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.he.config import HEConfig
@@ -49,7 +48,7 @@ from privfl.server_optim import SERVER_OPTIMIZER_NAMES
 class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors; values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     def _only_with(self, field: str, condition: bool, requirement: str) -> None:
         """Reject ``field`` when the user gave it a non-default value although ``condition`` is
@@ -338,7 +337,13 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{what} not found: {p}")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file (byte {e.start}: {e.reason}); TOML files are UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{what} unreadable: {p}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
 

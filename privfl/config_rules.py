@@ -4,7 +4,11 @@ without an import cycle through :mod:`privfl.config`."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+
+# Every config section: unknown keys are errors, values are immutable, and no float field
+# takes inf or nan (``lr = inf`` would train on NaN; a NaN clip disables clipping).
+SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def only_with(section: BaseModel, field: str, condition: bool, requirement: str) -> None:
@@ -20,4 +24,4 @@ def only_with(section: BaseModel, field: str, condition: bool, requirement: str)
         raise ValueError(f"{field} applies only when {requirement}")
 
 
-__all__ = ["only_with"]
+__all__ = ["SECTION_CONFIG", "only_with"]

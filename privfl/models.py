@@ -11,9 +11,10 @@ import math
 from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, Field, PositiveInt, model_validator
 from torch import nn
 
+from privfl.config_rules import SECTION_CONFIG
 from privfl.errors import ConfigError
 
 Activation = Literal["relu", "tanh", "sigmoid"]
@@ -23,7 +24,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "s
 class _ModelConfigBase(BaseModel):
     """Options every model shares."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     init: Literal["default", "uniform"] = Field(
         "default",

@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -20,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 
 
 class InversionMethod(StrEnum):
@@ -47,7 +46,7 @@ class InversionConfig(BaseModel):
     aggregation the aggregate instead; under HE nothing is visible and the record says so).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     method: Literal["dlg", "idlg", "ig"] = Field(
         "idlg", description="dlg (L-BFGS, soft labels), idlg (analytic labels), ig (cosine + TV)"

@@ -12,7 +12,6 @@ from typing import Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -20,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 
 
 class PoisoningMethod(StrEnum):
@@ -98,7 +97,7 @@ class PoisoningConfig(BaseModel):
     the attack runs alongside (twice the cost) to report the accuracy drop.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     method: Literal[METHOD_NAMES] = Field(  # type: ignore[valid-type]
         description="attack"

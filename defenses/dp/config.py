@@ -7,9 +7,9 @@ import math
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, field_validator, model_validator
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 
 
 class DPMode(StrEnum):
@@ -32,7 +32,7 @@ class DPConfig(BaseModel):
     epsilon is calibrated over the most steps a party takes in the run.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     mode: Literal["sample", "central", "local"] = Field(
         description="sample: DP-SGD per example; central: DP-FedAvg per user; local: per user, "

@@ -6,9 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, model_validator
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.defenses.he.params import (
     BFV_DEFAULT,
     CKKS_PRESETS,
@@ -41,7 +41,7 @@ class HEConfig(BaseModel):
     room above the values.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     scheme: Literal["ckks", "bfv"] = Field(
         "ckks", description="'ckks': approximate, on floats; 'bfv': exact, on quantized integers"

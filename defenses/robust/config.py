@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 
 
 class RobustRule(StrEnum):
@@ -72,7 +71,7 @@ class RobustConfig(BaseModel):
     plaintext, so they cannot be combined with secure aggregation or HE.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     rule: Literal[RULE_NAMES] = Field(  # type: ignore[valid-type]
         description="aggregation rule"

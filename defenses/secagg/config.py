@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, model_validator
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.defenses.quantize import MAX_MODULUS_BITS
 
 MIN_BITS = 16
@@ -23,7 +23,7 @@ class SecAggConfig(BaseModel):
     as one more slot.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     threshold: float = Field(
         0.6,

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
+
+from privfl.config_rules import SECTION_CONFIG
 
 
 class AuditConfig(BaseModel):
@@ -14,7 +16,7 @@ class AuditConfig(BaseModel):
     accountant's bound. It measures user-level privacy, so it does not apply to
     `defense.dp.mode = "sample"`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     canaries: PositiveInt = Field(100, description="canary clients inserted (and as many unseen)")
     norm: PositiveFloat | None = Field(

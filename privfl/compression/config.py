@@ -6,9 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from privfl.config_rules import only_with
+from privfl.config_rules import SECTION_CONFIG, only_with
 
 
 class CompressionMethod(StrEnum):
@@ -28,7 +28,7 @@ class CompressionConfig(BaseModel):
     """``[compression]``: a client-side compressor of every update (top-k, random-k, QSGD or
     scaled sign with majority vote), optionally with error feedback (Karimireddy et al. 2019)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     method: Literal["topk", "randk", "qsgd", "sign"] = Field(
         ..., description="topk | randk (sparsification), qsgd (stochastic levels), sign"

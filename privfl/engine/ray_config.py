@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, Field, PositiveInt
+
+from privfl.config_rules import SECTION_CONFIG
 
 
 class RayConfig(BaseModel):
@@ -13,7 +15,7 @@ class RayConfig(BaseModel):
     connects through Ray Client; unset starts a private local instance for this run.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     address: str | None = Field(
         None, description='"auto" joins a running cluster; unset starts a local Ray instance'

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
+
+from privfl.config_rules import SECTION_CONFIG
 
 _UNIFORM = re.compile(r"^\s*uniform\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$")
 
@@ -52,7 +54,7 @@ class HeterogeneityConfig(BaseModel):
     """``[federation.heterogeneity]``: clients do unequal local work at unequal speeds; a
     deadline drops the stragglers; FedNova (Wang et al. 2020) normalizes the rest."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     local_steps: PositiveInt | str | None = Field(
         None,

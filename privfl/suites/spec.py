@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from privfl.config import Config, apply_overrides, config_from_dict, read_toml
+from privfl.config_rules import SECTION_CONFIG
 from privfl.errors import ConfigError
 
 #: ``{name}`` placeholders in an override string.
@@ -49,7 +50,7 @@ ParamValue = bool | int | float | str
 class SuiteSpec(BaseModel):
     """The parsed suite file (see the module docstring for the format)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
     name: str = Field(pattern=_LABEL, description="suite name")
     description: str = Field("", description="one paragraph shown on the suite's page")
