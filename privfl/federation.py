@@ -27,7 +27,7 @@ from privfl.evaluation import evaluate, federated_evaluate
 from privfl.ledger import Ledger
 from privfl.models import create_model
 from privfl.plan import RunSetup, Stages, build_stages
-from privfl.runfolder import RunFile, RunFolder
+from privfl.runfolder import RunFile, RunFolder, to_jsonable
 from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
 from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
@@ -246,16 +246,31 @@ class Federation:
             "server_optimizer": self.server_optimizer.state_dict(),
             "stages": {k: s.state_dict() for k, s in self.stages.named().items()},  # type: ignore[attr-defined]
             "ledger": self.ledger.state_dict(),
-            "metrics": list(self.metrics),
-            "attacks": list(self.attacks),
+            # JSON-like values only (enums as strings), so the checkpoint loads with
+            # torch.load(weights_only=True): see RunFolder.load_checkpoint.
+            "metrics": to_jsonable(list(self.metrics)),
+            "attacks": to_jsonable(list(self.attacks)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a checkpoint of the wrong shape is a
+        :class:`RunFolderError` (the run folder may come from anyone), never a crash."""
+        try:
+            self._load_state_dict(state)
+        except RunFolderError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise RunFolderError(
+                f"checkpoint refused: its contents do not match this run ({type(e).__name__}: {e})"
+            ) from None
+
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise RunFolderError(
                 f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}"
             )
-        if state["params"].shape != self.params.shape:
+        params = state["params"]
+        if not isinstance(params, torch.Tensor) or params.shape != self.params.shape:
             raise RunFolderError("checkpoint does not match the model of config.toml")
         self.round = int(state["round"])
         self.params = state["params"].clone()

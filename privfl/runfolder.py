@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class RunFile(StrEnum):
 
 
 def to_jsonable(value: Any) -> Any:
-    """Numpy and torch scalars/arrays as plain Python values, recursively."""
+    """Numpy and torch scalars/arrays and enums as plain Python values, recursively."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -59,6 +59,8 @@ def to_jsonable(value: Any) -> Any:
         return float(value)
     if isinstance(value, np.bool_):
         return bool(value)
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 
@@ -145,10 +147,32 @@ class RunFolder:
         _atomic_write(self.file(RunFile.CHECKPOINT), lambda f: torch.save(state, f), binary=True)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint's state, unpickled with ``weights_only=True``: tensors, numbers,
+        strings and containers only, so a crafted run folder cannot run code (a full unpickle
+        calls whatever ``__reduce__`` names). Anything else is a :class:`RunFolderError`."""
         p = self.file(RunFile.CHECKPOINT)
         if not p.exists():
             return None
-        return torch.load(p, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # UnpicklingError, a truncated zip, a bad tensor record
+            raise RunFolderError(
+                f"{p}: refused: not a privfl checkpoint of plain tensors and values "
+                f"({_why_unloadable(e)})"
+            ) from None
+        if not isinstance(state, dict):
+            raise RunFolderError(f"{p}: refused: the checkpoint is not a table of state")
+        return state
+
+
+def _why_unloadable(e: Exception) -> str:
+    """The one informative line of torch.load's error (its weights-only message runs to
+    several paragraphs: the ``WeightsUnpickler error`` line names the refused global)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "WeightsUnpickler error" in ln:
+            return ln.split(":", 1)[1].strip()
+    return lines[0] if lines else type(e).__name__
 
 
 __all__ = ["RunFile", "RunFolder", "to_jsonable"]

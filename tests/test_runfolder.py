@@ -45,7 +45,7 @@ def test_run_folder_holds_the_contract_files(tmp_path):
     for png in ("training", "partition"):
         data = (d / "plots" / f"{png}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
-    ckpt = torch.load(d / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
     assert ckpt["round"] == 3 and torch.equal(ckpt["params"], res.params)
 
 
@@ -141,3 +141,50 @@ def test_package_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "privfl", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "run" in out.stdout
     assert Path(privfl.__file__).name == "__init__.py"
+
+
+class _Payload:
+    """A pickle that touches ``marker`` when unpickled (the attack of a crafted run folder)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_refused(tmp_path):
+    privfl.run(small_config(name="evil", federation={"rounds": 1}), out=tmp_path, progress=False)
+    marker = tmp_path / "PAYLOAD_RAN"
+    ckpt = tmp_path / "evil" / "checkpoint.pt"
+    torch.save({"format": 1, "payload": _Payload(marker)}, ckpt)
+    with pytest.raises(RunFolderError, match="refused"):
+        privfl.resume(tmp_path / "evil", progress=False)
+    assert not marker.exists()
+    # The same through the CLI: exit 2, one line, no traceback.
+    out = subprocess.run(
+        [sys.executable, "-m", "privfl", "run", "--resume", str(tmp_path / "evil")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        [1, 2, 3],  # not a table
+        {"format": 1},  # no params
+        {"format": 1, "round": 1, "params": "weights"},  # params of the wrong type
+        {"format": 1, "round": 1, "params": torch.zeros(3)},  # the wrong model
+    ],
+)
+def test_a_malformed_checkpoint_is_a_run_folder_error(tmp_path, state):
+    privfl.run(small_config(name="bad", federation={"rounds": 1}), out=tmp_path, progress=False)
+    fmt = torch.load(tmp_path / "bad" / "checkpoint.pt", weights_only=True)["format"]
+    if isinstance(state, dict):
+        state = {**state, "format": fmt}
+    torch.save(state, tmp_path / "bad" / "checkpoint.pt")
+    with pytest.raises(RunFolderError):
+        privfl.resume(tmp_path / "bad", progress=False)
