@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -45,12 +45,21 @@ class RemoteFile:
         url: where to download it from.
         sha256: its published SHA-256 digest, 64 hex digits.
         extract: whether it is a ``.tar.gz`` archive to unpack into the destination folder.
+        max_bytes: the most bytes accepted; a server that sends more (with or without a
+            ``Content-Length``) is cut off, so a hostile or broken mirror cannot fill the disk.
+            The manifest's files set it a little above their published size.
     """
 
     name: str
     url: str
     sha256: str
     extract: bool = False
+    max_bytes: int = 1 << 30
+
+
+def _cap(published: int) -> int:
+    """A download cap 10% above a file's published size (the digest decides the rest)."""
+    return published + published // 10 + 4096
 
 
 _MNIST_BASE = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -61,21 +70,25 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
             "train-images-idx3-ubyte.gz",
             _MNIST_BASE + "train-images-idx3-ubyte.gz",
             "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            max_bytes=_cap(9912422),
         ),
         RemoteFile(
             "train-labels-idx1-ubyte.gz",
             _MNIST_BASE + "train-labels-idx1-ubyte.gz",
             "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            max_bytes=_cap(28881),
         ),
         RemoteFile(
             "t10k-images-idx3-ubyte.gz",
             _MNIST_BASE + "t10k-images-idx3-ubyte.gz",
             "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            max_bytes=_cap(1648877),
         ),
         RemoteFile(
             "t10k-labels-idx1-ubyte.gz",
             _MNIST_BASE + "t10k-labels-idx1-ubyte.gz",
             "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            max_bytes=_cap(4542),
         ),
     ),
     "cifar10": (
@@ -84,6 +97,7 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
             "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
             "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
             extract=True,
+            max_bytes=_cap(170_498_071),
         ),
     ),
 }
@@ -212,6 +226,19 @@ def _check_name(remote: RemoteFile) -> None:
         )
 
 
+def _open_part(part: Path) -> BinaryIO:
+    """Open the partial file ``part`` for writing without following a link at its path:
+    whatever is there (a stale ``.part``, or a symlink planted to make the download overwrite
+    another file) is removed, then the file is created exclusively with ``O_NOFOLLOW``."""
+    part.unlink(missing_ok=True)  # removes a link itself, never its target
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(part, flags, 0o644)
+    except OSError as e:
+        raise DataError(f"cannot create {part} (exclusively, not through a link): {e}") from e
+    return os.fdopen(fd, "wb")
+
+
 def _download(
     remote: RemoteFile, url: str, final: Path, *, progress: _Progress, timeout: float
 ) -> None:
@@ -224,19 +251,29 @@ def _download(
     total: int | None = None
     try:
         try:
-            with (
-                urllib.request.urlopen(request, timeout=timeout) as response,
-                open(part, "wb") as out,
-            ):
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-                progress.start(remote.name, total)
-                while chunk := response.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    received += len(chunk)
-                    progress.advance(len(chunk))
-                progress.finish()
+                if total is not None and total > remote.max_bytes:
+                    raise DataError(
+                        f"refusing {url}: it announces {total} bytes, more than the "
+                        f"{remote.max_bytes} expected of {remote.name}"
+                    )
+                with _open_part(part) as out:
+                    progress.start(remote.name, total)
+                    while chunk := response.read(_CHUNK):
+                        received += len(chunk)
+                        if received > remote.max_bytes:
+                            raise DataError(
+                                f"download of {url} stopped: more than {remote.max_bytes} "
+                                f"bytes, the most expected of {remote.name}"
+                            )
+                        digest.update(chunk)
+                        out.write(chunk)
+                        progress.advance(len(chunk))
+                    progress.finish()
+        except DataError:
+            raise
         except urllib.error.HTTPError as e:
             raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
         except urllib.error.URLError as e:

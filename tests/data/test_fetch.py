@@ -56,6 +56,21 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if self.path == "/endless":
+            # No Content-Length, then far more bytes than the manifest expects.
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(b"x" * 4096)
+            self.close_connection = True
+            return
+        if self.path == "/huge":
+            # Announce 10 GB (and send nothing): refused before any byte is written.
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 << 30))
+            self.end_headers()
+            self.close_connection = True
+            return
         super().do_GET()
 
     def log_message(self, format: str, *args: object) -> None:
@@ -359,3 +374,42 @@ def test_cli_fetch_rejects_a_corrupted_file_with_exit_2(server: Server, tmp_path
     text = " ".join(r.output.split())
     assert "train-images-idx3-ubyte.gz" in text and "Traceback" not in r.output
     assert _leftovers(dest) == []
+
+
+# ------------------------------------------------------------------ hostile servers and folders
+
+
+def test_a_download_without_content_length_stops_at_the_cap(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    remote = RemoteFile("big.bin", server.url + "endless", "0" * 64, max_bytes=10_000)
+    with pytest.raises(DataError, match="more than 10000 bytes"):
+        fetch_dataset("mnist", dest, files=(remote,), progress=False)
+    assert _leftovers(dest) == []
+
+
+def test_an_announced_size_above_the_cap_is_refused(server: Server, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    remote = RemoteFile("big.bin", server.url + "huge", "0" * 64, max_bytes=10_000)
+    with pytest.raises(DataError, match="announces"):
+        fetch_dataset("mnist", dest, files=(remote,), progress=False)
+    assert _leftovers(dest) == []
+
+
+def test_the_manifest_caps_every_file_near_its_published_size() -> None:
+    for files in REMOTE_FILES.values():
+        for f in files:
+            assert f.max_bytes < 200_000_000  # CIFAR-10's 170 MB archive is the largest
+
+
+def test_a_symlink_at_the_partial_path_is_not_followed(server: Server, tmp_path: Path) -> None:
+    data = b"the real file" * 100
+    remote = _serve(server, "a.bin", data)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (dest / "a.bin.part").symlink_to(victim)
+    fetch_dataset("mnist", dest, files=(remote,), progress=False)
+    assert victim.read_bytes() == b"precious"
+    assert (dest / "a.bin").read_bytes() == data and not (dest / "a.bin").is_symlink()
+    assert _leftovers(dest) == ["a.bin"]
