@@ -207,12 +207,15 @@ def config_show(
 def data_summary(
     config: Annotated[Path, typer.Argument(help="experiment TOML file")],
     set_: SetOption = None,
+    rows: Annotated[
+        int, typer.Option("--rows", min=1, help="client rows to show; the rest in one row")
+    ] = 40,
 ) -> None:
-    """Partition a config's data and print per-client example and label counts."""
-    from rich.table import Table
-
+    """Partition a config's data and print per-client example and label counts (a full
+    label histogram when it fits the terminal, else each client's most frequent labels)."""
     from privfl.config import load_config
     from privfl.data.federated import build_federated_data
+    from privfl.data.summary_table import summary_table
 
     try:
         cfg = load_config(config, set_ or [])
@@ -220,20 +223,13 @@ def data_summary(
     except PrivflError as e:
         _fail(e)
     counts = data.label_counts()
-    table = Table(
-        title=f"{cfg.data.name}: {cfg.data.partition} partition, {data.num_clients} clients"
-    )
-    table.add_column("client", justify="right")
-    table.add_column("examples", justify="right")
-    for c in range(counts.shape[1]):
-        table.add_column(str(c), justify="right", style="dim")
-    for k, row in enumerate(counts):
-        table.add_row(str(k), str(int(row.sum())), *[str(int(v)) if v else "." for v in row])
-    Console().print(table)
+    console = Console()
+    title = f"{cfg.data.name}: {cfg.data.partition} partition, {data.num_clients} clients"
+    console.print(summary_table(counts, title=title, width=console.width, max_rows=rows))
     s = data.summary()
-    Console().print(
-        f"examples per client: min {s['min']}, mean {s['mean']:.1f}, max {s['max']}; "
-        f"classes per client: {s['classes_per_client_mean']:.2f} on average"
+    console.print(
+        f"examples per client: min {s['min']}, mean {s['mean']:.1f}, max {s['max']}\n"
+        f"classes per client: mean {s['classes_per_client_mean']:.2f} of {counts.shape[1]}"
     )
 
 
