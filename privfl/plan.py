@@ -124,9 +124,6 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
     training = local_training_of(config)
     stages = Stages(trainer=SGDTrainer(training), sampler=create_sampler(config))
     add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
-    # [defense.dp]: the last *honest* client stage (clipping and noise run in the clients'
-    # own software; malicious clients, added below, skip it: they send what they like).
-    add_differential_privacy(stages, config, setup)
     if config.defense.robust is not None:
         from privfl.defenses.robust import create_robust_aggregator
 
@@ -135,6 +132,10 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         stages.channel = create_secagg_channel(config.defense.secagg, setup)
     if config.defense.he is not None:
         stages.channel = create_he_channel(config.defense.he, setup)
+    # [defense.dp]: the last *honest* client stage (clipping and noise run in the clients'
+    # own software; malicious clients, added below, skip it: they send what they like).
+    # After the channel: central DP clips to S minus the channel's encoding slack.
+    add_differential_privacy(stages, config, setup)
     # [compression] after the honest client stages (DP included: compression post-processes
     # what DP released); [federation.heterogeneity] wraps the trainer, drops stragglers first.
     add_compression(stages, config, setup)
@@ -151,7 +152,8 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         inversion = create_inversion_observer(config.attack.inversion, config, setup, training)
         stages.observers.append(inversion)
         stages.finishers.append(inversion.finish)
-    if config.defense.dp is not None or config.audit is not None:
+    insecure_secagg = getattr(config.defense.secagg, "allow_insecure", False)  # the report says so
+    if config.defense.dp is not None or config.audit is not None or insecure_secagg:
         stages.finishers.append(write_privacy_report)  # after the audit's finisher
     return stages
 

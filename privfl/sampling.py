@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from privfl.seeding import numpy_rng
+from privfl.seeding import numpy_rng, secure_uniform
 
 
 class ClientSampler(ABC):
@@ -39,17 +39,26 @@ class UniformSampler(ClientSampler):
 
 class PoissonSampler(ClientSampler):
     """Each client joins independently with probability ``q`` (the cohort size varies and may
-    be 0). The sampling the privacy amplification of DP-FedAvg assumes (McMahan et al. 2018)."""
+    be 0). The sampling the privacy amplification of DP-FedAvg assumes (McMahan et al. 2018).
 
-    def __init__(self, num_clients: int, rate: float, seed: int) -> None:
+    With ``secure = True`` the draws come from the OS's secure generator
+    (:func:`~privfl.seeding.secure_uniform`) instead of the seeded stream: the amplification
+    assumes that an observer cannot know who was sampled, which the seed would tell anyone
+    holding the config. The cohorts then differ on every call and in every run.
+    """
+
+    def __init__(self, num_clients: int, rate: float, seed: int, *, secure: bool = False) -> None:
         super().__init__(num_clients, seed)
         if not 0.0 < rate <= 1.0:
             raise ValueError(f"sampling rate must be in (0, 1], got {rate}")
-        self.rate = rate
+        self.rate, self.secure = rate, secure
 
     def sample(self, round: int) -> np.ndarray:
-        rng = numpy_rng(self.seed, "sample", round)
-        return np.flatnonzero(rng.random(self.num_clients) < self.rate).astype(np.int64)
+        if self.secure:
+            draws = secure_uniform(self.num_clients)
+        else:
+            draws = numpy_rng(self.seed, "sample", round).random(self.num_clients)
+        return np.flatnonzero(draws < self.rate).astype(np.int64)
 
 
 __all__ = ["ClientSampler", "PoissonSampler", "UniformSampler"]

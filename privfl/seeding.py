@@ -1,14 +1,23 @@
-"""Named, reproducible random streams derived from one root seed.
+"""Named, reproducible random streams derived from one root seed, and the secure source.
 
 Every random draw in privfl comes from a generator derived from ``(root_seed, *path)``,
 for example ``("sample", round)`` or ``("client", round, client_id)``. A stream depends only
 on its path, never on how many draws other streams made before it, so a run is the same
 whatever the order clients are trained in, and a resumed run needs no saved RNG state.
+
+Those streams are reproducible by anyone who holds the seed (it is written to the run's
+``config.toml``), which is what research wants and what a privacy mechanism must not have:
+whoever can regenerate DP noise can subtract it. :func:`secure_uniform` and
+:func:`secure_normal` draw from the operating system's cryptographically secure generator
+instead (``os.urandom``), fresh bits on every call; ``[defense.dp] secure_rng = true`` takes
+the DP noise, the Poisson cohorts of central DP and the lots of DP-SGD from them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 
 import numpy as np
 import torch
@@ -49,4 +58,42 @@ def torch_generator(root: int, *path: PathPart) -> torch.Generator:
     return g
 
 
-__all__ = ["derive_seed", "numpy_rng", "torch_generator"]
+def secure_uniform(size: int | tuple[int, ...]) -> np.ndarray:
+    """Uniform float64 values in ``[0, 1)`` from the OS's cryptographically secure generator.
+
+    Each value is ``k / 2^53`` for ``k`` the top 53 bits of 8 bytes of ``os.urandom``, so every
+    value of the 53-bit grid is equally likely (the resolution of a float64 mantissa). No seed
+    exists: nothing about the draws follows from the config, and two calls never repeat.
+    """
+    shape = (size,) if isinstance(size, int) else tuple(size)
+    count = math.prod(shape)
+    bits = np.frombuffer(os.urandom(8 * count), dtype=np.uint64) >> np.uint64(11)
+    return (bits.astype(np.float64) * 2.0**-53).reshape(shape)
+
+
+def secure_normal(size: int | tuple[int, ...]) -> torch.Tensor:
+    """Standard normal float64 values from the OS's cryptographically secure generator.
+
+    Box-Muller (Box and Muller 1958) on :func:`secure_uniform` draws, hardened as Opacus'
+    ``secure_mode`` hardens its Gaussian noise: each value is the sum of four independent
+    standard normals divided by 2 (still exactly N(0, 1)), which defeats the floating-point
+    attacks on a single Gaussian sample (Holohan and Braghin 2021, "Secure random sampling in
+    differential privacy", arXiv 2107.10138, Sec. 5.1 with n = 2; Haney et al. 2022, arXiv
+    2112.05307, the attack on Opacus). Costs four times the draws of a seeded ``randn``.
+
+    Args:
+        size: the shape of the result.
+    Returns:
+        float64 tensor of that shape.
+    """
+    shape = (size,) if isinstance(size, int) else tuple(size)
+    count = math.prod(shape)
+    pairs = -(-4 * count // 2)  # Box-Muller gives two normals per pair of uniforms
+    u = secure_uniform((2, pairs))
+    radius = np.sqrt(-2.0 * np.log1p(-u[0]))  # 1 - u in (0, 1]: log is finite
+    angle = 2.0 * math.pi * u[1]
+    z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[: 4 * count]
+    return torch.from_numpy(z.reshape(4, count).sum(axis=0) / 2.0).reshape(shape)
+
+
+__all__ = ["derive_seed", "numpy_rng", "secure_normal", "secure_uniform", "torch_generator"]

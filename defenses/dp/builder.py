@@ -8,6 +8,16 @@
   the server transforms.
 - ``local``: :class:`LocalGaussian` on the clients.
 
+``secure_rng``: the noise (all modes), central DP's Poisson cohorts and DP-SGD's lots come from
+the OS's secure generator; without it they come from streams seeded by the config's seed, and
+a warning says once per run that anyone holding ``config.toml`` can strip the noise. The
+cohorts of local DP and DP-SGD stay seeded either way: the server sees who sends, and their
+guarantees do not rest on the cohort being secret (central DP's amplification does).
+
+Central DP over a channel that encodes updates (secure aggregation, HE) clips to ``S`` minus
+the channel's encoding slack (:mod:`privfl.defenses.dp.encoding`), and a slack as large as
+``S`` at the expected cohort is refused; this builder runs after the channel is chosen.
+
 A ``target_epsilon`` is turned into a noise multiplier here, over the most steps a party takes
 in this run: every round for the server (central); for a client (local, sample), the most
 rounds any client is sampled in (the cohorts are a data-independent, seeded function of the
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,9 +41,11 @@ from privfl.defenses.dp.config import DPConfig, DPMode
 from privfl.defenses.dp.dpsgd import (
     DPSGDTrainer,
     RecordExampleLevelSpending,
+    SecureDPSGDTrainer,
     check_model,
     client_schedule,
 )
+from privfl.defenses.dp.encoding import encoding_slack
 from privfl.defenses.dp.local import LOCAL_SENSITIVITY, LocalGaussian
 from privfl.errors import ConfigError
 from privfl.sampling import ClientSampler, PoissonSampler
@@ -50,7 +63,25 @@ def add_differential_privacy(stages: Stages, config: Config, setup: RunSetup) ->
     if dp is None:
         return
     setup.ledger.configure(delta=dp.delta, accountant=dp.accountant)
+    if not dp.secure_rng:
+        log.warning(
+            "defense.dp.secure_rng = false: the DP noise%s is drawn from streams seeded by "
+            "seed = %d, which config.toml records; anyone holding config.toml can regenerate "
+            "the noise and subtract it, so the privacy guarantee holds only against someone "
+            "without it. Fine for research (the run is reproducible); set "
+            "defense.dp.secure_rng = true for a release",
+            _SEEDED_EXTRAS[DPMode(dp.mode)],
+            config.seed,
+        )
     _BUILDERS[DPMode(dp.mode)](stages, config, setup, dp)
+
+
+#: What else the seed gives away, by mode.
+_SEEDED_EXTRAS: dict[DPMode, str] = {
+    DPMode.SAMPLE: " (and DP-SGD's Poisson lots)",
+    DPMode.CENTRAL: " (and the Poisson cohorts)",
+    DPMode.LOCAL: "",
+}
 
 
 def client_sample_rate(config: Config) -> float:
@@ -72,7 +103,7 @@ def _central(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> N
             f.sampling,
             f.clients_per_round,
         )
-    stages.sampler = PoissonSampler(n, q, config.seed)
+    stages.sampler = PoissonSampler(n, q, config.seed, secure=dp.secure_rng)
     if not stages.aggregator.is_weighted_mean:
         raise ConfigError(
             f"defense.dp.mode = 'central' needs the weighted-mean aggregator (it turns the mean "
@@ -84,7 +115,7 @@ def _central(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> N
         sigma = _calibrate(dp, q, f.rounds, "central DP-FedAvg (the server)")
     count_sigma = dp.count_noise_multiplier or f.clients_per_round / 20
     bound = ClipBound(dp.clip)
-    stages.client_transforms.append(ClipUpdates(bound))
+    stages.client_transforms.append(ClipUpdates(bound, _channel_slack(stages, config, setup, dp)))
     stages.server_transforms.insert(
         0,
         GaussianSumNoise(
@@ -96,9 +127,52 @@ def _central(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> N
             target_quantile=dp.target_quantile,
             clip_lr=dp.clip_lr,
             count_noise_multiplier=count_sigma,
+            secure_rng=dp.secure_rng,
         ),
     )
     _warn_delta(dp.delta, n, "users (clients)")
+
+
+def _channel_slack(
+    stages: Stages, config: Config, setup: RunSetup, dp: DPConfig
+) -> Callable[[int], float] | None:
+    """The channel's encoding slack as a function of the cohort size, or None when the
+    channel sums the clipped updates as they are. Refuses a slack of S or more at the
+    expected cohort, and warns when it takes more than 1% of S."""
+    slack = partial(encoding_slack, stages.channel, dim=setup.spec.dim)
+    expected = config.federation.clients_per_round
+    at = slack(expected)
+    if at == 0:
+        return None
+    channel = stages.channel.name
+    if at >= dp.clip:
+        raise ConfigError(
+            f"defense.dp.mode = 'central' over defense.{channel}: the channel's fixed-point "
+            f"rounding can move a decoded update by up to {at:.4g} in L2 norm at the expected "
+            f"cohort of {expected} ({setup.spec.dim} values), at least defense.dp.clip = "
+            f"{dp.clip:g}, the bound the noise is calibrated to; {_FINER[channel]}, set "
+            f"defense.{channel}.max_weight = 1 (every weight is 1 under central DP), or raise "
+            "defense.dp.clip"
+        )
+    if at > 0.01 * dp.clip:
+        log.warning(
+            "defense.dp.mode = 'central' over defense.%s: updates are clipped to %.4g = "
+            "clip - %.4g, the most the channel's encoding can add to a decoded update's norm "
+            "at the expected cohort of %d, so that it stays within clip = %g",
+            channel,
+            dp.clip - at,
+            at,
+            expected,
+            dp.clip,
+        )
+    return slack
+
+
+#: How to make each channel's encoding finer.
+_FINER = {
+    "secagg": "raise defense.secagg.bits",
+    "he": "raise defense.he.plain_modulus_bits (BFV) or scale_bits (CKKS)",
+}
 
 
 def participations(sampler: ClientSampler, rounds: int) -> dict[int, int]:
@@ -118,7 +192,9 @@ def _local(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> Non
         counts = participations(stages.sampler, config.federation.rounds)
         rounds = max(counts.values(), default=1)
         sigma = LOCAL_SENSITIVITY * _calibrate(dp, 1.0, rounds, "local DP (each client)")
-    stages.client_transforms.append(LocalGaussian(clip=dp.clip, noise_multiplier=sigma))
+    stages.client_transforms.append(
+        LocalGaussian(clip=dp.clip, noise_multiplier=sigma, secure_rng=dp.secure_rng)
+    )
     _warn_delta(dp.delta, config.data.clients, "users (clients)")
 
 
@@ -136,7 +212,8 @@ def _sample(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> No
             plan = client_schedule(int(sizes[c]), training)
             pairs.add((plan.sample_rate, plan.steps * k))
         sigma = _calibrate_clients(dp, pairs)
-    stages.trainer = DPSGDTrainer(
+    trainer = SecureDPSGDTrainer if dp.secure_rng else DPSGDTrainer
+    stages.trainer = trainer(
         training, clip=dp.clip, noise_multiplier=sigma, grad_sample_mode=dp.grad_sample_mode
     )
     stages.client_transforms.insert(0, RecordExampleLevelSpending())

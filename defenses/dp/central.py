@@ -5,7 +5,9 @@ language models", ICLR, arXiv 1710.06963), with adaptive clipping (Andrew et al.
 Per round, with clients Poisson-sampled at rate q out of N:
 
 1. every sampled client clips its update to L2 norm S (:class:`ClipUpdates`, client side, so
-   it composes with secure aggregation) and all clients weigh the same;
+   it composes with secure aggregation) and all clients weigh the same; over a channel that
+   encodes updates (secure aggregation, HE) the clip is S minus the encoding's slack
+   (:mod:`privfl.defenses.dp.encoding`), so that the *decoded* contribution stays within S;
 2. the server adds Gaussian noise ``N(0, sigma^2 S^2 I)`` to the *sum* and divides by the fixed
    denominator ``q N`` (:class:`GaussianSumNoise`; the "fixed-denominator estimator" of
    McMahan et al. 2018, Algorithm 1), so one user changes the released average by at most
@@ -19,12 +21,17 @@ also reports ``b_i = 1[||Delta_i|| <= S]``; the server estimates the unclipped s
 noise is split honestly (their Theorem 1): the sum gets ``sigma_Delta = (sigma^-2 -
 (2 sigma_b)^-2)^(-1/2)``, and the two releases together are one Gaussian mechanism with noise
 multiplier sigma, which is what the ledger records.
+
+With ``secure_rng`` the noise of the sum and of the count comes from the OS's secure
+generator (:func:`~privfl.seeding.secure_normal`) instead of the streams ``(seed,
+"dp-central", round)`` and ``(seed, "dp-central-count", round)``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +41,7 @@ import torch
 from privfl.defenses.dp.clipping import clip_rows
 from privfl.errors import AggregationError, ConfigError
 from privfl.ledger import SERVER, PrivacyEvent, Unit
+from privfl.seeding import secure_normal
 from privfl.stages import (
     AggregationResult,
     ClientTransform,
@@ -77,10 +85,18 @@ class ClipBound(Stateful):
     Attributes:
         clip: current S.
         unclipped: sum of ``b_i = 1[||Delta_i|| <= S]`` over this round's clients.
+        slack: this round's encoding slack of the channel (0 on the plain channel).
     """
 
     clip: float
     unclipped: float = 0.0
+    slack: float = 0.0
+
+    @property
+    def send_clip(self) -> float:
+        """What a client clips to before its update enters the channel: ``max(S - slack, 0)``,
+        so that the contribution the aggregate sums has norm at most S."""
+        return max(self.clip - self.slack, 0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"clip": self.clip}
@@ -91,19 +107,35 @@ class ClipBound(Stateful):
 
 class ClipUpdates(ClientTransform):
     """DP-FedAvg, client side: clip each update to the shared bound S and weight clients
-    equally (an example-count weight would let one user's influence exceed S)."""
+    equally (an example-count weight would let one user's influence exceed S).
 
-    def __init__(self, bound: ClipBound) -> None:
-        self.bound = bound
+    Args:
+        bound: the clip bound shared with :class:`GaussianSumNoise`.
+        slack: the channel's encoding slack for a cohort of ``n`` updates
+            (:func:`~privfl.defenses.dp.encoding.encoding_slack`); updates are clipped to
+            ``S - slack(n)`` (to 0 when the slack reaches S: nothing of them would be safe to
+            send). None: the plain channel, no slack.
+    """
+
+    def __init__(self, bound: ClipBound, slack: Callable[[int], float] | None = None) -> None:
+        self.bound, self.slack = bound, slack
 
     def apply(self, batch: UpdateBatch, ctx: RoundContext) -> UpdateBatch:
-        clipped, norms = clip_rows(batch.deltas, self.bound.clip)
-        unclipped = norms <= self.bound.clip
-        self.bound.unclipped = float(unclipped.sum())
-        info = {
+        n = len(batch)
+        self.bound.slack = self.slack(n) if self.slack is not None and n else 0.0
+        target = self.bound.send_clip
+        if target > 0:
+            clipped, norms = clip_rows(batch.deltas, target)
+        else:
+            clipped = torch.zeros_like(batch.deltas)
+            norms = torch.linalg.vector_norm(batch.deltas.to(torch.float64), dim=1)
+        self.bound.unclipped = float((norms <= self.bound.clip).sum())
+        info: dict[str, Any] = {
             "dp_clip": self.bound.clip,
-            "dp_clipped_fraction": float((~unclipped).double().mean()) if len(batch) else None,
+            "dp_clipped_fraction": float((norms > target).double().mean()) if n else None,
         }
+        if self.slack is not None:
+            info["dp_encoding_slack"] = self.bound.slack
         return replace(
             batch,
             deltas=clipped,
@@ -123,6 +155,7 @@ class GaussianSumNoise(ServerTransform):
         num_clients: N, the population.
         adaptive: follow the ``target_quantile`` of update norms (Andrew et al. 2021).
         target_quantile, clip_lr, count_noise_multiplier: gamma, eta_C, sigma_b.
+        secure_rng: draw the noise from the OS's secure generator, not the seeded streams.
     """
 
     releases_without_updates = True
@@ -138,8 +171,9 @@ class GaussianSumNoise(ServerTransform):
         target_quantile: float = 0.5,
         clip_lr: float = 0.2,
         count_noise_multiplier: float = 0.0,
+        secure_rng: bool = False,
     ) -> None:
-        self.bound = bound
+        self.bound, self.secure_rng = bound, secure_rng
         self.noise_multiplier, self.sample_rate = noise_multiplier, sample_rate
         self.denominator = sample_rate * num_clients
         self.adaptive = adaptive
@@ -161,9 +195,12 @@ class GaussianSumNoise(ServerTransform):
         s = self.bound.clip
         total = result.delta.to(torch.float64) * result.weight_sum
         std = self.sum_noise_multiplier * s
-        noise = torch.randn(
-            ctx.spec.dim, generator=ctx.torch_rng("dp-central"), dtype=torch.float64
-        )
+        if self.secure_rng:
+            noise = secure_normal(ctx.spec.dim)
+        else:
+            noise = torch.randn(
+                ctx.spec.dim, generator=ctx.torch_rng("dp-central"), dtype=torch.float64
+            )
         delta = ((total + std * noise) / self.denominator).to(torch.float32)
         ctx.ledger.record(
             PrivacyEvent(
@@ -185,7 +222,10 @@ class GaussianSumNoise(ServerTransform):
 
     def _adapt(self, ctx: RoundContext) -> dict[str, Any]:
         """The geometric clip update of Andrew et al. 2021 (Algorithm 1)."""
-        noise = ctx.rng("dp-central-count").normal(0.0, self.count_noise_multiplier)
+        if self.secure_rng:
+            noise = float(secure_normal(1)[0]) * self.count_noise_multiplier
+        else:
+            noise = ctx.rng("dp-central-count").normal(0.0, self.count_noise_multiplier)
         share = (self.bound.unclipped + noise) / self.denominator
         old = self.bound.clip
         self.bound.clip = old * math.exp(-self.clip_lr * (share - self.target_quantile))

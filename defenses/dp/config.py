@@ -30,6 +30,11 @@ class DPConfig(BaseModel):
     noise on the sum, fixed denominator q*N; `adaptive` clipping follows Andrew et al. 2021.
     `mode = "local"`: each client clips and noises its own update before it leaves. A target
     epsilon is calibrated over the most steps a party takes in the run.
+
+    `secure_rng = false` (the default) draws the noise from streams seeded by the config's
+    `seed`: reproducible, so anyone holding `config.toml` can regenerate the noise and subtract
+    it; `true` draws the noise, central DP's Poisson cohorts and DP-SGD's lots from the
+    operating system's secure generator (fresh on every draw; runs no longer repeat).
     """
 
     model_config = SECTION_CONFIG
@@ -60,6 +65,12 @@ class DPConfig(BaseModel):
     clip_lr: PositiveFloat = Field(0.2, description="adaptive: geometric step eta_C of the clip")
     count_noise_multiplier: PositiveFloat | None = Field(
         None, description="adaptive: sigma_b of the clipped count (default clients_per_round/20)"
+    )
+    secure_rng: bool = Field(
+        False,
+        description="true: noise, central DP's cohorts and DP-SGD's lots from the OS's secure "
+        "generator (not reproducible); false: seeded by `seed`, so anyone holding config.toml "
+        "can regenerate and subtract the noise (research only)",
     )
     grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
         "ew",

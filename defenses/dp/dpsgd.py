@@ -12,6 +12,12 @@ and round, party ``"client:<id>"``, unit: one example.
 Opacus' ``PrivacyEngine`` is not used as a whole because it keeps its own accountant and data
 loader; the ledger is privfl's single accountant and batches come from the run's seeded streams.
 Opacus is imported inside the functions (seconds to import; plain runs must not pay for it).
+
+:class:`SecureDPSGDTrainer` (``secure_rng = true``) draws the lots and the noise from the OS's
+secure generator instead of the client's seeded stream (Opacus' ``secure_mode`` needs
+torchcsprng, which has no build for current torch; the noise is hardened the same way, see
+:func:`~privfl.seeding.secure_normal`). The local shuffles of plain training stay seeded:
+they are not part of the mechanism.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from torch import nn
 from privfl.client import LocalTrainer, LocalTraining
 from privfl.errors import PrivflError
 from privfl.ledger import PrivacyEvent, Unit, client_party
+from privfl.seeding import secure_normal, secure_uniform
 from privfl.stages import ClientTransform, RoundContext
 from privfl.update import ParamSpec, UpdateBatch
 
@@ -93,6 +100,10 @@ class DPSGDTrainer(LocalTrainer):
             "hooks" (module hooks, the most general) or "functorch" (torch.func vmap).
     """
 
+    #: Lots and noise from the OS's secure generator instead of ``generator`` (see
+    #: :class:`SecureDPSGDTrainer`).
+    secure_rng: bool = False
+
     def __init__(
         self,
         training: LocalTraining,
@@ -134,15 +145,18 @@ class DPSGDTrainer(LocalTrainer):
         c = self.training
         n = len(y)
         plan = client_schedule(n, c)
+        b = plan.expected_batch_size
         spec.load_into(model, global_params)
         model.train()
         gsm = wrap_model(model, self.grad_sample_mode, batch_first=True, loss_reduction="mean")
         try:
             params = [p for p in model.parameters() if p.requires_grad]
             sgd = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            # Secure: Opacus adds no noise of its own; the noise, drawn from the OS, is added
+            # below to the scaled gradient (N(0, (sigma C)^2) / B: the same mechanism).
             opt = DPOptimizer(
                 sgd,
-                noise_multiplier=self.noise_multiplier,
+                noise_multiplier=0.0 if self.secure_rng else self.noise_multiplier,
                 max_grad_norm=self.clip,
                 expected_batch_size=plan.expected_batch_size,
                 loss_reduction="mean",
@@ -155,7 +169,7 @@ class DPSGDTrainer(LocalTrainer):
                 warnings.filterwarnings("ignore", "Full backward hook", UserWarning)
                 for _ in range(plan.steps):
                     # Poisson sampling (Abadi et al. 2016's "lot"; as Opacus' DPDataLoader).
-                    idx = torch.nonzero(torch.rand(n, generator=generator) < plan.sample_rate)[:, 0]
+                    idx = torch.nonzero(self._lot_draws(n, generator) < plan.sample_rate)[:, 0]
                     opt.zero_grad(set_to_none=True)
                     if len(idx):
                         loss = F.cross_entropy(gsm(x[idx]), y[idx])
@@ -167,6 +181,8 @@ class DPSGDTrainer(LocalTrainer):
                         for p in params:
                             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
                     if opt.pre_step():  # clip, sum, add noise, scale: p.grad is private now
+                        if self.secure_rng:
+                            _add_secure_noise(params, self.noise_multiplier * self.clip / b)
                         if anchor is not None:  # FedProx's term is data-independent
                             for p, a in zip(params, anchor, strict=True):
                                 p.grad.add_(p.detach() - a, alpha=c.prox_mu)
@@ -186,6 +202,32 @@ class DPSGDTrainer(LocalTrainer):
             "dp_steps": float(plan.steps),
             "dp_clipped_fraction": clipped / seen if seen else float("nan"),
         }
+
+    def _lot_draws(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` uniform draws of a Poisson lot (example ``j`` joins when draw ``j < q``)."""
+        if self.secure_rng:
+            return torch.from_numpy(secure_uniform(n))
+        return torch.rand(n, generator=generator)
+
+
+class SecureDPSGDTrainer(DPSGDTrainer):
+    """:class:`DPSGDTrainer` whose Poisson lots and Gaussian noise come from the OS's secure
+    generator (``[defense.dp] secure_rng = true``): nothing about them follows from the seed.
+
+    The vectorized engine's batched DP-SGD draws from the seeded client streams, so it trains
+    this trainer's clients sequentially (it vectorizes only :class:`DPSGDTrainer` itself).
+    """
+
+    secure_rng = True
+
+
+def _add_secure_noise(params: Sequence[torch.Tensor], std: float) -> None:
+    """``p.grad += N(0, std^2)`` per parameter, from :func:`~privfl.seeding.secure_normal`."""
+    if std <= 0:
+        return
+    with torch.no_grad():
+        for p in params:
+            p.grad.add_(secure_normal(tuple(p.grad.shape)).to(p.grad.dtype), alpha=std)
 
 
 def _count_clipped(params: Sequence[torch.Tensor], clip: float) -> int:
@@ -236,6 +278,7 @@ __all__ = [
     "ClientSchedule",
     "DPSGDTrainer",
     "RecordExampleLevelSpending",
+    "SecureDPSGDTrainer",
     "check_model",
     "client_schedule",
 ]

@@ -18,6 +18,7 @@ import torch
 
 from privfl.defenses.dp.clipping import clip_rows
 from privfl.ledger import PrivacyEvent, Unit, client_party
+from privfl.seeding import secure_normal
 from privfl.stages import ClientTransform, RoundContext
 from privfl.update import UpdateBatch
 
@@ -27,11 +28,12 @@ LOCAL_SENSITIVITY = 2.0
 
 class LocalGaussian(ClientTransform):
     """Clip each update to ``clip`` and add Gaussian noise of std ``noise_multiplier * clip``
-    from the client's own stream ``(seed, "dp-local", client, round)``; clients weigh equally
-    (example counts sent in the clear would leak); one ledger event per real client."""
+    from the client's own stream ``(seed, "dp-local", client, round)``, or with ``secure_rng``
+    from the OS's secure generator (:func:`~privfl.seeding.secure_normal`); clients weigh
+    equally (example counts sent in the clear would leak); one ledger event per real client."""
 
-    def __init__(self, *, clip: float, noise_multiplier: float) -> None:
-        self.clip, self.noise_multiplier = clip, noise_multiplier
+    def __init__(self, *, clip: float, noise_multiplier: float, secure_rng: bool = False) -> None:
+        self.clip, self.noise_multiplier, self.secure_rng = clip, noise_multiplier, secure_rng
 
     def apply(self, batch: UpdateBatch, ctx: RoundContext) -> UpdateBatch:
         n, dim = batch.deltas.shape
@@ -40,12 +42,15 @@ class LocalGaussian(ClientTransform):
         if n and std > 0:
             # One stream per client (a loop over clients, not parameters): a client's noise
             # does not depend on who else was sampled.
-            noise = torch.stack(
-                [
-                    torch.randn(dim, generator=ctx.torch_rng("dp-local", int(c)))
-                    for c in batch.client_ids
-                ]
-            )
+            if self.secure_rng:
+                noise = secure_normal((n, dim)).to(clipped.dtype)
+            else:
+                noise = torch.stack(
+                    [
+                        torch.randn(dim, generator=ctx.torch_rng("dp-local", int(c)))
+                        for c in batch.client_ids
+                    ]
+                )
             clipped = clipped + std * noise
         for c in batch.client_ids:
             if c < ctx.num_clients:  # canary clients of an audit have no budget to track
