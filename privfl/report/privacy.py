@@ -66,6 +66,49 @@ PROTECTED: dict[str, str] = {
     ),
 }
 
+#: What, besides the noise, the seed decides in each mode (``secure_rng`` covers it too).
+SEEDED_EXTRAS: dict[str, str] = {
+    "sample": ", and the Poisson lots of DP-SGD (which examples each step uses),",
+    "central": ", and the Poisson cohorts (who took part in each round),",
+    "local": "",
+}
+
+#: Said in bold when SecAgg+ was allowed below its safe degree.
+INSECURE_SECAGG = (
+    "**SecAgg+ runs below its safe degree (`defense.secagg.allow_insecure = true`): dropouts "
+    "can disconnect the survivors' masking graph and reveal partial sums to the server.**"
+)
+
+
+def randomness_text(dp: DPConfig, seed: int) -> str:
+    """What the run's randomness means for the guarantee: with ``secure_rng = false`` the noise
+    is reproducible from ``config.toml`` (said plainly); with ``true`` it comes from the OS."""
+    extras = SEEDED_EXTRAS[dp.mode]
+    if not dp.secure_rng:
+        return (
+            f"**The noise is reproducible from the config.** The noise draws{extras} come "
+            f"from random streams seeded by `seed = {seed}`, which `config.toml` records "
+            "(`defense.dp.secure_rng = false`). Anyone holding `config.toml`, or guessing the "
+            "seed, can regenerate the noise and subtract it exactly: **the guarantee above "
+            "holds only against someone without `config.toml`.** That suits research (the run "
+            "repeats number for number); for a release set `defense.dp.secure_rng = true`."
+        )
+    text = (
+        f"The noise draws{extras} come from the operating system's cryptographically "
+        "secure generator (`defense.dp.secure_rng = true`: `os.urandom`, fresh bits on every "
+        "draw; Gaussian values hardened against floating-point attacks as in Opacus' secure "
+        "mode), so nothing about them follows from `config.toml`. The run's numbers cannot be "
+        "repeated, and a run resumed from its checkpoint (`--resume`) goes on with fresh draws: "
+        "its numbers differ from an uninterrupted run's, its guarantee does not."
+    )
+    if dp.mode != "central":
+        text += (
+            " Which clients take part in each round still follows the seed: the server sees "
+            "who sends anyway, and this mode's guarantee does not rest on the cohorts being "
+            "secret."
+        )
+    return text
+
 
 # ---------------------------------------------------------------------------- one run
 
@@ -76,6 +119,9 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
     cfg, dp, led = run.config, run.config.defense.dp, run.ledger
     doc = Document(f"Privacy-budget report: {cfg.name}")
     alerts: list[str] = []
+    if getattr(cfg.defense.secagg, "allow_insecure", False):
+        doc.add(Paragraph(INSECURE_SECAGG))
+        alerts.append(INSECURE_SECAGG)
     if dp is None or not led.events:
         doc.add(
             Paragraph(
@@ -130,6 +176,7 @@ def _dp_sections(
     doc.add(
         Heading("What is protected"),
         Paragraph(PROTECTED[dp.mode]),
+        Paragraph(randomness_text(dp, cfg.seed)),
     )
     # -- mechanism
     doc.add(Heading("Mechanism"))
@@ -238,6 +285,7 @@ def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
     cfg, led = run.config, run.ledger
     ev = led.events
     sigmas = sorted({e.noise_multiplier for e in ev})
+    slacks = [m["dp_encoding_slack"] for m in run.metrics if m.get("dp_encoding_slack")]
     rows = [
         ("mode", f"{dp.mode}"),
         ("mechanism", "Poisson-subsampled Gaussian mechanism (" + _mechanism_name(dp.mode) + ")"),
@@ -265,6 +313,15 @@ def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
             ("client sampling rate q", f"{qs[0]:.4g} (Poisson, clients_per_round / clients)")
         )
         rows.append(("denominator", f"fixed: q * N = {qs[0] * cfg.data.clients:g}"))
+        if slacks:
+            rows.append(
+                (
+                    "channel's rounding slack",
+                    f"up to {max(slacks):.4g}: updates were clipped to the clip norm minus what "
+                    "the channel's fixed-point encoding (or CKKS noise) can add to a decoded "
+                    "update, so that each decoded contribution stays within the clip norm",
+                )
+            )
         if dp.adaptive:
             rows.append(
                 (
@@ -385,9 +442,17 @@ def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
 
 
 def write_privacy_report(fed: Federation) -> None:
-    """Finisher: the report of a run that has a DP defense or an audit (needs a run folder)."""
+    """Finisher: the report of a run that has a DP defense, an audit, or SecAgg+ allowed below
+    its safe degree (needs a run folder)."""
     if fed.folder is not None:
         write_run_report(fed.folder.path)
 
 
-__all__ = ["build_run_report", "write_document", "write_privacy_report", "write_run_report"]
+__all__ = [
+    "INSECURE_SECAGG",
+    "build_run_report",
+    "randomness_text",
+    "write_document",
+    "write_privacy_report",
+    "write_run_report",
+]
