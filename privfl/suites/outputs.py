@@ -21,7 +21,7 @@ from privfl.runfolder import RunFile
 from privfl.suites.cell import CellStatus, Metric
 from privfl.suites.figures import HEATMAPS, accuracy_vs_epsilon, heatmap
 from privfl.suites.runner import SuiteRun
-from privfl.suites.table import derive, table_rows, write_csv
+from privfl.suites.table import SEEDED_NOISE_NOTE, derive, table_rows, write_csv
 
 RESULTS_CSV = "results.csv"
 TABLE_MD = "table.md"
@@ -40,8 +40,9 @@ def write_outputs(run: SuiteRun) -> dict[str, Path]:
     header, rows = table_rows(run)
     table = Table(header, rows)
 
+    notes = [Paragraph(SEEDED_NOISE_NOTE)] if any(r.seeded_noise for r in run.records) else []
     md = Document(f"Suite {run.suite.name}")
-    md.add(Paragraph(_summary(run)), table)
+    md.add(Paragraph(_summary(run)), table, *notes)
     (out / TABLE_MD).write_text(to_markdown(md, out))
     paths[TABLE_MD] = out / TABLE_MD
 
@@ -73,7 +74,7 @@ def write_outputs(run: SuiteRun) -> dict[str, Path]:
             ),
             *images,
         )
-    page.add(Heading("Results (mean ± std over seeds)"), table)
+    page.add(Heading("Results (mean ± std over seeds)"), table, *notes)
     reports = _reports(run)
     if reports:
         page.add(Heading("Privacy reports of the cells"), Bullets(tuple(reports)))

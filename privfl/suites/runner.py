@@ -45,7 +45,10 @@ CACHE_FORMAT = 1
 
 @dataclass
 class CellRecord:
-    """One cell's outcome: the grid point, its status and figures, and where its run is."""
+    """One cell's outcome: the grid point, its status and figures, and where its run is.
+
+    ``seeded_noise``: the cell runs DP whose noise follows the config's seed
+    (``defense.dp.secure_rng = false``), so anyone holding its config.toml can strip it."""
 
     cell: Cell
     status: CellStatus
@@ -53,6 +56,7 @@ class CellRecord:
     key: str | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)
     run_dir: str | None = None
+    seeded_noise: bool = False
 
 
 @dataclass
@@ -108,7 +112,9 @@ def run_suite(
             continue
         keys[i] = config_key(config)
         todo.setdefault(keys[i], config)
-        records.append(CellRecord(cell, CellStatus.OK, key=keys[i]))
+        dp = config.defense.dp
+        seeded = dp is not None and not dp.secure_rng
+        records.append(CellRecord(cell, CellStatus.OK, key=keys[i], seeded_noise=seeded))
     results = {k: _read_cache(cache / f"{k}.json") for k in todo}
     results = {k: v for k, v in results.items() if v is not None}
     pending = {k: c for k, c in todo.items() if k not in results}

@@ -28,6 +28,15 @@ FORMATS: dict[Metric, str] = {
 }
 
 
+#: Marks a row whose DP noise is seeded (see :data:`SEEDED_NOISE_NOTE`).
+SEEDED_MARK = "†"
+SEEDED_NOISE_NOTE = (
+    f"{SEEDED_MARK} DP noise seeded by the config's `seed` (`defense.dp.secure_rng = false`): "
+    "reproducible from the cell's config.toml, so its guarantee holds only against someone "
+    "without that file. Research figures, not a release: set `defense.dp.secure_rng = true`."
+)
+
+
 def _point(r: CellRecord) -> tuple:
     return (r.cell.attack, r.cell.defense, r.cell.params, r.cell.seed)
 
@@ -68,7 +77,17 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def write_csv(run: SuiteRun, path: Path) -> Path:
     """One row per cell: the grid point, status, reason, every :class:`Metric`, run folder."""
     names = list(run.suite.spec.parameters)
-    header = ["attack", "defense", *names, "seed", "status", "reason", *Metric, "run_dir"]
+    header = [
+        "attack",
+        "defense",
+        *names,
+        "seed",
+        "status",
+        "reason",
+        *Metric,
+        "run_dir",
+        "seeded_noise",
+    ]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow([str(h) for h in header])
@@ -84,6 +103,7 @@ def write_csv(run: SuiteRun, path: Path) -> Path:
                     r.reason,
                     *("" if r.metrics.get(m) is None else repr(r.metrics[m]) for m in Metric),
                     _relative(r.run_dir, run.out),
+                    str(r.seeded_noise).lower(),
                 ]
             )
     return path
@@ -112,6 +132,16 @@ class Group:
         """The worst status among the seeds (error, failed, invalid, ok)."""
         order = [CellStatus.ERROR, CellStatus.FAILED, CellStatus.INVALID, CellStatus.OK]
         return min((r.status for r in self.records), key=order.index)
+
+    @property
+    def seeded_noise(self) -> bool:
+        """Any of the seeds ran DP with seeded noise (reproducible from its config)."""
+        return any(r.seeded_noise for r in self.records)
+
+    @property
+    def defense_text(self) -> str:
+        """The defense, marked with :data:`SEEDED_MARK` when its DP noise is seeded."""
+        return f"{self.defense} {SEEDED_MARK}" if self.seeded_noise else self.defense
 
     @property
     def reason(self) -> str:
@@ -184,7 +214,7 @@ def table_rows(run: SuiteRun) -> tuple[tuple[str, ...], tuple[tuple[str, ...], .
         rows.append(
             (
                 g.attack,
-                g.defense,
+                g.defense_text,
                 *((g.params_label,) if has_params else ()),
                 g.status_text,
                 *(g.text(m) for m in metrics),
@@ -196,6 +226,8 @@ def table_rows(run: SuiteRun) -> tuple[tuple[str, ...], tuple[tuple[str, ...], .
 
 __all__ = [
     "FORMATS",
+    "SEEDED_MARK",
+    "SEEDED_NOISE_NOTE",
     "Group",
     "derive",
     "groups",
