@@ -20,13 +20,15 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
 from privfl.attacks.inversion.config import InversionConfig
 from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
-from privfl.compression.config import CompressionConfig, check_compression
+from privfl.combinations import check_combinations
+from privfl.compression.config import CompressionConfig
 from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
 from privfl.defenses.dp.config import DPConfig
@@ -34,13 +36,12 @@ from privfl.defenses.he.config import HEConfig
 from privfl.defenses.robust.config import (
     RobustConfig,
     check_robust_cohort,
-    reject_with_secure_channel,
 )
 from privfl.defenses.secagg.config import SecAggConfig
 from privfl.engine import ENGINE_NAMES
 from privfl.engine.ray_config import RayConfig
 from privfl.errors import ConfigError
-from privfl.heterogeneity.config import HeterogeneityConfig, check_heterogeneity
+from privfl.heterogeneity.config import HeterogeneityConfig
 from privfl.models import MLPConfig, ModelConfig
 from privfl.server_optim import SERVER_OPTIMIZER_NAMES
 
@@ -195,17 +196,6 @@ class DefenseConfig(StrictModel):
         None, description="secure aggregation with pairwise masks (Bonawitz et al. 2017)"
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> DefenseConfig:
-        # Robust rules need plaintext updates; secure channels only reveal the sum.
-        reject_with_secure_channel(self.robust, secagg=self.secagg, he=self.he)
-        if self.secagg is not None and self.he is not None:
-            raise ValueError(
-                "defense.secagg and defense.he cannot be combined: each is a channel that "
-                "carries the updates to the server (masked or encrypted); choose one"
-            )
-        return self
-
 
 class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
@@ -239,14 +229,7 @@ class Config(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> Config:
-        dp = self.defense.dp
-        if self.audit is not None and dp is not None and dp.mode == "sample":
-            raise ValueError(
-                "audit: the canary audit measures user-level privacy; defense.dp.mode = "
-                "'sample' protects examples, so its bound is not comparable (use 'central' or "
-                "'local', or drop [audit])"
-            )
+    def _check(self, info: ValidationInfo) -> Config:
         if self.federation.clients_per_round > self.data.clients:
             raise ValueError(
                 f"federation.clients_per_round ({self.federation.clients_per_round}) must be "
@@ -256,11 +239,10 @@ class Config(StrictModel):
             check_robust_cohort(self.defense.robust, self.federation.clients_per_round)
         if self.attack.poisoning is not None:
             check_poisoning_population(self.attack.poisoning, self.data.clients)
-        het = self.federation.heterogeneity
-        check_heterogeneity(het, defense=self.defense, federation=self.federation)
-        check_compression(
-            self.compression, defense=self.defense, fednova=het is not None and het.fednova
-        )
+        # Every rule about two sections lives in privfl/combinations.py; tests that examine
+        # one rule on a refused config validate with context={"combinations": False}.
+        if (info.context or {}).get("combinations", True):
+            check_combinations(self)
         if self.evaluation.federated_every and self.data.client_test_fraction == 0:
             raise ValueError(
                 "evaluation.federated_every needs data.client_test_fraction > 0 "

@@ -9,7 +9,7 @@ in the config (a resolved ``config.toml``, which writes every default, passes).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -120,34 +120,10 @@ def check_robust_cohort(robust: RobustConfig, clients_per_round: int) -> None:
         )
 
 
-def reject_with_secure_channel(robust: RobustConfig | None, **channels: Any) -> None:
-    """Reject a robust rule combined with a channel that hides individual updates.
-
-    Secure aggregation (``defense.secagg``) and homomorphic encryption (``defense.he``) let
-    the server learn only the sum of the updates, while every robust rule needs each update
-    in plaintext (distances, coordinate-wise order statistics, norms). Pass the channel
-    sections by name; a section that is None (absent) is fine.
-
-    Raises:
-        ValueError: naming both sections and why they cannot be combined.
-    """
-    if robust is None:
-        return
-    active = sorted(name for name, section in channels.items() if section is not None)
-    if active:
-        names = " and ".join(f"defense.{n}" for n in active)
-        raise ValueError(
-            f"defense.robust (rule = '{robust.rule}') cannot be combined with {names}: robust "
-            "rules need every client's update in plaintext, and the server only learns their "
-            "sum under secure aggregation or HE"
-        )
-
-
 __all__ = [
     "RULE_NAMES",
     "RobustConfig",
     "RobustRule",
     "check_robust_cohort",
     "min_cohort",
-    "reject_with_secure_channel",
 ]

@@ -1,7 +1,7 @@
 """Client-side compression of updates: top-k, random-k, QSGD, scaled sign with majority
 vote, and error feedback; each client's payload is serialized and its bytes counted."""
 
-from privfl.compression.config import CompressionConfig, CompressionMethod, check_compression
+from privfl.compression.config import CompressionConfig, CompressionMethod
 from privfl.compression.error_feedback import ErrorFeedback
 from privfl.compression.majority_vote import MajorityVote, majority_vote
 from privfl.compression.qsgd import QSGDPayload, decode_qsgd, qsgd
@@ -27,7 +27,6 @@ __all__ = [
     "SignPayload",
     "SparsePayload",
     "add_compression",
-    "check_compression",
     "decode_qsgd",
     "decode_sign",
     "decode_sparse",

@@ -92,38 +92,4 @@ class HeterogeneityConfig(BaseModel):
         return 1.0 if not self.speeds else float(self.speeds[client % len(self.speeds)])
 
 
-def check_heterogeneity(het: HeterogeneityConfig | None, *, defense: Any, federation: Any) -> None:
-    """Reject combinations that cannot work: FedNova is not a weighted mean of the updates as
-    sent (secure channels, central DP and robust rules need one or replace it), normalizes
-    plain or momentum SGD only (not FedProx), and DP-SGD's accounting assumes the configured
-    steps.
-
-    Raises:
-        ValueError: saying why (the config loader turns it into a ConfigError).
-    """
-    if het is None:
-        return
-    dp = getattr(defense, "dp", None)
-    if het.local_steps is not None and dp is not None and dp.mode == "sample":
-        raise ValueError(
-            "federation.heterogeneity.local_steps cannot be combined with defense.dp.mode = "
-            "'sample': DP-SGD's privacy accounting is calibrated to the configured local steps"
-        )
-    if not het.fednova:
-        return
-    others = [f"defense.{s}" for s in ("secagg", "he", "robust") if getattr(defense, s, None)]
-    if dp is not None and dp.mode == "central":
-        others.append("defense.dp.mode = 'central'")
-    if others:
-        raise ValueError(
-            "federation.heterogeneity.normalization = 'fednova' replaces the weighted mean "
-            f"with a step-normalized one, which {', '.join(others)} cannot use; choose one"
-        )
-    if federation.prox_mu > 0:
-        raise ValueError(
-            "federation.heterogeneity.normalization = 'fednova' normalizes SGD (with or "
-            "without momentum), not FedProx: set federation.prox_mu = 0"
-        )
-
-
-__all__ = ["HeterogeneityConfig", "StepsDistribution", "check_heterogeneity", "parse_steps"]
+__all__ = ["HeterogeneityConfig", "StepsDistribution", "parse_steps"]

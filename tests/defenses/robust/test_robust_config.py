@@ -6,9 +6,9 @@ import pytest
 import tomli_w
 
 import privfl
-from privfl.config import DefenseConfig, config_from_dict, load_config
+from privfl.config import config_from_dict, load_config
 from privfl.defenses.robust import ROBUST_AGGREGATORS, RobustRule
-from privfl.defenses.robust.config import RULE_NAMES, reject_with_secure_channel
+from privfl.defenses.robust.config import RULE_NAMES
 from privfl.errors import ConfigError
 from privfl.federation import Federation
 
@@ -90,12 +90,6 @@ def test_secagg_and_he_together_are_rejected():
     with pytest.raises(ConfigError, match="defense.secagg and defense.he cannot be combined"):
         config_from_dict({"defense": {"secagg": {}, "he": {}}})
 
-
-def test_reject_with_secure_channel_names_every_channel():
-    robust = DefenseConfig(robust={"rule": "median"}).robust
-    reject_with_secure_channel(robust, secagg=None, he=None)
-    with pytest.raises(ValueError, match="defense.he and defense.secagg"):
-        reject_with_secure_channel(robust, secagg=object(), he=object())
 
 
 def test_no_robust_section_is_plain_fedavg(make_config):

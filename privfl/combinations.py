@@ -1,0 +1,285 @@
+"""Which config sections combine: every rule about two or more sections, in one place.
+
+A section's own values are checked by its pydantic model; a rule that looks at two sections
+(a robust rule under secure aggregation, central DP with a median, FedNova under HE) lives
+here, as one :class:`CombinationRule`, and :func:`check_combinations` runs them all when a
+:class:`~privfl.config.Config` is validated, so an impossible run is refused with exit 2
+before anything is built or trained. :func:`combination_table` writes the rules as the
+README's "what combines with what" table. A test walks every pair of sections and runs each
+pair that is accepted, so a rule missing from here shows up as a failing pair.
+
+The module imports nothing from :mod:`privfl.config` at run time (the config calls it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from privfl.config import Config
+
+
+@dataclass(frozen=True)
+class CombinationRule:
+    """One impossible combination.
+
+    Attributes:
+        sections: the sections (and values) it concerns, as a reader writes them.
+        summary: why, in a few words (the docs table).
+        check: the message refusing ``config``, or None when the combination is absent.
+    """
+
+    sections: tuple[str, ...]
+    summary: str
+    check: Callable[[Config], str | None]
+
+
+def _secure_channels(c: Config) -> list[str]:
+    return [f"defense.{s}" for s in ("secagg", "he") if getattr(c.defense, s) is not None]
+
+
+def _dp_mode(c: Config) -> str | None:
+    return None if c.defense.dp is None else c.defense.dp.mode
+
+
+def _fednova(c: Config) -> bool:
+    het = c.federation.heterogeneity
+    return het is not None and het.fednova
+
+
+def _compression(c: Config) -> str | None:
+    return None if c.compression is None else str(c.compression.method)
+
+
+# ---------------------------------------------------------------- the rules
+
+
+def _robust_secure(c: Config) -> str | None:
+    channels = _secure_channels(c)
+    if c.defense.robust is None or not channels:
+        return None
+    return (
+        f"defense.robust (rule = '{c.defense.robust.rule}') cannot be combined with "
+        f"{' and '.join(sorted(channels))}: robust rules need every client's update in "
+        "plaintext, and the server only learns their sum under secure aggregation or HE"
+    )
+
+
+def _secagg_he(c: Config) -> str | None:
+    if c.defense.secagg is None or c.defense.he is None:
+        return None
+    return (
+        "defense.secagg and defense.he cannot be combined: each is a channel that carries the "
+        "updates to the server (masked or encrypted); choose one"
+    )
+
+
+def _central_dp_robust(c: Config) -> str | None:
+    if _dp_mode(c) != "central" or c.defense.robust is None:
+        return None
+    return (
+        f"defense.dp.mode = 'central' cannot be combined with defense.robust (rule = "
+        f"'{c.defense.robust.rule}'): DP-FedAvg adds noise calibrated to the sum of clipped "
+        "updates (sensitivity clip), and a robust rule is not that sum; use mode = 'local' "
+        "(noise before the robust rule) or drop one"
+    )
+
+
+def _audit_sample_dp(c: Config) -> str | None:
+    if c.audit is None or _dp_mode(c) != "sample":
+        return None
+    return (
+        "audit: the canary audit measures user-level privacy; defense.dp.mode = 'sample' "
+        "protects examples, so its bound is not comparable (use 'central' or 'local', or drop "
+        "[audit])"
+    )
+
+
+def _audit_fednova(c: Config) -> str | None:
+    if c.audit is None or not _fednova(c):
+        return None
+    return (
+        "audit cannot be combined with federation.heterogeneity.normalization = 'fednova': "
+        "the audit's canary updates are crafted, not trained, so they have no local step "
+        "count for FedNova to normalize by"
+    )
+
+
+def _heterogeneity_sample_dp(c: Config) -> str | None:
+    het = c.federation.heterogeneity
+    if het is None or _dp_mode(c) != "sample":
+        return None
+    if het.local_steps is not None:
+        return (
+            "federation.heterogeneity.local_steps cannot be combined with defense.dp.mode = "
+            "'sample': DP-SGD's privacy accounting is calibrated to the configured local steps"
+        )
+    return (
+        "federation.heterogeneity cannot be combined with defense.dp.mode = 'sample': "
+        "heterogeneous clients run the plain SGD trainer, and DP-SGD replaces it"
+    )
+
+
+def _fednova_weighted_mean(c: Config) -> str | None:
+    if not _fednova(c):
+        return None
+    others = [f"defense.{s}" for s in ("secagg", "he", "robust") if getattr(c.defense, s)]
+    if _dp_mode(c) == "central":
+        others.append("defense.dp.mode = 'central'")
+    if not others:
+        return None
+    return (
+        "federation.heterogeneity.normalization = 'fednova' replaces the weighted mean with a "
+        f"step-normalized one, which {', '.join(others)} cannot use; choose one"
+    )
+
+
+def _fednova_prox(c: Config) -> str | None:
+    if not _fednova(c) or c.federation.prox_mu <= 0:
+        return None
+    return (
+        "federation.heterogeneity.normalization = 'fednova' normalizes SGD (with or without "
+        "momentum), not FedProx: set federation.prox_mu = 0"
+    )
+
+
+def _sparse_secure(c: Config) -> str | None:
+    m, channels = _compression(c), _secure_channels(c)
+    shared = c.compression is not None and c.compression.shared_seed
+    if not channels or not (m == "topk" or (m == "randk" and not shared)):
+        return None
+    return (
+        f"compression.method = '{m}' cannot be combined with {channels[0]}: each client keeps "
+        "different coordinates (supports differ), so the masked/encrypted vectors would have "
+        "to carry all coordinates of every client and the sparsity saves nothing; use method "
+        "= 'randk' with shared_seed = true (every client keeps the same coordinates) or "
+        "method = 'qsgd'"
+    )
+
+
+def _randk_he(c: Config) -> str | None:
+    if _compression(c) != "randk" or c.defense.he is None:
+        return None
+    return (
+        "compression.method = 'randk' cannot be combined with defense.he: the HE channel "
+        "encrypts all d coordinates (it does not use a shared support), so random-k saves "
+        "nothing and its d/k-scaled values would meet BFV's clip; use defense.secagg with "
+        "shared_seed = true, or method = 'qsgd'"
+    )
+
+
+def _sign_weighted_mean(c: Config) -> str | None:
+    if _compression(c) != "sign":
+        return None
+    others = _secure_channels(c)
+    if c.defense.robust is not None:
+        others.append("defense.robust")
+    if _dp_mode(c) == "central":
+        others.append("defense.dp.mode = 'central'")
+    if _fednova(c):
+        others.append("federation.heterogeneity.normalization = 'fednova'")
+    if not others:
+        return None
+    return (
+        "compression.method = 'sign' is aggregated by majority vote (Bernstein et al. 2018), "
+        f"not by the weighted mean that {', '.join(others)} needs; choose one"
+    )
+
+
+RULES: tuple[CombinationRule, ...] = (
+    CombinationRule(
+        ("defense.robust", "defense.secagg | defense.he"),
+        "robust rules need each plaintext update; secure channels reveal only the sum",
+        _robust_secure,
+    ),
+    CombinationRule(
+        ("defense.secagg", "defense.he"), "both are the channel; choose one", _secagg_he
+    ),
+    CombinationRule(
+        ("defense.dp.mode = 'central'", "defense.robust"),
+        "central noise is calibrated to the clipped sum, which a robust rule is not",
+        _central_dp_robust,
+    ),
+    CombinationRule(
+        ("[audit]", "defense.dp.mode = 'sample'"),
+        "the canary audit measures user-level privacy; DP-SGD's bound is per example",
+        _audit_sample_dp,
+    ),
+    CombinationRule(
+        ("[audit]", "normalization = 'fednova'"),
+        "canary updates are crafted: no local step count to normalize by",
+        _audit_fednova,
+    ),
+    CombinationRule(
+        ("federation.heterogeneity", "defense.dp.mode = 'sample'"),
+        "heterogeneous clients use the plain SGD trainer; DP-SGD's accounting assumes the "
+        "configured steps",
+        _heterogeneity_sample_dp,
+    ),
+    CombinationRule(
+        (
+            "normalization = 'fednova'",
+            "defense.secagg | defense.he | defense.robust | dp.mode = 'central'",
+        ),
+        "FedNova replaces the weighted mean those need",
+        _fednova_weighted_mean,
+    ),
+    CombinationRule(
+        ("normalization = 'fednova'", "federation.prox_mu > 0"),
+        "FedNova normalizes SGD, not FedProx",
+        _fednova_prox,
+    ),
+    CombinationRule(
+        ("compression topk | randk without shared_seed", "defense.secagg | defense.he"),
+        "clients' supports differ, so nothing is saved under masks or encryption",
+        _sparse_secure,
+    ),
+    CombinationRule(
+        ("compression randk", "defense.he"),
+        "the HE channel encrypts every coordinate",
+        _randk_he,
+    ),
+    CombinationRule(
+        (
+            "compression sign",
+            "defense.secagg | defense.he | defense.robust | dp.mode = 'central' | fednova",
+        ),
+        "sign compression is aggregated by majority vote, not a weighted mean",
+        _sign_weighted_mean,
+    ),
+)
+
+
+def combination_problems(config: Config) -> list[str]:
+    """The message of every rule that ``config`` breaks (empty: the sections combine)."""
+    return [m for rule in RULES if (m := rule.check(config)) is not None]
+
+
+def check_combinations(config: Config) -> None:
+    """Refuse ``config`` when two of its sections cannot work together.
+
+    Raises:
+        ValueError: the first broken rule's message (the config loader turns it into a
+            :class:`~privfl.errors.ConfigError`, exit 2).
+    """
+    problems = combination_problems(config)
+    if problems:
+        raise ValueError(problems[0])
+
+
+def combination_table() -> str:
+    """The rules as a Markdown table (README, "What combines with what")."""
+    rows = ["| sections | refused because |", "|---|---|"]
+    rows += [f"| {' + '.join(f'`{s}`' for s in r.sections)} | {r.summary} |" for r in RULES]
+    return "\n".join(rows)
+
+
+__all__ = [
+    "RULES",
+    "CombinationRule",
+    "check_combinations",
+    "combination_problems",
+    "combination_table",
+]
