@@ -125,3 +125,37 @@ def test_torch_generator_streams_are_reproducible():
 def test_bad_path_parts_raise(fn, part, error):
     with pytest.raises(error, match="seed path"):
         fn(0, "ok", part)
+
+
+# ---------------------------------------------------------------- the secure source
+
+
+def test_secure_uniform_is_on_the_53_bit_grid_uniform_and_never_repeats():
+    from privfl.seeding import secure_uniform
+
+    u = secure_uniform(200_000)
+    assert u.dtype == np.float64 and u.shape == (200_000,)
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    k = u * 2.0**53
+    assert np.array_equal(k, np.floor(k))  # exactly k / 2^53
+    assert scipy_kstest(u, "uniform") > 1e-4
+    assert not np.array_equal(secure_uniform(64), secure_uniform(64))
+    assert secure_uniform((2, 3)).shape == (2, 3)
+
+
+def test_secure_normal_is_standard_normal_and_never_repeats():
+    from privfl.seeding import secure_normal
+
+    z = secure_normal(200_000)
+    assert z.dtype == torch.float64 and z.shape == (200_000,)
+    assert float(z.mean()) == pytest.approx(0.0, abs=0.01)  # std of the mean 0.0022
+    assert float(z.var()) == pytest.approx(1.0, rel=0.02)
+    assert scipy_kstest(z.numpy(), "norm") > 1e-4
+    assert not torch.equal(secure_normal(64), secure_normal(64))
+    assert secure_normal((3, 5)).shape == (3, 5) and secure_normal(0).shape == (0,)
+
+
+def scipy_kstest(x: np.ndarray, dist: str) -> float:
+    import scipy.stats
+
+    return float(scipy.stats.kstest(x, dist).pvalue)
