@@ -67,7 +67,7 @@ $(PEERS_STAMP): pyproject.toml
 bench-peers: $(PEERS_STAMP)  # W1 through Flower's simulation engine beside privfl's engines (ratios)
 	$(PEERS) benchmarks/peers/flower_w1.py
 
-docs: venv  # regenerate README's config reference from the config models
+docs: venv  # regenerate README's generated blocks (config reference, combination table)
 	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"
 
 lint: venv

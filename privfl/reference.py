@@ -129,21 +129,31 @@ def config_reference() -> str:
     return "\n".join(out) + "\n"
 
 
+def generated_blocks() -> dict[str, str]:
+    """README's generated blocks by marker name: the config reference and the table of
+    sections that do not combine (:func:`privfl.combinations.combination_table`)."""
+    from privfl.combinations import combination_table
+
+    return {
+        "config-reference": config_reference(),
+        "combinations": combination_table() + "\n",
+    }
+
+
 def sync_readme(path: str = "README.md") -> bool:
-    """Rewrite the config reference between README's markers; True when it changed."""
+    """Rewrite every generated block between README's markers; True when one changed."""
     import re
     from pathlib import Path
 
     p = Path(path)
-    text = p.read_text()
-    pattern = re.compile(
-        r"(<!-- config-reference:start -->\n).*(<!-- config-reference:end -->)", re.S
-    )
-    if not pattern.search(text):
-        raise ValueError(f"{path} lacks the config-reference markers")
-    new = pattern.sub(lambda m: m.group(1) + config_reference() + m.group(2), text)
+    text = new = p.read_text()
+    for name, block in generated_blocks().items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*(<!-- {name}:end -->)", re.S)
+        if not pattern.search(new):
+            raise ValueError(f"{path} lacks the {name} markers")
+        new = pattern.sub(lambda m, b=block: m.group(1) + b + m.group(2), new)
     p.write_text(new)
     return new != text
 
 
-__all__ = ["config_reference", "sync_readme"]
+__all__ = ["config_reference", "generated_blocks", "sync_readme"]

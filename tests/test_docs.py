@@ -5,16 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from privfl.reference import config_reference
+import pytest
+
+from privfl.reference import generated_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_config_reference_is_current():
+@pytest.mark.parametrize("name", sorted(generated_blocks()))
+def test_readme_generated_blocks_are_current(name):
     text = README.read_text()
-    m = re.search(r"<!-- config-reference:start -->\n(.*)<!-- config-reference:end -->", text, re.S)
-    assert m, "README lacks the config-reference markers"
-    assert m.group(1) == config_reference(), "regenerate with `privfl config reference`"
+    m = re.search(rf"<!-- {name}:start -->\n(.*)<!-- {name}:end -->", text, re.S)
+    assert m, f"README lacks the {name} markers"
+    assert m.group(1) == generated_blocks()[name], "regenerate with `make docs`"
 
 
 def test_readme_starts_with_the_two_commands():
