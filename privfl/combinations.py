@@ -190,7 +190,7 @@ def _sign_weighted_mean(c: Config) -> str | None:
 
 RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
-        ("defense.robust", "defense.secagg | defense.he"),
+        ("defense.robust", "defense.secagg or defense.he"),
         "robust rules need each plaintext update; secure channels reveal only the sum",
         _robust_secure,
     ),
@@ -221,7 +221,7 @@ RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         (
             "normalization = 'fednova'",
-            "defense.secagg | defense.he | defense.robust | dp.mode = 'central'",
+            "defense.secagg or defense.he or defense.robust or dp.mode = 'central'",
         ),
         "FedNova replaces the weighted mean those need",
         _fednova_weighted_mean,
@@ -232,7 +232,7 @@ RULES: tuple[CombinationRule, ...] = (
         _fednova_prox,
     ),
     CombinationRule(
-        ("compression topk | randk without shared_seed", "defense.secagg | defense.he"),
+        ("compression topk or randk without shared_seed", "defense.secagg or defense.he"),
         "clients' supports differ, so nothing is saved under masks or encryption",
         _sparse_secure,
     ),
@@ -244,7 +244,7 @@ RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         (
             "compression sign",
-            "defense.secagg | defense.he | defense.robust | dp.mode = 'central' | fednova",
+            "defense.secagg or defense.he or defense.robust or dp.mode = 'central' or fednova",
         ),
         "sign compression is aggregated by majority vote, not a weighted mean",
         _sign_weighted_mean,
