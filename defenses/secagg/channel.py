@@ -103,7 +103,14 @@ class SecAggChannel(Channel):
             k = n - 1 if cfg.neighbours == Neighbours.ALL else int(cfg.neighbours)
             graph = _graph(ids, k, rng)
             t = threshold_for(graph.max_degree + 1, cfg.threshold)
-        return RoundParams(round=round, graph=graph, threshold=t, length=length, bits=cfg.bits)
+        return RoundParams(
+            round=round,
+            graph=graph,
+            threshold=t,
+            length=length,
+            bits=cfg.bits,
+            require_connected=not cfg.allow_insecure,
+        )
 
     def codecs(self, n: int) -> tuple[FixedPointCodec, FixedPointCodec]:
         """The fixed-point codecs of the update slots and of the weight slot, for ``n``
@@ -230,6 +237,12 @@ class SecAggChannel(Channel):
             "secagg_clipped": clipped,
             "secagg_bytes_down": result.bytes_down,
             "secagg_abort": None if result.abort is None else str(result.abort),
+            # allow_insecure runs only: the parts of a split survivor graph, whose sums the
+            # server learnt (otherwise such a round aborts and this stays empty)
+            "secagg_insecure": self.config.allow_insecure,
+            "secagg_split": (
+                result.components if result.abort is None and len(result.components) > 1 else []
+            ),
         }
 
     def _aborted(
@@ -244,9 +257,9 @@ class SecAggChannel(Channel):
         log.warning("secagg round %d aborted: %s; the model is unchanged", ctx.round, reason)
         lost: set[int] = set()
         if result is not None:
-            before_unmasking = {**result.vanished, **result.refused}
+            before_unmasking = {**result.vanished, **result.refused, **result.rejected_at}
             lost |= {c for c, at in before_unmasking.items() if at is not Stage.UNMASKING}
-            lost |= set(result.rejected.tolist()) | set(result.excluded.tolist())
+            lost |= set(result.excluded.tolist())
         view = ServerView(
             round=ctx.round,
             global_params=ctx.global_params,

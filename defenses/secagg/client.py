@@ -108,7 +108,7 @@ class SecAggClient:
         public_keys = [pk for pair in entries.values() for pk in pair]
         if len(set(public_keys)) != len(public_keys):
             raise ProtocolError(f"client {self.cid}: a public key appears twice in the roster")
-        try:
+        try:  # length, canonical, not of low order (the server checked it too)
             s.roster = {v: (parse_public(c), parse_public(m)) for v, (c, m) in entries.items()}
         except ValueError as e:
             raise ProtocolError(f"client {self.cid}: bad public key in the roster: {e}") from None
@@ -141,10 +141,11 @@ class SecAggClient:
     # ------------------------------------------------------------- Round 2: MaskedInput
 
     def masked_input(self, inbox: bytes) -> bytes:
-        """Decrypt the shares received (a share failing authentication is reported, and its
-        sender will be treated as dropped), then send
-        ``y_u = x_u + PRG(b_u) + sum_{v in U2 ∩ N(u)} sign(u, v) PRG(s_{u,v})  (mod 2^bits)``
-        with ``s_{u,v} = HKDF(X25519(s_u^SK, s_v^PK))``."""
+        """Decrypt the shares received (a share failing authentication is reported, the
+        client does not mask with its sender, and the server will treat one of the two as
+        dropped), then send
+        ``y_u = x_u + PRG(b_u) + sum_{v in U2 ∩ N(u), not reported} sign(u, v) PRG(s_{u,v})``
+        ``(mod 2^bits)`` with ``s_{u,v} = HKDF(X25519(s_u^SK, s_v^PK))``."""
         self._advance(Stage.MASKED_INPUT, Stage.SHARE_KEYS)
         s, p = self.state, self.params
         _, mask_keys = self._keys()
@@ -168,15 +169,21 @@ class SecAggClient:
         s.senders = sorted(received)
         y = self._input.copy()
         self._expander.add(y, s.seed)
+        reported = set(s.complaints)
         for v in s.senders:
-            seed = agree(
-                mask_keys.private,
-                s.roster[v][1],
-                purpose=Purpose.PAIRWISE_MASK,
-                round=p.round,
-                a=self.cid,
-                b=v,
-            )
+            if v in reported:
+                continue  # the server removes no mask of this pair: add none
+            try:
+                seed = agree(
+                    mask_keys.private,
+                    s.roster[v][1],
+                    purpose=Purpose.PAIRWISE_MASK,
+                    round=p.round,
+                    a=self.cid,
+                    b=v,
+                )
+            except ValueError as e:
+                raise ProtocolError(f"client {self.cid}: key agreement with {v}: {e}") from None
             self._expander.apply(y, seed, pairwise_sign(self.cid, v))
         np.bitwise_and(y, p.word_mask, out=y)
         s.done = Stage.MASKED_INPUT

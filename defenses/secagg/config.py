@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, model_validat
 
 from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.defenses.quantize import MAX_MODULUS_BITS
+from privfl.defenses.secagg.graph import secaggplus_parameters
 
 MIN_BITS = 16
 
@@ -40,8 +41,8 @@ class SecAggConfig(BaseModel):
         0.1,
         ge=0,
         lt=0.5,
-        description="fraction of clients assumed to collude with the server (neighbours = "
-        "'auto' only)",
+        description="fraction of clients assumed to collude with the server (SecAgg+: "
+        "neighbours = 'auto' or an even k; the smallest safe k is computed from it)",
     )
     clip: PositiveFloat = Field(1.0, description="each update value is clipped to [-clip, clip]")
     bits: int = Field(
@@ -65,6 +66,12 @@ class SecAggConfig(BaseModel):
         description="the largest client weight; weights are scaled by 1 / max_weight "
         "(unset: the largest client's example count)",
     )
+    allow_insecure: bool = Field(
+        False,
+        description="research switch (explicit neighbours = k only): accept a k below the "
+        "smallest safe degree and let rounds whose survivors' masking graph is split "
+        "complete, so that the server learns each part's sum; the report says so",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SecAggConfig:
@@ -80,9 +87,51 @@ class SecAggConfig(BaseModel):
                 f"Harary graph), got {self.neighbours}"
             )
         auto = self.neighbours == "auto"
+        explicit = isinstance(self.neighbours, int)
         only_with(self, "threshold", not auto, "neighbours is not 'auto' (auto derives t)")
-        only_with(self, "corruption", auto, "neighbours = 'auto'")
+        only_with(
+            self, "corruption", auto or explicit, "neighbours is 'auto' or an even k (SecAgg+)"
+        )
+        only_with(
+            self,
+            "allow_insecure",
+            explicit,
+            "neighbours is an even k (only an explicit k can be below the safe degree)",
+        )
         return self
 
 
-__all__ = ["MIN_BITS", "SecAggConfig"]
+def check_secagg_degree(secagg: SecAggConfig, cohort: int) -> None:
+    """Refuse an explicit SecAgg+ degree ``k`` below the smallest safe one for ``cohort``
+    clients a round (``federation.clients_per_round``; under Poisson sampling, the expected
+    cohort): the ``k`` that ``neighbours = "auto"`` computes for the same cohort, dropout and
+    corruption (:func:`secaggplus_parameters`, after Bell et al., CCS 2020; the complete graph
+    when no smaller degree meets the bounds).
+
+    Below it, dropouts split the survivors' masking graph far more often (each round that
+    splits then aborts) and the share-holder neighbourhoods are too small for the privacy and
+    correctness bounds. Nothing is checked when ``allow_insecure`` is set, when ``neighbours``
+    is ``"all"`` or ``"auto"``, or when ``k >= cohort - 1`` (the complete graph).
+
+    Raises:
+        ValueError: one line naming the smallest safe ``k`` and the two ways out.
+    """
+    k = secagg.neighbours
+    if secagg.allow_insecure or not isinstance(k, int) or cohort < 2 or k >= cohort - 1:
+        return
+    safe = secaggplus_parameters(cohort, dropout=secagg.dropout, corruption=secagg.corruption)
+    if k >= safe.k:
+        return
+    complete = safe.k >= cohort - 1
+    fix = "neighbours = 'all'" if complete else f"neighbours = 'auto' or an even k >= {safe.k}"
+    raise ValueError(
+        f"defense.secagg.neighbours = {k} is below the smallest safe degree k = {safe.k}"
+        f"{' (the complete graph)' if complete else ''} for a cohort of {cohort} at dropout "
+        f"{secagg.dropout:g} and corruption {secagg.corruption:g} (Bell et al. 2020): too few "
+        "share-holders for the collusion and dropout bounds, and dropouts would often split "
+        f"the survivors' masking graph; use {fix}, or set defense.secagg.allow_insecure = "
+        "true to study the leak"
+    )
+
+
+__all__ = ["MIN_BITS", "SecAggConfig", "check_secagg_degree"]

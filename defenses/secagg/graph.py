@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import stats
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from privfl.defenses.secagg.constants import CORRECTNESS_BITS, SECURITY_BITS
 
@@ -95,6 +97,28 @@ class NeighbourGraph:
         """The clients that hold shares of ``cid``'s secrets: its neighbours and itself."""
         return np.sort(np.append(self.neighbours(cid), cid))
 
+    def components(self, members: np.ndarray | list[int]) -> list[np.ndarray]:
+        """The connected components of the subgraph induced by ``members`` (ids of this
+        graph), each a sorted int64 array, largest first (ties: smallest id first).
+
+        Pairwise masks cancel only inside a component, so a server that unmasks a set of
+        survivors split into several components learns each component's sum (Bell et al.,
+        CCS 2020, need the survivors' subgraph connected). Breadth-first search with
+        ``scipy.sparse.csgraph`` over the induced adjacency, ``O(m^2)`` for ``m`` members.
+        """
+        ids = np.unique(np.asarray(members, dtype=np.int64))
+        if ids.size == 0:
+            return []
+        rows = np.searchsorted(self.ids, ids)
+        if np.any(rows >= self.size) or np.any(self.ids[np.minimum(rows, self.size - 1)] != ids):
+            raise KeyError("members must be clients of this graph")
+        if self.is_complete:
+            return [ids]
+        sub = self.adjacency[np.ix_(rows, rows)]
+        count, labels = connected_components(csr_matrix(sub), directed=False)
+        parts = [ids[labels == c] for c in range(count)]
+        return sorted(parts, key=lambda a: (-a.size, int(a[0])))
+
 
 @dataclass(frozen=True)
 class SecAggPlusParameters:
@@ -140,10 +164,13 @@ def secaggplus_parameters(
     and ``t > m / 2`` (so a server cannot collect both of a client's secrets from disjoint
     halves). Among valid ``t`` the smallest is taken (the widest dropout margin). This is the
     shape of Bell et al.'s analysis (CCS 2020, Sec. 4 and Appendix: ``k = O(log n)``, ``t``
-    a constant fraction of ``k``) with binomial tails instead of their exact bounds; it does not
-    check their third condition (the honest survivors' subgraph stays connected). When no
-    ``k < n - 1`` qualifies, the complete graph is returned with the ``t`` that comes closest
-    (``bounds_met`` false).
+    a constant fraction of ``k``) with binomial tails instead of their exact bounds. Their third
+    condition (the survivors' subgraph stays connected) is not part of the choice of ``k``; it
+    is checked in every round instead (:meth:`NeighbourGraph.components`): a round whose
+    survivors are split aborts before any unmasking share is asked for. When no ``k < n - 1``
+    qualifies, the complete graph is returned with the ``t`` that comes closest
+    (``bounds_met`` false); an explicit ``k`` below the returned one is refused at config
+    time (:func:`privfl.defenses.secagg.config.check_secagg_degree`).
     """
     if n < 2:
         raise ValueError(f"secure aggregation needs at least 2 clients, got {n}")

@@ -61,10 +61,48 @@ def _info(purpose: Purpose, round: int, a: int, b: int) -> bytes:
     return _LABELS[purpose] + _ROUND_PAIR.pack(round, min(a, b), max(a, b))
 
 
-def parse_public(raw: bytes) -> X25519PublicKey:
-    """An X25519 public key from its 32 raw bytes (ValueError if malformed)."""
+#: The field prime of Curve25519.
+P25519 = 2**255 - 19
+#: The canonical u-coordinates of the X25519 public keys of low order: the points of order
+#: dividing 8 on Curve25519 (u = 0, u = 1 and the two points of order 8) and of order 4 on
+#: its quadratic twist (u = p - 1). X25519 clamps every private scalar to a multiple of 8, so
+#: with any of these the shared secret is all zeros (``cryptography`` then raises ValueError),
+#: and with any other canonical key it is not (RFC 7748, Sec. 6.1; libsodium's blacklist).
+LOW_ORDER_KEYS = frozenset(
+    {
+        0,
+        1,
+        P25519 - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }
+)
+
+
+def check_public_key(raw: bytes) -> None:
+    """Refuse an advertised X25519 public key that is not 32 bytes, not canonical
+    (the little-endian u-coordinate at least p, including the unused top bit) or of low order
+    (:data:`LOW_ORDER_KEYS`).
+
+    A canonical key of high order makes every key agreement well defined, so a key that
+    passes cannot make an honest party's ``exchange`` fail later.
+
+    Raises:
+        ValueError: naming what is wrong with the key.
+    """
     if len(raw) != KEY_BYTES:
         raise ValueError(f"an X25519 public key is {KEY_BYTES} bytes, got {len(raw)}")
+    u = int.from_bytes(raw, "little")
+    if u >= P25519:
+        raise ValueError("non-canonical X25519 public key (u-coordinate >= 2^255 - 19)")
+    if u in LOW_ORDER_KEYS:
+        raise ValueError("low-order X25519 public key (the shared secret would be zero)")
+
+
+def parse_public(raw: bytes) -> X25519PublicKey:
+    """An X25519 public key from its 32 raw bytes, checked by :func:`check_public_key`
+    (ValueError if malformed, non-canonical or of low order)."""
+    check_public_key(raw)
     return X25519PublicKey.from_public_bytes(raw)
 
 
@@ -126,8 +164,11 @@ def decrypt_share(
 
 
 __all__ = [
+    "LOW_ORDER_KEYS",
+    "P25519",
     "KeyPair",
     "agree",
+    "check_public_key",
     "decrypt_share",
     "encrypt_share",
     "parse_public",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,7 +53,12 @@ class ProtocolResult:
         survivors: ``U3``, the clients whose inputs are in ``total`` (sorted ids).
         vanished: ``{client: stage}`` for the clients that vanished, at the stage they did.
         refused: ``{client: stage}`` for clients that stopped on a message they had to refuse.
-        rejected: clients treated as dropped because a share they sent failed authentication.
+        rejected: clients treated as dropped because of a message of theirs that the server
+            refused (malformed, truncated, a bad or repeated key, shares for the wrong
+            clients, an unparsable unmasking response) or that the complaints about failed
+            shares left out; sorted.
+        rejected_at: ``{client: stage}`` of the refused message, for each of ``rejected`` (a
+            client rejected at Unmasking has sent its masked input and is aggregated).
         excluded: clients left out after AdvertiseKeys (too few share-holders left).
         masked: the masked vectors as the server received them (None if not kept).
         bytes_up: ``{client: bytes it sent}``, every client of the round.
@@ -63,6 +68,11 @@ class ProtocolResult:
         client_cpu_seconds, server_cpu_seconds: the same as CPU time of this thread, which a
             busy machine inflates much less than wall-clock time.
         abort: why the round was aborted, or None.
+        components: the connected parts of the survivors' masking graph (sorted id lists,
+            largest first): one part in every completed round unless
+            ``params.require_connected`` is off, in which case each part's sum leaked (a
+            round aborted for a split lists its parts too); empty if the round ended before
+            MaskedInput was collected.
     """
 
     total: np.ndarray | None
@@ -79,6 +89,8 @@ class ProtocolResult:
     client_cpu_seconds: float
     server_cpu_seconds: float
     abort: SecAggAbort | None = None
+    rejected_at: dict[int, Stage] = field(default_factory=dict)
+    components: list[list[int]] = field(default_factory=list)
 
 
 def run_protocol(
@@ -181,7 +193,9 @@ def run_protocol(
         survivors=np.array(s.u3 if abort is None else [], dtype=np.int64),
         vanished=vanished,
         refused=refused,
-        rejected=np.array(sorted(s.accused), dtype=np.int64),
+        rejected=np.array(sorted(s.rejected), dtype=np.int64),
+        rejected_at=dict(s.rejected),
+        components=[list(c) for c in s.components],
         excluded=np.array(s.excluded, dtype=np.int64),
         masked=view,
         bytes_up=bytes_up,

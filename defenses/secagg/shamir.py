@@ -139,20 +139,118 @@ def interpolate_at_zero(points: Mapping[int, Sequence[int] | np.ndarray]) -> np.
     return terms.sum(axis=0) % _P
 
 
-def combine(shares: Mapping[int, Sequence[int] | np.ndarray], *, threshold: int) -> bytes:
-    """The 32-byte secret interpolated from ``threshold`` of the shares ``{x: share}``.
+class InconsistentShares(ValueError):
+    """The shares do not lie on one polynomial of degree ``t - 1`` (per limb): at least one of
+    them is wrong, and no secret is returned."""
 
-    Uses the ``threshold`` smallest points (any ``t`` honest shares give the same secret).
-    Fewer than ``t`` shares are an error, not a guess: interpolating ``t - 1`` shares gives
-    limbs independent of the secret (the tests show it).
+
+def combine(
+    shares: Mapping[int, Sequence[int] | np.ndarray], *, threshold: int, check: bool = True
+) -> bytes:
+    """The 32-byte secret of the shares ``{x: share}``.
+
+    With ``check`` (the default) and more than ``t`` shares, every share must lie on the
+    same degree ``t - 1`` polynomials (:func:`consistent`), else :class:`InconsistentShares`:
+    the ``m - t`` extra shares detect any set of at most ``m - t`` wrong ones. With exactly
+    ``t`` shares there is nothing to check: any ``t`` values interpolate to *some* secret.
+    The secret is interpolated from the ``threshold`` smallest points (when the set is
+    consistent, any ``t`` of them give the same secret). Fewer than ``t`` shares are an error,
+    not a guess: interpolating ``t - 1`` shares gives limbs independent of the secret (the
+    tests show it).
 
     Raises:
         ValueError: too few shares, or shares that do not interpolate to a 256-bit secret.
+        InconsistentShares: ``check`` and the shares are not on one polynomial of degree
+            ``t - 1``.
     """
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares are fewer than the threshold {threshold}")
-    xs = sorted(shares)[:threshold]
+    xs = sorted(shares)
+    if check and len(xs) > threshold:
+        ys = np.array([shares[x] for x in xs], dtype=np.int64)[None]
+        if not consistent(np.array([xs], dtype=np.int64), ys, threshold=threshold)[0]:
+            raise InconsistentShares(
+                f"{len(xs)} shares do not lie on one polynomial of degree {threshold - 1}"
+            )
+    xs = xs[:threshold]
     return from_limbs(interpolate_at_zero({x: shares[x] for x in xs}))
+
+
+def _inverse(a: np.ndarray) -> np.ndarray:
+    """``a^-1 mod p`` element-wise (``a`` in ``[1, p)``), by Fermat: ``a^(p-2)``, square and
+    multiply over int64 arrays (every product of two residues fits in 63 bits)."""
+    result = np.ones_like(a)
+    base = a % _P
+    e = PRIME - 2
+    while e:
+        if e & 1:
+            result = result * base % _P
+        base = base * base % _P
+        e >>= 1
+    return result
+
+
+def dual_weights(xs: np.ndarray) -> np.ndarray:
+    """``v_i = 1 / prod_{l != i} (x_i - x_l) mod p`` for each row of distinct points
+    ``xs`` (int64 ``(b, m)``); int64 ``(b, m)``.
+
+    For any polynomial ``h`` of degree at most ``m - 2``, ``sum_i v_i h(x_i) = 0`` (it is the
+    leading coefficient of the interpolant of ``h`` through the ``m`` points): the vectors
+    ``(v_i g(x_i))_i`` for ``deg g < m - t`` span the dual of the Reed-Solomon code of the
+    degree ``t - 1`` polynomials at these points (MacWilliams and Sloane, ch. 10.8).
+    Vectorized: one ``m x m`` difference table per row, reduced by product trees, in chunks.
+    """
+    xs = np.asarray(xs, dtype=np.int64) % _P
+    b, m = xs.shape
+    out = np.empty((b, m), dtype=np.int64)
+    chunk = max(1, (1 << 21) // max(1, m * m))
+    eye = np.eye(m, dtype=bool)
+    for lo in range(0, b, chunk):
+        x = xs[lo : lo + chunk]
+        diff = (x[:, :, None] - x[:, None, :]) % _P  # (c, m, m): x_i - x_l
+        diff[:, eye] = 1  # l == i is left out of the product
+        prod = _row_products(diff.reshape(-1, m)).reshape(len(x), m)
+        if np.any(prod == 0):
+            raise ValueError("share points must be distinct modulo p")
+        out[lo : lo + chunk] = _inverse(prod)
+    return out
+
+
+def consistent(xs: np.ndarray, ys: np.ndarray, *, threshold: int, checks: int = 2) -> np.ndarray:
+    """Whether each set of shares lies on polynomials of degree ``t - 1`` (one per limb).
+
+    Args:
+        xs: int64 ``(b, m)``, each row ``m`` distinct share points.
+        ys: int64 ``(b, m, 9)``, the shares at those points.
+        threshold: ``t``; with ``m <= t`` every set is consistent (nothing to check).
+        checks: independent random parity checks per set.
+    Returns:
+        bool ``(b,)``.
+
+    A set is consistent exactly when it is orthogonal to the dual code (see
+    :func:`dual_weights`): ``sum_i v_i g(x_i) y_i = 0`` for every ``g`` of degree below
+    ``r = m - t``. Rather than all ``r`` basis polynomials, ``checks`` polynomials with
+    coefficients drawn uniformly from GF(p) (OS CSPRNG, after the shares are fixed) are
+    tested: for an inconsistent limb each passes with probability exactly ``1/p`` (a nonzero
+    linear form in the random coefficients), so a wrong set goes unnoticed with probability
+    at most ``p^-checks`` = 2^-62 for two. Cost: ``O(m^2)`` products and ``r`` Horner steps
+    per set, all as numpy operations over the ``b`` sets.
+    """
+    xs = np.asarray(xs, dtype=np.int64) % _P
+    ys = np.asarray(ys, dtype=np.int64) % _P
+    b, m = xs.shape
+    r = m - threshold
+    if r <= 0 or b == 0:
+        return np.ones(b, dtype=bool)
+    v = dual_weights(xs)  # (b, m)
+    coefficients = _uniform((r, checks))
+    g = np.zeros((b, m, checks), dtype=np.int64)
+    for c in coefficients[::-1]:  # Horner over the r coefficients, every set at once
+        g = (g * xs[:, :, None] + c) % _P
+    w = v[:, :, None] * g % _P  # (b, m, checks): random dual codewords
+    # sum_i w_i y_i per check and limb; each term < 2^31, so m < 2^32 terms fit int64
+    syndrome = (w[:, :, :, None] * ys[:, :, None, :] % _P).sum(axis=1) % _P
+    return ~syndrome.reshape(b, -1).any(axis=1)
 
 
 def to_bytes(share: Sequence[int] | np.ndarray) -> bytes:
@@ -177,12 +275,15 @@ def from_bytes(data: bytes) -> tuple[int, ...]:
 
 
 __all__ = [
+    "InconsistentShares",
     "LIMBS",
     "LIMB_BITS",
     "PRIME",
     "SECRET_BYTES",
     "SHARE_BYTES",
     "combine",
+    "consistent",
+    "dual_weights",
     "from_bytes",
     "from_limbs",
     "interpolate_at_zero",

@@ -29,6 +29,8 @@ class RoundParams:
         threshold: ``t``, shares that reconstruct a client's secret.
         length: words per input vector (the ``d`` update slots and the weight slot).
         bits: the ring is ``Z_{2^bits}``; words are uint32 (``bits <= 32``) or uint64.
+        require_connected: abort a round whose survivors' masking graph is split (the server
+            would learn each part's sum); False only for ``allow_insecure`` research runs.
     """
 
     round: int
@@ -36,6 +38,7 @@ class RoundParams:
     threshold: int
     length: int
     bits: int
+    require_connected: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 64:
@@ -68,7 +71,8 @@ class ClientState:
             serves both directions; the associated data tells them apart).
         held: ``{u: (share of s_u^SK, share of b_u)}`` for every ``u`` whose shares it holds.
         senders: the clients that sent it a share (``U2`` in its neighbourhood).
-        complaints: senders whose share failed authentication.
+        complaints: senders whose share failed authentication; the client does not mask with
+            them (the server, told of the complaint, does not unmask that pair either).
     """
 
     done: Stage | None = None
@@ -95,7 +99,14 @@ class ServerState:
         share_receivers: ``{u: clients u sent an encrypted share to}``.
         mailbox: ``{receiver: {sender: ciphertext}}``, relayed unread.
         accused: ``{u: clients that reported u's share as failing authentication}``.
+        complaints: ``{v: senders v reported}`` (v did not mask with them).
+        rejected: ``{u: stage}``: clients whose message of that stage the server refused
+            (malformed, truncated, a bad or repeated public key, shares for the wrong
+            clients, an unparsable unmasking response) or that the complaints left out;
+            each is treated as having dropped at that stage.
         masked: ``{u: masked vector}`` as received.
+        components: the connected components of the survivors' masking graph (one when the
+            survivors are connected; more only when ``require_connected`` is off).
         shares: ``{(owner, kind): {x: share}}`` from the unmasking responses.
         bytes_down: server-to-client bytes sent.
     """
@@ -109,7 +120,10 @@ class ServerState:
     share_receivers: dict[int, list[int]] = field(default_factory=dict)
     mailbox: dict[int, dict[int, bytes]] = field(default_factory=dict)
     accused: dict[int, list[int]] = field(default_factory=dict)
+    complaints: dict[int, set[int]] = field(default_factory=dict)
+    rejected: dict[int, Stage] = field(default_factory=dict)
     masked: dict[int, np.ndarray] = field(default_factory=dict)
+    components: list[list[int]] = field(default_factory=list)
     shares: dict[tuple[int, int], dict[int, Sequence[int]]] = field(default_factory=dict)
     bytes_down: int = 0
 

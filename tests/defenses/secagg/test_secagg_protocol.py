@@ -94,6 +94,13 @@ def _secaggplus_outcome(p: RoundParams, vanish) -> list[int] | None:
     u4 = u3 - gone(Stage.UNMASKING)
     if len(u3) < t or len(u4) < t:
         return None
+    # the survivors' masking graph must be connected (else unmasking reveals partial sums)
+    reached, frontier = set(), [min(u3)]
+    while frontier:
+        reached.update(frontier)
+        frontier = [v for u in frontier for v in holders[u] & u3 if v not in reached]
+    if reached != u3:
+        return None
     for u in u2:
         needed = u in u3 or any(v in u3 for v in holders[u] - {u})
         if needed and len(holders[u] & u4) < t:

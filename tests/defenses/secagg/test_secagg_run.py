@@ -64,7 +64,8 @@ def test_secagg_run_learns_the_plain_model(make_config):
 
 
 def test_metrics_are_deterministic_with_dropouts(make_config, tmp_path):
-    cfg = _secagg(make_config, rounds=2, dropout=0.35, neighbours=2)
+    # k = 2 is below the safe degree for 6 clients: a research run (allow_insecure)
+    cfg = _secagg(make_config, rounds=2, dropout=0.35, neighbours=2, allow_insecure=True)
     a = privfl.run(cfg.model_copy(update={"name": "a"}), out=tmp_path, progress=False)
     b = privfl.run(cfg.model_copy(update={"name": "b"}), out=tmp_path, progress=False)
     text_a = (tmp_path / "a" / "metrics.jsonl").read_bytes()
@@ -97,8 +98,12 @@ def test_config_rules():
         config_from_dict({"defense": {"secagg": {"threshold": 0.5}}})
     with pytest.raises(ConfigError, match="even number"):
         config_from_dict({"defense": {"secagg": {"neighbours": 5}}})
-    with pytest.raises(ConfigError, match="corruption applies only when neighbours = 'auto'"):
+    with pytest.raises(ConfigError, match="corruption applies only when neighbours is 'auto' or"):
         config_from_dict({"defense": {"secagg": {"corruption": 0.2}}})
+    with pytest.raises(ConfigError, match="allow_insecure applies only when neighbours is an"):
+        config_from_dict({"defense": {"secagg": {"neighbours": "auto", "allow_insecure": True}}})
+    explicit = config_from_dict({"defense": {"secagg": {"neighbours": 4, "corruption": 0.2}}})
+    assert explicit.defense.secagg.corruption == 0.2  # the assumption the safe k comes from
     with pytest.raises(ConfigError, match="threshold applies only when neighbours is not"):
         config_from_dict({"defense": {"secagg": {"neighbours": "auto", "threshold": 0.7}}})
     with pytest.raises(ConfigError, match="unknown key 'defense.secagg.treshold'"):
