@@ -3,8 +3,9 @@ adds ciphertexts with a public context, a separate key holder decrypts only the 
 
 Modules: :mod:`~.params` (parameters, presets, security level), :mod:`~.config`
 (``[defense.he]``), :mod:`~.packing`, :mod:`~.envelope` (wire format), :mod:`~.ckks` and
-:mod:`~.bfv` (the schemes), :mod:`~.quantize` (BFV's fixed-point codec), :mod:`~.keys` (the
-key holder), :mod:`~.parties` (clients and server), :mod:`~.channel` (the round).
+:mod:`~.bfv` (the schemes), :mod:`~.quantize` (BFV's fixed-point codec), :mod:`~.check`
+(vouchers and the sum check), :mod:`~.keys` (the key holder), :mod:`~.parties` (clients and
+server), :mod:`~.channel` (the round).
 """
 
 from privfl.defenses.he.bfv import BFVScheme, mean_error_bound
@@ -15,9 +16,15 @@ from privfl.defenses.he.channel import (
     create_he_channel,
     create_he_scheme,
 )
+from privfl.defenses.he.check import ClientKeys, RoundCheck
 from privfl.defenses.he.ckks import CKKSScheme
 from privfl.defenses.he.config import HEConfig, Scheme
-from privfl.defenses.he.errors import CiphertextError, HeadroomError, TooFewClientsError
+from privfl.defenses.he.errors import (
+    CiphertextError,
+    HeadroomError,
+    TooFewClientsError,
+    VoucherError,
+)
 from privfl.defenses.he.keys import KeyHolder, load_public_context
 from privfl.defenses.he.params import (
     BFV_DEFAULT,
@@ -45,6 +52,7 @@ __all__ = [
     "CKKS_PRESETS",
     "CiphertextError",
     "ClientEncryptor",
+    "ClientKeys",
     "Decoded",
     "EncryptedRound",
     "HEChannel",
@@ -55,9 +63,11 @@ __all__ = [
     "HeadroomError",
     "KeyHolder",
     "Preset",
+    "RoundCheck",
     "Scheme",
     "SecurityLevel",
     "TooFewClientsError",
+    "VoucherError",
     "create_he_channel",
     "load_public_context",
 ]

@@ -144,9 +144,20 @@ class BFVScheme(HEScheme):
 
         return Encoding(rows(), {CLIPPED: clipped})
 
-    def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
-        """One chunk of integers as a serialized TenSEAL BFV vector."""
-        return ts.bfv_vector(context, values.tolist()).serialize()
+    def vector(self, context: ts.Context, values: np.ndarray) -> ts.BFVVector:
+        """One chunk of integers as a TenSEAL BFV vector (public-key encryption)."""
+        return ts.bfv_vector(context, values.tolist())
+
+    def check_plaintext(
+        self, seal: sealapi.SEALContext, parms_id: list[int], rng: np.random.Generator
+    ) -> sealapi.Plaintext:
+        """``s_r``: uniform slot values modulo ``t``, batch-encoded; batching is a bijection,
+        so its coefficients are uniform modulo ``t`` (a forged aggregate passes the sum
+        check with probability ``1 / t``)."""
+        plain = sealapi.Plaintext()
+        values = rng.integers(0, self.plain_modulus, self.slots, dtype=np.int64)
+        sealapi.BatchEncoder(seal).encode(values.tolist(), plain)
+        return plain
 
     def load(self, context: ts.Context, data: bytes, where: str) -> ts.BFVVector:
         """A BFV vector from bytes; one ciphertext of ``slots`` integers, else
@@ -183,6 +194,8 @@ class BFVScheme(HEScheme):
                 f"padding: {int(np.count_nonzero(pad))}; total weight {total:.6g}): a "
                 "ciphertext was encrypted under another key or altered"
             )
+        # Exact integers: BFV decryption leaks no noise (Li and Micciancio's attack is on
+        # approximate schemes), so nothing is rounded here.
         delta = (values.decode(residues[:dim]) / total).astype(np.float32)
         return Decoded(delta, total * self.max_weight)
 

@@ -3,9 +3,18 @@
 One round, as the parties see it::
 
     key holder --public context (bytes, once per party)--> server, clients
-    client i   --Enc([w_i * delta_i, w_i]) (bytes)------> server       (ServerView: these bytes)
-    server     --Enc(sum_i [w_i * delta_i, w_i]) (bytes)-> key holder
-    key holder --sum_i w_i delta_i / sum_i w_i (float32)-> model update (the federation)
+    key holder --voucher key, check key (once per client)-> client (not via the server)
+    client i   --Enc([w_i * delta_i, w_i]), voucher_i ---> server       (ServerView: these bytes)
+    server     --Enc(sum_i [w_i * delta_i, w_i]),
+                 the vouchers of the clients summed -----> key holder
+    key holder --sum_i w_i delta_i / sum_i w_i (float32,
+                 rounded above the CKKS noise) ----------> model update (the federation)
+
+A message that fails the server's checks drops its sender and the round goes on with the
+others; so does a voucher the key holder cannot open (it decrypts nothing then, and the server
+sends the sum without that client). The key holder decrypts only a sum of at least
+``min_clients`` authenticated clients that it can verify is their sum, once a round
+(:mod:`privfl.defenses.he.check`).
 
 The server never holds a secret key, a plaintext update or (this round) the aggregate. It does
 learn the aggregate afterwards if it applies the update to the global model it broadcasts, as
@@ -26,8 +35,8 @@ import torch
 
 from privfl.defenses.he.bfv import BFVScheme
 from privfl.defenses.he.ckks import CKKSScheme
-from privfl.defenses.he.config import HEConfig
-from privfl.defenses.he.errors import CiphertextError, TooFewClientsError
+from privfl.defenses.he.config import DEFAULT_MIN_CLIENTS, HEConfig
+from privfl.defenses.he.errors import CiphertextError, TooFewClientsError, VoucherError
 from privfl.defenses.he.keys import KeyHolder
 from privfl.defenses.he.packing import chunk_count
 from privfl.defenses.he.params import BFVParams
@@ -59,6 +68,8 @@ class HEMetric(StrEnum):
     AGGREGATE_BYTES = "he_aggregate_bytes"  # server -> key holder
     RESULT_BYTES = "he_result_bytes"  # key holder -> server: the float32 weighted mean
     EXPANSION = "he_expansion"  # bytes_up over the plaintext float32 bytes
+    REJECTED = "he_rejected"  # clients whose message or voucher was refused (dropped)
+    GRID = "he_grid"  # the step decrypted CKKS sums were rounded to (CKKS only)
     ABORT = "he_abort"  # why the round was aborted (only when it was)
 
 
@@ -91,7 +102,8 @@ class HEChannel(Channel):
 
     Args:
         scheme: the HE scheme and its parameters.
-        min_clients: the key holder decrypts only sums of at least this many updates.
+        min_clients: the key holder decrypts only sums of at least this many authenticated
+            clients' updates.
         network: what the wire delivers, from the clients' ``(client id, bytes)`` messages to
             what the server receives (identity by default; tests corrupt messages here).
         workers: processes that encrypt the clients' chunks (1: in this process).
@@ -106,7 +118,7 @@ class HEChannel(Channel):
         self,
         scheme: HEScheme,
         *,
-        min_clients: int = 2,
+        min_clients: int = DEFAULT_MIN_CLIENTS,
         network: Callable[[Messages], Messages] = _reliable,
         workers: int = 1,
     ) -> None:
@@ -114,7 +126,10 @@ class HEChannel(Channel):
         self._key_holder = KeyHolder(scheme, min_clients=min_clients)
         public = self._key_holder.public_context
         self.server = HEServer(scheme, public)
-        self._clients = ClientEncryptor(scheme, public, workers=workers)
+        # The clients get their keys from the key holder directly, never through the server.
+        self._clients = ClientEncryptor(
+            scheme, public, workers=workers, enrol=self._key_holder.enrol
+        )
         self._network = network
         # Parties that already received the public context (a resumed run has a new key
         # holder, so nothing here is checkpointed: every party gets the new context again).
@@ -134,8 +149,9 @@ class HEChannel(Channel):
     def transmit(
         self, batch: UpdateBatch, aggregator: Aggregator, ctx: RoundContext
     ) -> ChannelResult:
-        """Encrypt at the clients, add at the server, decrypt at the key holder; a bad message
-        aborts the round (``aggregation=None``, reason in ``he_abort``)."""
+        """Encrypt at the clients, add at the server, decrypt at the key holder. A bad message
+        or voucher drops its sender (``dropped``, ``he_rejected``); a sum the key holder
+        refuses aborts the round (``aggregation=None``, reason in ``he_abort``)."""
         self.check_aggregator(aggregator)
         n, dim = len(batch), ctx.spec.dim
         if n == 0:
@@ -160,24 +176,39 @@ class HEChannel(Channel):
         info[HEMetric.EXPANSION.value] = round(bytes_up / (n * dim * FLOAT32_BYTES), 4)
         received = self._network(sent)
         t1 = time.perf_counter()
+        rejected: dict[int, str] = {}
         aggregate: bytes | None = None
+        decoded = None
         try:
-            aggregate = self.server.aggregate(received, round=ctx.round, dim=dim)
-            info[HEMetric.AGGREGATE_BYTES.value] = len(aggregate)
+            aggregate = self.server.aggregate(received, round=ctx.round, dim=dim, rejected=rejected)
             t2 = time.perf_counter()
-            decoded = self._key_holder.decrypt(aggregate, round=ctx.round, dim=dim, count=n)
+            while decoded is None:
+                try:
+                    decoded = self._key_holder.decrypt(aggregate, round=ctx.round, dim=dim)
+                except VoucherError as e:  # attributable, nothing decrypted: sum without them
+                    log.warning("round %d: dropped for their vouchers: %s", ctx.round, e)
+                    rejected.update(e.clients)
+                    rest = [(c, m) for c, m in received if c not in rejected]
+                    if not rest:
+                        msg = f"round {ctx.round}: every client was rejected"
+                        raise CiphertextError(msg) from None
+                    aggregate = self.server.aggregate(
+                        rest, round=ctx.round, dim=dim, rejected=rejected
+                    )
         except (CiphertextError, TooFewClientsError) as e:
             log.warning("round %d: HE aggregation aborted (model unchanged): %s", ctx.round, e)
             info[HEMetric.ABORT.value] = str(e)
-            decoded = None
         else:
             log.debug(
-                "round %d: encrypt %.2fs, add %.2fs, decrypt %.2fs",
+                "round %d: encrypt %.2fs, add %.2fs, check and decrypt %.2fs",
                 ctx.round,
                 t1 - t0,
                 t2 - t1,
                 time.perf_counter() - t2,
             )
+        info[HEMetric.REJECTED.value] = sorted(rejected)
+        if aggregate is not None:
+            info[HEMetric.AGGREGATE_BYTES.value] = len(aggregate)
         view = ServerView(
             round=ctx.round,
             global_params=ctx.global_params,
@@ -191,12 +222,18 @@ class HEChannel(Channel):
             channel=self.name,
         )
         aggregation = None
+        dropped = np.array(sorted(rejected), dtype=np.int64)
         if decoded is not None:
             aggregation = AggregationResult(
                 torch.from_numpy(decoded.delta), weight_sum=float(decoded.total_weight)
             )
+            dropped = np.setdiff1d(batch.client_ids, decoded.contributors).astype(np.int64)
             info[HEMetric.RESULT_BYTES.value] = decoded.delta.nbytes
-        return ChannelResult(aggregation=aggregation, view=view, bytes_up=bytes_up, info=info)
+            if decoded.grid is not None:
+                info[HEMetric.GRID.value] = decoded.grid
+        return ChannelResult(
+            aggregation=aggregation, view=view, bytes_up=bytes_up, dropped=dropped, info=info
+        )
 
     def _context_bytes(self, client_ids: np.ndarray) -> int:
         """Public-context bytes the key holder sends this round: to the server the first time,

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import tenseal as ts
+import tenseal.sealapi as sealapi
 import torch
 
 from privfl.defenses.he.envelope import SchemeCode
@@ -24,6 +25,17 @@ from privfl.update import UpdateBatch
 
 #: A generous bound on the relative rounding error of SEAL's double-precision decoding FFT.
 DECODE_RELATIVE_ERROR = 2.0**-40
+#: log2 of the standard deviation of the check polynomial's coefficients (fewer bits where the
+#: primes are small): a forged aggregate passes the sum check with probability ~2^-41.
+CHECK_COEFF_BITS = 40
+
+
+def pow2_ceil(x: float) -> float:
+    """The smallest power of two ``>= x`` (for ``x > 0``; 0 for ``x <= 0``)."""
+    if not x > 0:
+        return 0.0
+    mantissa, exponent = math.frexp(x)  # x = mantissa * 2^exponent, 0.5 <= mantissa < 1
+    return math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
 
 
 class CKKSScheme(HEScheme):
@@ -95,9 +107,26 @@ class CKKSScheme(HEScheme):
                 "defense.he.preset = 'high-precision' or a smaller scale_bits"
             )
 
-    def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
-        """One chunk as a serialized TenSEAL CKKS vector (public-key encryption)."""
-        return ts.ckks_vector(context, values.tolist()).serialize()
+    def vector(self, context: ts.Context, values: np.ndarray) -> ts.CKKSVector:
+        """One chunk as a TenSEAL CKKS vector (public-key encryption)."""
+        return ts.ckks_vector(context, values.tolist())
+
+    def check_plaintext(
+        self, seal: sealapi.SEALContext, parms_id: list[int], rng: np.random.Generator
+    ) -> sealapi.Plaintext:
+        """``s_r``: complex Gaussian slot values encoded at scale 1, so that its coefficients
+        are independent Gaussians of standard deviation ``2^b`` (``b`` =
+        :data:`CHECK_COEFF_BITS`, or 10 bits below the smallest prime): the inverse canonical
+        embedding maps slot values of standard deviation ``a`` per real and imaginary part to
+        coefficients of ``a * sqrt(2 / N)``. Complex values: real ones would span only half
+        the polynomials."""
+        primes = seal.get_context_data(parms_id).parms().coeff_modulus()
+        bits = min(CHECK_COEFF_BITS, min(q.bit_count() for q in primes) - 10)
+        a = math.ldexp(math.sqrt(self.params.poly_modulus_degree / 2), bits)
+        z = a * (rng.standard_normal(self.slots) + 1j * rng.standard_normal(self.slots))
+        plain = sealapi.Plaintext()
+        sealapi.CKKSEncoder(seal).encode(z.tolist(), parms_id, 1.0, plain)
+        return plain
 
     def load(self, context: ts.Context, data: bytes, where: str) -> ts.CKKSVector:
         """A CKKS vector from bytes; one ciphertext of ``slots`` values at this scale, else
@@ -120,13 +149,25 @@ class CKKSScheme(HEScheme):
         """The slots' values, float64 ``(slots,)``."""
         return np.asarray(vector.decrypt(), dtype=np.float64)
 
+    def noise(self, count: int, peak: float) -> float:
+        """A bound on the absolute error of every decrypted value of a sum of ``count`` fresh
+        ciphertexts whose largest decrypted value is ``peak``: each summand's fresh-encryption
+        noise, plus the decoding FFT's double-precision rounding relative to ``peak`` (taken
+        up to a power of two)."""
+        return count * self.params.noise_bound + pow2_ceil(peak) * DECODE_RELATIVE_ERROR
+
+    def grid(self, count: int, peak: float) -> float:
+        """The step the key holder rounds a decrypted sum to: the smallest power of two at
+        least twice :meth:`noise`. A value on the grid (an integer weight) is then recovered
+        exactly, and any value to within one step."""
+        return pow2_ceil(2 * self.noise(count, peak))
+
     def decode(self, flat: np.ndarray, dim: int, count: int) -> Decoded:
-        """``sum w_i delta_i / sum w_i`` after the range and padding checks (see the comments)."""
+        """``sum w_i delta_i / sum w_i`` after the range and padding checks, from the sums
+        rounded to :meth:`grid` (see the comments)."""
         parts = unpack(flat, dim)
         peak = float(np.max(np.abs(flat), initial=0.0))
-        # Fresh-encryption noise of each summand, plus double-precision rounding of the
-        # decoding FFT relative to the largest value.
-        noise = count * self.params.noise_bound + peak * DECODE_RELATIVE_ERROR
+        noise = self.noise(count, peak)
         # An honest sum stays below the bound the clients checked; a ciphertext under another
         # key or with altered coefficients decodes to values near q / Delta (measured ~1e7 at
         # the default preset) in every slot, including the padding that must be zero.
@@ -138,12 +179,21 @@ class CKKSScheme(HEScheme):
                 f"{noise:.3g}; total weight {parts.total_weight:.6g}): a ciphertext was "
                 "encrypted under another key or altered"
             )
-        delta = (parts.weighted_sum / parts.total_weight).astype(np.float32)
-        return Decoded(delta, parts.total_weight)
+        # The low-order bits of a CKKS decryption are its noise, a function of the secret key
+        # (Li and Micciancio, Eurocrypt 2021): nothing below the grid leaves the key holder.
+        grid = self.grid(count, peak)
+        sums = np.round(flat[: dim + 1] / grid) * grid  # exact: grid is a power of two
+        total = float(sums[dim])
+        if not total > 0:
+            raise CiphertextError(
+                f"the decrypted total weight rounds to {total:.6g} (grid {grid:.3g}): no mean"
+            )
+        delta = (sums[:dim] / total).astype(np.float32)
+        return Decoded(delta, total, grid)
 
     def describe(self) -> str:
         """The scheme, parameters and security level in one line."""
         return f"CKKS, {self.params.describe()}, {int(self.params.security)}-bit security"
 
 
-__all__ = ["CKKSScheme"]
+__all__ = ["CHECK_COEFF_BITS", "CKKSScheme", "DECODE_RELATIVE_ERROR", "pow2_ceil"]

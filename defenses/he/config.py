@@ -25,6 +25,10 @@ class Scheme(StrEnum):
     BFV = "bfv"
 
 
+#: The key holder's default ``min_clients``: with 2, each of the two clients reads the other's
+#: update in the next model (its own is known to it); with 3 it reads only a sum of two.
+DEFAULT_MIN_CLIENTS = 3
+
 _CKKS_ONLY = ("preset", "scale_bits")
 _BFV_ONLY = ("plain_modulus_bits", "clip", "rounding", "max_weight")
 
@@ -69,7 +73,9 @@ class HEConfig(BaseModel):
         None, description="BFV: the largest client weight (unset: the largest example count)"
     )
     min_clients: PositiveInt = Field(
-        2, description="fewest updates in a sum the key holder will decrypt (else the round aborts)"
+        DEFAULT_MIN_CLIENTS,
+        description="fewest distinct authenticated clients in a sum the key holder will "
+        "decrypt (else the round aborts)",
     )
     workers: int = Field(
         1,
@@ -105,4 +111,4 @@ class HEConfig(BaseModel):
         )
 
 
-__all__ = ["HEConfig", "Scheme"]
+__all__ = ["DEFAULT_MIN_CLIENTS", "HEConfig", "Scheme"]

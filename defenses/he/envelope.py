@@ -1,19 +1,23 @@
-"""The wire format of every ciphertext message: a header, the serialized ciphertexts and a
-BLAKE2b digest.
+"""The wire format of every ciphertext message: a header, the serialized ciphertexts, the
+clients' vouchers and a BLAKE2b digest.
 
 Why an envelope around TenSEAL's bytes: TenSEAL (SEAL) checks only that a ciphertext is
 well-formed for the *parameters*, so (measured) a ciphertext of another key with the same
 parameters loads and decrypts to garbage, a flipped byte in the coefficient data loads more
 often than not, and empty bytes load as an empty vector. The header binds a message to this
 run's public key (``key_id``), round, sender and chunk count; the digest detects truncation and
-corruption in transit. The digest is not a signature: authenticating senders is the transport's
-job (TLS), and an honest-but-curious server is the threat model. A foreign ciphertext whose
-header was forged is caught later by the key holder's range check (see
+corruption in transit. The digest is not a signature: what the server cannot forge is each
+client's *voucher* (:mod:`privfl.defenses.he.check`), sealed with a key only that client and
+the key holder hold; the server forwards the vouchers of the messages it summed inside its
+aggregate, and the key holder checks them against the sum. A foreign ciphertext whose header
+was forged is caught later by the key holder's range check (see
 :meth:`privfl.defenses.he.keys.KeyHolder.decrypt`).
 
 Layout (little endian): ``magic "PFHE" | version u8 | scheme u8 | kind u8 | key_id 16 bytes |
-round u32 | sender i64 | count u32 | chunks u32 | chunk lengths u32 x chunks | chunk bytes |
-BLAKE2b-256 of everything before``.
+round u32 | sender i64 | count u32 | chunks u32 | vouchers u32 | chunk lengths u32 x chunks |
+(client i64, voucher length u32) x vouchers | chunk bytes | voucher bytes | BLAKE2b-256 of
+everything before``. A message carries one voucher per update it sums (``vouchers = count``):
+a client's update its own, the aggregate those of the clients it sums.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import numpy as np
 from privfl.defenses.he.errors import CiphertextError
 
 MAGIC = b"PFHE"
-VERSION = 1
+VERSION = 2
 KEY_ID_BYTES = 16
 DIGEST_BYTES = 32
 #: The ``sender`` of the server's aggregate message.
 SERVER = -1
-_HEADER = struct.Struct("<4sBBB16sIqII")
+_HEADER = struct.Struct("<4sBBB16sIqIII")
+_VOUCHER_ENTRY = struct.Struct("<qI")
 
 
 class MessageKind(IntEnum):
@@ -67,6 +72,7 @@ class Envelope:
         sender: the client id, or :data:`SERVER`.
         count: updates summed in the chunks (1 for a client's update).
         chunks: serialized ciphertexts, one per packed chunk.
+        vouchers: ``(client id, voucher)`` for each update summed, opaque to the server.
     """
 
     kind: MessageKind
@@ -76,6 +82,7 @@ class Envelope:
     sender: int
     count: int
     chunks: tuple[bytes, ...]
+    vouchers: tuple[tuple[int, bytes], ...] = ()
 
     def to_bytes(self) -> bytes:
         """The message as it crosses the wire."""
@@ -90,8 +97,10 @@ class Envelope:
             self.sender,
             self.count,
             len(self.chunks),
+            len(self.vouchers),
         )
-        parts = (header, lengths, *self.chunks)
+        table = b"".join(_VOUCHER_ENTRY.pack(c, len(v)) for c, v in self.vouchers)
+        parts = (header, lengths, table, *self.chunks, *(v for _, v in self.vouchers))
         digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
         for part in parts:  # hashed in place: the message is copied once, by the join
             digest.update(part)
@@ -121,14 +130,19 @@ def read_envelope(
     data = bytes(data)
     if len(data) < _HEADER.size + DIGEST_BYTES:
         raise CiphertextError(f"{who}: truncated ({len(data)} bytes, shorter than a header)")
-    magic, version, scheme_code, kind_code, kid, rnd, snd, count, n = _HEADER.unpack_from(data)
+    magic, version, scheme_code, kind_code, kid, rnd, snd, count, n, v = _HEADER.unpack_from(data)
     if magic != MAGIC or version != VERSION:
         raise CiphertextError(f"{who}: not a privfl HE message (magic {magic!r}, v{version})")
-    lengths_end = _HEADER.size + 4 * n
-    if len(data) < lengths_end + DIGEST_BYTES:
+    table_start = _HEADER.size + 4 * n
+    body_start = table_start + _VOUCHER_ENTRY.size * v
+    if len(data) < body_start + DIGEST_BYTES:
         raise CiphertextError(f"{who}: truncated ({len(data)} bytes, header promises more)")
     lengths = np.frombuffer(data, dtype="<u4", count=n, offset=_HEADER.size).astype(np.int64)
-    expected = lengths_end + int(lengths.sum()) + DIGEST_BYTES
+    entries = [
+        _VOUCHER_ENTRY.unpack_from(data, table_start + _VOUCHER_ENTRY.size * i) for i in range(v)
+    ]
+    voucher_lengths = np.array([size for _, size in entries], dtype=np.int64)
+    expected = body_start + int(lengths.sum()) + int(voucher_lengths.sum()) + DIGEST_BYTES
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise CiphertextError(f"{who}: {what} ({len(data)} bytes, header says {expected})")
@@ -151,9 +165,26 @@ def read_envelope(
         raise CiphertextError(f"{who}: {n} ciphertexts, expected {chunks}")
     if count < 1:
         raise CiphertextError(f"{who}: sums {count} updates")
-    offsets = lengths_end + np.concatenate(([0], np.cumsum(lengths)))
-    parts = tuple(data[offsets[i] : offsets[i + 1]] for i in range(n))
-    return Envelope(MessageKind(kind_code), SchemeCode(scheme_code), kid, rnd, snd, count, parts)
+    if v != count:
+        raise CiphertextError(f"{who}: {v} voucher(s) for {count} update(s)")
+    clients = [c for c, _ in entries]
+    if len(set(clients)) != len(clients):
+        raise CiphertextError(f"{who}: names a client twice among its vouchers")
+    if kind_code == MessageKind.UPDATE and clients != [snd]:
+        raise CiphertextError(f"{who}: its voucher names client {clients[0]}")
+    ends = body_start + np.cumsum(np.concatenate(([0], lengths, voucher_lengths)))
+    parts = [data[ends[i] : ends[i + 1]] for i in range(n + v)]
+    vouchers = tuple((c, parts[n + i]) for i, c in enumerate(clients))
+    return Envelope(
+        MessageKind(kind_code),
+        SchemeCode(scheme_code),
+        kid,
+        rnd,
+        snd,
+        count,
+        tuple(parts[:n]),
+        vouchers,
+    )
 
 
 def _sender_name(sender: int) -> str:

@@ -11,6 +11,20 @@ class CiphertextError(AggregationError):
     aggregate that cannot be a sum of this round's updates. The round is aborted."""
 
 
+class VoucherError(CiphertextError):
+    """Vouchers in the server's aggregate do not open under their clients' keys (altered by
+    the server, or a client sent a bad one). Nothing was decrypted: the server may leave
+    those clients out (they are dropped) and send the key holder a new aggregate.
+
+    Attributes:
+        clients: client id -> why its voucher was refused.
+    """
+
+    def __init__(self, clients: dict[int, str]) -> None:
+        self.clients = dict(clients)
+        super().__init__("; ".join(clients.values()))
+
+
 class TooFewClientsError(AggregationError):
     """The aggregate sums fewer updates than the key holder's ``min_clients``: decrypting it
     would reveal too little-aggregated updates. The round is aborted."""
@@ -25,4 +39,4 @@ class HeadroomError(PrivflError):
     cannot represent these updates (a configuration problem)."""
 
 
-__all__ = ["CiphertextError", "HeadroomError", "TooFewClientsError"]
+__all__ = ["CiphertextError", "HeadroomError", "TooFewClientsError", "VoucherError"]

@@ -3,11 +3,12 @@
 TenSEAL keeps the GIL while it encodes and encrypts (measured: two threads encrypting
 chunks took as long as one), so parallel encryption needs processes. Each worker loads the
 key holder's *public* context once (it never sees a secret key, like the clients it stands
-for) and encrypts one chunk per task; chunks of one client go to several workers, so a
-client's whole update is encrypted in about ``1 / workers`` of the time on a machine with
-that many free cores. A task is up to four chunks of one client, and at most ``8 * workers``
-tasks are in flight (enough queued work to keep the workers busy while this process builds a
-client's message), so memory stays bounded however large the cohort.
+for) and encrypts one chunk per task, with the chunk's sketch (:mod:`~.check`: the workers
+get the clients' check key, never a voucher key); chunks of one client go to several
+workers, so a client's whole update is encrypted in about ``1 / workers`` of the time on a
+machine with that many free cores. A task is up to four chunks of one client, and at most
+``8 * workers`` tasks are in flight (enough queued work to keep the workers busy while this
+process builds a client's message), so memory stays bounded however large the cohort.
 
 Written by hand on :mod:`concurrent.futures` because TenSEAL has no batch encryption of
 independent vectors (its context's ``n_threads`` parallelizes operations *inside* one
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from privfl.defenses.he.check import RoundCheck, encrypt_and_sketch
 from privfl.defenses.he.keys import load_public_context
 from privfl.defenses.he.scheme import HEScheme
 from privfl.errors import ConfigError
@@ -34,6 +36,8 @@ from privfl.errors import ConfigError
 CHUNKS_PER_TASK = 4
 
 _worker: tuple[HEScheme, Any] | None = None  # (scheme, public context) in a worker process
+_check: RoundCheck | None = None  # the latest round's check in a worker process
+_check_key: bytes = b""
 
 
 def _start(scheme: HEScheme, public_context: bytes) -> None:
@@ -41,10 +45,13 @@ def _start(scheme: HEScheme, public_context: bytes) -> None:
     _worker = (scheme, load_public_context(public_context))
 
 
-def _encrypt(chunks: np.ndarray) -> list[bytes]:
+def _encrypt(chunks: np.ndarray, check_key: bytes, round: int) -> list[tuple[bytes, np.ndarray]]:
+    global _check, _check_key
     assert _worker is not None, "worker not initialized"
     scheme, context = _worker
-    return [scheme.encrypt(context, values) for values in chunks]
+    if _check is None or _check.round != round or _check_key != check_key:
+        _check, _check_key = RoundCheck(scheme, context, check_key, round), check_key
+    return [encrypt_and_sketch(scheme, context, values, _check) for values in chunks]
 
 
 def resolve_workers(workers: int) -> int:
@@ -78,25 +85,29 @@ class EncryptionPool:
         )
         self._finalizer = weakref.finalize(self, self._executor.shutdown, cancel_futures=True)
 
-    def encrypt_rows(self, rows: Iterable[np.ndarray]) -> Iterator[tuple[bytes, ...]]:
-        """Each row's (client's) ciphertexts, in order, as soon as the row is complete.
+    def encrypt_rows(
+        self, rows: Iterable[np.ndarray], *, check_key: bytes, round: int
+    ) -> Iterator[tuple[tuple[bytes, ...], np.ndarray]]:
+        """Each row's (client's) ciphertexts and their sketches ``(chunks, 2, primes)``, in
+        order, as soon as the row is complete.
 
         Args:
             rows: each client's chunks, ``(chunks, slots)``.
+            check_key, round: the round's check (:class:`~privfl.defenses.he.check.RoundCheck`).
         """
-        pending: deque[Future[list[bytes]]] = deque()
+        pending: deque[Future[list[tuple[bytes, np.ndarray]]]] = deque()
         tasks: deque[int] = deque()  # tasks of each row not yet yielded
-        current: list[bytes] = []
+        current: list[tuple[bytes, np.ndarray]] = []
         done = 0
 
-        def collect() -> Iterator[tuple[bytes, ...]]:
+        def collect() -> Iterator[tuple[tuple[bytes, ...], np.ndarray]]:
             nonlocal current, done
             current += pending.popleft().result()
             done += 1
             if done == tasks[0]:
                 tasks.popleft()
-                row, current, done = tuple(current), [], 0
-                yield row
+                row, current, done = current, [], 0
+                yield tuple(c for c, _ in row), np.stack([s for _, s in row])
 
         for row in rows:
             if not len(row):
@@ -104,7 +115,8 @@ class EncryptionPool:
             parts = range(0, len(row), CHUNKS_PER_TASK)
             tasks.append(len(parts))
             for i in parts:
-                pending.append(self._executor.submit(_encrypt, row[i : i + CHUNKS_PER_TASK]))
+                task = row[i : i + CHUNKS_PER_TASK]
+                pending.append(self._executor.submit(_encrypt, task, check_key, round))
                 while len(pending) > self._window:
                     yield from collect()
         while pending:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import tenseal as ts
+import tenseal.sealapi as sealapi
 
 from privfl.defenses.he.envelope import SchemeCode
 from privfl.update import UpdateBatch
@@ -21,15 +22,21 @@ from privfl.update import UpdateBatch
 
 @dataclass(frozen=True)
 class Decoded:
-    """The key holder's result.
+    """The key holder's result: all that leaves it.
 
     Attributes:
         delta: float32 ``(dim,)``, the weighted mean of the cohort's updates.
         total_weight: the sum of the cohort's weights.
+        grid: the step the decrypted sums were rounded to before anything left the key holder
+            (CKKS: a power of two at least twice their noise bound), or None where decryption
+            is exact (BFV).
+        contributors: the clients whose authenticated updates the sum holds, int64, sorted.
     """
 
     delta: np.ndarray
     total_weight: float
+    grid: float | None = None
+    contributors: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 #: A client's random stream (stochastic rounding), from its client id.
@@ -69,8 +76,21 @@ class HEScheme(ABC):
         row, knowing only the cohort size ``len(batch)``."""
 
     @abstractmethod
+    def vector(self, context: ts.Context, values: np.ndarray) -> Any:
+        """Encrypt one chunk (shape ``(slots,)``) under ``context``'s public key: a TenSEAL
+        vector of one ciphertext."""
+
     def encrypt(self, context: ts.Context, values: np.ndarray) -> bytes:
         """Encrypt one chunk (shape ``(slots,)``) under ``context``'s public key; serialized."""
+        return self.vector(context, values).serialize()
+
+    @abstractmethod
+    def check_plaintext(
+        self, seal: sealapi.SEALContext, parms_id: list[int], rng: np.random.Generator
+    ) -> sealapi.Plaintext:
+        """A secret random plaintext polynomial ``s_r`` drawn from ``rng``, ready for SEAL's
+        ``multiply_plain`` with a fresh ciphertext at ``parms_id`` (see
+        :mod:`privfl.defenses.he.check`)."""
 
     @abstractmethod
     def load(self, context: ts.Context, data: bytes, where: str) -> Any:

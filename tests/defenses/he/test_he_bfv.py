@@ -43,7 +43,7 @@ def _batch(seed: int, n: int, dim: int, scale: float = 0.3) -> UpdateBatch:
 
 def _run(scheme: BFVScheme, batch: UpdateBatch, round: int = 1):
     holder = KeyHolder(scheme, min_clients=1)
-    clients = ClientEncryptor(scheme, holder.public_context)
+    clients = ClientEncryptor(scheme, holder.public_context, enrol=holder.enrol)
     server = HEServer(scheme, holder.public_context)
     rng = lambda client: np.random.default_rng([client, round])  # noqa: E731
     messages, info = clients.encrypt(batch, round=round, rng=rng)

@@ -13,6 +13,7 @@ from privfl.defenses.he import (
     CiphertextError,
     CKKSScheme,
     ClientEncryptor,
+    ClientKeys,
     HEChannel,
     HEServer,
     KeyHolder,
@@ -104,7 +105,7 @@ def _round_messages(holder: KeyHolder, n: int, round: int = 1) -> list[tuple[int
         deltas=torch.from_numpy(rng.standard_normal((n, 10)).astype(np.float32)),
         weights=np.ones(n),
     )
-    clients = ClientEncryptor(SCHEME, holder.public_context)
+    clients = ClientEncryptor(SCHEME, holder.public_context, enrol=holder.enrol)
     return list(zip(range(n), clients.encrypt(batch, round=round)[0], strict=True))
 
 
@@ -113,7 +114,7 @@ def test_key_holder_decrypts_only_this_rounds_whole_aggregate():
     server = HEServer(SCHEME, holder.public_context)
     messages = _round_messages(holder, 3)
     aggregate = server.aggregate(messages, round=1, dim=10)
-    assert holder.decrypt(aggregate, round=1, dim=10, count=3).total_weight == pytest.approx(3)
+    # Refusals before anything is decrypted leave the round open ...
     with pytest.raises(CiphertextError, match="kind 1, expected 2"):  # a single client's update
         holder.decrypt(messages[0][1], round=1, dim=10, count=1)
     with pytest.raises(CiphertextError, match="for round 1, this is round 2"):
@@ -122,7 +123,38 @@ def test_key_holder_decrypts_only_this_rounds_whole_aggregate():
         holder.decrypt(aggregate, round=1, dim=10, count=4)
     lone = server.aggregate(messages[:1], round=1, dim=10)
     with pytest.raises(TooFewClientsError, match="at least defense.he.min_clients = 2"):
-        holder.decrypt(lone, round=1, dim=10, count=1)
+        holder.decrypt(lone, round=1, dim=10)
+    # ... the whole cohort's sum is decrypted, and then nothing else of that round.
+    out = holder.decrypt(aggregate, round=1, dim=10)
+    assert out.total_weight == 3 and out.contributors.tolist() == [0, 1, 2]
+    with pytest.raises(CiphertextError, match="round 1 was already decrypted"):
+        holder.decrypt(server.aggregate(messages[:2], round=1, dim=10), round=1, dim=10)
+    with pytest.raises(CiphertextError, match="round 1 was already decrypted"):
+        holder.decrypt(aggregate, round=1, dim=10)
+
+
+def test_clients_without_keys_from_the_key_holder_cannot_send():
+    holder = KeyHolder(SCHEME)
+    clients = ClientEncryptor(SCHEME, holder.public_context)
+    batch = UpdateBatch(np.arange(2), torch.zeros((2, 10)), np.ones(2))
+    with pytest.raises(PrivflError, match="client 0 has no keys from the key holder"):
+        clients.encrypt(batch, round=1)
+
+
+def test_the_server_holds_no_client_key():
+    # The server of a configured run, after a round, reaches neither the check key nor any
+    # client's voucher key (nor the master they derive from), in any object or bytes.
+    fed = Federation(small_config(defense={"he": {"preset": "fast"}}))
+    record = fed.run_round()
+    channel = fed.stages.channel
+    holder = channel._key_holder
+    secrets = {holder._check_key, holder._voucher_master}
+    secrets |= {holder.enrol(c).voucher_key for c in record["clients"]}
+    reached = _reachable(channel.server)
+    assert not any(isinstance(o, ClientKeys) for o in reached)
+    assert not any(isinstance(o, bytes) and o in secrets for o in reached)
+    # The walk finds them where they are: in the clients' keys.
+    assert any(isinstance(o, bytes) and o in secrets for o in _reachable(channel._clients))
 
 
 def test_key_id_is_the_public_context_digest():

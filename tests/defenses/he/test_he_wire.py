@@ -48,6 +48,7 @@ def _message(**overrides) -> bytes:
         sender=7,
         count=1,
         chunks=(b"abc", b"defgh"),
+        vouchers=((7, b"voucher"),),
     )
     return Envelope(**{**fields, **overrides}).to_bytes()
 
@@ -59,18 +60,29 @@ def _read(data: bytes, **overrides) -> Envelope:
     return read_envelope(data, **{**expect, **overrides})
 
 
+def test_layout_by_hand():
+    data = _message()
+    header = 4 + 1 + 1 + 1 + 16 + 4 + 8 + 4 + 4 + 4  # ... count, chunks, vouchers
+    assert data[:4] == b"PFHE" and data[4] == 2  # version 2: with vouchers
+    table = 2 * 4 + (8 + 4)  # two chunk lengths, one (client, length) entry
+    assert len(data) == header + table + len(b"abc" + b"defgh" + b"voucher") + 32
+    assert data[header + table :][:15] == b"abcdefghvoucher"
+
+
 def test_round_trip():
     env = _read(_message())
     assert env.chunks == (b"abc", b"defgh") and env.sender == 7 and env.count == 1
+    assert env.vouchers == ((7, b"voucher"),)
+    vouchers = tuple((c, bytes([c]) * c) for c in (4, 9, 1, 0, 2))  # one empty
     agg = read_envelope(
-        _message(kind=MessageKind.AGGREGATE, sender=SERVER, count=5),
+        _message(kind=MessageKind.AGGREGATE, sender=SERVER, count=5, vouchers=vouchers),
         kind=MessageKind.AGGREGATE,
         scheme=SchemeCode.CKKS,
         key=KEY,
         round=3,
         chunks=2,
     )
-    assert agg.count == 5 and agg.sender == SERVER
+    assert agg.count == 5 and agg.sender == SERVER and agg.vouchers == vouchers
 
 
 @pytest.mark.parametrize(
@@ -86,7 +98,15 @@ def test_round_trip():
         (_message(sender=8), {}, "header names sender client 8"),
         (_message(kind=MessageKind.AGGREGATE), {}, "kind 2, expected 1"),
         (_message(chunks=(b"abc",)), {}, "1 ciphertexts, expected 2"),
-        (_message(count=0), {}, "sums 0 updates"),
+        (_message(count=0, vouchers=()), {}, "sums 0 updates"),
+        (_message(vouchers=()), {}, "0 voucher\\(s\\) for 1 update\\(s\\)"),
+        (_message(count=2), {}, "1 voucher\\(s\\) for 2 update\\(s\\)"),
+        (_message(vouchers=((8, b"v"),)), {}, "its voucher names client 8"),
+        (
+            _message(kind=MessageKind.AGGREGATE, count=2, vouchers=((1, b"a"), (1, b"b"))),
+            {"kind": MessageKind.AGGREGATE},
+            "names a client twice",
+        ),
         ("not bytes", {}, "expected bytes"),
     ],
 )
