@@ -102,29 +102,41 @@ class SecAggConfig(BaseModel):
 
 
 def check_secagg_degree(secagg: SecAggConfig, cohort: int) -> None:
-    """Refuse an explicit SecAgg+ degree ``k`` below the smallest safe one for ``cohort``
-    clients a round (``federation.clients_per_round``; under Poisson sampling, the expected
-    cohort): the ``k`` that ``neighbours = "auto"`` computes for the same cohort, dropout and
-    corruption (:func:`secaggplus_parameters`, after Bell et al., CCS 2020; the complete graph
-    when no smaller degree meets the bounds).
+    """Refuse an explicit SecAgg+ degree below the smallest safe one for ``cohort`` clients
+    a round (``federation.clients_per_round``); see :func:`secagg_degree_problem`.
+
+    Raises:
+        ValueError: one line naming the smallest safe ``k`` and the two ways out.
+    """
+    problem = secagg_degree_problem(secagg, cohort)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def secagg_degree_problem(secagg: SecAggConfig, cohort: int) -> str | None:
+    """Why an explicit SecAgg+ degree ``k`` is refused, or None: ``k`` is below the smallest
+    safe one for ``cohort`` clients a round (``federation.clients_per_round``; under Poisson
+    sampling, the expected cohort), the ``k`` that ``neighbours = "auto"`` computes for the
+    same cohort, dropout and corruption (:func:`secaggplus_parameters`, after Bell et al.,
+    CCS 2020; the complete graph when no smaller degree meets the bounds).
 
     Below it, dropouts split the survivors' masking graph far more often (each round that
     splits then aborts) and the share-holder neighbourhoods are too small for the privacy and
     correctness bounds. Nothing is checked when ``allow_insecure`` is set, when ``neighbours``
     is ``"all"`` or ``"auto"``, or when ``k >= cohort - 1`` (the complete graph).
 
-    Raises:
-        ValueError: one line naming the smallest safe ``k`` and the two ways out.
+    Returns:
+        None, or one line naming the smallest safe ``k`` and the two ways out.
     """
     k = secagg.neighbours
     if secagg.allow_insecure or not isinstance(k, int) or cohort < 2 or k >= cohort - 1:
-        return
+        return None
     safe = secaggplus_parameters(cohort, dropout=secagg.dropout, corruption=secagg.corruption)
     if k >= safe.k:
-        return
+        return None
     complete = safe.k >= cohort - 1
     fix = "neighbours = 'all'" if complete else f"neighbours = 'auto' or an even k >= {safe.k}"
-    raise ValueError(
+    return (
         f"defense.secagg.neighbours = {k} is below the smallest safe degree k = {safe.k}"
         f"{' (the complete graph)' if complete else ''} for a cohort of {cohort} at dropout "
         f"{secagg.dropout:g} and corruption {secagg.corruption:g} (Bell et al. 2020): too few "
@@ -134,4 +146,4 @@ def check_secagg_degree(secagg: SecAggConfig, cohort: int) -> None:
     )
 
 
-__all__ = ["MIN_BITS", "SecAggConfig", "check_secagg_degree"]
+__all__ = ["MIN_BITS", "SecAggConfig", "check_secagg_degree", "secagg_degree_problem"]

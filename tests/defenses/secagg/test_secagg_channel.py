@@ -180,3 +180,34 @@ def test_dropouts_are_drawn_from_the_round_stream():
     assert sum(len(v) for v in a.info["secagg_vanished"].values()) == 3
     assert a.info["secagg_vanished"] != c.info["secagg_vanished"]
     assert torch.equal(a.aggregation.delta, b.aggregation.delta)  # the masks cancel exactly
+
+
+def test_split_survivors_abort_unless_allow_insecure():
+    # k = 2 on 20 clients with 30% dropout: the ring often splits. The same rounds (graph and
+    # dropouts come from the round's streams) abort by default and complete with the parts
+    # listed under allow_insecure, whose aggregate is then the survivors' mean.
+    batch = _batch(n=20, d=50)
+    safe = SecAggChannel(SecAggConfig(neighbours=2, dropout=0.3), max_weight=60)
+    study = SecAggChannel(
+        SecAggConfig(neighbours=2, dropout=0.3, allow_insecure=True), max_weight=60
+    )
+    splits = 0
+    for round in range(1, 9):
+        ctx = _ctx(50, batch.client_ids, round=round)
+        a = safe.transmit(batch, WeightedMean(), ctx)
+        b = study.transmit(batch, WeightedMean(), ctx)
+        assert a.info["secagg_insecure"] is False and b.info["secagg_insecure"] is True
+        assert a.info["secagg_split"] == []
+        if b.info["secagg_split"]:
+            splits += 1
+            parts = b.info["secagg_split"]
+            assert len(parts) > 1 and b.aggregation is not None
+            assert sorted(c for p in parts for c in p) == b.view.client_ids.tolist()
+            assert a.aggregation is None and "not connected" in a.info["secagg_abort"]
+            assert f"{len(parts)} parts" in a.info["secagg_abort"]
+            ref = _reference_mean(batch, 1.0, b.view.client_ids)
+            np.testing.assert_allclose(b.aggregation.delta.numpy(), ref, atol=1e-6)
+        elif b.aggregation is not None:
+            assert a.aggregation is not None
+            assert torch.equal(a.aggregation.delta, b.aggregation.delta)
+    assert splits > 0  # the scenario does occur, so the test can fail

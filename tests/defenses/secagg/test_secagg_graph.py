@@ -77,3 +77,38 @@ def test_threshold_fraction():
     assert threshold_for(10, 0.6) == 6
     assert threshold_for(10, 0.61) == 7
     assert threshold_for(3, 1.0) == 3
+
+
+def _bfs_components(g: NeighbourGraph, members: set[int]) -> list[set[int]]:
+    """Reference: breadth-first search in Python over the members."""
+    left, parts = set(members), []
+    while left:
+        part, frontier = set(), [min(left)]
+        while frontier:
+            part.update(frontier)
+            frontier = list({int(v) for u in frontier for v in g.neighbours(u)} & left - part)
+        parts.append(part)
+        left -= part
+    return parts
+
+
+@pytest.mark.parametrize("k", [2, 4, 6])
+def test_components_of_survivor_sets_match_a_breadth_first_search(k):
+    rng = np.random.default_rng(k)
+    ids = np.arange(5, 5 + 3 * 30, 3)
+    g = NeighbourGraph.harary(ids, k, rng)
+    split = 0
+    for _ in range(40):
+        members = {int(i) for i in ids if rng.random() < 0.6}
+        got = g.components(sorted(members))
+        want = _bfs_components(g, members)
+        assert sorted(map(tuple, (p.tolist() for p in got))) == sorted(
+            tuple(sorted(p)) for p in want
+        )
+        assert [len(p) for p in got] == sorted((len(p) for p in want), reverse=True)
+        split += len(got) > 1
+    assert split > 0  # the sets do split (at 40% dropout, k <= 6), so the test can fail
+    assert len(NeighbourGraph.complete(ids).components(ids[::7])) == 1
+    assert g.components([]) == []
+    with pytest.raises(KeyError):
+        g.components([1000])

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import sympy
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from privfl.defenses.secagg.constants import Purpose
 from privfl.defenses.secagg.errors import ShareIntegrityError
-from privfl.defenses.secagg.keys import KeyPair, agree, decrypt_share, encrypt_share
+from privfl.defenses.secagg.keys import (
+    LOW_ORDER_KEYS,
+    P25519,
+    KeyPair,
+    agree,
+    check_public_key,
+    decrypt_share,
+    encrypt_share,
+)
 
 
 def test_agreement_is_symmetric_and_separated_by_purpose_round_and_pair():
@@ -52,3 +62,54 @@ def test_nonces_are_fresh():
     assert encrypt_share(key, b"x", round=1, sender=1, receiver=2) != encrypt_share(
         key, b"x", round=1, sender=1, receiver=2
     )
+
+
+def _roots(expr, x) -> set[int]:
+    """The roots in GF(2^255 - 19) of a polynomial (its linear factors, by sympy)."""
+    _, factors = sympy.Poly(expr, x, modulus=P25519).factor_list()
+    out = set()
+    for f, _ in factors:
+        if f.degree() == 1:
+            a, b = (int(c) for c in f.all_coeffs())
+            out.add(-b * pow(a, -1, P25519) % P25519)
+    return out
+
+
+def test_the_low_order_keys_are_exactly_the_small_torsion():
+    # Independent derivation: with x-only Montgomery doubling on y^2 = x^3 + A x^2 + x
+    # (curve and twist at once), x(2P) = (x^2 - 1)^2 / (4 x (x^2 + A x + 1)) and 2P = O iff
+    # the denominator vanishes. The u with 2^j P = O for j = 1, 2, 3, 4: the 2-power torsion
+    # stops at order 8 (Curve25519's cofactor; the twist's is 4), and it is the list.
+    x, a = sympy.symbols("x"), 486662
+    level = _roots(x * (x**2 + a * x + 1), x)  # order 2
+    sizes = []
+    for _ in range(3):
+        nxt = set(level)
+        for r in level:
+            nxt |= _roots((x**2 - 1) ** 2 - 4 * r * x * (x**2 + a * x + 1), x)
+        sizes.append(len(nxt))
+        level = nxt
+    assert sizes == [3, 5, 5]  # orders 4, 8, then nothing of order 16
+    assert level == set(LOW_ORDER_KEYS)
+
+
+def test_public_keys_are_checked_where_an_exchange_would_fail():
+    sk = KeyPair.generate().private
+    for u in sorted(LOW_ORDER_KEYS):
+        raw = u.to_bytes(32, "little")
+        with pytest.raises(ValueError):  # what crashed a round before (issue 16, item 2)
+            sk.exchange(X25519PublicKey.from_public_bytes(raw))
+        with pytest.raises(ValueError, match="low-order"):
+            check_public_key(raw)
+    for u in (P25519, P25519 + 1, 2**256 - 1):  # non-canonical encodings of 0, 1, 18
+        with pytest.raises(ValueError, match="non-canonical"):
+            check_public_key(u.to_bytes(32, "little"))
+    with pytest.raises(ValueError, match="32 bytes"):
+        check_public_key(bytes(31))
+    for _ in range(20):  # honest keys pass, and so do their neighbours in the field
+        pk = KeyPair.generate().public
+        check_public_key(pk)
+        assert len(sk.exchange(X25519PublicKey.from_public_bytes(pk))) == 32
+    check_public_key((2).to_bytes(32, "little"))
+    with pytest.raises(ValueError, match="low-order"):
+        agree(sk, bytes(32), purpose=Purpose.PAIRWISE_MASK, round=1, a=1, b=2)

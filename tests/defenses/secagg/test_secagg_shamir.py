@@ -147,3 +147,73 @@ def test_wire_encoding_round_trips_and_rejects_out_of_field():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         shamir.split(**kwargs)
+
+
+def _slow_consistent(points: dict[int, np.ndarray], t: int) -> bool:
+    """Reference: interpolate each limb from the t smallest points in Python integers and
+    evaluate at every other point."""
+    xs = sorted(points)
+    for j in range(shamir.LIMBS):
+        base = {x: int(points[x][j]) for x in xs[:t]}
+        if any(_lagrange_eval(base, x) != int(points[x][j]) for x in xs[t:]):
+            return False
+    return True
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    t=st.integers(1, 9),
+    extra=st.integers(0, 6),
+    wrong=st.integers(0, 3),
+    data=st.data(),
+)
+def test_the_consistency_check_agrees_with_a_slow_reference(t, extra, wrong, data):
+    m = t + extra
+    xs = data.draw(st.lists(st.integers(1, P - 1), min_size=m, max_size=m, unique=True))
+    shares = _shares(os.urandom(32), t, xs)
+    for _ in range(min(wrong, m)):  # change one limb of some shares (maybe the same one)
+        x = data.draw(st.sampled_from(xs))
+        j = data.draw(st.integers(0, shamir.LIMBS - 1))
+        delta = data.draw(st.integers(1, P - 1))
+        shares[x] = shares[x].copy()
+        shares[x][j] = (shares[x][j] + delta) % P
+    order = sorted(xs)
+    got = shamir.consistent(
+        np.array([order], dtype=np.int64),
+        np.array([[shares[x] for x in order]], dtype=np.int64),
+        threshold=t,
+    )
+    assert got.tolist() == [_slow_consistent(shares, t)]
+
+
+def test_consistency_is_batched_over_share_sets():
+    t, xs = 3, [[4, 9, 16, 25, 36], [1, 2, 3, 5, 8], [7, 11, 13, 17, 19]]
+    sets = [_shares(os.urandom(32), t, row) for row in xs]
+    sets[1][5] = (sets[1][5] + 1) % P  # every limb of one share off by one
+    ys = np.array([[s[x] for x in row] for s, row in zip(sets, xs, strict=True)])
+    assert shamir.consistent(np.array(xs), ys, threshold=t).tolist() == [True, False, True]
+    assert shamir.consistent(np.array(xs), ys, threshold=5).all()  # m = t: nothing to check
+
+
+def test_dual_weights_annihilate_low_degree_polynomials():
+    xs = np.array([[3, 5, 8, 13, 21, 34]], dtype=np.int64)
+    v = shamir.dual_weights(xs)[0]
+    for degree in range(6):  # sum_i v_i x_i^d = 0 for d <= m - 2, and 1 for d = m - 1
+        total = sum(int(vi) * pow(int(xi), degree, P) for vi, xi in zip(v, xs[0], strict=True))
+        assert total % P == (1 if degree == 5 else 0)
+
+
+def test_combine_refuses_a_wrong_share_it_can_detect():
+    secret, xs = os.urandom(32), [2, 3, 5, 7, 11, 13]
+    shares = _shares(secret, 4, xs)
+    assert shamir.combine(shares, threshold=4) == secret
+    shares[13] = (shares[13] + np.arange(9)) % P  # limbs 1..8 off, beyond the first t
+    with pytest.raises(shamir.InconsistentShares, match="degree 3"):
+        shamir.combine(shares, threshold=4)
+    assert shamir.combine(shares, threshold=4, check=False) == secret  # never looked at 13
+    # exactly t shares: nothing to check, the wrong share gives a wrong secret
+    four = {x: shares[x] for x in (2, 3, 5, 13)}
+    try:
+        assert shamir.combine(four, threshold=4) != secret
+    except ValueError:
+        pass  # the limbs did not even form a 256-bit value
