@@ -139,7 +139,8 @@ def _channel_slack(
     """The channel's encoding slack as a function of the cohort size, or None when the
     channel sums the clipped updates as they are. Refuses a slack of S or more at the
     expected cohort, and warns when it takes more than 1% of S."""
-    slack = partial(encoding_slack, stages.channel, dim=setup.spec.dim)
+    coords, scale = _encoded_shape(config, setup.spec.dim)
+    slack = partial(encoding_slack, stages.channel, dim=coords, scale=scale)
     expected = config.federation.clients_per_round
     at = slack(expected)
     if at == 0:
@@ -149,7 +150,7 @@ def _channel_slack(
         raise ConfigError(
             f"defense.dp.mode = 'central' over defense.{channel}: the channel's fixed-point "
             f"rounding can move a decoded update by up to {at:.4g} in L2 norm at the expected "
-            f"cohort of {expected} ({setup.spec.dim} values), at least defense.dp.clip = "
+            f"cohort of {expected} ({coords} values), at least defense.dp.clip = "
             f"{dp.clip:g}, the bound the noise is calibrated to; {_FINER[channel]}, set "
             f"defense.{channel}.max_weight = 1 (every weight is 1 under central DP), or raise "
             "defense.dp.clip"
@@ -166,6 +167,22 @@ def _channel_slack(
             dp.clip,
         )
     return slack
+
+
+def _encoded_shape(config: Config, dim: int) -> tuple[int, float]:
+    """``(values, scale)``: how many values of an update the channel encodes, and the factor
+    the server multiplies them by after decoding. Shared-seed random-k without error feedback
+    sends its ``k`` shared coordinates unscaled and the server restores the ``d / k`` scaling
+    (privfl.compression.transform), which scales the rounding error too; otherwise ``(d, 1)``.
+    """
+    from privfl.compression.config import CompressionMethod
+    from privfl.compression.sparse import keep_count
+
+    c = config.compression
+    if c is None or CompressionMethod(c.method) is not CompressionMethod.RANDK or not c.shared_seed:
+        return dim, 1.0
+    k = keep_count(dim, c.ratio)
+    return k, (1.0 if c.uses_error_feedback else dim / k)
 
 
 #: How to make each channel's encoding finer.

@@ -49,11 +49,13 @@ def per_value_error(channel: Channel, summands: int) -> float:
     return 0.0
 
 
-def encoding_slack(channel: Channel, summands: int, dim: int) -> float:
-    """``sqrt(dim) * e``: the most the channel's encoding can add to the L2 norm of one
-    weight-1 contribution of ``dim`` values among ``summands`` (see the module docstring).
+def encoding_slack(channel: Channel, summands: int, dim: int, scale: float = 1.0) -> float:
+    """``sqrt(dim) * scale * e``: the most the channel's encoding can add to the L2 norm of one
+    weight-1 contribution of ``dim`` encoded values among ``summands`` (see the module
+    docstring), when the server multiplies the decoded values by ``scale`` (shared-seed
+    random-k sends its ``k`` coordinates unscaled and the server scales them by ``d / k``).
     Increasing in ``summands`` (a larger cohort leaves fewer levels per client)."""
-    return math.sqrt(dim) * per_value_error(channel, summands)
+    return math.sqrt(dim) * scale * per_value_error(channel, summands)
 
 
 __all__ = ["encoding_slack", "per_value_error"]

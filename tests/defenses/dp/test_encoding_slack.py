@@ -226,3 +226,27 @@ def test_ckks_slack_is_its_noise_bound_per_value():
     x = np.random.default_rng(0).normal(size=scheme.slots)
     got = scheme.decrypt(scheme.load(context, scheme.encrypt(context, x), "test"))
     assert np.linalg.norm(got - x) <= math.sqrt(scheme.slots) * bound
+
+
+@pytest.mark.parametrize("error_feedback", [False, True])
+def test_shared_random_k_scales_the_slack_by_d_over_k(error_feedback):
+    """Shared-seed random-k sends k coordinates unscaled; the server multiplies the decoded
+    ones by d / k (without error feedback), and so their rounding error."""
+    cfg = small_config(
+        defense={
+            "dp": {"mode": "central", "noise_multiplier": 1.0, "clip": 1.0},
+            "secagg": {"bits": 32, "max_weight": 1.0},
+        },
+        compression={
+            "method": "randk",
+            "ratio": 0.1,
+            "shared_seed": True,
+            "error_feedback": error_feedback,
+        },
+    )
+    fed = Federation(cfg)
+    d = fed.spec.dim
+    k = round(0.1 * d)
+    e = per_value_error(fed.stages.channel, N)
+    scale = 1.0 if error_feedback else d / k
+    assert _clip_transform(fed).slack(N) == pytest.approx(math.sqrt(k) * scale * e)
