@@ -152,7 +152,8 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         inversion = create_inversion_observer(config.attack.inversion, config, setup, training)
         stages.observers.append(inversion)
         stages.finishers.append(inversion.finish)
-    insecure_secagg = getattr(config.defense.secagg, "allow_insecure", False)  # the report says so
+    secagg = config.defense.secagg
+    insecure_secagg = secagg is not None and secagg.allow_insecure  # the report says so
     if config.defense.dp is not None or config.audit is not None or insecure_secagg:
         stages.finishers.append(write_privacy_report)  # after the audit's finisher
     return stages

@@ -138,7 +138,7 @@ def _channel_slack(
 ) -> Callable[[int], float] | None:
     """The channel's encoding slack as a function of the cohort size, or None when the
     channel sums the clipped updates as they are. Refuses a slack of S or more at the
-    expected cohort, and warns when it takes more than 1% of S."""
+    expected cohort, and warns when it takes more than a tenth of S."""
     coords, scale = _encoded_shape(config, setup.spec.dim)
     slack = partial(encoding_slack, stages.channel, dim=coords, scale=scale)
     expected = config.federation.clients_per_round
@@ -148,24 +148,24 @@ def _channel_slack(
     channel = stages.channel.name
     if at >= dp.clip:
         raise ConfigError(
-            f"defense.dp.mode = 'central' over defense.{channel}: the channel's fixed-point "
-            f"rounding can move a decoded update by up to {at:.4g} in L2 norm at the expected "
-            f"cohort of {expected} ({coords} values), at least defense.dp.clip = "
-            f"{dp.clip:g}, the bound the noise is calibrated to; {_FINER[channel]}, set "
-            f"defense.{channel}.max_weight = 1 (every weight is 1 under central DP), or raise "
-            "defense.dp.clip"
+            f"defense.dp.mode = 'central' over defense.{channel}: the channel's encoding "
+            f"(fixed-point rounding, CKKS noise) can move a decoded update by up to {at:.4g} "
+            f"in L2 norm at the expected cohort of {expected} ({coords} values), at least "
+            f"defense.dp.clip = {dp.clip:g}, the bound the noise is calibrated to; "
+            f"{_FINER[channel]}, set defense.{channel}.max_weight = 1 (every weight is 1 under "
+            "central DP), or raise defense.dp.clip"
         )
-    if at > 0.01 * dp.clip:
-        log.warning(
-            "defense.dp.mode = 'central' over defense.%s: updates are clipped to %.4g = "
-            "clip - %.4g, the most the channel's encoding can add to a decoded update's norm "
-            "at the expected cohort of %d, so that it stays within clip = %g",
-            channel,
-            dp.clip - at,
-            at,
-            expected,
-            dp.clip,
-        )
+    log.log(
+        logging.WARNING if at > 0.1 * dp.clip else logging.INFO,
+        "defense.dp.mode = 'central' over defense.%s: updates are clipped to %.4g = clip - "
+        "%.4g, the most the channel's encoding can add to a decoded update's norm at the "
+        "expected cohort of %d, so that it stays within clip = %g",
+        channel,
+        dp.clip - at,
+        at,
+        expected,
+        dp.clip,
+    )
     return slack
 
 
@@ -188,7 +188,7 @@ def _encoded_shape(config: Config, dim: int) -> tuple[int, float]:
 #: How to make each channel's encoding finer.
 _FINER = {
     "secagg": "raise defense.secagg.bits",
-    "he": "raise defense.he.plain_modulus_bits (BFV) or scale_bits (CKKS)",
+    "he": "raise defense.he.scale_bits (CKKS) or plain_modulus_bits (BFV, then also)",
 }
 
 

@@ -10,14 +10,18 @@ The plain channel sums the clipped updates as they are. Secure channels do not:
   ``e = codec.error_bound(1) * max_weight``: half a step ``c / (2 M)`` with nearest rounding,
   a whole step with stochastic rounding, times ``max_weight``;
 - CKKS adds fresh encryption noise to every slot, at most ``CKKSParams.noise_bound`` per
-  coordinate of a weight-1 contribution (a generous bound; the double-precision decoding
-  adds a relative ``2^-40`` of the sum's largest value, below float32 resolution).
+  coordinate of a weight-1 contribution (a generous bound), and the key holder rounds the
+  decrypted *sum* to a power-of-two grid ``g`` (:meth:`CKKSScheme.grid`, so that no noise bit
+  leaves it). With and without one user the two rounded sums differ by the user's
+  contribution plus two rounding errors of at most ``g / 2`` each, so ``e = noise_bound + g``,
+  with ``g`` taken at the largest value a valid sum may reach (``CKKSScheme.bound``), which
+  covers the double-precision decoding error too.
 
-A contribution ``x`` with ``||x|| <= S - sqrt(d) e`` therefore decodes to a vector of norm at
-most ``||x|| + ||error|| <= S - sqrt(d) e + sqrt(d) e = S`` whatever the input, which is the
-sensitivity the ledger assumes (rounding whose error is data-dependent cannot be treated as
-post-processing: the noise is added after decoding). Without the slack a crafted update whose
-coordinates sit just above half a step decodes to nearly twice its norm.
+A contribution ``x`` with ``||x|| <= S - sqrt(d) e`` therefore moves the decoded sum by at most
+``||x|| + sqrt(d) e <= S`` whatever the input, which is the sensitivity the ledger assumes
+(rounding whose error is data-dependent cannot be treated as post-processing: the noise is
+added after decoding). Without the slack a crafted update whose coordinates sit just above
+half a step decodes to nearly twice its norm.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from privfl.stages import Channel
 
 
 def per_value_error(channel: Channel, summands: int) -> float:
-    """The largest absolute change the channel's encoding makes to one coordinate of one
-    weight-1 contribution when ``summands`` clients take part (0 for a channel that sums
-    float updates as they are)."""
+    """The largest absolute change the channel's encoding (and, for CKKS, the rounding of the
+    decrypted sum) makes to one coordinate of one weight-1 contribution when ``summands``
+    clients take part (0 for a channel that sums float updates as they are)."""
     # Deferred: the channels' modules import the config, which imports this package.
     from privfl.defenses.he import BFVScheme, CKKSScheme, HEChannel
     from privfl.defenses.secagg.channel import SecAggChannel
@@ -45,7 +49,7 @@ def per_value_error(channel: Channel, summands: int) -> float:
             values, _ = scheme.codecs(n)
             return values.error_bound(1) * scheme.max_weight
         if isinstance(scheme, CKKSScheme):
-            return scheme.params.noise_bound
+            return scheme.params.noise_bound + scheme.grid(n, scheme.bound)
     return 0.0
 
 

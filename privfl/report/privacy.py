@@ -119,7 +119,7 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
     cfg, dp, led = run.config, run.config.defense.dp, run.ledger
     doc = Document(f"Privacy-budget report: {cfg.name}")
     alerts: list[str] = []
-    if getattr(cfg.defense.secagg, "allow_insecure", False):
+    if cfg.defense.secagg is not None and cfg.defense.secagg.allow_insecure:
         doc.add(Paragraph(INSECURE_SECAGG))
         alerts.append(INSECURE_SECAGG)
     if dp is None or not led.events:

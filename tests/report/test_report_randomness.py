@@ -10,7 +10,6 @@ import pytest
 from conftest import small_config
 
 import privfl
-from privfl.defenses.secagg.config import SecAggConfig
 from privfl.report import RunFiles, build_run_report
 from privfl.report.document import to_markdown
 from privfl.report.privacy import INSECURE_SECAGG
@@ -63,7 +62,7 @@ def test_central_dp_over_secagg_reports_the_rounding_slack(tmp_path):
 
 
 def test_insecure_secagg_is_said_in_bold_in_the_report(tmp_path):
-    """Report level (whether or not [defense.secagg] has the key yet)."""
+    """Report level: the same run folder, with and without the switch."""
     cfg = small_config(name="plain", federation={"rounds": 1}, defense={"secagg": {}})
     run_dir = privfl.run(cfg, out=tmp_path, progress=False).run_dir
     assert not (run_dir / "report.md").exists()  # no DP, no audit, SecAgg+ safe: no report
@@ -80,10 +79,6 @@ def test_insecure_secagg_is_said_in_bold_in_the_report(tmp_path):
     assert "No differential privacy was active" in md
 
 
-@pytest.mark.skipif(
-    "allow_insecure" not in SecAggConfig.model_fields,
-    reason="[defense.secagg] allow_insecure is not in SecAggConfig yet",
-)
 def test_a_run_with_insecure_secagg_writes_the_report_without_dp(tmp_path):
     md = _report(
         tmp_path,

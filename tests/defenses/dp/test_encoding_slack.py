@@ -213,19 +213,31 @@ def test_bfv_contribution_decodes_within_the_clip_norm():
         assert sum(Fraction(v * v) for v in q) * unit**2 <= Fraction(s) ** 2
 
 
-def test_ckks_slack_is_its_noise_bound_per_value():
+def test_ckks_slack_is_its_noise_bound_plus_the_key_holders_grid():
+    """CKKS: fresh-encryption noise on the contribution, and the key holder rounds the sum to
+    a grid; with and without one user the rounded sums differ by the contribution plus at
+    most one grid step per value."""
     pytest.importorskip("tenseal")
     cfg = small_config(defense={"dp": {"mode": "central", "noise_multiplier": 1.0}, "he": {}})
     fed = Federation(cfg)
-    bound = fed.stages.channel._scheme.params.noise_bound
-    dim = fed.spec.dim
-    assert encoding_slack(fed.stages.channel, N, dim) == pytest.approx(math.sqrt(dim) * bound)
-    # Measured: one weight-1 contribution, encrypted and decrypted, moves by less than that.
     scheme = fed.stages.channel._scheme
+    grid = scheme.grid(N, scheme.bound)
+    assert grid >= scheme.grid(N, 1.0) >= 2 * N * scheme.params.noise_bound
+    e = scheme.params.noise_bound + grid
+    dim = fed.spec.dim
+    assert encoding_slack(fed.stages.channel, N, dim) == pytest.approx(math.sqrt(dim) * e)
+    # Measured: the others' ciphertext with and without one more added, decrypted and rounded
+    # to the grid as the key holder does, moves by the contribution and less than e a value.
     context = scheme.create_context()
-    x = np.random.default_rng(0).normal(size=scheme.slots)
-    got = scheme.decrypt(scheme.load(context, scheme.encrypt(context, x), "test"))
-    assert np.linalg.norm(got - x) <= math.sqrt(scheme.slots) * bound
+    rng = np.random.default_rng(0)
+    others = scheme.vector(context, rng.normal(size=scheme.slots) * 0.01)
+    x = rng.normal(size=scheme.slots) * 0.01
+
+    def released(vector):
+        return np.round(scheme.decrypt(vector) / grid) * grid
+
+    moved = released(others + scheme.vector(context, x)) - released(others) - x
+    assert float(np.abs(moved).max()) <= e
 
 
 @pytest.mark.parametrize("error_feedback", [False, True])
