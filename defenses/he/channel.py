@@ -182,18 +182,26 @@ class HEChannel(Channel):
         try:
             aggregate = self.server.aggregate(received, round=ctx.round, dim=dim, rejected=rejected)
             t2 = time.perf_counter()
+            current = [(c, m) for c, m in received if c not in rejected]
             while decoded is None:
                 try:
                     decoded = self._key_holder.decrypt(aggregate, round=ctx.round, dim=dim)
                 except VoucherError as e:  # attributable, nothing decrypted: sum without them
+                    # Only clients that sent can be dropped; a voucher of one that did not
+                    # means the server made it up (and each retry has one client fewer).
+                    sent_now = {c for c, _ in current}
+                    named = {c: why for c, why in e.clients.items() if c in sent_now}
+                    if not named:
+                        msg = f"the aggregate carries vouchers of clients that did not send: {e}"
+                        raise CiphertextError(msg) from None
                     log.warning("round %d: dropped for their vouchers: %s", ctx.round, e)
-                    rejected.update(e.clients)
-                    rest = [(c, m) for c, m in received if c not in rejected]
-                    if not rest:
+                    rejected.update(named)
+                    current = [(c, m) for c, m in current if c not in named]
+                    if not current:
                         msg = f"round {ctx.round}: every client was rejected"
                         raise CiphertextError(msg) from None
                     aggregate = self.server.aggregate(
-                        rest, round=ctx.round, dim=dim, rejected=rejected
+                        current, round=ctx.round, dim=dim, rejected=rejected
                     )
         except (CiphertextError, TooFewClientsError) as e:
             log.warning("round %d: HE aggregation aborted (model unchanged): %s", ctx.round, e)
