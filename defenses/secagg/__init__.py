@@ -14,7 +14,11 @@ from privfl.defenses.secagg.channel import (
     mean_error_bound,
 )
 from privfl.defenses.secagg.client import SecAggClient
-from privfl.defenses.secagg.config import SecAggConfig
+from privfl.defenses.secagg.config import (
+    SecAggConfig,
+    check_secagg_degree,
+    secagg_degree_problem,
+)
 from privfl.defenses.secagg.constants import Neighbours, ShareKind, Stage
 from privfl.defenses.secagg.errors import ProtocolError, SecAggAbort, ShareIntegrityError
 from privfl.defenses.secagg.graph import NeighbourGraph, SecAggPlusParameters, secaggplus_parameters
@@ -50,10 +54,12 @@ __all__ = [
     "ShareKind",
     "Stage",
     "ThreatModel",
+    "check_secagg_degree",
     "create_secagg_channel",
     "draw_dropouts",
     "mean_error_bound",
     "prg",
     "run_protocol",
+    "secagg_degree_problem",
     "secaggplus_parameters",
 ]

@@ -332,7 +332,7 @@ class SecAggServer:
         """Rebuild each ``(owner, kind)`` secret from its unmasking shares.
 
         With ``m > t`` shares of a secret, all ``m`` must lie on one polynomial of degree
-        ``t - 1`` per limb (:func:`shamir.consistent`, batched over the secrets with the same
+        ``t - 1`` per limb (:func:`shamir.reconstruct`, batched over the secrets with the same
         ``m``), or the round aborts: a wrong share (a holder's or the dealer's, which the
         server cannot tell apart) would otherwise give a wrong secret and a wrong sum with no
         warning. This detects any ``m - t`` or fewer wrong shares; with exactly ``t`` shares
@@ -350,15 +350,15 @@ class SecAggServer:
         by_count: dict[int, list[tuple[int, ShareKind]]] = {}
         for key in needed:
             by_count.setdefault(len(shares[key]), []).append(key)
+        out: dict[tuple[int, int], bytes] = {}
         for m, keys in by_count.items():
-            if m == t:
-                continue
-            xs = np.array([sorted(shares[key]) for key in keys], dtype=np.int64)
+            rows = [sorted(shares[key]) for key in keys]
+            xs = np.array(rows, dtype=np.int64)
             ys = np.array(
-                [[shares[key][x] for x in row] for key, row in zip(keys, xs.tolist(), strict=True)],
+                [[shares[key][x] for x in row] for key, row in zip(keys, rows, strict=True)],
                 dtype=np.int64,
             )
-            ok = shamir.consistent(xs, ys, threshold=t)
+            limbs, ok = shamir.reconstruct(xs, ys, threshold=t)
             if not ok.all():
                 bad = [keys[i] for i in np.flatnonzero(~ok)]
                 owner, kind = bad[0]
@@ -368,16 +368,15 @@ class SecAggServer:
                     f"on one polynomial of degree {t - 1}; {len(bad)} secret(s) affected): a "
                     "share is wrong, no sum is released",
                 )
-        out = {}
-        for owner, kind in needed:
-            try:
-                out[(owner, kind)] = shamir.combine(shares[(owner, kind)], threshold=t, check=False)
-            except ValueError:
-                raise SecAggAbort(
-                    Stage.UNMASKING.value,
-                    f"client {owner}'s {_what(kind)} shares are inconsistent (not a 256-bit "
-                    "secret)",
-                ) from None
+            for (owner, kind), row in zip(keys, limbs, strict=True):
+                try:
+                    out[(owner, kind)] = shamir.from_limbs(row)
+                except ValueError:
+                    raise SecAggAbort(
+                        Stage.UNMASKING.value,
+                        f"client {owner}'s {_what(kind)} shares are inconsistent (not a "
+                        "256-bit secret)",
+                    ) from None
         return out
 
 

@@ -204,11 +204,10 @@ def dual_weights(xs: np.ndarray) -> np.ndarray:
     b, m = xs.shape
     out = np.empty((b, m), dtype=np.int64)
     chunk = max(1, (1 << 21) // max(1, m * m))
-    eye = np.eye(m, dtype=bool)
     for lo in range(0, b, chunk):
         x = xs[lo : lo + chunk]
         diff = (x[:, :, None] - x[:, None, :]) % _P  # (c, m, m): x_i - x_l
-        diff[:, eye] = 1  # l == i is left out of the product
+        diff.reshape(len(x), m * m)[:, :: m + 1] = 1  # l == i is left out of the product
         prod = _row_products(diff.reshape(-1, m)).reshape(len(x), m)
         if np.any(prod == 0):
             raise ValueError("share points must be distinct modulo p")
@@ -234,23 +233,58 @@ def consistent(xs: np.ndarray, ys: np.ndarray, *, threshold: int, checks: int = 
     tested: for an inconsistent limb each passes with probability exactly ``1/p`` (a nonzero
     linear form in the random coefficients), so a wrong set goes unnoticed with probability
     at most ``p^-checks`` = 2^-62 for two. Cost: ``O(m^2)`` products and ``r`` Horner steps
-    per set, all as numpy operations over the ``b`` sets.
+    per distinct row of points, all as numpy operations over the rows.
+    """
+    return reconstruct(xs, ys, threshold=min(threshold, np.shape(xs)[1]), checks=checks)[1]
+
+
+def reconstruct(
+    xs: np.ndarray, ys: np.ndarray, *, threshold: int, checks: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check and interpolate ``b`` share sets at once: the server's unmasking in one pass.
+
+    Args:
+        xs: int64 ``(b, m)``, each row ``m >= t`` distinct share points.
+        ys: int64 ``(b, m, 9)``, the shares.
+        threshold: ``t``.
+        checks: random parity checks per set (:func:`consistent`) when ``m > t``.
+    Returns:
+        ``(limbs, ok)``: int64 ``(b, 9)``, the limbs at 0 of the polynomial through all ``m``
+        shares, and bool ``(b,)``, whether the set is consistent (always true for ``m = t``:
+        nothing to check). Where ``ok``, the limbs are the secret's (any ``t`` of the shares
+        give the same); elsewhere they are meaningless.
+
+    One set of dual weights serves both: the Lagrange coefficient of point ``i`` at 0 over all
+    ``m`` points is ``(-1)^(m-1) (prod_l x_l / x_i) v_i``. Everything that depends only on the
+    points (weights, coefficients, the random dual codewords) is computed once per distinct
+    row of ``xs`` (one row in the complete graph, one per client under SecAgg+), and every
+    step is a numpy operation over the rows.
     """
     xs = np.asarray(xs, dtype=np.int64) % _P
     ys = np.asarray(ys, dtype=np.int64) % _P
     b, m = xs.shape
+    if m < threshold:
+        raise ValueError(f"{m} shares are fewer than the threshold {threshold}")
+    if b == 0:
+        return np.zeros((0, LIMBS), dtype=np.int64), np.ones(0, dtype=bool)
+    rows, inverse = np.unique(xs, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    v = dual_weights(rows)  # (u, m)
+    lam = v * _inverse(rows) % _P * _row_products(rows)[:, None] % _P
+    if (m - 1) % 2:
+        lam = (_P - lam) % _P
+    limbs = (lam[inverse][:, :, None] * ys % _P).sum(axis=1) % _P
     r = m - threshold
-    if r <= 0 or b == 0:
-        return np.ones(b, dtype=bool)
-    v = dual_weights(xs)  # (b, m)
+    if r == 0:
+        return limbs, np.ones(b, dtype=bool)
     coefficients = _uniform((r, checks))
-    g = np.zeros((b, m, checks), dtype=np.int64)
-    for c in coefficients[::-1]:  # Horner over the r coefficients, every set at once
-        g = (g * xs[:, :, None] + c) % _P
-    w = v[:, :, None] * g % _P  # (b, m, checks): random dual codewords
+    g = np.zeros((*rows.shape, checks), dtype=np.int64)
+    for c in coefficients[::-1]:  # Horner over the r coefficients, every row at once
+        g = (g * rows[:, :, None] + c) % _P
+    w = (v[:, :, None] * g % _P)[inverse]  # (b, m, checks): random dual codewords
     # sum_i w_i y_i per check and limb; each term < 2^31, so m < 2^32 terms fit int64
     syndrome = (w[:, :, :, None] * ys[:, :, None, :] % _P).sum(axis=1) % _P
-    return ~syndrome.reshape(b, -1).any(axis=1)
+    return limbs, ~syndrome.reshape(b, -1).any(axis=1)
 
 
 def to_bytes(share: Sequence[int] | np.ndarray) -> bytes:
@@ -287,6 +321,7 @@ __all__ = [
     "from_bytes",
     "from_limbs",
     "interpolate_at_zero",
+    "reconstruct",
     "split",
     "to_bytes",
     "to_limbs",

@@ -102,16 +102,26 @@ def test_config_rules():
         config_from_dict({"defense": {"secagg": {"corruption": 0.2}}})
     with pytest.raises(ConfigError, match="allow_insecure applies only when neighbours is an"):
         config_from_dict({"defense": {"secagg": {"neighbours": "auto", "allow_insecure": True}}})
-    explicit = config_from_dict({"defense": {"secagg": {"neighbours": 4, "corruption": 0.2}}})
-    assert explicit.defense.secagg.corruption == 0.2  # the assumption the safe k comes from
+    # corruption goes with an explicit k (the assumption the safe k comes from); k = 4 is
+    # below it for a cohort of 10, so only a research run takes it
+    with pytest.raises(ConfigError, match="below the smallest safe degree k = 9"):
+        config_from_dict({"defense": {"secagg": {"neighbours": 4, "corruption": 0.2}}})
+    explicit = {"neighbours": 4, "corruption": 0.2, "allow_insecure": True}
+    assert config_from_dict({"defense": {"secagg": explicit}}).defense.secagg.corruption == 0.2
     with pytest.raises(ConfigError, match="threshold applies only when neighbours is not"):
         config_from_dict({"defense": {"secagg": {"neighbours": "auto", "threshold": 0.7}}})
     with pytest.raises(ConfigError, match="unknown key 'defense.secagg.treshold'"):
         config_from_dict({"defense": {"secagg": {"treshold": 0.7}}})
     with pytest.raises(ConfigError, match="bits"):
         config_from_dict({"defense": {"secagg": {"bits": 8}}})
-    ok = config_from_dict({"defense": {"secagg": {"neighbours": 4, "dropout": 0.1}}})
-    assert ok.defense.secagg.neighbours == 4
+    ok = config_from_dict(
+        {
+            "data": {"clients": 100},
+            "federation": {"clients_per_round": 100},
+            "defense": {"secagg": {"neighbours": 44, "dropout": 0.1}},
+        }
+    )
+    assert ok.defense.secagg.neighbours == 44  # the safe degree for 100 clients at 10%
 
 
 def test_secagg_with_a_robust_aggregator_is_rejected():
