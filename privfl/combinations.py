@@ -76,6 +76,14 @@ def _secagg_he(c: Config) -> str | None:
     )
 
 
+def _secagg_degree(c: Config) -> str | None:
+    from privfl.defenses.secagg.config import secagg_degree_problem
+
+    if c.defense.secagg is None:
+        return None
+    return secagg_degree_problem(c.defense.secagg, c.federation.clients_per_round)
+
+
 def _central_dp_robust(c: Config) -> str | None:
     if _dp_mode(c) != "central" or c.defense.robust is None:
         return None
@@ -196,6 +204,12 @@ RULES: tuple[CombinationRule, ...] = (
     ),
     CombinationRule(
         ("defense.secagg", "defense.he"), "both are the channel; choose one", _secagg_he
+    ),
+    CombinationRule(
+        ("defense.secagg.neighbours = k", "federation.clients_per_round"),
+        "k below the smallest safe SecAgg+ degree for the cohort, dropout and corruption "
+        "(Bell et al. 2020), unless allow_insecure",
+        _secagg_degree,
     ),
     CombinationRule(
         ("defense.dp.mode = 'central'", "defense.robust"),

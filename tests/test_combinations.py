@@ -128,6 +128,26 @@ def test_every_pair_is_refused_exactly_when_listed():
     assert set(REFUSED) <= set(PAIRS)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.1, 0.3])
+def test_a_secaggplus_degree_below_the_safe_one_is_refused_unless_allow_insecure(dropout):
+    from privfl.defenses.secagg.graph import secaggplus_parameters
+
+    n = 40
+    safe = secaggplus_parameters(n, dropout=dropout, corruption=0.1).k
+    raw = _merge(BASE, {"data": {"clients": 60}, "federation": {"clients_per_round": n}})
+
+    def with_k(k: int, **extra: Any) -> dict[str, Any]:
+        return _merge(raw, {"defense": {"secagg": {"neighbours": k, "dropout": dropout, **extra}}})
+
+    if safe >= 4:
+        below = safe - 1 if safe % 2 else safe - 2
+        with pytest.raises(ConfigError, match=rf"smallest safe degree k = {safe}\b"):
+            config_from_dict(with_k(below))
+        config_from_dict(with_k(below, allow_insecure=True))
+    if safe < n - 1:
+        config_from_dict(with_k(safe))
+
+
 def test_central_dp_with_a_robust_rule_is_refused_before_any_round(tmp_path):
     out = subprocess.run(
         [
@@ -150,8 +170,18 @@ def test_central_dp_with_a_robust_rule_is_refused_before_any_round(tmp_path):
 
 def test_every_rule_has_a_refused_pair_and_a_row_in_the_table():
     table = combination_table()
+    # the degree rule needs a cohort larger than BASE's (see the test above)
+    degree = _merge(
+        BASE,
+        {
+            "data": {"clients": 60},
+            "federation": {"clients_per_round": 40},
+            "defense": {"secagg": {"neighbours": 2, "dropout": 0.3}},
+        },
+    )
+    examples = [_unchecked(_raw(a, b)) for a, b in REFUSED] + [_unchecked(degree)]
     for rule in RULES:
-        assert any(rule.check(_unchecked(_raw(a, b))) is not None for a, b in REFUSED), rule.summary
+        assert any(rule.check(c) is not None for c in examples), rule.summary
         assert rule.summary in table
 
 

@@ -136,7 +136,7 @@ class CompressUpdates(ClientTransform):
         payload = self.compress(v, batch.client_ids, ctx)
         sent = payload.dense()
         if self.clip_bound is not None:
-            c = self.clip_bound.clip
+            c = self.clip_bound.send_clip
             norms = torch.linalg.vector_norm(sent.to(torch.float64), dim=1)
             if bool((norms > c).any()):
                 factors = torch.where(norms > c, c * (1 - CLIP_MARGIN) / norms, 1.0)
