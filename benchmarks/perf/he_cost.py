@@ -58,6 +58,7 @@ from privfl.defenses.he import (  # noqa: E402
     KeyHolder,
     Preset,
 )
+from privfl.defenses.he.check import RoundCheck, seal_voucher  # noqa: E402
 from privfl.defenses.he.envelope import Envelope, MessageKind, read_envelope  # noqa: E402
 from privfl.defenses.he.packing import chunk_count  # noqa: E402
 from privfl.defenses.he.pool import resolve_workers  # noqa: E402
@@ -101,7 +102,10 @@ class Bench:
     def __init__(self, scheme: HEScheme, dim: int, seed: int, workers: int = 1) -> None:
         self.scheme, self.dim, self.workers = scheme, dim, workers
         self.holder = KeyHolder(scheme, min_clients=1)
-        self.clients = ClientEncryptor(scheme, self.holder.public_context, workers=workers)
+        self.clients = ClientEncryptor(
+            scheme, self.holder.public_context, workers=workers, enrol=self.holder.enrol
+        )
+        self.round = 0  # the key holder decrypts one aggregate a round: a new round each run
         self.server = HEServer(scheme, self.holder.public_context)
         rng = np.random.default_rng(seed)
         self.deltas = torch.from_numpy((1e-2 * rng.standard_normal((K, dim))).astype(np.float32))
@@ -118,13 +122,15 @@ class Bench:
     def run(self, row: Row) -> None:
         """Encrypt K clients of a cohort of n (timed), aggregate n senders, decrypt."""
         n = row.n
+        self.round += 1
+        r = self.round
         idx = torch.arange(n) % K
         batch = UpdateBatch(
             client_ids=np.arange(n, dtype=np.int64),
             deltas=self.deltas[idx],
             weights=self.weights[idx.numpy()],
         )
-        messages, _ = self.clients.encrypt(batch, round=1, rng=np.random.default_rng)
+        messages, _ = self.clients.encrypt(batch, round=r, rng=np.random.default_rng)
         chunks, waited = [], 0.0
         for i in range(K):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -134,41 +140,60 @@ class Bench:
                 row.encrypt_s.append(time.perf_counter() - t0)
                 row.encrypt_cpu.append(time.process_time() - c0)
             row.client_bytes = len(message)
-            chunks.append(self._chunks(message, i))
+            chunks.append(self._chunks(message, i, r))
         if self.workers > 1:  # clients overlap in the pool: the mean of K; the workers' CPU
             row.encrypt_s.append(waited / K)  # time is not measured here
             row.encrypt_cpu.append(math.nan)
         produce = 0.0
+        # Sender j sends client j % K's ciphertexts with its own voucher (their sketches,
+        # sealed under j's key), made outside the timed part like the envelope.
+        public = self.server._context
+        check = RoundCheck(self.scheme, public, self.holder.enrol(0).check_key, r)
+        sketches = [
+            np.stack([check.sketch(self.scheme.load(public, c, "bench")) for c in chunks[i]])
+            for i in range(K)
+        ]
 
         def senders() -> Iterator[tuple[int, bytes]]:
             nonlocal produce
             for j in range(n):
                 t0 = time.perf_counter()
+                keys = self.holder.enrol(j)
+                voucher = seal_voucher(
+                    keys, key_id=self.holder.key_id, round=r, sketches=sketches[j % K]
+                )
                 env = Envelope(
-                    MessageKind.UPDATE, self.scheme.code, self.holder.key_id, 1, j, 1, chunks[j % K]
+                    MessageKind.UPDATE,
+                    self.scheme.code,
+                    self.holder.key_id,
+                    r,
+                    j,
+                    1,
+                    chunks[j % K],
+                    ((j, voucher),),
                 )
                 data = env.to_bytes()
                 produce += time.perf_counter() - t0
                 yield j, data
 
         t0 = time.perf_counter()
-        aggregate = self.server.aggregate(senders(), round=1, dim=self.dim)
+        aggregate = self.server.aggregate(senders(), round=r, dim=self.dim)
         row.server_s.append(time.perf_counter() - t0 - produce)
         row.aggregate_bytes = len(aggregate)
         t0 = time.perf_counter()
-        out = self.holder.decrypt(aggregate, round=1, dim=self.dim, count=n)
+        out = self.holder.decrypt(aggregate, round=r, dim=self.dim, count=n)
         row.decrypt_s.append(time.perf_counter() - t0)
         w = batch.weights
         ref = (w[:, None] * batch.deltas.numpy().astype(np.float64)).sum(0) / w.sum()
         row.error = max(row.error, float(np.linalg.norm(out.delta - ref) / np.linalg.norm(ref)))
 
-    def _chunks(self, message: bytes, sender: int) -> tuple[bytes, ...]:
+    def _chunks(self, message: bytes, sender: int, round: int) -> tuple[bytes, ...]:
         return read_envelope(
             message,
             kind=MessageKind.UPDATE,
             scheme=self.scheme.code,
             key=self.holder.key_id,
-            round=1,
+            round=round,
             chunks=self.chunks,
             sender=sender,
         ).chunks
