@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -168,4 +169,16 @@ class FixedPointCodec:
         return self.centered(self.reduce(np.asarray(residues))) / self.scale
 
 
-__all__ = ["MAX_MODULUS_BITS", "FixedPointCodec", "Rounding"]
+def default_max_weight(config: Any, sizes: np.ndarray) -> float:
+    """The largest client weight a fixed-point channel must encode when the config leaves
+    ``max_weight`` unset: 1 under central or local DP (they weigh every client 1, so a
+    count-sized ``max_weight`` would shrink every ``rho = 1 / max_weight`` to a few
+    quantization steps and inflate the encoding slack that central DP must leave), else the
+    largest client's example count (FedAvg's weights)."""
+    dp = config.defense.dp
+    if dp is not None and dp.mode in ("central", "local"):
+        return 1.0
+    return float(np.max(sizes))
+
+
+__all__ = ["MAX_MODULUS_BITS", "FixedPointCodec", "Rounding", "default_max_weight"]

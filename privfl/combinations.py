@@ -84,6 +84,17 @@ def _secagg_degree(c: Config) -> str | None:
     return secagg_degree_problem(c.defense.secagg, c.federation.clients_per_round)
 
 
+def _he_min_clients(c: Config) -> str | None:
+    he = c.defense.he
+    if he is None or he.min_clients <= c.federation.clients_per_round:
+        return None
+    return (
+        f"defense.he.min_clients = {he.min_clients} exceeds federation.clients_per_round = "
+        f"{c.federation.clients_per_round}: the key holder decrypts no sum of fewer clients, "
+        "so every round would abort; lower min_clients or raise clients_per_round"
+    )
+
+
 def _central_dp_robust(c: Config) -> str | None:
     if _dp_mode(c) != "central" or c.defense.robust is None:
         return None
@@ -210,6 +221,11 @@ RULES: tuple[CombinationRule, ...] = (
         "k below the smallest safe SecAgg+ degree for the cohort, dropout and corruption "
         "(Bell et al. 2020), unless allow_insecure",
         _secagg_degree,
+    ),
+    CombinationRule(
+        ("defense.he.min_clients", "federation.clients_per_round"),
+        "a cohort smaller than the fewest clients the key holder decrypts: every round aborts",
+        _he_min_clients,
     ),
     CombinationRule(
         ("defense.dp.mode = 'central'", "defense.robust"),

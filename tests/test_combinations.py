@@ -148,6 +148,13 @@ def test_a_secaggplus_degree_below_the_safe_one_is_refused_unless_allow_insecure
         config_from_dict(with_k(safe))
 
 
+def test_an_he_cohort_below_min_clients_is_refused():
+    raw = _merge(BASE, {"federation": {"clients_per_round": 2}, "defense": {"he": {}}})
+    with pytest.raises(ConfigError, match="min_clients = 3 exceeds"):
+        config_from_dict(raw)
+    config_from_dict(_merge(raw, {"defense": {"he": {"min_clients": 2}}}))
+
+
 def test_central_dp_with_a_robust_rule_is_refused_before_any_round(tmp_path):
     out = subprocess.run(
         [
@@ -179,7 +186,9 @@ def test_every_rule_has_a_refused_pair_and_a_row_in_the_table():
             "defense": {"secagg": {"neighbours": 2, "dropout": 0.3}},
         },
     )
-    examples = [_unchecked(_raw(a, b)) for a, b in REFUSED] + [_unchecked(degree)]
+    small_he = _merge(BASE, {"federation": {"clients_per_round": 2}, "defense": {"he": {}}})
+    examples = [_unchecked(_raw(a, b)) for a, b in REFUSED]
+    examples += [_unchecked(degree), _unchecked(small_he)]
     for rule in RULES:
         assert any(rule.check(c) is not None for c in examples), rule.summary
         assert rule.summary in table

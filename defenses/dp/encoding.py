@@ -44,7 +44,7 @@ def per_value_error(channel: Channel, summands: int) -> float:
         values, _ = channel.codecs(n)
         return values.error_bound(1) * channel.max_weight
     if isinstance(channel, HEChannel):
-        scheme = channel._scheme  # HEChannel has no public accessor of its scheme
+        scheme = channel.scheme
         if isinstance(scheme, BFVScheme):
             values, _ = scheme.codecs(n)
             return values.error_bound(1) * scheme.max_weight

@@ -43,7 +43,7 @@ from privfl.defenses.he.params import BFVParams
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
 from privfl.defenses.he.pool import resolve_workers
 from privfl.defenses.he.scheme import HEScheme
-from privfl.defenses.quantize import Rounding
+from privfl.defenses.quantize import Rounding, default_max_weight
 from privfl.errors import ConfigError, PrivflError
 from privfl.stages import AggregationResult, Aggregator, Channel, ChannelResult, RoundContext
 from privfl.update import ServerView, UpdateBatch
@@ -135,6 +135,11 @@ class HEChannel(Channel):
         # holder, so nothing here is checkpointed: every party gets the new context again).
         self._has_context: set[int] = set()
         self._server_has_context = False
+
+    @property
+    def scheme(self) -> HEScheme:
+        """The encryption scheme (its codec and noise bound set the error of a decrypted sum)."""
+        return self._scheme
 
     @staticmethod
     def check_aggregator(aggregator: Aggregator) -> None:
@@ -269,10 +274,11 @@ def create_he_scheme(config: HEConfig, max_weight: float | None = None) -> HESch
 
 def create_he_channel(config: HEConfig, setup: RunSetup | None = None) -> HEChannel:
     """The channel of ``[defense.he]`` (a new key holder, hence a new key). BFV's
-    ``max_weight`` defaults to the largest client's example count in ``setup``'s partition
-    (FedAvg's weights are example counts)."""
-    sizes = None if setup is None else setup.data.partition.sizes()
-    max_weight = None if sizes is None else float(sizes.max())
+    ``max_weight`` defaults to :func:`~privfl.defenses.quantize.default_max_weight` of
+    ``setup`` (1 under central or local DP, else the largest example count)."""
+    max_weight = (
+        None if setup is None else default_max_weight(setup.config, setup.data.partition.sizes())
+    )
     return HEChannel(
         create_he_scheme(config, max_weight),
         min_clients=config.min_clients,

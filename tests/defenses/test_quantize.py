@@ -105,3 +105,17 @@ def test_nan_and_missing_rng_are_errors():
         codec.encode(np.array([np.nan]), np.random.default_rng(0))
     with pytest.raises(ValueError, match="random generator"):
         codec.encode(np.array([0.1]))
+
+
+def test_default_max_weight_is_one_under_central_and_local_dp():
+    from privfl.config import config_from_dict
+    from privfl.defenses.quantize import default_max_weight
+
+    sizes = np.array([3, 41, 17])
+    plain = config_from_dict({"defense": {"secagg": {}}})
+    assert default_max_weight(plain, sizes) == 41.0
+    for mode in ("central", "local"):
+        dp = config_from_dict({"defense": {"dp": {"mode": mode, "noise_multiplier": 1.0}}})
+        assert default_max_weight(dp, sizes) == 1.0
+    sample = config_from_dict({"defense": {"dp": {"mode": "sample", "noise_multiplier": 1.0}}})
+    assert default_max_weight(sample, sizes) == 41.0
