@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from privfl.defenses.quantize import FixedPointCodec, Rounding
+from privfl.defenses.quantize import FixedPointCodec, Rounding, default_max_weight
 from privfl.defenses.secagg.config import SecAggConfig
 from privfl.defenses.secagg.constants import STAGES, Neighbours, Stage
 from privfl.defenses.secagg.graph import NeighbourGraph, secaggplus_parameters, threshold_for
@@ -277,11 +277,12 @@ class SecAggChannel(Channel):
 
 
 def create_secagg_channel(config: SecAggConfig, setup: RunSetup) -> SecAggChannel:
-    """The channel of ``[defense.secagg]``; ``max_weight`` defaults to the largest client's
-    example count in the run's partition (FedAvg's weights are example counts)."""
+    """The channel of ``[defense.secagg]``; ``max_weight`` defaults to
+    :func:`~privfl.defenses.quantize.default_max_weight` (1 under central or local DP, whose
+    weights are all 1; else the largest example count, FedAvg's weights)."""
     max_weight = config.max_weight
     if max_weight is None:
-        max_weight = float(setup.data.partition.sizes().max())
+        max_weight = default_max_weight(setup.config, setup.data.partition.sizes())
     return SecAggChannel(config, max_weight=max_weight)
 
 

@@ -119,3 +119,20 @@ def test_default_max_weight_is_one_under_central_and_local_dp():
         assert default_max_weight(dp, sizes) == 1.0
     sample = config_from_dict({"defense": {"dp": {"mode": "sample", "noise_multiplier": 1.0}}})
     assert default_max_weight(sample, sizes) == 41.0
+
+
+def test_channels_encode_weight_one_under_dp_and_example_counts_without():
+    from conftest import small_config
+
+    from privfl.federation import Federation
+
+    dp = {"dp": {"mode": "central", "noise_multiplier": 1.0}}
+    for channel in ({"secagg": {}}, {"he": {"scheme": "bfv"}}):
+        plain = Federation(small_config(defense=channel))
+        largest = float(plain.data.partition.sizes().max())
+        central = Federation(small_config(defense={**channel, **dp}))
+        weights = []
+        for fed in (plain, central):
+            ch = fed.stages.channel
+            weights.append(ch.max_weight if hasattr(ch, "max_weight") else ch.scheme.max_weight)
+        assert weights == [largest, 1.0] and largest > 1
