@@ -121,17 +121,7 @@ class SecAggClient:
             if v == self.cid:
                 s.held[v] = (k_share, b_share)
                 continue
-            try:
-                key = agree(
-                    encryption_keys.private,
-                    s.roster[v][0],
-                    purpose=Purpose.SHARE_ENCRYPTION,
-                    round=p.round,
-                    a=self.cid,
-                    b=v,
-                )
-            except ValueError as e:
-                raise ProtocolError(f"client {self.cid}: key agreement with {v}: {e}") from None
+            key = self._agree(encryption_keys, v, 0, Purpose.SHARE_ENCRYPTION)
             s.channel_keys[v] = key
             plaintext = messages.SharePlaintext(self.cid, v, k_share, b_share).encode()
             out[v] = encrypt_share(key, plaintext, round=p.round, sender=self.cid, receiver=v)
@@ -173,21 +163,26 @@ class SecAggClient:
         for v in s.senders:
             if v in reported:
                 continue  # the server removes no mask of this pair: add none
-            try:
-                seed = agree(
-                    mask_keys.private,
-                    s.roster[v][1],
-                    purpose=Purpose.PAIRWISE_MASK,
-                    round=p.round,
-                    a=self.cid,
-                    b=v,
-                )
-            except ValueError as e:
-                raise ProtocolError(f"client {self.cid}: key agreement with {v}: {e}") from None
+            seed = self._agree(mask_keys, v, 1, Purpose.PAIRWISE_MASK)
             self._expander.apply(y, seed, pairwise_sign(self.cid, v))
         np.bitwise_and(y, p.word_mask, out=y)
         s.done = Stage.MASKED_INPUT
         return messages.encode_masked(s.complaints, y)
+
+    def _agree(self, mine: KeyPair, v: int, which: int, purpose: Purpose) -> bytes:
+        """The key agreed with client ``v`` from our pair ``mine`` and ``v``'s advertised key
+        number ``which`` (0: encryption, 1: masking); a failure is a :class:`ProtocolError`."""
+        try:
+            return agree(
+                mine.private,
+                self.state.roster[v][which],
+                purpose=purpose,
+                round=self.params.round,
+                a=self.cid,
+                b=v,
+            )
+        except ValueError as e:
+            raise ProtocolError(f"client {self.cid}: key agreement with {v}: {e}") from None
 
     def _open_share(self, sender: int, ciphertext: bytes) -> messages.SharePlaintext:
         s, p = self.state, self.params
