@@ -36,6 +36,7 @@ from privfl.defenses.he.params import (
 )
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
 from privfl.defenses.he.scheme import Decoded, Encoding, HEScheme
+from privfl.defenses.he.threat import HE_THREAT_MODEL
 from privfl.defenses.quantize import FixedPointCodec, Rounding
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Decoded",
     "EncryptedRound",
     "HEChannel",
+    "HE_THREAT_MODEL",
     "HEConfig",
     "HEMetric",
     "HEScheme",

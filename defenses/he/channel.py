@@ -43,6 +43,7 @@ from privfl.defenses.he.params import BFVParams
 from privfl.defenses.he.parties import ClientEncryptor, HEServer
 from privfl.defenses.he.pool import resolve_workers
 from privfl.defenses.he.scheme import HEScheme
+from privfl.defenses.he.threat import HE_THREAT_MODEL
 from privfl.defenses.quantize import Rounding, default_max_weight
 from privfl.errors import ConfigError, PrivflError
 from privfl.stages import AggregationResult, Aggregator, Channel, ChannelResult, RoundContext
@@ -113,6 +114,7 @@ class HEChannel(Channel):
     """
 
     name = "he"
+    threat_model = HE_THREAT_MODEL
 
     def __init__(
         self,

@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """The adversary a defense is designed for.
-
-    Attributes:
-        server: the server's behaviour the guarantee holds for.
-        colluding_clients: how many clients may pool their knowledge with the server.
-        server_learns: what the server learns in every case.
-        not_covered: attacks outside the model, in words.
-    """
-
-    server: str
-    colluding_clients: str
-    server_learns: str
-    not_covered: tuple[str, ...]
-
+from privfl.threat import ThreatModel
 
 SECAGG_THREAT_MODEL = ThreatModel(
     server="honest-but-curious: follows the protocol, reads everything it receives",

@@ -131,6 +131,7 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
         )
     else:
         _dp_sections(doc, run, dp, plots, alerts)
+    _channel_section(doc, cfg)
     if run.audit is not None:
         _audit_section(doc, run.audit)
     _accuracy_section(doc, run, plots)
@@ -145,6 +146,35 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
             )
         )
     return doc
+
+
+def _channel_section(doc: Document, cfg: Any) -> None:
+    """What the server sees through a secure channel (secagg, HE) and what is still trusted:
+    the channel's :class:`~privfl.threat.ThreatModel`."""
+    from privfl.defenses.he.threat import HE_THREAT_MODEL
+    from privfl.defenses.secagg.threat import SECAGG_THREAT_MODEL
+
+    name, threat = (
+        ("secure aggregation", SECAGG_THREAT_MODEL)
+        if cfg.defense.secagg is not None
+        else ("homomorphic encryption", HE_THREAT_MODEL)
+        if cfg.defense.he is not None
+        else (None, None)
+    )
+    if threat is None:
+        return
+    doc.add(
+        Heading(f"What the server sees: {name}"),
+        Paragraph(
+            f"**Server:** {threat.server}. **Colluding clients:** {threat.colluding_clients}. "
+            f"**It learns:** {threat.server_learns}."
+        ),
+        Paragraph(
+            "**Still trusted, or not covered:** "
+            + "; ".join(f"({i}) {t}" for i, t in enumerate(threat.not_covered, 1))
+            + "."
+        ),
+    )
 
 
 def _dp_sections(
