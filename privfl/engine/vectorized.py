@@ -186,6 +186,11 @@ class VectorizedEngine(Engine):
 
     def _unsupported_reason(self) -> str | None:
         """Why this run cannot be vectorized, or None when it can."""
+        if getattr(self.trainer, "secure_rng", False):
+            return (
+                "DP-SGD with defense.dp.secure_rng = true draws its lots and noise from the OS "
+                "client by client; the batched DP-SGD path draws them from the seeded streams"
+            )
         if type(self.trainer) not in (SGDTrainer, _dpsgd_trainer_type()):
             return (
                 f"its trainer {type(self.trainer).__name__} is neither the plain SGD trainer "

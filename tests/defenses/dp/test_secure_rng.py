@@ -225,6 +225,7 @@ def test_vectorized_engine_does_not_draw_secure_dpsgd_from_the_seeded_streams(ca
     a, fed = run(True)
     b, _ = run(True)
     assert fed.engine.falls_back and not torch.equal(a, b)
+    assert "secure_rng" in fed.engine._unsupported_reason()
     assert torch.equal(run(False)[0], run(False)[0])
 
 
