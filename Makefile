@@ -27,8 +27,9 @@ demo: venv
 	@echo "quickstart privacy report:       $(CURDIR)/runs/quickstart/report.html (no DP: no guarantee)"
 	@echo "quickstart under DP-SGD (eps 8): $(CURDIR)/runs/quickstart-dp/report.html"
 
-test: venv
+test: venv  # the suite, then the examples in privfl's docstrings
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q --doctest-modules privfl -p no:cacheprovider
 
 RAY_STAMP := .venv/.installed-ray
 
