@@ -68,8 +68,11 @@ $(PEERS_STAMP): pyproject.toml
 bench-peers: $(PEERS_STAMP)  # W1 through Flower's simulation engine beside privfl's engines (ratios)
 	$(PEERS) benchmarks/peers/flower_w1.py
 
-docs: venv  # regenerate README's generated blocks (config reference, combination table)
-	$(PY) -c "from privfl.reference import sync_readme; sync_readme()"
+# The site (docs/ -> site/): regenerate the generated pages (config reference, combination
+# table), then build it; --strict turns every warning (a broken link or anchor) into a failure.
+docs: venv
+	$(PY) -c "from privfl.reference import sync_docs; sync_docs()"
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 
 lint: venv
 	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks

@@ -1,6 +1,8 @@
 """The config reference, generated from the config models so it cannot drift from them.
 
-``privfl config reference`` prints it; README.md embeds it (a test checks they agree).
+``privfl config reference`` prints it; the documentation embeds it and the table of sections
+that do not combine (``docs/config.md``, ``docs/combinations.md``), between markers that
+:func:`sync_docs` rewrites (``make docs``; a test checks they are current).
 """
 
 from __future__ import annotations
@@ -129,9 +131,16 @@ def config_reference() -> str:
     return "\n".join(out) + "\n"
 
 
+#: The page of the documentation that holds each generated block, relative to the repository.
+GENERATED_PAGES: dict[str, str] = {
+    "config-reference": "docs/config.md",
+    "combinations": "docs/combinations.md",
+}
+
+
 def generated_blocks() -> dict[str, str]:
-    """README's generated blocks by marker name: the config reference and the table of
-    sections that do not combine (:func:`privfl.combinations.combination_table`)."""
+    """The documentation's generated blocks by marker name: the config reference and the table
+    of sections that do not combine (:func:`privfl.combinations.combination_table`)."""
     from privfl.combinations import combination_table
 
     return {
@@ -140,20 +149,38 @@ def generated_blocks() -> dict[str, str]:
     }
 
 
-def sync_readme(path: str = "README.md") -> bool:
-    """Rewrite every generated block between README's markers; True when one changed."""
+def replace_block(text: str, name: str, block: str) -> str:
+    r"""``text`` with the lines between ``<!-- name:start -->`` and ``<!-- name:end -->``
+    replaced by ``block``.
+
+    >>> replace_block("a\n<!-- t:start -->\nold\n<!-- t:end -->\n", "t", "new\n")
+    'a\n<!-- t:start -->\nnew\n<!-- t:end -->\n'
+    """
     import re
+
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no {name} markers")
+    return pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
+
+
+def sync_docs(root: str = ".") -> bool:
+    """Rewrite every generated block of the documentation pages under ``root``; True when one
+    changed."""
     from pathlib import Path
 
-    p = Path(path)
-    text = new = p.read_text()
+    changed = False
     for name, block in generated_blocks().items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*(<!-- {name}:end -->)", re.S)
-        if not pattern.search(new):
-            raise ValueError(f"{path} lacks the {name} markers")
-        new = pattern.sub(lambda m, b=block: m.group(1) + b + m.group(2), new)
-    p.write_text(new)
-    return new != text
+        page = Path(root) / GENERATED_PAGES[name]
+        text = page.read_text()
+        try:
+            new = replace_block(text, name, block)
+        except ValueError:
+            raise ValueError(f"{page} lacks the {name} markers") from None
+        if new != text:
+            page.write_text(new)
+            changed = True
+    return changed
 
 
-__all__ = ["config_reference", "generated_blocks", "sync_readme"]
+__all__ = ["GENERATED_PAGES", "config_reference", "generated_blocks", "replace_block", "sync_docs"]
