@@ -162,7 +162,7 @@ class VectorizedEngine(Engine):
         ``i``'s loss depends only on its own parameter rows, so the gradient of the sum with
         respect to row ``i`` is client ``i``'s gradient. (``vmap(grad(...))`` gives the same
         numbers but was 2x slower on the quickstart's small MLP: functorch's per-operation
-        bookkeeping, not arithmetic, dominates there; see DESIGN-NOTES.md.)
+        bookkeeping, not arithmetic, dominates there; see docs/design.md.)
 
         Args:
             params: each ``(k, *shape)``, the first ``k`` clients' parameters.
