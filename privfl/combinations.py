@@ -5,7 +5,7 @@ A section's own values are checked by its pydantic model; a rule that looks at t
 here, as one :class:`CombinationRule`, and :func:`check_combinations` runs them all when a
 :class:`~privfl.config.Config` is validated, so an impossible run is refused with exit 2
 before anything is built or trained. :func:`combination_table` writes the rules as the
-README's "what combines with what" table. A test walks every pair of sections and runs each
+documentation's "what combines with what" table (docs/combinations.md). A test walks every pair of sections and runs each
 pair that is accepted, so a rule missing from here shows up as a failing pair.
 
 The module imports nothing from :mod:`privfl.config` at run time (the config calls it).
@@ -300,7 +300,7 @@ def check_combinations(config: Config) -> None:
 
 
 def combination_table() -> str:
-    """The rules as a Markdown table (README, "What combines with what")."""
+    """The rules as a Markdown table (docs/combinations.md, "What combines with what")."""
     rows = ["| sections | refused because |", "|---|---|"]
     rows += [f"| {' + '.join(f'`{s}`' for s in r.sections)} | {r.summary} |" for r in RULES]
     return "\n".join(rows)

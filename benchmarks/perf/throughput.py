@@ -42,7 +42,7 @@ from privfl.engine import ENGINES
 from privfl.federation import Federation
 from privfl.seeding import torch_generator
 
-# Engines measured here: every in-process engine (Ray is for clusters; see README).
+# Engines measured here: every in-process engine (Ray is for clusters; see docs/engines.md).
 LOCAL_ENGINES = tuple(e for e in ENGINES if e != "ray")
 
 W1 = {

@@ -1,6 +1,6 @@
 """The compression client transform and its builder (``[compression]``).
 
-Order relative to differential privacy (see README, "Compression"): compression runs after
+Order relative to differential privacy (see docs/compression.md): compression runs after
 every honest client-side DP stage, so it is post-processing of what DP released:
 
 - ``sample`` (DP-SGD) and ``local``: after the noise; compressing a DP output costs no privacy.

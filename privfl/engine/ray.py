@@ -10,7 +10,7 @@ aggregation, attacks) run in the driver as with any engine.
 
 Ray is an optional dependency (``pip install 'privfl[ray]'``) imported only when this engine is
 chosen. On one machine prefer ``sequential`` or ``vectorized``: actor start-up costs seconds and
-every actor holds a copy of the model and trainer (see README, "Scale and speed").
+every actor holds a copy of the model and trainer (see docs/engines.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from conftest import small_config
 
 import privfl
 
-# Measured (seed 0, torch 2.13 CPU): see the README's DP section for the figures.
+# Measured (seed 0, torch 2.13 CPU): see docs/dp.md for the figures.
 SAMPLE_DP_ACCURACY_FLOOR = 0.75
 QUICKSTART_DP_SGD_FLOOR = 0.55
 
