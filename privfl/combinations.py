@@ -5,8 +5,9 @@ A section's own values are checked by its pydantic model; a rule that looks at t
 here, as one :class:`CombinationRule`, and :func:`check_combinations` runs them all when a
 :class:`~privfl.config.Config` is validated, so an impossible run is refused with exit 2
 before anything is built or trained. :func:`combination_table` writes the rules as the
-documentation's "what combines with what" table (docs/combinations.md). A test walks every pair of sections and runs each
-pair that is accepted, so a rule missing from here shows up as a failing pair.
+documentation's "what combines with what" table (docs/combinations.md). A test walks every
+pair of sections and runs each pair that is accepted, so a rule missing from here shows up as
+a failing pair.
 
 The module imports nothing from :mod:`privfl.config` at run time (the config calls it).
 """
