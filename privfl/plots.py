@@ -1,4 +1,9 @@
-"""Plots of a run: training curves and the partition's per-client label histogram."""
+"""Plots of a run: training curves and the partition's per-client label histogram.
+
+Each ``*_figure`` function returns a :class:`matplotlib.figure.Figure` (a notebook shows it
+inline); each ``plot_*`` function saves that figure as a PNG. Neither touches pyplot or the
+matplotlib backend, so a notebook's or script's own matplotlib settings are left as they are.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
-def plot_training(metrics: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Test accuracy and test/train loss per round, side by side, saved as PNG."""
+def training_figure(metrics: list[dict[str, Any]], title: str = "") -> Figure:
+    """Test accuracy and test/train loss per round, side by side."""
     rounds = [m["round"] for m in metrics]
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_acc, ax_loss = fig.subplots(1, 2)
     pts = [(m["round"], m["test_accuracy"]) for m in metrics if m.get("test_accuracy") is not None]
     if pts:
         ax_acc.plot(*zip(*pts, strict=True), marker="o", ms=3, label="test (central)")
@@ -45,21 +49,26 @@ def plot_training(metrics: list[dict[str, Any]], path: Path, title: str = "") ->
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_training(metrics: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """:func:`training_figure` saved as a PNG at ``path``. Returns ``path``."""
+    training_figure(metrics, title).savefig(path, dpi=110)
     return path
 
 
-def plot_partition(label_counts: np.ndarray, path: Path, title: str = "") -> Path:
+def partition_figure(label_counts: np.ndarray, title: str = "") -> Figure:
     """Per-client label histogram: a stacked bar per client (a heatmap above 100 clients).
 
     Args:
         label_counts: int, shape ``(clients, classes)``.
     """
     k, c = label_counts.shape
-    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.18 * k + 2), 16), 4))
+    fig = Figure(figsize=(min(max(6.0, 0.18 * k + 2), 16), 4))
+    ax = fig.subplots()
     if k <= 100:
-        cmap = plt.get_cmap("tab20" if c > 10 else "tab10")
+        cmap = matplotlib.colormaps["tab20" if c > 10 else "tab10"]
         bottom = np.zeros(k)
         for j in range(c):
             ax.bar(
@@ -80,9 +89,13 @@ def plot_partition(label_counts: np.ndarray, path: Path, title: str = "") -> Pat
         fig.colorbar(im, ax=ax, label="examples")
     ax.set_title(title or f"label histogram of {k} clients")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_partition(label_counts: np.ndarray, path: Path, title: str = "") -> Path:
+    """:func:`partition_figure` saved as a PNG at ``path``. Returns ``path``."""
+    partition_figure(label_counts, title).savefig(path, dpi=110)
     return path
 
 
-__all__ = ["plot_partition", "plot_training"]
+__all__ = ["partition_figure", "plot_partition", "plot_training", "training_figure"]

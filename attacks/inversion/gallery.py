@@ -31,15 +31,13 @@ class GalleryItem:
 def plot_gallery(items: list[GalleryItem], path: Path, title: str = "") -> Path:
     """Save a grid: for each block of up to :data:`COLUMNS` items, a row of originals above a
     row of their reconstructions. Returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
 
     blocks = max(1, math.ceil(len(items) / COLUMNS))
     cols = min(COLUMNS, max(1, len(items)))
     width = max(1.4 * cols, 5.0)  # room for the title with few columns
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(width, 2.9 * blocks), squeeze=False)
+    fig = Figure(figsize=(width, 2.9 * blocks))
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for k, item in enumerate(items):
@@ -67,7 +65,6 @@ def plot_gallery(items: list[GalleryItem], path: Path, title: str = "") -> Path:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

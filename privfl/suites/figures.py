@@ -1,5 +1,8 @@
 """A suite's figures (PNG): one attack x defense heatmap per metric, a panel per parameter
-setting, and accuracy against epsilon when the suite spends privacy."""
+setting, and accuracy against epsilon when the suite spends privacy.
+
+Drawn on :class:`matplotlib.figure.Figure` directly: no pyplot, no backend selected.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,12 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from privfl.suites.cell import CellStatus, Metric  # noqa: E402
-from privfl.suites.runner import SuiteRun  # noqa: E402
-from privfl.suites.table import FORMATS, Group, groups  # noqa: E402
+from privfl.suites.cell import CellStatus, Metric
+from privfl.suites.runner import SuiteRun
+from privfl.suites.table import FORMATS, Group, groups
 
 #: The heatmaps drawn (when at least one cell has the figure), with their titles.
 HEATMAPS: dict[Metric, str] = {
@@ -62,7 +63,8 @@ def heatmap(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
     w, h = 0.62 * len(defenses), 0.3 * len(attacks)
     fig_w = left + cols * w + (cols - 1) * (gap + left * 0.2) + right
     fig_h = top + rows * (h + bottom) + (rows - 1) * gap
-    fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False)
+    fig = Figure(figsize=(fig_w, fig_h))
+    axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(
         left=left / fig_w,
         right=1 - right / fig_w,
@@ -81,7 +83,7 @@ def heatmap(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
                 v = None if g is None else _mean(g, metric)
                 if v is not None and math.isfinite(v):
                     grid[i, j] = v
-        cmap = plt.get_cmap(_CMAP[metric]).with_extremes(bad="#e6e6e6")
+        cmap = matplotlib.colormaps[_CMAP[metric]].with_extremes(bad="#e6e6e6")
         image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
         for i, a in enumerate(attacks):
             for j, d in enumerate(defenses):
@@ -103,7 +105,6 @@ def heatmap(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
         )
         fig.colorbar(image, cax=cax)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -147,7 +148,8 @@ def accuracy_vs_epsilon(run: SuiteRun, path: Path) -> Path | None:
             baseline.setdefault(g.attack, acc)
     if not any(len(pts) > 1 for pts in series.values()):
         return None  # no curve: every DP setting ran at one epsilon (the table has them)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
     multi_attack = len({a for a, _ in series}) > 1
     for (a, d), pts in series.items():
         pts.sort()
@@ -170,7 +172,6 @@ def accuracy_vs_epsilon(run: SuiteRun, path: Path) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
