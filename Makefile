@@ -78,4 +78,4 @@ lint: venv
 	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks
 
 clean:
-	rm -rf .venv .venv-peers build *.egg-info runs
+	rm -rf .venv .venv-peers build *.egg-info runs site
