@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,42 +178,92 @@ def _channel_section(doc: Document, cfg: Any) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _DPRun:
+    """What every section of a DP run's report reads: the run, its ledger's headline figures,
+    where the PNGs go, and the warnings gathered for the report's last section."""
+
+    run: RunFiles
+    dp: DPConfig
+    plots: Path
+    alerts: list[str]
+
+    @property
+    def lj(self) -> dict[str, Any]:
+        return self.run.ledger_json
+
+    @property
+    def delta(self) -> float:
+        return float(self.lj["delta"])
+
+    @property
+    def headline(self) -> str:
+        return str(self.lj["accountant"])
+
+    @property
+    def worst(self) -> str:
+        return str(self.lj["worst_party"])
+
+    @property
+    def unit(self) -> str:
+        return "example" if self.dp.mode == "sample" else "user"
+
+
 def _dp_sections(
     doc: Document, run: RunFiles, dp: DPConfig, plots: Path, alerts: list[str]
 ) -> None:
-    cfg, led, lj = run.config, run.ledger, run.ledger_json
-    delta = float(lj["delta"])
-    headline = str(lj["accountant"])
-    eps = run.epsilon
-    worst = str(lj["worst_party"])
-    unit = "example" if dp.mode == "sample" else "user"
-    if lj.get("epsilon_error"):
+    """The sections of a run with DP, in order; their warnings are appended to ``alerts``."""
+    r = _DPRun(run, dp, plots, alerts)
+    for section in (
+        _headline,
+        _protected_section,
+        _mechanism_section,
+        _accountants_section,
+        _epsilon_per_round_section,
+        _client_epsilon_section,
+        _clipping_section,
+    ):
+        section(doc, r)
+    _budget_alerts(r)
+
+
+def _headline(doc: Document, r: _DPRun) -> None:
+    """The run's epsilon, its accountant and the party it belongs to."""
+    eps, delta, headline = r.run.epsilon, r.delta, r.headline
+    if r.lj.get("epsilon_error"):
         doc.add(
             Paragraph(
-                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {r.unit}, from Opacus' "
                 f"**RDP** accountant (Opacus {_opacus_version()}), for the worst party "
-                f"({worst}): the configured {headline.upper()} accountant failed here."
+                f"({r.worst}): the configured {headline.upper()} accountant failed here."
             )
         )
-        alerts.append(f"the {headline.upper()} accountant failed: {lj['epsilon_error']}")
+        r.alerts.append(f"the {headline.upper()} accountant failed: {r.lj['epsilon_error']}")
     else:
         doc.add(
             Paragraph(
-                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {unit}, from Opacus' "
+                f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {r.unit}, from Opacus' "
                 f"**{headline.upper()}** accountant (Opacus {_opacus_version()}), for the "
-                f"worst party ({worst}). {ACCOUNTANT_NOTES[headline]}"
+                f"worst party ({r.worst}). {ACCOUNTANT_NOTES[headline]}"
             )
         )
+
+
+def _protected_section(doc: Document, r: _DPRun) -> None:
+    """ "What is protected": the mode's unit and adversary, and what the seed reveals."""
     doc.add(
         Heading("What is protected"),
-        Paragraph(PROTECTED[dp.mode]),
-        Paragraph(randomness_text(dp, cfg.seed)),
+        Paragraph(PROTECTED[r.dp.mode]),
+        Paragraph(randomness_text(r.dp, r.run.config.seed)),
     )
-    # -- mechanism
+
+
+def _mechanism_section(doc: Document, r: _DPRun) -> None:
+    """ "Mechanism": the parameters table, and central DP's Poisson cohorts."""
+    cfg = r.run.config
     doc.add(Heading("Mechanism"))
-    rows = _mechanism_rows(run, dp)
-    doc.add(Table(("parameter", "value"), tuple(rows)))
-    if dp.mode == "central" and cfg.federation.sampling != "poisson":
+    doc.add(Table(("parameter", "value"), tuple(_mechanism_rows(r.run, r.dp))))
+    if r.dp.mode == "central" and cfg.federation.sampling != "poisson":
         doc.add(
             Paragraph(
                 f"Clients were **Poisson-sampled** at q = {cfg.federation.clients_per_round}/"
@@ -221,18 +272,24 @@ def _dp_sections(
                 "amplification by sampling in the accounting assumes it."
             )
         )
-    # -- epsilon by accountant
-    doc.add(Heading(f"Epsilon at delta = {delta:g}, by accountant"))
-    by_acc = lj.get("epsilon_by_accountant", {})
-    names = [
-        ("rdp", "RDP (Balle et al. 2020 conversion)"),
-        ("rdp_classic", "RDP, classic conversion"),
-        ("prv", "PRV"),
-        ("gdp", "GDP"),
-    ]
+
+
+#: The accountants' rows of the report, in order: ``(ledger key, label)``.
+_ACCOUNTANT_ROWS = (
+    ("rdp", "RDP (Balle et al. 2020 conversion)"),
+    ("rdp_classic", "RDP, classic conversion"),
+    ("prv", "PRV"),
+    ("gdp", "GDP"),
+)
+
+
+def _accountants_section(doc: Document, r: _DPRun) -> None:
+    """ "Epsilon at delta, by accountant": every accountant's figure, the headline marked."""
+    doc.add(Heading(f"Epsilon at delta = {r.delta:g}, by accountant"))
+    by_acc = r.lj.get("epsilon_by_accountant", {})
     table = []
-    for key, label in names:
-        mark = " (headline)" if key == headline else ""
+    for key, label in _ACCOUNTANT_ROWS:
+        mark = " (headline)" if key == r.headline else ""
         table.append(
             (
                 label + mark,
@@ -241,71 +298,86 @@ def _dp_sections(
             )
         )
     doc.add(Table(("accountant", "epsilon", "what it is"), tuple(table)))
-    if headline == AccountantName.GDP:
-        alerts.append(
+    if r.headline == AccountantName.GDP:
+        r.alerts.append(
             "the headline accountant is GDP, a central-limit **approximation, not a bound**: it "
             "can underestimate epsilon. Quote the RDP or PRV figure as the guarantee."
         )
-    # -- epsilon per round
-    points = led.epsilon_by_round()
-    who = worst if len(led.parties()) == 1 else "the worst party so far"
+
+
+def _epsilon_per_round_section(doc: Document, r: _DPRun) -> None:
+    """ "Epsilon per round": the worst party's cumulative epsilon, as a figure."""
+    led = r.run.ledger
+    who = r.worst if len(led.parties()) == 1 else "the worst party so far"
     img = plot_epsilon_per_round(
-        points, plots / "epsilon.png", delta=delta, who=who, accountant="RDP"
+        led.epsilon_by_round(), r.plots / "epsilon.png", delta=r.delta, who=who, accountant="RDP"
     )
     doc.add(Heading("Epsilon per round"), Image(img, "epsilon per round"))
-    # -- per-client epsilon
-    per_party = {p: as_float(v) for p, v in lj.get("epsilon_per_party", {}).items()}
-    per_party_acc = str(lj.get("epsilon_per_party_accountant", headline)).upper()
-    if dp.mode in ("sample", "local") and per_party:
-        vals = np.array(list(per_party.values()))
-        img = plot_client_epsilons(vals, plots / "client_epsilon.png", delta=delta, unit=unit)
-        doc.add(
-            Heading("Per-client epsilon"),
-            Paragraph(
-                f"Every client spends its own budget ({len(vals)} clients took part). "
-                f"min {fmt(vals.min())}, median {fmt(float(np.median(vals)))}, max "
-                f"{fmt(vals.max())} ({per_party_acc}). "
-                + (
-                    "Clients sampled in more rounds, or holding fewer examples (a larger "
-                    "sampling rate), spend more."
-                    if dp.mode == "sample"
-                    else "Clients sampled in more rounds spend more."
-                )
-            ),
-            Image(img, "per-client epsilon"),
-        )
-    # -- clipping
-    fracs = [
-        m["dp_clipped_fraction"] for m in run.metrics if m.get("dp_clipped_fraction") is not None
-    ]
-    if fracs:
-        what = "per-example gradients" if dp.mode == "sample" else "client updates"
-        mean = float(np.mean(fracs))
-        doc.add(
-            Heading("Clipping"),
-            Paragraph(
-                f"Share of {what} clipped to the bound: {mean:.1%} on average over "
-                f"{len(fracs)} rounds (min {min(fracs):.1%}, max {max(fracs):.1%})."
-            ),
-        )
-        if mean > CLIPPED_WARN:
-            alerts.append(
-                f"the clip bound clipped {mean:.0%} of {what} on average (> 90%): the bound is "
-                "below almost every norm, so clipping rather than the data sets the size and "
-                "weighting of what is learned; consider a larger `defense.dp.clip` (or, for "
-                "central DP, `adaptive = true`)"
+
+
+def _client_epsilon_section(doc: Document, r: _DPRun) -> None:
+    """ "Per-client epsilon" (sample and local modes: each client has its own budget)."""
+    per_party = {p: as_float(v) for p, v in r.lj.get("epsilon_per_party", {}).items()}
+    if r.dp.mode not in ("sample", "local") or not per_party:
+        return
+    per_party_acc = str(r.lj.get("epsilon_per_party_accountant", r.headline)).upper()
+    vals = np.array(list(per_party.values()))
+    img = plot_client_epsilons(vals, r.plots / "client_epsilon.png", delta=r.delta, unit=r.unit)
+    doc.add(
+        Heading("Per-client epsilon"),
+        Paragraph(
+            f"Every client spends its own budget ({len(vals)} clients took part). "
+            f"min {fmt(vals.min())}, median {fmt(float(np.median(vals)))}, max "
+            f"{fmt(vals.max())} ({per_party_acc}). "
+            + (
+                "Clients sampled in more rounds, or holding fewer examples (a larger "
+                "sampling rate), spend more."
+                if r.dp.mode == "sample"
+                else "Clients sampled in more rounds spend more."
             )
-    # -- warnings about the budget itself
-    n_units, what_units = _units(run)
+        ),
+        Image(img, "per-client epsilon"),
+    )
+
+
+def _clipping_section(doc: Document, r: _DPRun) -> None:
+    """ "Clipping": the share of clipped gradients or updates (a warning above 90%)."""
+    fracs = [
+        m["dp_clipped_fraction"] for m in r.run.metrics if m.get("dp_clipped_fraction") is not None
+    ]
+    if not fracs:
+        return
+    what = "per-example gradients" if r.dp.mode == "sample" else "client updates"
+    mean = float(np.mean(fracs))
+    doc.add(
+        Heading("Clipping"),
+        Paragraph(
+            f"Share of {what} clipped to the bound: {mean:.1%} on average over "
+            f"{len(fracs)} rounds (min {min(fracs):.1%}, max {max(fracs):.1%})."
+        ),
+    )
+    if mean > CLIPPED_WARN:
+        r.alerts.append(
+            f"the clip bound clipped {mean:.0%} of {what} on average (> 90%): the bound is "
+            "below almost every norm, so clipping rather than the data sets the size and "
+            "weighting of what is learned; consider a larger `defense.dp.clip` (or, for "
+            "central DP, `adaptive = true`)"
+        )
+
+
+def _budget_alerts(r: _DPRun) -> None:
+    """Warnings about the budget itself: delta >= 1/N, no noise, epsilon above 10."""
+    eps, delta = r.run.epsilon, r.delta
+    n_units, what_units = _units(r.run)
     if n_units and delta >= 1 / n_units:
-        alerts.append(
+        r.alerts.append(
             f"delta = {delta:g} is >= 1/N = 1/{n_units} ({what_units}): a mechanism that "
             "publishes one unit's data outright satisfies such a delta; choose delta << 1/N"
         )
     if math.isinf(eps):
-        alerts.append("the noise multiplier is 0: **no privacy guarantee** (epsilon is infinite)")
+        r.alerts.append("the noise multiplier is 0: **no privacy guarantee** (epsilon is infinite)")
     elif eps > EPSILON_WARN:
-        alerts.append(
+        r.alerts.append(
             f"epsilon = {eps:.3g} > 10: a guarantee this weak says little; attacks are not "
             "ruled out"
         )
