@@ -95,7 +95,15 @@ def check_noise_multiplier(value: float, *, name: str = "noise_multiplier") -> f
 
 
 def check_delta(value: float, *, name: str = "delta") -> float:
-    """``value`` if it lies in (0, 1), else a PrivflError naming it and the fix."""
+    """``value`` if it lies in (0, 1), else a PrivflError naming it and the fix.
+
+    >>> check_delta(1e-5)
+    1e-05
+    >>> check_delta(1.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    privfl.errors.PrivflError: delta must lie in (0, 1), got 1.0; choose delta well below 1/N...
+    """
     if not (math.isfinite(value) and 0 < value < 1):
         raise PrivflError(
             f"{name} must lie in (0, 1), got {value}; choose delta well below 1/N for N "
@@ -166,6 +174,24 @@ def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> fl
         PrivflError: bad ``delta``; ``gdp`` asked for a history whose sigma or q changes
             (Opacus' GDP accountant composes identical steps only); or PRV/GDP failing
             numerically (GDP's root search fails for very large epsilon).
+
+    Opacus' MNIST example (Abadi et al. 2016's setting: q = 0.004, sigma = 1.1, 15000 steps)
+    spends 2.91 with the classic conversion (:func:`classic_rdp_epsilon`); the tighter
+    conversion used here gives 2.50, and PRV tighter still:
+
+    >>> mnist = ((1.1, 0.004, 15000),)
+    >>> round(epsilon_of(mnist, delta=1e-5), 2)
+    2.5
+    >>> round(epsilon_of(mnist, delta=1e-5, accountant="prv"), 2)
+    2.31
+
+    Histories compose: two phases with different sigma are one history. No steps spend
+    nothing; a step without noise has no guarantee.
+
+    >>> round(epsilon_of(((1.0, 0.01, 10), (2.0, 0.01, 10)), delta=1e-5), 3)
+    1.037
+    >>> epsilon_of((), delta=1e-5), epsilon_of(((0.0, 0.1, 5),), delta=1e-5)
+    (0.0, inf)
     """
     check_delta(delta)
     name = check_accountant(accountant)
@@ -211,6 +237,9 @@ def classic_rdp_epsilon(history: History, *, delta: float) -> float:
     MNIST table (q=0.004, sigma=1.1, 15000 steps -> 2.91 at delta=1e-5). Opacus now converts
     with Balle et al. 2020, which is never larger. This one line is written here because Opacus
     no longer exposes it; the RDP values themselves are Opacus'.
+
+    >>> round(classic_rdp_epsilon(((1.1, 0.004, 15000),), delta=1e-5), 2)  # Opacus' table
+    2.91
     """
     check_delta(delta)
     history = tuple((float(s), float(q), int(t)) for s, q, t in history if t > 0)
@@ -252,6 +281,12 @@ def calibrate_noise(
 
     Raises:
         PrivflError: a bad argument, or a target no sigma in [0.05, 1e6] reaches.
+
+    >>> sigma = calibrate_noise(target_epsilon=8.0, delta=1e-5, sample_rate=0.01, steps=1000)
+    >>> round(sigma, 3)
+    0.616
+    >>> 8.0 * (1 - 0.005) <= epsilon_of(((sigma, 0.01, 1000),), delta=1e-5) <= 8.0
+    True
     """
     if not (math.isfinite(target_epsilon) and target_epsilon > 0):
         raise PrivflError(f"target epsilon must be a finite number > 0, got {target_epsilon}")
