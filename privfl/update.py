@@ -23,6 +23,21 @@ class ParamSpec:
         names: parameter names, in ``model.named_parameters()`` order.
         shapes: each parameter's shape.
         offsets: start of each parameter in the flat vector; ``offsets[-1] + numel[-1] == dim``.
+
+    A linear layer from 3 inputs to 2 outputs is a 2 x 3 weight and 2 biases, 8 values:
+
+    >>> layer = nn.Linear(3, 2)
+    >>> spec = ParamSpec.of(layer)
+    >>> spec.names, spec.shapes, spec.offsets, spec.dim
+    (('weight', 'bias'), ((2, 3), (2,)), (0, 6), 8)
+    >>> flat = spec.flatten(layer)
+    >>> flat.shape, torch.equal(flat[6:], layer.bias.detach())
+    (torch.Size([8]), True)
+    >>> {name: tuple(t.shape) for name, t in spec.unflatten(torch.zeros(8)).items()}
+    {'weight': (2, 3), 'bias': (2,)}
+    >>> spec.load_into(layer, torch.arange(8.0))
+    >>> layer.bias.tolist()
+    [6.0, 7.0]
     """
 
     names: tuple[str, ...]
