@@ -269,6 +269,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
     The value is read as a TOML value (``5``, ``0.1``, ``true``, ``[256, 256]``, ``"x"``);
     anything that is not valid TOML is taken as a plain string.
+
+    >>> parse_override("federation.rounds=5")
+    (['federation', 'rounds'], 5)
+    >>> parse_override("model.hidden=[256, 256]")
+    (['model', 'hidden'], [256, 256])
+    >>> parse_override("data.name=femnist")  # not TOML: a plain string
+    (['data', 'name'], 'femnist')
     """
     key, sep, raw = text.partition("=")
     path = [p.strip() for p in key.strip().split(".")]
@@ -282,7 +289,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of the raw TOML dict with each ``section.key=value`` override set."""
+    """A copy of the raw TOML dict with each ``section.key=value`` override set.
+
+    Missing sections are created; ``raw`` itself is left unchanged:
+
+    >>> raw = {"name": "demo", "federation": {"rounds": 10}}
+    >>> apply_overrides(raw, ["federation.rounds=2", "defense.dp.mode=sample"])
+    {'name': 'demo', 'federation': {'rounds': 2}, 'defense': {'dp': {'mode': 'sample'}}}
+    >>> raw["federation"]["rounds"]
+    10
+    """
     out = _deep_copy(raw)
     for text in overrides:
         path, value = parse_override(text)
