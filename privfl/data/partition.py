@@ -17,7 +17,15 @@ Partitioner = Callable[..., list[np.ndarray]]
 
 
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle, then split into ``num_clients`` nearly equal parts (sizes differ by <= 1)."""
+    """Shuffle, then split into ``num_clients`` nearly equal parts (sizes differ by <= 1).
+
+    >>> labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    >>> parts = iid(labels, 3, np.random.default_rng(0))
+    >>> [len(p) for p in parts]
+    [4, 3, 3]
+    >>> sorted(np.concatenate(parts).tolist()) == list(range(10))  # every example once
+    True
+    """
     _check_enough(len(labels), num_clients, "iid", f"data.clients={num_clients}")
     return [np.sort(p) for p in np.array_split(rng.permutation(len(labels)), num_clients)]
 
@@ -36,6 +44,18 @@ def dirichlet(
     1909.06335; the sampling loop of Li et al. 2022 NIID-Bench). Small alpha: each client holds
     few classes; alpha -> inf: the IID label mix. Draws are repeated until every client holds
     at least ``min_examples`` examples.
+
+    At alpha = 0.1, five clients share ten classes of 100 examples very unevenly; each
+    example still goes to exactly one client:
+
+    >>> labels = np.repeat(np.arange(10), 100)
+    >>> parts = dirichlet(labels, 5, np.random.default_rng(0), alpha=0.1)
+    >>> [len(p) for p in parts]
+    [105, 29, 394, 204, 268]
+    >>> [len(np.unique(labels[p])) for p in parts]  # classes held by each client
+    [2, 5, 8, 6, 9]
+    >>> np.unique(np.concatenate(parts)).size
+    1000
     """
     if alpha <= 0:
         raise ConfigError(f"data.alpha must be > 0, got {alpha}")
@@ -68,7 +88,12 @@ def shards(
 ) -> list[np.ndarray]:
     """McMahan et al. 2017 pathological non-IID: sort by label, cut into
     ``num_clients * shards_per_client`` equal shards, give each client ``shards_per_client``
-    random shards (so most clients see at most that many classes)."""
+    random shards (so most clients see at most that many classes).
+
+    >>> labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    >>> [p.tolist() for p in shards(labels, 2, np.random.default_rng(0), shards_per_client=2)]
+    [[0, 1, 2, 6, 7], [3, 4, 5, 8, 9]]
+    """
     n_shards = num_clients * shards_per_client
     _check_enough(
         len(labels),
@@ -119,7 +144,13 @@ def split_local_test(
     indices: list[np.ndarray], fraction: float, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Hold out ``fraction`` of each client's examples (at least one training example stays)
-    for federated evaluation. Returns ``(train_indices, test_indices)``."""
+    for federated evaluation. Returns ``(train_indices, test_indices)``.
+
+    >>> clients = [np.arange(8), np.array([8])]  # a client of one example keeps it to train on
+    >>> train, test = split_local_test(clients, 0.25, np.random.default_rng(0))
+    >>> [len(t) for t in train], [len(t) for t in test]
+    ([6, 1], [2, 0])
+    """
     train, test = [], []
     for idx in indices:
         k = min(int(round(fraction * len(idx))), len(idx) - 1) if fraction > 0 else 0
