@@ -284,7 +284,22 @@ RULES: tuple[CombinationRule, ...] = (
 
 
 def combination_problems(config: Config) -> list[str]:
-    """The message of every rule that ``config`` breaks (empty: the sections combine)."""
+    """The message of every rule that ``config`` breaks (empty: the sections combine).
+
+    >>> import privfl
+    >>> central = {"mode": "central", "noise_multiplier": 1.0}
+    >>> combination_problems(privfl.Config(name="demo", defense={"dp": central}))
+    []
+
+    A config that breaks a rule is refused when it is read, before anything is built:
+
+    >>> privfl.config.config_from_dict(
+    ...     {"name": "demo", "defense": {"dp": central, "robust": {"rule": "median"}}}
+    ... )  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    privfl.errors.ConfigError: invalid config: defense.dp.mode = 'central' cannot be combined...
+    """
     return [m for rule in RULES if (m := rule.check(config)) is not None]
 
 

@@ -46,7 +46,13 @@ class RunFile(StrEnum):
 
 
 def to_jsonable(value: Any) -> Any:
-    """Numpy and torch scalars/arrays and enums as plain Python values, recursively."""
+    """Numpy and torch scalars/arrays and enums as plain Python values, recursively.
+
+    >>> to_jsonable({"eps": np.float64(1.5), 3: (np.int64(2), torch.tensor([0.5, 1.0]))})
+    {'eps': 1.5, '3': [2, [0.5, 1.0]]}
+    >>> json.dumps(to_jsonable({"file": RunFile.LEDGER, "ok": np.bool_(True)}))
+    '{"file": "ledger.json", "ok": true}'
+    """
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
