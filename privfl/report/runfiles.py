@@ -59,22 +59,20 @@ class RunFiles:
 
 
 def as_float(x: Any) -> float:
-    return math.inf if x is None or x == "inf" else float(x)
+    """A ledger.json epsilon as a float: None (no guarantee) and ``"inf"`` are infinite.
 
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    return "infinite (no guarantee)" if math.isinf(x) else f"{x:.{digits}f}"
-
-
-def asas_float(x: Any) -> float:
-    """A ledger.json epsilon as a float: None (no guarantee) and ``"inf"`` are infinite."""
+    >>> as_float(2.5), as_float("inf"), as_float(None)
+    (2.5, inf, inf)
+    """
     return math.inf if x is None or x == "inf" else float(x)
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
-    """An epsilon or accuracy for a report: ``n/a``, ``infinite (no guarantee)`` or fixed."""
+    """An epsilon or accuracy for a report: ``n/a``, ``infinite (no guarantee)`` or fixed.
+
+    >>> fmt(2.50287), fmt(0.91234, 4), fmt(None), fmt(math.inf)
+    ('2.503', '0.9123', 'n/a', 'infinite (no guarantee)')
+    """
     if x is None:
         return "n/a"
     return "infinite (no guarantee)" if math.isinf(x) else f"{x:.{digits}f}"
