@@ -24,7 +24,9 @@ FedAvg run must not pay for it.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import sys
 import warnings
 from enum import StrEnum
 
@@ -75,8 +77,27 @@ ACCOUNTANT_NOTES: dict[str, str] = {
 }
 
 
+def import_opacus() -> None:
+    """Import Opacus, leaving the application's logging configuration as it was.
+
+    Importing Opacus runs ``logging.basicConfig`` (in ``opacus.utils.module_utils``): it adds
+    a handler to the root logger, after which the application's own ``basicConfig`` does
+    nothing. privfl imports Opacus through this function first and removes that handler;
+    logging belongs to the application (privfl's CLI configures it, the library never does).
+    """
+    if "opacus" in sys.modules:
+        return
+    root = logging.getLogger()
+    before = list(root.handlers)
+    import opacus  # noqa: F401  (deferred: opacus is slow to import)
+
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+
+
 def _orders() -> tuple[float, ...]:
-    from opacus.accountants import RDPAccountant  # deferred: opacus is slow to import
+    import_opacus()
+    from opacus.accountants import RDPAccountant
 
     return tuple(RDPAccountant.DEFAULT_ALPHAS)
 
@@ -138,6 +159,7 @@ def check_accountant(value: str) -> AccountantName:
 @functools.lru_cache(maxsize=4096)
 def _unit_rdp(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     """Opacus' RDP of ONE step at every default order (composition is ``steps`` times it)."""
+    import_opacus()
     from opacus.accountants.analysis.rdp import compute_rdp
 
     rdp = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=_orders())
@@ -201,6 +223,7 @@ def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> fl
     if any(s == 0 for s, _, _ in history):
         return math.inf
     if name is AccountantName.RDP:
+        import_opacus()
         from opacus.accountants.analysis.rdp import get_privacy_spent
 
         eps, _ = get_privacy_spent(orders=list(_orders()), rdp=rdp_of(history), delta=delta)
@@ -211,6 +234,7 @@ def epsilon_of(history: History, *, delta: float, accountant: str = "rdp") -> fl
             "the gdp accountant needs one noise multiplier and sample rate for every step; this "
             f"history has {len(merged)} different ones: use accountant = 'rdp' or 'prv'"
         )
+    import_opacus()
     from opacus.accountants import create_accountant
 
     with warnings.catch_warnings():
@@ -295,6 +319,7 @@ def calibrate_noise(
     name = check_accountant(accountant)
     if steps < 1:
         raise PrivflError(f"steps must be >= 1, got {steps}")
+    import_opacus()
     from opacus.accountants.utils import get_noise_multiplier
 
     # The floor uses RDP (an upper bound on PRV's figure; PRV's discretization blows up in
@@ -345,5 +370,6 @@ __all__ = [
     "check_sample_rate",
     "classic_rdp_epsilon",
     "epsilon_of",
+    "import_opacus",
     "rdp_of",
 ]

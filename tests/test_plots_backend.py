@@ -80,3 +80,22 @@ def test_figures_are_plain_figures(tmp_path):
     assert len(figs[0].axes) == 2
     path = plot_training(metrics, tmp_path / "training.png")
     assert path.read_bytes().startswith(PNG)
+
+
+_LOGGING = """
+import logging, sys
+import privfl
+from privfl.accounting import epsilon_of
+epsilon_of(((1.0, 0.01, 10),), delta=1e-5)  # imports Opacus, which calls logging.basicConfig
+dp = {"mode": "central", "noise_multiplier": 1.0}
+privfl.run(privfl.Config(name="b", federation={"rounds": 1, "clients_per_round": 2},
+                         defense={"dp": dp}), out=None, progress=False)
+print(len(logging.getLogger().handlers), logging.getLogger().level)
+"""
+
+
+def test_logging_configuration_is_left_to_the_application():
+    out = subprocess.run(
+        [sys.executable, "-c", _LOGGING], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert out[-2:] == ["0", str(30)]  # no root handler added, the default WARNING level
