@@ -6,12 +6,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from privfl.update import ParamSpec
+
+if TYPE_CHECKING:
+    from privfl.config import Config
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,20 @@ class LocalTraining:
     steps: int | None = None
     batch_size: int | None = 32
     prox_mu: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> LocalTraining:
+        """The clients' local training settings of ``config`` (its ``[federation]``)."""
+        f = config.federation
+        return cls(
+            lr=f.lr,
+            momentum=f.momentum,
+            weight_decay=f.weight_decay,
+            epochs=f.local_epochs,
+            steps=f.local_steps,
+            batch_size=None if f.batch_size == "full" else f.batch_size,
+            prox_mu=f.prox_mu,
+        )
 
 
 def batch_schedule(

@@ -26,7 +26,8 @@ from privfl.errors import RunFolderError
 from privfl.evaluation import evaluate, federated_evaluate
 from privfl.ledger import Ledger
 from privfl.models import create_model
-from privfl.plan import RunSetup, Stages, build_stages
+from privfl.pipeline import RunEnd, RunSetup
+from privfl.plan import Stages, build_stages
 from privfl.runfolder import RunFile, RunFolder, to_jsonable
 from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
@@ -87,7 +88,8 @@ class Federation:
         self.params = self.spec.flatten(self.model)
         self.ledger = Ledger()
         self.stages: Stages = build_stages(
-            config, RunSetup(config, self.data, self.spec, self.make_model, self.ledger)
+            config,
+            RunSetup(config, self.data, self.spec, self.make_model, self.ledger, spawn=self._spawn),
         )
         self.sampler = self.stages.sampler
         self.engine = ENGINES[config.federation.engine](
@@ -117,6 +119,10 @@ class Federation:
         """A fresh module of the run's architecture with the run's initial weights."""
         b = self.data.bundle
         return create_model(self.config.model, b.input_shape, b.num_classes, self._model_seed)
+
+    def _spawn(self, config: Config) -> Federation:
+        """Another run of ``config`` on this run's data, without a folder (a clean twin)."""
+        return Federation(config, data=self.data)
 
     def _ground_truth(self, client: int) -> GroundTruth:
         x, y = self.data.client_train(client)
@@ -301,8 +307,16 @@ class Federation:
                 self.folder.plot_path("partition"),
                 title=f"{self.config.data.name}: {self.config.data.partition} partition",
             )
+        end = RunEnd(
+            config=self.config,
+            params=self.params,
+            ledger=self.ledger,
+            folder=self.folder,
+            metrics=list(self.metrics),
+            attacks=list(self.attacks),
+        )
         for finisher in self.stages.finishers:
-            finisher(self)
+            finisher(end)
         return RunResult(
             config=self.config,
             metrics=list(self.metrics),

@@ -6,9 +6,7 @@ read in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from privfl.aggregation import WeightedMean
 from privfl.attacks.inversion.build import create_inversion_observer
@@ -21,6 +19,7 @@ from privfl.defenses.dp.builder import add_differential_privacy
 from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
 from privfl.heterogeneity.builder import add_heterogeneity
+from privfl.pipeline import Finisher, RunSetup
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -31,28 +30,6 @@ from privfl.stages import (
     Scorer,
     ServerTransform,
 )
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from privfl.data.federated import FederatedData
-    from privfl.federation import Federation
-    from privfl.ledger import Ledger
-    from privfl.update import ParamSpec
-
-Finisher = Callable[["Federation"], None]
-
-
-@dataclass(frozen=True)
-class RunSetup:
-    """What stage builders may use: the run's data (attackers' own data, a server root set),
-    its model layout and factory, and the ledger that privacy-spending stages write to."""
-
-    config: Config
-    data: FederatedData
-    spec: ParamSpec
-    make_model: Callable[[], nn.Module]
-    ledger: Ledger
 
 
 @dataclass
@@ -96,17 +73,8 @@ class Stages:
 
 
 def local_training_of(config: Config) -> LocalTraining:
-    """The clients' local training settings of a config."""
-    f = config.federation
-    return LocalTraining(
-        lr=f.lr,
-        momentum=f.momentum,
-        weight_decay=f.weight_decay,
-        epochs=f.local_epochs,
-        steps=f.local_steps,
-        batch_size=None if f.batch_size == "full" else f.batch_size,
-        prox_mu=f.prox_mu,
-    )
+    """The clients' local training settings of a config (:meth:`LocalTraining.from_config`)."""
+    return LocalTraining.from_config(config)
 
 
 def create_sampler(config: Config) -> ClientSampler:

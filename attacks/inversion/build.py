@@ -13,7 +13,7 @@ from privfl.errors import ConfigError, PrivflError
 if TYPE_CHECKING:
     from privfl.client import LocalTraining
     from privfl.config import Config
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 #: Added to every record when the run uses central DP (the ``[defense.dp]`` hook).
 CENTRAL_DP_NOTE = (

@@ -35,7 +35,7 @@ from privfl.stages import Observer, ObserverContext
 from privfl.update import ServerView
 
 if TYPE_CHECKING:
-    from privfl.federation import Federation
+    from privfl.pipeline import RunEnd
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ class InversionObserver(Observer):
                 )
             )
 
-    def finish(self, federation: Federation) -> None:
+    def finish(self, federation: RunEnd) -> None:
         """Write ``plots/inversion.png`` (originals above reconstructions) to the run folder."""
         folder = federation.folder
         if folder is None:

@@ -14,7 +14,7 @@ from privfl.attacks.poisoning.threat import ThreatModel
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def alie_z_max(n: int, m: int) -> float:

@@ -27,7 +27,7 @@ from privfl.stages import ClientTransform, Evaluator, RoundContext
 from privfl.update import ParamSpec, UpdateBatch
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 class UpdatePoisoning(ClientTransform, ABC):

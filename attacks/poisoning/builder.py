@@ -21,7 +21,8 @@ from privfl.attacks.poisoning.sign_flipping import SignFlipping
 from privfl.attacks.poisoning.threat import ThreatModel, choose_malicious
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup, Stages
+    from privfl.pipeline import RunSetup
+    from privfl.plan import Stages
 
 log = logging.getLogger(__name__)
 

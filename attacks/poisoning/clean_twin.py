@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 from privfl.stages import RoundContext, Scorer
 
 if TYPE_CHECKING:
-    from privfl.federation import Federation
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RoundRunner, RunSetup
 
 
 class CleanTwin(Scorer):
@@ -23,15 +22,16 @@ class CleanTwin(Scorer):
 
     def __init__(self, setup: RunSetup) -> None:
         self.setup = setup
-        self._twin: Federation | None = None
+        self._twin: RoundRunner | None = None
         self._pending: dict[str, Any] | None = None
 
     @property
-    def twin(self) -> Federation:
-        """The clean run, built on first use (it shares the attacked run's data)."""
+    def twin(self) -> RoundRunner:
+        """The clean run, started on first use through ``setup.spawn`` (it shares the
+        attacked run's data)."""
         if self._twin is None:
-            from privfl.federation import Federation
-
+            if self.setup.spawn is None:
+                raise RuntimeError("clean_twin needs RunSetup.spawn to start its twin run")
             cfg = self.setup.config
             clean = cfg.model_copy(
                 update={
@@ -39,7 +39,7 @@ class CleanTwin(Scorer):
                     "attack": cfg.attack.model_copy(update={"poisoning": None}),
                 }
             )
-            self._twin = Federation(clean, data=self.setup.data)
+            self._twin = self.setup.spawn(clean)
             if self._pending is not None:
                 self._twin.load_state_dict(self._pending)
                 self._pending = None

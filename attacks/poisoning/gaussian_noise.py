@@ -12,7 +12,7 @@ from privfl.attacks.poisoning.threat import ThreatModel
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def gaussian_noise(m: int, d: int, sigma: float, generator: torch.Generator) -> torch.Tensor:

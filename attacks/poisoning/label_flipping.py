@@ -14,7 +14,7 @@ from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
 from privfl.attacks.poisoning.threat import ThreatModel
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def flip_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from privfl.attacks.poisoning.threat import ThreatModel
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def min_max(reference: torch.Tensor, perturbation: Perturbation | str = "std") -> torch.Tensor:

@@ -16,7 +16,7 @@ from privfl.errors import ConfigError
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def replacement_boost(n: int, attackers: int, server_lr: float) -> float:

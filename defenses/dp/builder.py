@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from privfl.accounting import calibrate_noise, epsilon_of
+from privfl.client import LocalTraining
 from privfl.defenses.dp.central import ClipBound, ClipUpdates, GaussianSumNoise
 from privfl.defenses.dp.config import DPConfig, DPMode
 from privfl.defenses.dp.dpsgd import (
@@ -52,7 +53,8 @@ from privfl.sampling import ClientSampler, PoissonSampler
 
 if TYPE_CHECKING:
     from privfl.config import Config
-    from privfl.plan import RunSetup, Stages
+    from privfl.pipeline import RunSetup
+    from privfl.plan import Stages
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +218,8 @@ def _local(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> Non
 
 
 def _sample(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
-    from privfl.plan import local_training_of
-
     check_model(setup.make_model())
-    training = local_training_of(config)
+    training = LocalTraining.from_config(config)
     sizes = setup.data.partition.sizes()
     sigma = dp.noise_multiplier
     if sigma is None:

@@ -50,7 +50,7 @@ from privfl.stages import AggregationResult, Aggregator, Channel, ChannelResult,
 from privfl.update import ServerView, UpdateBatch
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 log = logging.getLogger(__name__)
 

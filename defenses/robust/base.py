@@ -13,7 +13,7 @@ from privfl.errors import AggregationError
 from privfl.stages import Aggregator
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 class RobustAggregator(Aggregator):

@@ -16,7 +16,7 @@ from privfl.stages import AggregationResult, RoundContext
 from privfl.update import UpdateBatch
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def bulyan_select(distances: torch.Tensor, f: int) -> np.ndarray:

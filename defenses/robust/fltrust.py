@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privfl.client import LocalTrainer, SGDTrainer
+from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.defenses.robust.base import RobustAggregator
 from privfl.defenses.robust.config import RobustConfig, RobustRule
 from privfl.errors import ConfigError
@@ -26,7 +26,7 @@ from privfl.stages import AggregationResult, RoundContext
 from privfl.update import UpdateBatch
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 #: ``client_id`` the server's own training passes to the trainer (no client has it).
 SERVER_ID = -1
@@ -86,8 +86,6 @@ class FLTrust(RobustAggregator):
 
     @classmethod
     def from_config(cls, config: RobustConfig, setup: RunSetup) -> Self:
-        from privfl.plan import local_training_of
-
         train = setup.data.bundle.train
         if config.root_size > len(train):
             raise ConfigError(
@@ -96,7 +94,7 @@ class FLTrust(RobustAggregator):
             )
         rng = numpy_rng(setup.config.seed, "fltrust", "root")
         idx = torch.from_numpy(np.sort(rng.choice(len(train), config.root_size, replace=False)))
-        trainer = SGDTrainer(local_training_of(setup.config))
+        trainer = SGDTrainer(LocalTraining.from_config(setup.config))
         return cls(trainer, setup.make_model, train.x[idx], train.y[idx], setup.config.seed)
 
     def server_update(self, ctx: RoundContext) -> torch.Tensor:

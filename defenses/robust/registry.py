@@ -15,7 +15,7 @@ from privfl.defenses.robust.norm_bound import NormBound
 from privfl.defenses.robust.trimmed_mean import TrimmedMean
 
 if TYPE_CHECKING:
-    from privfl.plan import RunSetup
+    from privfl.pipeline import RunSetup
 
 
 def _registry(*classes: type[RobustAggregator]) -> dict[RobustRule, type[RobustAggregator]]:

@@ -28,8 +28,8 @@ from privfl.update import UpdateBatch
 
 if TYPE_CHECKING:
     from privfl.config import Config
-    from privfl.federation import Federation
-    from privfl.plan import RunSetup, Stages
+    from privfl.pipeline import RunEnd, RunSetup
+    from privfl.plan import Stages
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class CanaryAudit:
             "unseen_cosines": unseen.tolist(),
         }
 
-    def __call__(self, fed: Federation) -> None:
+    def __call__(self, fed: RunEnd) -> None:
         """Finisher: estimate, log, and write ``audit.json`` beside the ledger."""
         self.result = self.estimate(fed.config.seed, fed.params)
         if fed.ledger.events and fed.ledger.delta is not None:

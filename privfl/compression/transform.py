@@ -45,7 +45,8 @@ from privfl.update import EncodedUpdates, UpdateBatch
 if TYPE_CHECKING:
     from privfl.config import Config
     from privfl.defenses.dp.central import ClipBound
-    from privfl.plan import RunSetup, Stages
+    from privfl.pipeline import RunSetup
+    from privfl.plan import Stages
 
 SEED_BOUND = 2**63
 log = logging.getLogger(__name__)

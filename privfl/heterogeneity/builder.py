@@ -12,7 +12,8 @@ from privfl.heterogeneity.trainer import DropStragglers, HeterogeneousTrainer
 
 if TYPE_CHECKING:
     from privfl.config import Config
-    from privfl.plan import RunSetup, Stages
+    from privfl.pipeline import RunSetup
+    from privfl.plan import Stages
 
 
 def add_heterogeneity(stages: Stages, config: Config, setup: RunSetup) -> None:

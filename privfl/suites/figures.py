@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from privfl.suites.cell import CellStatus, Metric
-from privfl.suites.runner import SuiteRun
+from privfl.suites.records import SuiteRun
 from privfl.suites.table import FORMATS, Group, groups
 
 #: The heatmaps drawn (when at least one cell has the figure), with their titles.

@@ -20,7 +20,7 @@ from privfl.report.document import (
 from privfl.runfolder import RunFile
 from privfl.suites.cell import CellStatus, Metric
 from privfl.suites.figures import HEATMAPS, accuracy_vs_epsilon, heatmap
-from privfl.suites.runner import SuiteRun
+from privfl.suites.records import SuiteRun
 from privfl.suites.table import SEEDED_NOISE_NOTE, derive, table_rows, write_csv
 
 RESULTS_CSV = "results.csv"

@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,47 +33,15 @@ from rich.progress import (
 from privfl.config import Config
 from privfl.errors import ConfigError
 from privfl.suites.cell import CellStatus, init_worker, run_cell
-from privfl.suites.spec import Cell, Suite, config_key
+from privfl.suites.outputs import write_outputs
+from privfl.suites.records import CellRecord, SuiteRun
+from privfl.suites.spec import Suite, config_key
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 RUNS_DIR = "runs"
 CACHE_FORMAT = 1
-
-
-@dataclass
-class CellRecord:
-    """One cell's outcome: the grid point, its status and figures, and where its run is.
-
-    ``seeded_noise``: the cell runs DP whose noise follows the config's seed
-    (``defense.dp.secure_rng = false``), so anyone holding its config.toml can strip it."""
-
-    cell: Cell
-    status: CellStatus
-    reason: str = ""
-    key: str | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    run_dir: str | None = None
-    seeded_noise: bool = False
-
-
-@dataclass
-class SuiteRun:
-    """A finished suite: one record per cell, and how many runs this call made or reused."""
-
-    suite: Suite
-    out: Path
-    records: list[CellRecord]
-    ran: int  # configs run by this call
-    cached: int  # configs found in the cache
-    seconds: float  # wall-clock of this call
-    workers: int
-
-    @property
-    def errors(self) -> list[CellRecord]:
-        """Cells that ended in an unexpected exception (a bug)."""
-        return [r for r in self.records if r.status is CellStatus.ERROR]
 
 
 def run_suite(
@@ -170,8 +137,6 @@ def run_suite(
         seconds=time.perf_counter() - t0,
         workers=workers,
     )
-    from privfl.suites.outputs import write_outputs
-
     write_outputs(run)
     return run
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privfl.suites.cell import CellStatus, Metric
-from privfl.suites.runner import CellRecord, SuiteRun
+from privfl.suites.records import CellRecord, SuiteRun
 
 #: How each figure is printed in tables and heatmaps.
 FORMATS: dict[Metric, str] = {
