@@ -75,7 +75,8 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 
 lint: venv
-	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks
+	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks tools
+	$(PY) tools/lint_imports.py  # the import contracts of pyproject.toml (lint-imports)
 
 clean:
 	rm -rf .venv .venv-peers build *.egg-info runs site

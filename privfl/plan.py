@@ -87,8 +87,6 @@ def create_sampler(config: Config) -> ClientSampler:
 
 def build_stages(config: Config, setup: RunSetup) -> Stages:
     """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    from privfl.report.privacy import write_privacy_report  # deferred: matplotlib
-
     training = local_training_of(config)
     stages = Stages(trainer=SGDTrainer(training), sampler=create_sampler(config))
     add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
@@ -120,10 +118,6 @@ def build_stages(config: Config, setup: RunSetup) -> Stages:
         inversion = create_inversion_observer(config.attack.inversion, config, setup, training)
         stages.observers.append(inversion)
         stages.finishers.append(inversion.finish)
-    secagg = config.defense.secagg
-    insecure_secagg = secagg is not None and secagg.allow_insecure  # the report says so
-    if config.defense.dp is not None or config.audit is not None or insecure_secagg:
-        stages.finishers.append(write_privacy_report)  # after the audit's finisher
     return stages
 
 

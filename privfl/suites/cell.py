@@ -68,7 +68,7 @@ def run_cell(config: Config, runs_dir: str | Path | None) -> dict[str, Any]:
     Warnings logged or raised during the run are returned in ``log`` instead of printed, so
     parallel cells do not write over the suite's progress bar.
     """
-    from privfl.api import run
+    from privfl.driver import run
 
     handler = _Collect()
     root = logging.getLogger()
@@ -143,8 +143,8 @@ def init_worker(threads: int = 1) -> None:
     on few cores; more threads per process would only contend)."""
     import torch
 
-    from privfl.api import run
     from privfl.config import Config
+    from privfl.driver import run
 
     torch.set_num_threads(threads)
     # One tiny run first, so that the first cell's seconds do not carry the process's

@@ -1,0 +1,107 @@
+"""Drive a run to its end: ``run(config)`` and ``resume(run_dir)`` (re-exported by
+:mod:`privfl.api` as ``privfl.run`` and ``privfl.resume``).
+
+Below the API and the suites (which run their cells through it), above the privacy report
+(written here from the run folder once every finisher has run) and the round loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from privfl.config import Config, load_config
+from privfl.federation import Federation, RunResult
+from privfl.runfolder import RunFile, RunFolder
+
+
+def run(
+    config: Config | str | Path,
+    *,
+    out: str | Path | None = "runs",
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Run the experiment ``config`` (a :class:`Config` or a TOML path) and return its result.
+
+    Args:
+        out: parent of the run folder ``out/<name>/``; None runs without writing files.
+        overrides: ``section.key=value`` strings, as ``--set`` on the command line (TOML paths
+            only).
+        overwrite: replace an existing run folder of the same name.
+        progress: show a progress bar on stderr.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a TOML path; build the Config with them instead")
+    folder = None
+    if out is not None:
+        folder = RunFolder.create(out, config.name, overwrite=overwrite)
+    fed = Federation(config, folder=folder)
+    if folder is not None:
+        folder.write_toml(RunFile.CONFIG, config.to_toml_dict())
+    return _drive(fed, progress)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
+    """Continue the run in ``run_dir`` from its last checkpoint to its configured rounds."""
+    return _drive(Federation.resume(run_dir), progress)
+
+
+def _drive(fed: Federation, progress: bool) -> RunResult:
+    total = fed.config.federation.rounds
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+    )
+    fed.progress = bar if progress else None
+    with bar:
+        task = bar.add_task(fed.config.name, total=total, completed=fed.round, stats="")
+        while fed.round < total:
+            rec = fed.run_round()
+            bar.update(task, advance=1, stats=_stats(rec))
+    result = fed.finish()
+    if result.run_dir is not None and wants_privacy_report(fed.config):
+        from privfl.report.privacy import write_run_report  # deferred: matplotlib
+
+        write_run_report(result.run_dir)  # from the run folder only, after every finisher
+    return result
+
+
+def wants_privacy_report(config: Config) -> bool:
+    """A run writes ``report.md`` when it has a DP defense, an audit, or SecAgg+ allowed below
+    its safe degree (the report says so)."""
+    secagg = config.defense.secagg
+    insecure_secagg = secagg is not None and secagg.allow_insecure
+    return config.defense.dp is not None or config.audit is not None or insecure_secagg
+
+
+def _stats(rec: dict) -> str:
+    parts = []
+    if rec.get("train_loss") is not None:
+        parts.append(f"loss {rec['train_loss']:.3f}")
+    if rec.get("test_accuracy") is not None:
+        parts.append(f"acc {rec['test_accuracy']:.3f}")
+    if rec.get("dropped"):
+        parts.append(f"dropped {len(rec['dropped'])}")
+    return "  ".join(parts)
+
+
+__all__ = ["resume", "run", "wants_privacy_report"]
