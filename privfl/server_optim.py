@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from privfl.registry import Registry
 from privfl.stages import Stateful
 
 if TYPE_CHECKING:
@@ -112,23 +113,35 @@ class FedYogi(_Adaptive):
         return v - (1 - self.beta2) * d2 * torch.sign(v - d2)
 
 
-SERVER_OPTIMIZERS: dict[str, Callable[[FederationConfig], ServerOptimizer]] = {
-    "fedavg": lambda c: FedAvg(lr=c.server_lr),
-    "fedavgm": lambda c: FedAvgM(lr=c.server_lr, momentum=c.server_momentum),
-    "fedadagrad": lambda c: FedAdagrad(lr=c.server_lr, beta1=c.server_beta1, tau=c.server_tau),
-    "fedadam": lambda c: FedAdam(
-        lr=c.server_lr, beta1=c.server_beta1, beta2=c.server_beta2, tau=c.server_tau
+SERVER_OPTIMIZERS: Registry[str, Callable[[FederationConfig], ServerOptimizer]] = Registry.of(
+    "federation.server_optimizer",
+    (
+        ("fedavg", lambda c: FedAvg(lr=c.server_lr)),
+        ("fedavgm", lambda c: FedAvgM(lr=c.server_lr, momentum=c.server_momentum)),
+        (
+            "fedadagrad",
+            lambda c: FedAdagrad(lr=c.server_lr, beta1=c.server_beta1, tau=c.server_tau),
+        ),
+        (
+            "fedadam",
+            lambda c: FedAdam(
+                lr=c.server_lr, beta1=c.server_beta1, beta2=c.server_beta2, tau=c.server_tau
+            ),
+        ),
+        (
+            "fedyogi",
+            lambda c: FedYogi(
+                lr=c.server_lr, beta1=c.server_beta1, beta2=c.server_beta2, tau=c.server_tau
+            ),
+        ),
     ),
-    "fedyogi": lambda c: FedYogi(
-        lr=c.server_lr, beta1=c.server_beta1, beta2=c.server_beta2, tau=c.server_tau
-    ),
-}
+)
 SERVER_OPTIMIZER_NAMES: tuple[str, ...] = tuple(SERVER_OPTIMIZERS)
 
 
 def create_server_optimizer(config: FederationConfig) -> ServerOptimizer:
     """The server optimizer ``config.server_optimizer`` names, with its parameters."""
-    return SERVER_OPTIMIZERS[config.server_optimizer](config)
+    return SERVER_OPTIMIZERS.create(config.server_optimizer, config)
 
 
 __all__ = [

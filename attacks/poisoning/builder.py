@@ -19,6 +19,7 @@ from privfl.attacks.poisoning.min_sum import MinSum
 from privfl.attacks.poisoning.model_replacement import ModelReplacement
 from privfl.attacks.poisoning.sign_flipping import SignFlipping
 from privfl.attacks.poisoning.threat import ThreatModel, choose_malicious
+from privfl.registry import Registry
 
 if TYPE_CHECKING:
     from privfl.pipeline import RunSetup
@@ -27,25 +28,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _registry(*classes: type[PoisoningAttack]) -> dict[PoisoningMethod, type[PoisoningAttack]]:
-    out: dict[PoisoningMethod, type[PoisoningAttack]] = {}
-    for cls in classes:
-        if cls.method in out:
-            raise ValueError(f"method {cls.method!r} registered twice ({out[cls.method]}, {cls})")
-        out[cls.method] = cls
-    return out
-
-
 #: Every ``[attack.poisoning] method``; the key is each class's ``method`` attribute.
-POISONING_ATTACKS = _registry(
-    LabelFlipping,  # type: ignore[arg-type]
-    SignFlipping,  # type: ignore[arg-type]
-    GaussianNoise,  # type: ignore[arg-type]
-    ModelReplacement,  # type: ignore[arg-type]
-    ALittleIsEnough,  # type: ignore[arg-type]
-    InnerProductManipulation,  # type: ignore[arg-type]
-    MinMax,  # type: ignore[arg-type]
-    MinSum,  # type: ignore[arg-type]
+POISONING_ATTACKS: Registry[PoisoningMethod, type[PoisoningAttack]] = Registry.by_attribute(
+    "attack.poisoning method",
+    "method",
+    (
+        LabelFlipping,
+        SignFlipping,
+        GaussianNoise,
+        ModelReplacement,
+        ALittleIsEnough,
+        InnerProductManipulation,
+        MinMax,
+        MinSum,
+    ),
 )
 
 

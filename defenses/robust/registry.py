@@ -13,23 +13,17 @@ from privfl.defenses.robust.krum import Krum, MultiKrum
 from privfl.defenses.robust.median import Median
 from privfl.defenses.robust.norm_bound import NormBound
 from privfl.defenses.robust.trimmed_mean import TrimmedMean
+from privfl.registry import Registry
 
 if TYPE_CHECKING:
     from privfl.pipeline import RunSetup
 
 
-def _registry(*classes: type[RobustAggregator]) -> dict[RobustRule, type[RobustAggregator]]:
-    out: dict[RobustRule, type[RobustAggregator]] = {}
-    for cls in classes:
-        if cls.rule in out:
-            raise ValueError(f"rule {cls.rule!r} registered twice ({out[cls.rule]}, {cls})")
-        out[cls.rule] = cls
-    return out
-
-
 #: Every rule of ``[defense.robust] rule``; the key is each class's ``rule`` attribute.
-ROBUST_AGGREGATORS = _registry(
-    Krum, MultiKrum, Median, TrimmedMean, Bulyan, NormBound, CenteredClip, FLTrust
+ROBUST_AGGREGATORS: Registry[RobustRule, type[RobustAggregator]] = Registry.by_attribute(
+    "defense.robust rule",
+    "rule",
+    (Krum, MultiKrum, Median, TrimmedMean, Bulyan, NormBound, CenteredClip, FLTrust),
 )
 
 

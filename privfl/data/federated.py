@@ -12,6 +12,7 @@ import torch
 
 from privfl.data.base import DataBundle, Partition
 from privfl.data.partition import PARTITIONERS, split_local_test
+from privfl.registry import Registry
 from privfl.seeding import numpy_rng
 
 if TYPE_CHECKING:
@@ -61,14 +62,17 @@ def _make_synthetic(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
     )
 
 
-LOADERS: dict[str, Callable[[DataConfig, np.random.Generator], DataBundle]] = {
-    "digits": _load_digits,
-    "synthetic": _make_synthetic,
-    "patches": _load_patches,
-    "mnist": _load_mnist,
-    "cifar10": _load_cifar10,
-    "femnist": _load_femnist,
-}
+LOADERS: Registry[str, Callable[[DataConfig, np.random.Generator], DataBundle]] = Registry.of(
+    "data.name",
+    (
+        ("digits", _load_digits),
+        ("synthetic", _make_synthetic),
+        ("patches", _load_patches),
+        ("mnist", _load_mnist),
+        ("cifar10", _load_cifar10),
+        ("femnist", _load_femnist),
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from privfl.errors import ConfigError
+from privfl.registry import Registry
 
 Partitioner = Callable[..., list[np.ndarray]]
 
@@ -132,12 +133,10 @@ def _check_enough(n: int, needed: int, name: str, fields: str) -> None:
         )
 
 
-PARTITIONERS: dict[str, Partitioner] = {
-    "iid": iid,
-    "dirichlet": dirichlet,
-    "shards": shards,
-    "natural": natural,
-}
+PARTITIONERS: Registry[str, Partitioner] = Registry.of(
+    "data.partition",
+    (("iid", iid), ("dirichlet", dirichlet), ("shards", shards), ("natural", natural)),
+)
 
 
 def split_local_test(

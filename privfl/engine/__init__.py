@@ -8,13 +8,13 @@ from privfl.engine.ray import RayEngine
 from privfl.engine.ray_config import RayConfig
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized import VectorizedEngine
+from privfl.registry import Registry
 
 # Ray is imported only when the "ray" engine is built (optional extra privfl[ray]).
-ENGINES: dict[str, type[Engine]] = {
-    "sequential": SequentialEngine,
-    "vectorized": VectorizedEngine,
-    "ray": RayEngine,
-}
+ENGINES: Registry[str, type[Engine]] = Registry.of(
+    "federation.engine",
+    (("sequential", SequentialEngine), ("vectorized", VectorizedEngine), ("ray", RayEngine)),
+)
 ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
 
 __all__ = [
