@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib.figure import Figure
 
 from privfl.plots import partition_figure, plot_training, training_figure
@@ -94,8 +95,16 @@ print(len(logging.getLogger().handlers), logging.getLogger().level)
 """
 
 
-def test_logging_configuration_is_left_to_the_application():
+@pytest.mark.parametrize("first", ["accounting", "dpsgd"])
+def test_logging_configuration_is_left_to_the_application(first):
+    code = _LOGGING
+    if first == "dpsgd":  # a DP-SGD run imports Opacus from the trainer, before any accountant
+        code = code.replace(
+            "epsilon_of(((1.0, 0.01, 10),), delta=1e-5)",
+            "from privfl.defenses.dp.dpsgd import check_model; import torch; "
+            "check_model(torch.nn.Linear(2, 2))",
+        )
     out = subprocess.run(
-        [sys.executable, "-c", _LOGGING], capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
     assert out[-2:] == ["0", str(30)]  # no root handler added, the default WARNING level

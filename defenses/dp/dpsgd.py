@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from privfl.accounting import import_opacus
 from privfl.client import LocalTrainer, LocalTraining
 from privfl.errors import PrivflError
 from privfl.ledger import PrivacyEvent, Unit, client_party
@@ -72,6 +73,7 @@ def client_schedule(num_examples: int, training: LocalTraining) -> ClientSchedul
 def check_model(model: nn.Module) -> None:
     """Raise a PrivflError when Opacus cannot compute per-example gradients of ``model``
     (``opacus.validators.ModuleValidator``), naming each problem and the fix."""
+    import_opacus()  # first: Opacus' import-time logging.basicConfig is undone there
     from opacus.validators import ModuleValidator
 
     was_training = model.training
@@ -136,6 +138,7 @@ class DPSGDTrainer(LocalTrainer):
         client_id: int,
         round: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        import_opacus()
         from opacus.grad_sample import wrap_model
         from opacus.optimizers import DPOptimizer
 
