@@ -1,25 +1,31 @@
 """From a config to the stages of a round (which defenses and attacks are active).
 
-Each defense or attack issue adds its builder here, so the whole pipeline of a config can be
-read in one place.
+Declarative: each config section's builder returns what it contributes
+(:class:`~privfl.pipeline.Contribution`: client transforms in explicit slots, a channel, an
+aggregator, server transforms, observers, finishers) and never sees or changes another's;
+:func:`assemble` orders them. :func:`section_stages` lists every section, so the whole
+pipeline of a config reads in one place; which sections may combine is decided before, at
+config time (:mod:`privfl.combinations`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from privfl.aggregation import WeightedMean
 from privfl.attacks.inversion.build import create_inversion_observer
-from privfl.audit.canary import add_canary_audit
+from privfl.audit.canary import canary_audit_stages
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
-from privfl.compression.transform import add_compression
+from privfl.compression.transform import compression_stages
 from privfl.config import Config
-from privfl.defenses.dp.builder import add_differential_privacy
+from privfl.defenses.dp.builder import differential_privacy_stages
 from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
-from privfl.heterogeneity.builder import add_heterogeneity
-from privfl.pipeline import Finisher, RunSetup
+from privfl.errors import ConfigError
+from privfl.heterogeneity.builder import heterogeneity_stages
+from privfl.pipeline import Contribution, Finisher, RunSetup
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -85,40 +91,99 @@ def create_sampler(config: Config) -> ClientSampler:
     return UniformSampler(n, f.clients_per_round, config.seed)
 
 
-def build_stages(config: Config, setup: RunSetup) -> Stages:
-    """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
-    training = local_training_of(config)
-    stages = Stages(trainer=SGDTrainer(training), sampler=create_sampler(config))
-    add_canary_audit(stages, config, setup)  # [audit]: canaries first, through DP like anyone
-    if config.defense.robust is not None:
+def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribution]]:
+    """What each config section contributes, in section order (the order finishers, scorers
+    and other appended stages run in). Only two builders take what others chose, and say so
+    by argument: DP takes the channel (central DP clips to S minus its encoding slack) and
+    the config's sampler; poisoning takes the aggregator (its detection figures)."""
+    parts: list[tuple[str, Contribution]] = [("audit", canary_audit_stages(config, setup))]
+    d = config.defense
+    if d.robust is not None:
         from privfl.defenses.robust import create_robust_aggregator
 
-        stages.aggregator = create_robust_aggregator(config.defense.robust, setup)
-    if config.defense.secagg is not None:
-        stages.channel = create_secagg_channel(config.defense.secagg, setup)
-    if config.defense.he is not None:
-        stages.channel = create_he_channel(config.defense.he, setup)
-    # [defense.dp]: the last *honest* client stage (clipping and noise run in the clients'
-    # own software; malicious clients, added below, skip it: they send what they like).
-    # After the channel: central DP clips to S minus the channel's encoding slack.
-    add_differential_privacy(stages, config, setup)
-    # [compression] after the honest client stages (DP included: compression post-processes
-    # what DP released); [federation.heterogeneity] wraps the trainer, drops stragglers first.
-    add_compression(stages, config, setup)
-    add_heterogeneity(stages, config, setup)
-    if config.defense.he is not None:
-        HEChannel.check_aggregator(stages.aggregator)  # after the aggregator is chosen
-    # Poisoning last: the malicious clients' transform must run after every client-side
-    # transform (attackers send what they like) and it scores the final aggregator.
+        parts.append(
+            ("defense.robust", Contribution(aggregator=create_robust_aggregator(d.robust, setup)))
+        )
+    if d.secagg is not None:
+        parts.append(
+            ("defense.secagg", Contribution(channel=create_secagg_channel(d.secagg, setup)))
+        )
+    if d.he is not None:
+        parts.append(("defense.he", Contribution(channel=create_he_channel(d.he, setup))))
+    channel = _one(parts, "channel") or PlainChannel()
+    dp = differential_privacy_stages(config, setup, channel=channel, sampler=create_sampler(config))
+    parts.append(("defense.dp", dp))
+    parts.append(("compression", compression_stages(config, setup)))
+    parts.append(("federation.heterogeneity", heterogeneity_stages(config, setup)))
     if config.attack.poisoning is not None:
-        from privfl.attacks.poisoning import add_poisoning
+        from privfl.attacks.poisoning import poisoning_stages
 
-        stages = add_poisoning(stages, config.attack.poisoning, setup)
-    if config.attack.inversion is not None:  # the server's view, after every channel
+        aggregator = _one(parts, "aggregator") or WeightedMean()
+        poisoning = poisoning_stages(config.attack.poisoning, setup, aggregator=aggregator)
+        parts.append(("attack.poisoning", poisoning))
+    if config.attack.inversion is not None:  # observes the server's view, after every channel
+        training = LocalTraining.from_config(config)
         inversion = create_inversion_observer(config.attack.inversion, config, setup, training)
-        stages.observers.append(inversion)
-        stages.finishers.append(inversion.finish)
-    return stages
+        parts.append(
+            (
+                "attack.inversion",
+                Contribution(observers=(inversion,), finishers=(inversion.finish,)),
+            )
+        )
+    return parts
 
 
-__all__ = ["Finisher", "RunSetup", "Stages", "build_stages", "create_sampler", "local_training_of"]
+def assemble(config: Config, parts: list[tuple[str, Contribution]]) -> Stages:
+    """One :class:`Stages` from the sections' contributions: client transforms ordered by
+    :class:`~privfl.pipeline.Slot` (ties in section order), at most one section replacing
+    each of the trainer, sampler, channel and aggregator, trainer wrappers applied in section
+    order, and the remaining stages appended in section order."""
+    trainer = _one(parts, "trainer") or SGDTrainer(LocalTraining.from_config(config))
+    for _, part in parts:
+        if part.wrap_trainer is not None:
+            trainer = part.wrap_trainer(trainer)
+    slotted = [t for _, part in parts for t in part.client_transforms]
+    aggregator = _one(parts, "aggregator") or WeightedMean()
+    channel = _one(parts, "channel") or PlainChannel()
+    if isinstance(channel, HEChannel):
+        HEChannel.check_aggregator(aggregator)  # a runtime guard; combinations.py refuses it
+    return Stages(
+        trainer=trainer,
+        sampler=_one(parts, "sampler") or create_sampler(config),
+        client_transforms=[t for _, t in sorted(slotted, key=lambda st: st[0])],
+        channel=channel,
+        aggregator=aggregator,
+        server_transforms=[t for _, p in parts for t in p.server_transforms],
+        observers=[o for _, p in parts for o in p.observers],
+        evaluators=[e for _, p in parts for e in p.evaluators],
+        scorers=[s for _, p in parts for s in p.scorers],
+        finishers=[f for _, p in parts for f in p.finishers],
+    )
+
+
+def build_stages(config: Config, setup: RunSetup) -> Stages:
+    """The stages ``config`` asks for; with no defense or attack, plain FedAvg."""
+    return assemble(config, section_stages(config, setup))
+
+
+def _one(parts: list[tuple[str, Contribution]], role: str) -> Any:
+    """The one section's replacement of ``role`` (None when no section gives one); two
+    sections giving one is a config error (``privfl.combinations`` refuses such pairs
+    first)."""
+    given = [(name, getattr(part, role)) for name, part in parts if getattr(part, role) is not None]
+    if len(given) > 1:
+        names = " and ".join(name for name, _ in given)
+        raise ConfigError(f"{names} each replace the {role}; choose one")
+    return given[0][1] if given else None
+
+
+__all__ = [
+    "Finisher",
+    "RunSetup",
+    "Stages",
+    "assemble",
+    "build_stages",
+    "create_sampler",
+    "local_training_of",
+    "section_stages",
+]

@@ -39,6 +39,36 @@ class Stateful:
 
 
 @dataclass(frozen=True)
+class ClipReport:
+    """What central DP's client-side clipping tells the later stages of its round.
+
+    Attributes:
+        send_clip: the norm clients clipped to, ``max(S - slack, 0)`` (compression clips its
+            output to it again).
+        unclipped: ``sum_i b_i`` with ``b_i = 1[||Delta_i|| <= S]`` over the round's clients
+            (adaptive clipping's count, read by the server's noise stage).
+        slack: the channel's encoding slack this round (0 on the plain channel).
+    """
+
+    send_clip: float
+    unclipped: float
+    slack: float
+
+
+@dataclass
+class RoundNotes:
+    """Typed facts one stage of a round hands to later stages of the same round; fresh each
+    round, so nothing carries over to the next one (state that must, such as the adaptive
+    clip norm, is a stage's own and travels in checkpoints).
+
+    Attributes:
+        clip: set by central DP's clipping (:class:`ClipReport`); None when no clipping ran.
+    """
+
+    clip: ClipReport | None = None
+
+
+@dataclass(frozen=True)
 class RoundContext:
     """What every stage may know about the current round.
 
@@ -50,6 +80,7 @@ class RoundContext:
         num_clients: registered clients (the population, not the cohort).
         sampled: the clients sampled this round, int64 ``(m,)``.
         ledger: the run's privacy ledger; stages that spend privacy record events in it.
+        notes: what earlier stages of this round tell later ones (:class:`RoundNotes`).
     """
 
     round: int
@@ -59,6 +90,7 @@ class RoundContext:
     num_clients: int
     sampled: np.ndarray
     ledger: Ledger
+    notes: RoundNotes = field(default_factory=RoundNotes)
 
     def rng(self, *path: int | str) -> np.random.Generator:
         """A numpy Generator for the stream ``(seed, *path, round)``."""
@@ -210,10 +242,12 @@ __all__ = [
     "Channel",
     "ChannelResult",
     "ClientTransform",
+    "ClipReport",
     "Evaluator",
     "Observer",
     "ObserverContext",
     "RoundContext",
+    "RoundNotes",
     "Scorer",
     "ServerTransform",
     "Stateful",

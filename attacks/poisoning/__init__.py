@@ -1,7 +1,7 @@
 """Model poisoning: a fixed, seeded share of the clients is malicious.
 
 Update-level attacks are client transforms that rewrite the malicious rows of a round's
-``(n, d)`` batch; data-level attacks wrap the local trainer. ``add_poisoning`` wires an
+``(n, d)`` batch; data-level attacks wrap the local trainer. ``poisoning_stages`` wires an
 ``[attack.poisoning]`` section into a run's stages.
 """
 
@@ -13,7 +13,7 @@ from privfl.attacks.poisoning.base import (
     PoisoningParts,
     UpdatePoisoning,
 )
-from privfl.attacks.poisoning.builder import POISONING_ATTACKS, add_poisoning, threat_model
+from privfl.attacks.poisoning.builder import POISONING_ATTACKS, poisoning_stages, threat_model
 from privfl.attacks.poisoning.clean_twin import CleanTwin
 from privfl.attacks.poisoning.config import Knowledge, PoisoningConfig, PoisoningMethod
 from privfl.attacks.poisoning.detection import DetectionScorer, detection_scores
@@ -52,7 +52,7 @@ __all__ = [
     "ThreatModel",
     "UpdatePoisoning",
     "a_little_is_enough",
-    "add_poisoning",
+    "poisoning_stages",
     "choose_malicious",
     "detection_scores",
     "flip_labels",

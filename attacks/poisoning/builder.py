@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from privfl.attacks.poisoning.a_little_is_enough import ALittleIsEnough
@@ -19,11 +18,13 @@ from privfl.attacks.poisoning.min_sum import MinSum
 from privfl.attacks.poisoning.model_replacement import ModelReplacement
 from privfl.attacks.poisoning.sign_flipping import SignFlipping
 from privfl.attacks.poisoning.threat import ThreatModel, choose_malicious
+from privfl.pipeline import Contribution, Slot
 from privfl.registry import Registry
 
 if TYPE_CHECKING:
+    from privfl.client import LocalTrainer
     from privfl.pipeline import RunSetup
-    from privfl.plan import Stages
+    from privfl.stages import Aggregator, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +58,34 @@ def threat_model(config: PoisoningConfig, setup: RunSetup) -> ThreatModel:
     )
 
 
-def add_poisoning(stages: Stages, config: PoisoningConfig, setup: RunSetup) -> Stages:
-    """``stages`` with the attack of ``config`` added: the trainer wrapped for data-level
-    attacks, the update-level transform appended last among the client transforms, the
-    attack's evaluators, and the scorers (true attackers and detection figures; the clean
-    twin when ``clean_twin``). The input is not modified."""
+def poisoning_stages(
+    config: PoisoningConfig, setup: RunSetup, *, aggregator: Aggregator
+) -> Contribution:
+    """The stages of the attack of ``config``: the trainer wrapped for data-level attacks, the
+    update-level transform in the ``POISON`` slot (last: attackers send what they like), the
+    attack's evaluators, and the scorers (true attackers and detection figures against
+    ``aggregator``, the run's rule; the clean twin when ``clean_twin``)."""
     threat = threat_model(config, setup)
     log.info("poisoning: %s by clients %s", config.method, threat.malicious.tolist())
     parts = POISONING_ATTACKS[PoisoningMethod(config.method)].build(config, threat, setup)
-    trainer = stages.trainer
+    wrap = None
     if parts.data is not None:
-        trainer = PoisonedTrainer(trainer, threat, parts.data, setup.config.seed)
-    flags = bool(getattr(stages.aggregator, "flags_clients", False))
-    scorers = [*stages.scorers, DetectionScorer(threat, flags)]
+        data, seed = parts.data, setup.config.seed
+
+        def wrap(trainer: LocalTrainer) -> LocalTrainer:
+            return PoisonedTrainer(trainer, threat, data, seed)
+
+    flags = bool(getattr(aggregator, "flags_clients", False))
+    scorers: list[Scorer] = [DetectionScorer(threat, flags)]
     if config.clean_twin:
         scorers.append(CleanTwin(setup))
-    return replace(
-        stages,
-        trainer=trainer,
-        client_transforms=[*stages.client_transforms]
-        + ([parts.transform] if parts.transform is not None else []),
-        evaluators=[*stages.evaluators, *parts.evaluators],
-        scorers=scorers,
+    transforms = () if parts.transform is None else ((Slot.POISON, parts.transform),)
+    return Contribution(
+        wrap_trainer=wrap,
+        client_transforms=transforms,
+        evaluators=tuple(parts.evaluators),
+        scorers=tuple(scorers),
     )
 
 
-__all__ = ["POISONING_ATTACKS", "add_poisoning", "threat_model"]
+__all__ = ["POISONING_ATTACKS", "poisoning_stages", "threat_model"]

@@ -49,21 +49,30 @@ from privfl.defenses.dp.dpsgd import (
 from privfl.defenses.dp.encoding import encoding_slack
 from privfl.defenses.dp.local import LOCAL_SENSITIVITY, LocalGaussian
 from privfl.errors import ConfigError
+from privfl.pipeline import Contribution, Slot
 from privfl.sampling import ClientSampler, PoissonSampler
 
 if TYPE_CHECKING:
     from privfl.config import Config
     from privfl.pipeline import RunSetup
-    from privfl.plan import Stages
+    from privfl.stages import Channel
 
 log = logging.getLogger(__name__)
 
 
-def add_differential_privacy(stages: Stages, config: Config, setup: RunSetup) -> None:
-    """Add the stages of ``config.defense.dp`` to ``stages`` and configure the ledger."""
+def differential_privacy_stages(
+    config: Config, setup: RunSetup, *, channel: Channel, sampler: ClientSampler
+) -> Contribution:
+    """The stages of ``config.defense.dp`` (and the ledger configured).
+
+    Args:
+        channel: the run's channel (central DP clips to S minus its encoding slack).
+        sampler: the config's client sampler (the cohorts a target epsilon is calibrated
+            over, for local DP and DP-SGD).
+    """
     dp = config.defense.dp
     if dp is None:
-        return
+        return Contribution()
     setup.ledger.configure(delta=dp.delta, accountant=dp.accountant)
     if not dp.secure_rng:
         log.warning(
@@ -75,7 +84,7 @@ def add_differential_privacy(stages: Stages, config: Config, setup: RunSetup) ->
             _SEEDED_EXTRAS[DPMode(dp.mode)],
             config.seed,
         )
-    _BUILDERS[DPMode(dp.mode)](stages, config, setup, dp)
+    return _BUILDERS[DPMode(dp.mode)](config, setup, dp, channel, sampler)
 
 
 #: What else the seed gives away, by mode.
@@ -91,7 +100,9 @@ def client_sample_rate(config: Config) -> float:
     return config.federation.clients_per_round / config.data.clients
 
 
-def _central(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
+def _central(
+    config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
+) -> Contribution:
     f, n = config.federation, config.data.clients
     q = client_sample_rate(config)
     if f.sampling != "poisson":
@@ -105,56 +116,50 @@ def _central(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> N
             f.sampling,
             f.clients_per_round,
         )
-    stages.sampler = PoissonSampler(n, q, config.seed, secure=dp.secure_rng)
-    if not stages.aggregator.is_weighted_mean:
-        raise ConfigError(
-            f"defense.dp.mode = 'central' needs the weighted-mean aggregator (it turns the mean "
-            f"of clipped updates back into their sum); {type(stages.aggregator).__name__} is "
-            "not one: drop the robust rule or use mode = 'local'"
-        )
+    poisson = PoissonSampler(n, q, config.seed, secure=dp.secure_rng)
     sigma = dp.noise_multiplier
     if sigma is None:
         sigma = _calibrate(dp, q, f.rounds, "central DP-FedAvg (the server)")
     count_sigma = dp.count_noise_multiplier or f.clients_per_round / 20
-    bound = ClipBound(dp.clip)
-    stages.client_transforms.append(ClipUpdates(bound, _channel_slack(stages, config, setup, dp)))
-    stages.server_transforms.insert(
-        0,
-        GaussianSumNoise(
-            bound,
-            noise_multiplier=sigma,
-            sample_rate=q,
-            num_clients=n,
-            adaptive=dp.adaptive,
-            target_quantile=dp.target_quantile,
-            clip_lr=dp.clip_lr,
-            count_noise_multiplier=count_sigma,
-            secure_rng=dp.secure_rng,
-        ),
+    bound = ClipBound(dp.clip)  # S: the server adapts it, the next round's clients clip to it
+    clip = ClipUpdates(bound, _channel_slack(channel, config, setup, dp))
+    noise = GaussianSumNoise(
+        bound,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        num_clients=n,
+        adaptive=dp.adaptive,
+        target_quantile=dp.target_quantile,
+        clip_lr=dp.clip_lr,
+        count_noise_multiplier=count_sigma,
+        secure_rng=dp.secure_rng,
     )
     _warn_delta(dp.delta, n, "users (clients)")
+    return Contribution(
+        sampler=poisson, client_transforms=((Slot.DP, clip),), server_transforms=(noise,)
+    )
 
 
 def _channel_slack(
-    stages: Stages, config: Config, setup: RunSetup, dp: DPConfig
+    channel: Channel, config: Config, setup: RunSetup, dp: DPConfig
 ) -> Callable[[int], float] | None:
     """The channel's encoding slack as a function of the cohort size, or None when the
     channel sums the clipped updates as they are. Refuses a slack of S or more at the
     expected cohort, and warns when it takes more than a tenth of S."""
     coords, scale = _encoded_shape(config, setup.spec.dim)
-    slack = partial(encoding_slack, stages.channel, dim=coords, scale=scale)
+    slack = partial(encoding_slack, channel, dim=coords, scale=scale)
     expected = config.federation.clients_per_round
     at = slack(expected)
     if at == 0:
         return None
-    channel = stages.channel.name
+    name = channel.name
     if at >= dp.clip:
         raise ConfigError(
-            f"defense.dp.mode = 'central' over defense.{channel}: the channel's encoding "
+            f"defense.dp.mode = 'central' over defense.{name}: the channel's encoding "
             f"(fixed-point rounding, CKKS noise) can move a decoded update by up to {at:.4g} "
             f"in L2 norm at the expected cohort of {expected} ({coords} values), at least "
             f"defense.dp.clip = {dp.clip:g}, the bound the noise is calibrated to; "
-            f"{_FINER[channel]}, set defense.{channel}.max_weight = 1 (every weight is 1 under "
+            f"{_FINER[name]}, set defense.{name}.max_weight = 1 (every weight is 1 under "
             "central DP), or raise defense.dp.clip"
         )
     log.log(
@@ -162,7 +167,7 @@ def _channel_slack(
         "defense.dp.mode = 'central' over defense.%s: updates are clipped to %.4g = clip - "
         "%.4g, the most the channel's encoding can add to a decoded update's norm at the "
         "expected cohort of %d, so that it stays within clip = %g",
-        channel,
+        name,
         dp.clip - at,
         at,
         expected,
@@ -204,37 +209,42 @@ def participations(sampler: ClientSampler, rounds: int) -> dict[int, int]:
     return counts
 
 
-def _local(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
+def _local(
+    config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
+) -> Contribution:
     sigma = dp.noise_multiplier
     if sigma is None:
         # The accountant sees sigma / 2 (sensitivity 2S): calibrate that, then scale back.
-        counts = participations(stages.sampler, config.federation.rounds)
+        counts = participations(sampler, config.federation.rounds)
         rounds = max(counts.values(), default=1)
         sigma = LOCAL_SENSITIVITY * _calibrate(dp, 1.0, rounds, "local DP (each client)")
-    stages.client_transforms.append(
-        LocalGaussian(clip=dp.clip, noise_multiplier=sigma, secure_rng=dp.secure_rng)
-    )
+    noise = LocalGaussian(clip=dp.clip, noise_multiplier=sigma, secure_rng=dp.secure_rng)
     _warn_delta(dp.delta, config.data.clients, "users (clients)")
+    return Contribution(client_transforms=((Slot.DP, noise),))
 
 
-def _sample(stages: Stages, config: Config, setup: RunSetup, dp: DPConfig) -> None:
+def _sample(
+    config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
+) -> Contribution:
     check_model(setup.make_model())
     training = LocalTraining.from_config(config)
     sizes = setup.data.partition.sizes()
     sigma = dp.noise_multiplier
     if sigma is None:
-        counts = participations(stages.sampler, config.federation.rounds)
+        counts = participations(sampler, config.federation.rounds)
         pairs = set()
         for c, k in counts.items():
             plan = client_schedule(int(sizes[c]), training)
             pairs.add((plan.sample_rate, plan.steps * k))
         sigma = _calibrate_clients(dp, pairs)
     trainer = SecureDPSGDTrainer if dp.secure_rng else DPSGDTrainer
-    stages.trainer = trainer(
+    dpsgd = trainer(
         training, clip=dp.clip, noise_multiplier=sigma, grad_sample_mode=dp.grad_sample_mode
     )
-    stages.client_transforms.insert(0, RecordExampleLevelSpending())
     _warn_delta(dp.delta, int(np.min(sizes)), "examples on the smallest client")
+    return Contribution(
+        trainer=dpsgd, client_transforms=((Slot.ACCOUNTING, RecordExampleLevelSpending()),)
+    )
 
 
 def _target(dp: DPConfig) -> float:
@@ -298,11 +308,13 @@ def _warn_delta(delta: float, units: int, what: str) -> None:
         )
 
 
-_BUILDERS: dict[DPMode, Callable[[Stages, Config, RunSetup, DPConfig], None]] = {
+_BUILDERS: dict[
+    DPMode, Callable[[Config, RunSetup, DPConfig, Channel, ClientSampler], Contribution]
+] = {
     DPMode.SAMPLE: _sample,
     DPMode.CENTRAL: _central,
     DPMode.LOCAL: _local,
 }
 
 
-__all__ = ["add_differential_privacy", "client_sample_rate", "participations"]
+__all__ = ["client_sample_rate", "differential_privacy_stages", "participations"]

@@ -45,6 +45,7 @@ from privfl.seeding import secure_normal
 from privfl.stages import (
     AggregationResult,
     ClientTransform,
+    ClipReport,
     RoundContext,
     ServerTransform,
     Stateful,
@@ -79,24 +80,16 @@ def split_noise_multiplier(noise_multiplier: float, count_noise_multiplier: floa
 
 @dataclass
 class ClipBound(Stateful):
-    """The clip norm S shared by the client side (clipping) and the server side (noise,
-    adaptive update), and the clients' unclipped indicators of the current round.
+    """The clip norm S across rounds: the server's adaptive update sets it, and the next
+    round's clients clip to it (the norm the server broadcasts with the model). What one
+    round's clipping tells its server stage travels in the round's
+    :class:`~privfl.stages.ClipReport` (``ctx.notes.clip``), not here.
 
     Attributes:
         clip: current S.
-        unclipped: sum of ``b_i = 1[||Delta_i|| <= S]`` over this round's clients.
-        slack: this round's encoding slack of the channel (0 on the plain channel).
     """
 
     clip: float
-    unclipped: float = 0.0
-    slack: float = 0.0
-
-    @property
-    def send_clip(self) -> float:
-        """What a client clips to before its update enters the channel: ``max(S - slack, 0)``,
-        so that the contribution the aggregate sums has norm at most S."""
-        return max(self.clip - self.slack, 0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"clip": self.clip}
@@ -122,20 +115,24 @@ class ClipUpdates(ClientTransform):
 
     def apply(self, batch: UpdateBatch, ctx: RoundContext) -> UpdateBatch:
         n = len(batch)
-        self.bound.slack = self.slack(n) if self.slack is not None and n else 0.0
-        target = self.bound.send_clip
+        slack = self.slack(n) if self.slack is not None and n else 0.0
+        # What a client clips to before its update enters the channel, so that the
+        # contribution the aggregate sums has norm at most S.
+        target = max(self.bound.clip - slack, 0.0)
         if target > 0:
             clipped, norms = clip_rows(batch.deltas, target)
         else:
             clipped = torch.zeros_like(batch.deltas)
             norms = torch.linalg.vector_norm(batch.deltas.to(torch.float64), dim=1)
-        self.bound.unclipped = float((norms <= self.bound.clip).sum())
+        ctx.notes.clip = ClipReport(
+            send_clip=target, unclipped=float((norms <= self.bound.clip).sum()), slack=slack
+        )
         info: dict[str, Any] = {
             "dp_clip": self.bound.clip,
             "dp_clipped_fraction": float((norms > target).double().mean()) if n else None,
         }
         if self.slack is not None:
-            info["dp_encoding_slack"] = self.bound.slack
+            info["dp_encoding_slack"] = slack
         return replace(
             batch,
             deltas=clipped,
@@ -226,10 +223,10 @@ class GaussianSumNoise(ServerTransform):
             noise = float(secure_normal(1)[0]) * self.count_noise_multiplier
         else:
             noise = ctx.rng("dp-central-count").normal(0.0, self.count_noise_multiplier)
-        share = (self.bound.unclipped + noise) / self.denominator
+        unclipped = 0.0 if ctx.notes.clip is None else ctx.notes.clip.unclipped
+        share = (unclipped + noise) / self.denominator
         old = self.bound.clip
         self.bound.clip = old * math.exp(-self.clip_lr * (share - self.target_quantile))
-        self.bound.unclipped = 0.0
         return {"dp_unclipped_estimate": float(share), "dp_next_clip": self.bound.clip}
 
     def state_dict(self) -> dict[str, Any]:

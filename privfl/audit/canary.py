@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from privfl.audit.estimate import empirical_epsilon
+from privfl.pipeline import Contribution, Slot
 from privfl.runfolder import RunFile
 from privfl.seeding import torch_generator
 from privfl.stages import ClientTransform, RoundContext
@@ -29,7 +30,6 @@ from privfl.update import UpdateBatch
 if TYPE_CHECKING:
     from privfl.config import Config
     from privfl.pipeline import RunEnd, RunSetup
-    from privfl.plan import Stages
 
 log = logging.getLogger(__name__)
 
@@ -144,30 +144,26 @@ class CanaryAudit:
             fed.folder.write_json(RunFile.AUDIT, self.result)
 
 
-def add_canary_audit(stages: Stages, config: Config, setup: RunSetup) -> None:
-    """``[audit]`` -> :class:`CanaryClients` (first client transform, so canaries pass the same
-    clipping and noise as everyone) and a :class:`CanaryAudit` finisher."""
+def canary_audit_stages(config: Config, setup: RunSetup) -> Contribution:
+    """``[audit]`` -> :class:`CanaryClients` in the ``AUDIT`` slot (before DP, so canaries pass
+    the same clipping and noise as everyone) and a :class:`CanaryAudit` finisher."""
     audit = config.audit
     if audit is None:
-        return
+        return Contribution()
     dp = config.defense.dp
     norm = audit.norm if audit.norm is not None else (dp.clip if dp is not None else None)
-    stages.client_transforms.insert(
-        0,
-        CanaryClients(
-            canaries=audit.canaries,
-            num_clients=config.data.clients,
-            sample_rate=config.federation.clients_per_round / config.data.clients,
-            norm=norm,
-        ),
+    clients = CanaryClients(
+        canaries=audit.canaries,
+        num_clients=config.data.clients,
+        sample_rate=config.federation.clients_per_round / config.data.clients,
+        norm=norm,
     )
-    stages.finishers.append(
-        CanaryAudit(
-            canaries=audit.canaries,
-            initial_params=setup.spec.flatten(setup.make_model()),
-            delta=dp.delta if dp is not None else DEFAULT_DELTA,
-        )
+    finisher = CanaryAudit(
+        canaries=audit.canaries,
+        initial_params=setup.spec.flatten(setup.make_model()),
+        delta=dp.delta if dp is not None else DEFAULT_DELTA,
     )
+    return Contribution(client_transforms=((Slot.AUDIT, clients),), finishers=(finisher,))
 
 
-__all__ = ["CanaryAudit", "CanaryClients", "add_canary_audit", "canary_directions", "cosines"]
+__all__ = ["CanaryAudit", "CanaryClients", "canary_audit_stages", "canary_directions", "cosines"]

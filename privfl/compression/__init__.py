@@ -14,7 +14,7 @@ from privfl.compression.sparse import (
     random_k,
     top_k,
 )
-from privfl.compression.transform import CompressUpdates, add_compression
+from privfl.compression.transform import CompressUpdates, compression_stages
 
 __all__ = [
     "CompressUpdates",
@@ -26,7 +26,7 @@ __all__ = [
     "QSGDPayload",
     "SignPayload",
     "SparsePayload",
-    "add_compression",
+    "compression_stages",
     "decode_qsgd",
     "decode_sign",
     "decode_sparse",

@@ -39,14 +39,13 @@ from privfl.compression.sparse import (
     top_k,
 )
 from privfl.defenses.dp.clipping import CLIP_MARGIN
+from privfl.pipeline import Contribution, Slot
 from privfl.stages import ClientTransform, RoundContext
 from privfl.update import EncodedUpdates, UpdateBatch
 
 if TYPE_CHECKING:
     from privfl.config import Config
-    from privfl.defenses.dp.central import ClipBound
     from privfl.pipeline import RunSetup
-    from privfl.plan import Stages
 
 SEED_BOUND = 2**63
 log = logging.getLogger(__name__)
@@ -59,18 +58,16 @@ class CompressUpdates(ClientTransform):
     Args:
         config: the ``[compression]`` section.
         dim: d, the update length.
-        clip_bound: central DP's clip bound S, to clip the compressed update again (None
-            otherwise).
+
+    Under central DP the compressed update is clipped again to the norm the round's clipping
+    used (``ctx.notes.clip.send_clip``, :class:`~privfl.stages.ClipReport`).
     """
 
-    def __init__(
-        self, config: CompressionConfig, dim: int, *, clip_bound: ClipBound | None = None
-    ) -> None:
+    def __init__(self, config: CompressionConfig, dim: int) -> None:
         self.config = config
         self.method = CompressionMethod(config.method)
         self.dim = dim
         self.k = keep_count(dim, config.ratio)
-        self.clip_bound = clip_bound
         self.feedback = ErrorFeedback() if config.uses_error_feedback else None
         if self.feedback is not None and self.method is CompressionMethod.QSGD:
             s = config.levels
@@ -136,8 +133,8 @@ class CompressUpdates(ClientTransform):
         v = x if self.feedback is None else self.feedback.add_residuals(batch.client_ids, x)
         payload = self.compress(v, batch.client_ids, ctx)
         sent = payload.dense()
-        if self.clip_bound is not None:
-            c = self.clip_bound.send_clip
+        if ctx.notes.clip is not None:  # central DP clipped this round: clip again
+            c = ctx.notes.clip.send_clip
             norms = torch.linalg.vector_norm(sent.to(torch.float64), dim=1)
             if bool((norms > c).any()):
                 factors = torch.where(norms > c, c * (1 - CLIP_MARGIN) / norms, 1.0)
@@ -168,18 +165,17 @@ class CompressUpdates(ClientTransform):
             self.feedback.load_state_dict(state)
 
 
-def add_compression(stages: Stages, config: Config, setup: RunSetup) -> None:
-    """Append ``[compression]``'s transform after the honest client stages (DP included) and,
-    for ``method = 'sign'``, make the aggregator a majority vote."""
+def compression_stages(config: Config, setup: RunSetup) -> Contribution:
+    """``[compression]``'s transform in the ``COMPRESSION`` slot (after every honest client
+    stage, DP included) and, for ``method = 'sign'``, the majority vote as the aggregator."""
     cfg = config.compression
     if cfg is None:
-        return
-    from privfl.defenses.dp.central import ClipUpdates
+        return Contribution()
+    sign = CompressionMethod(cfg.method) is CompressionMethod.SIGN
+    return Contribution(
+        client_transforms=((Slot.COMPRESSION, CompressUpdates(cfg, setup.spec.dim)),),
+        aggregator=MajorityVote() if sign else None,
+    )
 
-    bound = next((t.bound for t in stages.client_transforms if isinstance(t, ClipUpdates)), None)
-    stages.client_transforms.append(CompressUpdates(cfg, setup.spec.dim, clip_bound=bound))
-    if CompressionMethod(cfg.method) is CompressionMethod.SIGN:
-        stages.aggregator = MajorityVote()
 
-
-__all__ = ["CompressUpdates", "add_compression"]
+__all__ = ["CompressUpdates", "compression_stages"]

@@ -1,7 +1,7 @@
 """Heterogeneous clients: unequal local steps and device speeds, a round deadline that drops
 stragglers, and FedNova's normalized averaging (Wang et al. 2020)."""
 
-from privfl.heterogeneity.builder import add_heterogeneity
+from privfl.heterogeneity.builder import heterogeneity_stages
 from privfl.heterogeneity.config import HeterogeneityConfig, StepsDistribution, parse_steps
 from privfl.heterogeneity.fednova import FedNova, a_norm, fednova
 from privfl.heterogeneity.trainer import DropStragglers, HeterogeneousTrainer
@@ -13,7 +13,7 @@ __all__ = [
     "HeterogeneousTrainer",
     "StepsDistribution",
     "a_norm",
-    "add_heterogeneity",
+    "heterogeneity_stages",
     "fednova",
     "parse_steps",
 ]

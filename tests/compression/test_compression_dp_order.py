@@ -3,6 +3,8 @@ encoding scaled, so it stays an encoding); majority vote runs end to end."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ import privfl
 from privfl.compression import CompressionConfig, CompressUpdates, MajorityVote
 from privfl.defenses.dp.central import ClipBound, ClipUpdates
 from privfl.ledger import Ledger
-from privfl.stages import RoundContext
+from privfl.stages import RoundContext, RoundNotes
 from privfl.update import ParamSpec, UpdateBatch
 
 
@@ -33,8 +35,11 @@ def test_central_dp_clips_the_compressed_update(cfg):
     x = torch.from_numpy(rng.normal(0, 0.1, (n, d)).astype(np.float32))
     bound = ClipBound(clip)
     batch = ClipUpdates(bound).apply(UpdateBatch(ids, x, np.ones(n)), ctx)
-    free = CompressUpdates(CompressionConfig(**cfg), d).apply(batch, ctx)
-    out = CompressUpdates(CompressionConfig(**cfg), d, clip_bound=bound).apply(batch, ctx)
+    assert ctx.notes.clip is not None and ctx.notes.clip.send_clip == clip  # the round's note
+    free = CompressUpdates(CompressionConfig(**cfg), d).apply(
+        batch, replace(ctx, notes=RoundNotes())
+    )
+    out = CompressUpdates(CompressionConfig(**cfg), d).apply(batch, ctx)
     norms = torch.linalg.vector_norm(out.deltas.double(), dim=1)
     assert (norms <= clip).all()
     assert torch.equal(out.encoded.decode(), out.deltas)
@@ -50,7 +55,7 @@ def test_central_dp_clips_the_compressed_update(cfg):
         assert (free_norms <= clip).all()
 
 
-def test_central_dp_plan_wires_the_clip_bound_into_compression():
+def test_central_dp_plan_orders_clipping_before_compression_by_slot():
     cfg = small_config(
         defense={"dp": {"mode": "central", "noise_multiplier": 1.0}},
         compression={"method": "randk", "shared_seed": True},
@@ -58,8 +63,8 @@ def test_central_dp_plan_wires_the_clip_bound_into_compression():
     fed = privfl.Federation(cfg)
     names = [type(t).__name__ for t in fed.stages.client_transforms]
     assert names.index("ClipUpdates") < names.index("CompressUpdates")
-    comp = fed.stages.client_transforms[names.index("CompressUpdates")]
-    assert comp.clip_bound is fed.stages.client_transforms[names.index("ClipUpdates")].bound
+    record = fed.run_round()  # the compressed updates respect the round's clip note
+    assert record["dp_clip"] == 1.0
 
 
 def test_sign_runs_with_majority_vote_and_counts_one_bit_a_coordinate():

@@ -148,7 +148,6 @@ def test_adaptive_count_noise_has_variance_sigma_b_squared():
     )
     est = []
     for r in range(1, 3001):
-        bound.unclipped = 0.0
         res = stage.apply(AggregationResult(torch.zeros(1), weight_sum=0.0), _ctx(r, 1, 1))
         est.append(res.info["dp_unclipped_estimate"])
     assert float(np.var(est)) == pytest.approx(4.0, rel=0.08)

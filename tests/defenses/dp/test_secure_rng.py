@@ -23,7 +23,7 @@ from privfl.federation import Federation
 from privfl.ledger import Ledger
 from privfl.sampling import PoissonSampler
 from privfl.seeding import torch_generator
-from privfl.stages import AggregationResult, Observer, RoundContext
+from privfl.stages import AggregationResult, ClipReport, Observer, RoundContext
 from privfl.update import ParamSpec
 
 SIGMA, CLIP = 4.0, 1.0
@@ -134,8 +134,10 @@ def test_adaptive_count_noise_is_secure_too():
     )
     shares = []
     for _ in range(400):
-        stage.bound.clip, stage.bound.unclipped = 1.0, 5.0
-        res = stage.apply(AggregationResult(torch.zeros(4), weight_sum=1.0), _ctx(4))
+        stage.bound.clip = 1.0
+        ctx = _ctx(4)
+        ctx.notes.clip = ClipReport(send_clip=1.0, unclipped=5.0, slack=0.0)
+        res = stage.apply(AggregationResult(torch.zeros(4), weight_sum=1.0), ctx)
         shares.append(res.info["dp_unclipped_estimate"])
     # (5 + N(0, 3^2)) / 10, fresh every time although round and seed stay the same
     assert np.std(shares) == pytest.approx(0.3, rel=0.15)
