@@ -1,4 +1,4 @@
-"""The round loop (DESIGN.md, "One round, one direction"), checkpoints and resume.
+"""The round loop (docs/design.md, "The round"), checkpoints and resume.
 
 :class:`Federation` is a template: :meth:`Federation.run_round` drives the stages in order,
 and what each stage does is chosen by the config (see :mod:`privfl.plan`). A run is a pure

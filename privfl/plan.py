@@ -45,7 +45,7 @@ class Stages:
     Attributes:
         trainer: local training on each client (plain SGD; DP-SGD; a malicious client's).
         sampler: who takes part in each round.
-        client_transforms .. observers: the stages of DESIGN.md's round, in order.
+        client_transforms .. observers: the stages of the round (docs/design.md), in order.
         evaluators: extra figures on the global model at evaluation rounds.
         scorers: figures on each finished round from knowledge the server lacks (who
             truly attacked), added to its metrics.

@@ -1,4 +1,4 @@
-"""The run folder: a contract that scripts and notebooks rely on (DESIGN.md, "An experiment").
+"""The run folder: a contract that scripts and notebooks rely on (docs/usage.md, "The run folder").
 
 runs/<name>/config.toml     the resolved config, every default written out
             metrics.jsonl   one JSON object a round (deterministic for a seed)

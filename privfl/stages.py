@@ -1,4 +1,4 @@
-"""The stage interfaces of a round (see DESIGN.md, "One round, one direction").
+"""The stage interfaces of a round (docs/design.md, "The round").
 
     sampler -> engine -> client transforms -> channel(aggregator) -> server transforms
             -> server optimizer;   channel -> ServerView -> observers

@@ -38,7 +38,7 @@ from privfl.report.runfiles import RunFiles, as_float, fmt
 from privfl.runfolder import RunFile
 
 if TYPE_CHECKING:
-    from privfl.federation import Federation
+    pass
 
 EPSILON_WARN = 10.0
 CLIPPED_WARN = 0.9
@@ -543,18 +543,10 @@ def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
     return write_document(doc, Path(run_dir))
 
 
-def write_privacy_report(fed: Federation) -> None:
-    """Finisher: the report of a run that has a DP defense, an audit, or SecAgg+ allowed below
-    its safe degree (needs a run folder)."""
-    if fed.folder is not None:
-        write_run_report(fed.folder.path)
-
-
 __all__ = [
     "INSECURE_SECAGG",
     "build_run_report",
     "randomness_text",
     "write_document",
-    "write_privacy_report",
     "write_run_report",
 ]
