@@ -38,7 +38,8 @@ class CombinationRule:
 
 
 def _secure_channels(c: Config) -> list[str]:
-    return [f"defense.{s}" for s in ("secagg", "he") if getattr(c.defense, s) is not None]
+    d = c.defense
+    return [n for n, on in (("defense.secagg", d.secagg), ("defense.he", d.he)) if on is not None]
 
 
 def _dp_mode(c: Config) -> str | None:
@@ -145,7 +146,7 @@ def _heterogeneity_sample_dp(c: Config) -> str | None:
 def _fednova_weighted_mean(c: Config) -> str | None:
     if not _fednova(c):
         return None
-    others = [f"defense.{s}" for s in ("secagg", "he", "robust") if getattr(c.defense, s)]
+    others = _secure_channels(c) + (["defense.robust"] if c.defense.robust is not None else [])
     if _dp_mode(c) == "central":
         others.append("defense.dp.mode = 'central'")
     if not others:
