@@ -15,12 +15,17 @@ vectorized unpack.)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from privfl.compression.compressor import Compressor, Decoder
+from privfl.compression.config import CompressionConfig, CompressionMethod
 from privfl.compression.payload import (
     F32,
     Payload,
@@ -29,6 +34,11 @@ from privfl.compression.payload import (
     stack_messages,
     unpack_codes,
 )
+
+if TYPE_CHECKING:
+    from privfl.stages import RoundContext
+
+log = logging.getLogger(__name__)
 
 
 def code_bits(levels: int) -> int:
@@ -99,4 +109,42 @@ def decode_qsgd(messages: Sequence[bytes], dim: int, levels: int) -> torch.Tenso
     return _dense(norms, (codes >> (b - 1)).astype(bool), xi, levels)
 
 
-__all__ = ["QSGDPayload", "code_bits", "decode_qsgd", "message_length", "qsgd"]
+class QSGD(Compressor):
+    """``compression.method = 'qsgd'``: Alistarh et al. 2017's unbiased ``Q_s`` with
+    s = ``levels``, each client rounding with its own stream; error feedback is off by
+    default.
+
+    With error feedback it warns unless ``s^2 >= d``: error feedback assumes a contraction
+    (Karimireddy et al. 2019, Assumption A), and ``E||Q_s(x) - x||^2 <= min(d / s^2,
+    sqrt(d) / s) ||x||^2`` (Alistarh et al., Lemma 3.1) is below ``||x||^2`` only then.
+    """
+
+    method = CompressionMethod.QSGD
+
+    def __init__(self, config: CompressionConfig, dim: int) -> None:
+        super().__init__(config, dim)
+        self.levels = config.levels
+        s = self.levels
+        if config.uses_error_feedback and s * s < dim:
+            log.warning(
+                "compression: QSGD with s = %d levels is not a contraction for d = %d "
+                "(E||Q(x) - x||^2 <= min(d / s^2, sqrt(d) / s) ||x||^2 needs s > sqrt(d) "
+                "= %.0f to be < ||x||^2); error feedback assumes one (Karimireddy et al. "
+                "2019, Assumption A) and may diverge",
+                s,
+                dim,
+                dim**0.5,
+            )
+
+    def compress(self, v: torch.Tensor, client_ids: np.ndarray, ctx: RoundContext) -> Payload:
+        rngs = [ctx.rng("compression-qsgd", int(c)) for c in client_ids]
+        return qsgd(v, self.levels, rngs)
+
+    def decoder(self, ctx: RoundContext) -> Decoder:
+        return partial(decode_qsgd, dim=self.dim, levels=self.levels)
+
+    def message_length(self, ctx: RoundContext) -> int:
+        return message_length(self.dim, self.levels)
+
+
+__all__ = ["QSGD", "QSGDPayload", "code_bits", "decode_qsgd", "message_length", "qsgd"]

@@ -13,11 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from privfl.compression.compressor import Compressor, Decoder
+from privfl.compression.config import CompressionMethod
+from privfl.compression.majority_vote import MajorityVote
 from privfl.compression.payload import F32, Payload, columns, stack_messages
+
+if TYPE_CHECKING:
+    from privfl.stages import Aggregator, RoundContext
 
 
 def message_length(dim: int) -> int:
@@ -66,4 +74,25 @@ def decode_sign(messages: Sequence[bytes], dim: int) -> torch.Tensor:
     return _dense(scales, negative)
 
 
-__all__ = ["SignPayload", "decode_sign", "message_length", "scaled_sign"]
+class SignSGD(Compressor):
+    """``compression.method = 'sign'``: each client sends the scaled sign
+    ``(||v||_1 / d) sgn(v)`` (Karimireddy et al. 2019), and the server takes the majority
+    vote of the signs (signSGD with majority vote, Bernstein et al. 2018) instead of the
+    run's aggregator. Biased, so error feedback is on by default."""
+
+    method = CompressionMethod.SIGN
+
+    def compress(self, v: torch.Tensor, client_ids: np.ndarray, ctx: RoundContext) -> Payload:
+        return scaled_sign(v)
+
+    def decoder(self, ctx: RoundContext) -> Decoder:
+        return partial(decode_sign, dim=self.dim)
+
+    def message_length(self, ctx: RoundContext) -> int:
+        return message_length(self.dim)
+
+    def aggregator(self) -> Aggregator | None:
+        return MajorityVote()
+
+
+__all__ = ["SignPayload", "SignSGD", "decode_sign", "message_length", "scaled_sign"]

@@ -21,13 +21,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from privfl.compression.compressor import Compressor, Decoder
+from privfl.compression.config import CompressionConfig, CompressionMethod
 from privfl.compression.payload import F32, Payload, columns, index_dtype, stack_messages
 
+if TYPE_CHECKING:
+    from privfl.stages import RoundContext
+
 SEED_DTYPE = np.dtype("<u8")
+#: Random-k seeds are drawn in ``[0, 2^63)``.
+SEED_BOUND = 2**63
 
 
 class IndexMode(StrEnum):
@@ -200,8 +209,86 @@ def decode_sparse(
     return _scatter(idx, vals, dim, scale)
 
 
+class TopK(Compressor):
+    """``compression.method = 'topk'``: each client keeps its k = ``ratio`` d
+    largest-magnitude coordinates and sends their indices and values (Aji and Heafield 2017,
+    "Sparse communication for distributed gradient descent"; Stich et al., NeurIPS 2018,
+    "Sparsified SGD with memory", whose memory is the error feedback top-k needs: it is
+    biased, so error feedback is on by default)."""
+
+    method = CompressionMethod.TOPK
+
+    def __init__(self, config: CompressionConfig, dim: int) -> None:
+        super().__init__(config, dim)
+        self.k = keep_count(dim, config.ratio)
+
+    def compress(self, v: torch.Tensor, client_ids: np.ndarray, ctx: RoundContext) -> Payload:
+        return top_k(v, self.k)
+
+    def decoder(self, ctx: RoundContext) -> Decoder:
+        return partial(decode_sparse, dim=self.dim, k=self.k, mode=IndexMode.EXPLICIT)
+
+    def message_length(self, ctx: RoundContext) -> int:
+        return message_length(self.dim, self.k, IndexMode.EXPLICIT)
+
+
+class RandK(Compressor):
+    """``compression.method = 'randk'``: each client keeps k = ``ratio`` d uniformly random
+    coordinates (Stich et al., NeurIPS 2018, "Sparsified SGD with memory"), drawn from its own
+    seed, which it sends, or with ``shared_seed`` from the round's public seed (one support
+    for every client, which a secure channel can sum).
+
+    Without error feedback the server scales the values by ``d / k`` (Wangni et al. 2018), so
+    random-k is unbiased; with it, random-k stays unscaled: the contractive compressor that
+    Karimireddy et al. 2019's analysis assumes.
+    """
+
+    method = CompressionMethod.RANDK
+
+    def __init__(self, config: CompressionConfig, dim: int) -> None:
+        super().__init__(config, dim)
+        self.k = keep_count(dim, config.ratio)
+        self.scale = 1.0 if config.uses_error_feedback else dim / self.k
+
+    def shared_seed(self, ctx: RoundContext) -> int | None:
+        """The round's public seed (``shared_seed = true``), else None."""
+        if self.config.shared_seed:
+            return int(ctx.rng("compression-randk-shared").integers(SEED_BOUND))
+        return None
+
+    def mode(self, ctx: RoundContext) -> IndexMode:
+        """``shared`` with the round's public seed, else ``seeded``."""
+        return IndexMode.SEEDED if self.shared_seed(ctx) is None else IndexMode.SHARED
+
+    def compress(self, v: torch.Tensor, client_ids: np.ndarray, ctx: RoundContext) -> Payload:
+        shared = self.shared_seed(ctx)
+        seeds = None
+        if shared is None:
+            seeds = np.array(
+                [ctx.rng("compression-randk", int(c)).integers(SEED_BOUND) for c in client_ids],
+                dtype=np.uint64,
+            )
+        return random_k(v, self.k, seeds, shared, scale=self.scale != 1.0)
+
+    def decoder(self, ctx: RoundContext) -> Decoder:
+        shared = self.shared_seed(ctx)
+        mode = IndexMode.SEEDED if shared is None else IndexMode.SHARED
+        return partial(
+            decode_sparse, dim=self.dim, k=self.k, mode=mode, shared_seed=shared, scale=self.scale
+        )
+
+    def message_length(self, ctx: RoundContext) -> int:
+        return message_length(self.dim, self.k, self.mode(ctx))
+
+    def support(self, ctx: RoundContext) -> np.ndarray | None:
+        shared = self.shared_seed(ctx)
+        return None if shared is None else random_indices(shared, self.dim, self.k)
+
+
 __all__ = [
+    "SEED_BOUND",
     "IndexMode",
+    "RandK",
     "SparsePayload",
     "decode_sparse",
     "keep_count",
@@ -209,4 +296,5 @@ __all__ = [
     "random_indices",
     "random_k",
     "top_k",
+    "TopK",
 ]

@@ -16,28 +16,16 @@ encoding).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from privfl.compression.config import CompressionConfig, CompressionMethod
+from privfl.compression.compressor import Compressor
+from privfl.compression.config import CompressionConfig
 from privfl.compression.error_feedback import ErrorFeedback
-from privfl.compression.majority_vote import MajorityVote
-from privfl.compression.payload import Payload
-from privfl.compression.qsgd import decode_qsgd, qsgd
-from privfl.compression.sign import decode_sign, scaled_sign
-from privfl.compression.sparse import (
-    IndexMode,
-    decode_sparse,
-    keep_count,
-    random_indices,
-    random_k,
-    top_k,
-)
+from privfl.compression.methods import create_compressor
 from privfl.defenses.dp.clipping import CLIP_MARGIN
 from privfl.pipeline import Contribution, Slot
 from privfl.stages import ClientTransform, RoundContext
@@ -46,9 +34,6 @@ from privfl.update import EncodedUpdates, UpdateBatch
 if TYPE_CHECKING:
     from privfl.config import Config
     from privfl.pipeline import RunSetup
-
-SEED_BOUND = 2**63
-log = logging.getLogger(__name__)
 
 
 class CompressUpdates(ClientTransform):
@@ -59,79 +44,27 @@ class CompressUpdates(ClientTransform):
         config: the ``[compression]`` section.
         dim: d, the update length.
 
-    Under central DP the compressed update is clipped again to the norm the round's clipping
-    used (``ctx.notes.clip.send_clip``, :class:`~privfl.stages.ClipReport`).
+    The method's :class:`~privfl.compression.compressor.Compressor` (``self.compressor``,
+    from :data:`~privfl.compression.methods.COMPRESSORS`) encodes and gives the server's
+    decoder; this transform adds error feedback, the second clip under central DP and the
+    round's figures, the same for every method. Under central DP the compressed update is
+    clipped again to the norm the round's clipping used (``ctx.notes.clip.send_clip``,
+    :class:`~privfl.stages.ClipReport`).
     """
 
     def __init__(self, config: CompressionConfig, dim: int) -> None:
         self.config = config
-        self.method = CompressionMethod(config.method)
         self.dim = dim
-        self.k = keep_count(dim, config.ratio)
+        self.compressor: Compressor = create_compressor(config, dim)
         self.feedback = ErrorFeedback() if config.uses_error_feedback else None
-        if self.feedback is not None and self.method is CompressionMethod.QSGD:
-            s = config.levels
-            if s * s < dim:
-                log.warning(
-                    "compression: QSGD with s = %d levels is not a contraction for d = %d "
-                    "(E||Q(x) - x||^2 <= min(d / s^2, sqrt(d) / s) ||x||^2 needs s > sqrt(d) "
-                    "= %.0f to be < ||x||^2); error feedback assumes one (Karimireddy et al. "
-                    "2019, Assumption A) and may diverge",
-                    s,
-                    dim,
-                    dim**0.5,
-                )
-        # random-k: unbiased d/k scaling without error feedback; with it, the plain
-        # (contractive) random-k that Karimireddy et al.'s analysis assumes.
-        unbiased = self.method is CompressionMethod.RANDK and self.feedback is None
-        self.scale = dim / self.k if unbiased else 1.0
-
-    def shared_seed(self, ctx: RoundContext) -> int | None:
-        """The round's public random-k seed (``shared_seed = true``), else None."""
-        if self.method is CompressionMethod.RANDK and self.config.shared_seed:
-            return int(ctx.rng("compression-randk-shared").integers(SEED_BOUND))
-        return None
-
-    def compress(self, v: torch.Tensor, client_ids: np.ndarray, ctx: RoundContext) -> Payload:
-        """The payload of the rows ``v`` (float32 ``(n, d)``), each client with its own stream."""
-        m = self.method
-        if m is CompressionMethod.TOPK:
-            return top_k(v, self.k)
-        if m is CompressionMethod.RANDK:
-            shared = self.shared_seed(ctx)
-            seeds = None
-            if shared is None:
-                seeds = np.array(
-                    [ctx.rng("compression-randk", int(c)).integers(SEED_BOUND) for c in client_ids],
-                    dtype=np.uint64,
-                )
-            return random_k(v, self.k, seeds, shared, scale=self.scale != 1.0)
-        if m is CompressionMethod.QSGD:
-            rngs = [ctx.rng("compression-qsgd", int(c)) for c in client_ids]
-            return qsgd(v, self.config.levels, rngs)
-        return scaled_sign(v)
-
-    def decoder(self, ctx: RoundContext) -> Any:
-        """The server's decoder of this round's messages (public parameters only)."""
-        m, d = self.method, self.dim
-        if m is CompressionMethod.TOPK:
-            return partial(decode_sparse, dim=d, k=self.k, mode=IndexMode.EXPLICIT)
-        if m is CompressionMethod.RANDK:
-            shared = self.shared_seed(ctx)
-            mode = IndexMode.SEEDED if shared is None else IndexMode.SHARED
-            return partial(
-                decode_sparse, dim=d, k=self.k, mode=mode, shared_seed=shared, scale=self.scale
-            )
-        if m is CompressionMethod.QSGD:
-            return partial(decode_qsgd, dim=d, levels=self.config.levels)
-        return partial(decode_sign, dim=d)
 
     def apply(self, batch: UpdateBatch, ctx: RoundContext) -> UpdateBatch:
         if len(batch) == 0:
             return batch
         x = batch.deltas.detach().to(torch.float32).contiguous()
         v = x if self.feedback is None else self.feedback.add_residuals(batch.client_ids, x)
-        payload = self.compress(v, batch.client_ids, ctx)
+        comp = self.compressor
+        payload = comp.compress(v, batch.client_ids, ctx)
         sent = payload.dense()
         if ctx.notes.clip is not None:  # central DP clipped this round: clip again
             c = ctx.notes.clip.send_clip
@@ -142,9 +75,9 @@ class CompressUpdates(ClientTransform):
                 sent = payload.dense()
         if self.feedback is not None:
             self.feedback.update(batch.client_ids, v, sent)
-        shared = self.shared_seed(ctx)
-        support = None if shared is None else random_indices(shared, self.dim, self.k)
-        encoded = EncodedUpdates(payload.to_messages(), self.decoder(ctx), support, self.scale)
+        encoded = EncodedUpdates(
+            payload.to_messages(), comp.decoder(ctx), comp.support(ctx), comp.scale
+        )
         err = torch.linalg.vector_norm(v - sent, dim=1) / torch.linalg.vector_norm(
             v, dim=1
         ).clamp_min(1e-30)
@@ -167,14 +100,15 @@ class CompressUpdates(ClientTransform):
 
 def compression_stages(config: Config, setup: RunSetup) -> Contribution:
     """``[compression]``'s transform in the ``COMPRESSION`` slot (after every honest client
-    stage, DP included) and, for ``method = 'sign'``, the majority vote as the aggregator."""
+    stage, DP included) and the aggregator its method needs, if any (``method = 'sign'``:
+    the majority vote)."""
     cfg = config.compression
     if cfg is None:
         return Contribution()
-    sign = CompressionMethod(cfg.method) is CompressionMethod.SIGN
+    transform = CompressUpdates(cfg, setup.spec.dim)
     return Contribution(
-        client_transforms=((Slot.COMPRESSION, CompressUpdates(cfg, setup.spec.dim)),),
-        aggregator=MajorityVote() if sign else None,
+        client_transforms=((Slot.COMPRESSION, transform),),
+        aggregator=transform.compressor.aggregator(),
     )
 
 
