@@ -32,6 +32,7 @@ from privfl.runfolder import RunFile, RunFolder, to_jsonable
 from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
 from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
+from privfl.threat import threat_record
 from privfl.update import GroundTruth, ParamSpec, UpdateBatch
 
 if TYPE_CHECKING:
@@ -301,6 +302,9 @@ class Federation:
                 RunFile.PARTITION, {**self.data.summary(), "label_counts": counts}
             )
             self.folder.write_json(RunFile.ATTACKS, self.attacks)
+            self.folder.write_json(
+                RunFile.THREATS, [threat_record(c, t) for c, t in self.stages.threats]
+            )
             plot_training(self.metrics, self.folder.plot_path("training"), title=self.config.name)
             plot_partition(
                 counts,

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Scorer,
         ServerTransform,
     )
+    from privfl.threat import ThreatModel
     from privfl.update import ParamSpec
 
 
@@ -124,6 +125,8 @@ class Contribution:
             one section may give each.
         server_transforms, observers, evaluators, scorers, finishers: appended in the plan's
             section order.
+        threat: the section's threat model (every attack and defense gives one); the run
+            writes them all into ``threats.json``.
     """
 
     client_transforms: tuple[tuple[Slot, ClientTransform], ...] = ()
@@ -137,6 +140,7 @@ class Contribution:
     evaluators: tuple[Evaluator, ...] = ()
     scorers: tuple[Scorer, ...] = ()
     finishers: tuple[Finisher, ...] = ()
+    threat: ThreatModel | None = None
 
 
 __all__ = ["Contribution", "Finisher", "RoundRunner", "RunEnd", "RunSetup", "Slot"]

@@ -36,6 +36,7 @@ from privfl.stages import (
     Scorer,
     ServerTransform,
 )
+from privfl.threat import ThreatModel
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Stages:
         scorers: figures on each finished round from knowledge the server lacks (who
             truly attacked), added to its metrics.
         finishers: called once at the end of a run (e.g. to write a privacy report).
+        threats: ``(section, threat model)`` of every active attack and defense, in section
+            order (written into ``threats.json``).
     """
 
     trainer: LocalTrainer
@@ -62,6 +65,7 @@ class Stages:
     evaluators: list[Evaluator] = field(default_factory=list)
     scorers: list[Scorer] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)
+    threats: list[tuple[str, ThreatModel]] = field(default_factory=list)
 
     def named(self) -> dict[str, object]:
         """Every stateful stage under a stable name (for checkpoints)."""
@@ -100,16 +104,17 @@ def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribut
     d = config.defense
     if d.robust is not None:
         from privfl.defenses.robust import create_robust_aggregator
+        from privfl.defenses.robust.threat import RobustThreat
 
-        parts.append(
-            ("defense.robust", Contribution(aggregator=create_robust_aggregator(d.robust, setup)))
-        )
+        robust = create_robust_aggregator(d.robust, setup)
+        threat = RobustThreat(d.robust.rule, d.robust.f)
+        parts.append(("defense.robust", Contribution(aggregator=robust, threat=threat)))
     if d.secagg is not None:
-        parts.append(
-            ("defense.secagg", Contribution(channel=create_secagg_channel(d.secagg, setup)))
-        )
+        secagg = create_secagg_channel(d.secagg, setup)
+        parts.append(("defense.secagg", Contribution(channel=secagg, threat=secagg.threat_model)))
     if d.he is not None:
-        parts.append(("defense.he", Contribution(channel=create_he_channel(d.he, setup))))
+        he = create_he_channel(d.he, setup)
+        parts.append(("defense.he", Contribution(channel=he, threat=he.threat_model)))
     channel = _one(parts, "channel") or PlainChannel()
     dp = differential_privacy_stages(config, setup, channel=channel, sampler=create_sampler(config))
     parts.append(("defense.dp", dp))
@@ -127,7 +132,9 @@ def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribut
         parts.append(
             (
                 "attack.inversion",
-                Contribution(observers=(inversion,), finishers=(inversion.finish,)),
+                Contribution(
+                    observers=(inversion,), finishers=(inversion.finish,), threat=inversion.threat
+                ),
             )
         )
     return parts
@@ -158,6 +165,7 @@ def assemble(config: Config, parts: list[tuple[str, Contribution]]) -> Stages:
         evaluators=[e for _, p in parts for e in p.evaluators],
         scorers=[s for _, p in parts for s in p.scorers],
         finishers=[f for _, p in parts for f in p.finishers],
+        threats=[(name, p.threat) for name, p in parts if p.threat is not None],
     )
 
 

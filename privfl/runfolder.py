@@ -7,6 +7,7 @@ runs/<name>/config.toml     the resolved config, every default written out
             audit.json      the empirical privacy audit (with [audit])
             report.md, report.html   the privacy-budget report (with DP or an audit)
             attacks.json    one record per attack result
+            threats.json    the threat model of every active attack and defense
             partition.json  per-client example and label counts
             checkpoint.pt   the state to resume from
             plots/*.png
@@ -37,6 +38,7 @@ class RunFile(StrEnum):
     TIMINGS = "timings.jsonl"
     LEDGER = "ledger.json"
     ATTACKS = "attacks.json"
+    THREATS = "threats.json"
     PARTITION = "partition.json"
     CHECKPOINT = "checkpoint.pt"
     AUDIT = "audit.json"

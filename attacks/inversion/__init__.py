@@ -36,7 +36,7 @@ from privfl.attacks.inversion.simulate import (
     single_gradient_target,
 )
 from privfl.attacks.inversion.target import InversionTarget, Reconstruction
-from privfl.attacks.inversion.threat import ThreatModel
+from privfl.attacks.inversion.threat import InversionThreat
 
 __all__ = [
     "AttackSettings",
@@ -51,7 +51,7 @@ __all__ = [
     "Score",
     "Status",
     "TargetKind",
-    "ThreatModel",
+    "InversionThreat",
     "create_inversion_observer",
     "dlg",
     "examples_used",

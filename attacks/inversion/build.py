@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from privfl.attacks.inversion.config import InversionConfig, InversionMethod
 from privfl.attacks.inversion.labels import find_final_layer
 from privfl.attacks.inversion.observer import AttackSettings, InversionObserver
-from privfl.attacks.inversion.threat import ThreatModel
+from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import ConfigError, PrivflError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def create_inversion_observer(
             f"attack.inversion.tv: the total-variation prior needs images (C, H, W); "
             f"{config.data.name} has inputs {bundle.input_shape}; set tv = 0"
         )
-    threat = ThreatModel(
+    threat = InversionThreat(
         training=training, input_shape=bundle.input_shape, num_classes=bundle.num_classes
     )
     return InversionObserver(

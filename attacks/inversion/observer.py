@@ -6,7 +6,7 @@
   examples (one record, ``client = None``);
 - HE, or nothing visible: one record saying that no plaintext was available.
 
-The attack uses only the view, the global model and the :class:`ThreatModel`;
+The attack uses only the view, the global model and the :class:`InversionThreat`;
 ``ObserverContext.ground_truth`` is called after the reconstruction, to score it.
 """
 
@@ -29,7 +29,7 @@ from privfl.attacks.inversion.gallery import MAX_IMAGES, GalleryItem, plot_galle
 from privfl.attacks.inversion.inverting_gradients import IG_TV, inverting_gradients
 from privfl.attacks.inversion.metrics import score
 from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
-from privfl.attacks.inversion.threat import ThreatModel
+from privfl.attacks.inversion.threat import InversionThreat
 from privfl.seeding import numpy_rng, torch_generator
 from privfl.stages import Observer, ObserverContext
 from privfl.update import ServerView
@@ -114,7 +114,7 @@ class _Target:
     clients: list[int]
     delta: torch.Tensor
     num_examples: int
-    threat: ThreatModel
+    threat: InversionThreat
     note: str | None = None
 
 
@@ -140,7 +140,7 @@ class InversionObserver(Observer):
         settings: AttackSettings,
         rounds: frozenset[int],
         max_targets: int,
-        threat: ThreatModel,
+        threat: InversionThreat,
         seed: int,
         notes: tuple[str, ...] = (),
     ) -> None:

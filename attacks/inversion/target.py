@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from privfl.attacks.inversion.simulate import examples_used, gradient_equivalent
-from privfl.attacks.inversion.threat import ThreatModel
+from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import PrivflError
 from privfl.update import ParamSpec
 
@@ -39,7 +39,7 @@ class InversionTarget:
     params: dict[str, torch.Tensor]
     update: list[torch.Tensor]
     num_examples: int
-    threat: ThreatModel
+    threat: InversionThreat
 
     @classmethod
     def from_delta(
@@ -49,7 +49,7 @@ class InversionTarget:
         global_params: torch.Tensor,
         delta: torch.Tensor,
         num_examples: int,
-        threat: ThreatModel,
+        threat: InversionThreat,
     ) -> InversionTarget:
         """A target from a flat observed delta ``(dim,)`` (local minus global weights).
 

@@ -23,8 +23,9 @@ from privfl.client import LocalTraining
 
 
 @dataclass(frozen=True)
-class ThreatModel:
-    """What the attacking server knows besides the ServerView.
+class InversionThreat:
+    """What the attacking server knows besides the ServerView (a
+    :class:`privfl.threat.ThreatModel`).
 
     Attributes:
         training: the local training the server prescribes to every client.
@@ -41,8 +42,22 @@ class ThreatModel:
     input_range: tuple[float, float] = (0.0, 1.0)
     labels_known: bool = False
 
+    @property
+    def adversary(self) -> str:
+        return "honest-but-curious server"
+
+    def summary(self) -> str:
+        labels = "given" if self.labels_known else "not given (recovered or optimized)"
+        return (
+            "An honest-but-curious server reconstructs clients' training examples from what "
+            "the channel shows it. Besides that view it knows the global model (architecture "
+            "and weights), the local training it prescribes, each client's example count when "
+            f"the channel shows it, and the input shape {self.input_shape} and range "
+            f"{self.input_range}; the clients' labels are {labels}."
+        )
+
     def to_record(self) -> dict[str, Any]:
-        """A JSON-ready summary for ``attacks.json``."""
+        """A JSON-ready summary for ``attacks.json`` and ``threats.json``."""
         t = self.training
         return {
             "attacker": "honest-but-curious server",
@@ -65,4 +80,4 @@ class ThreatModel:
         }
 
 
-__all__ = ["ThreatModel"]
+__all__ = ["InversionThreat"]

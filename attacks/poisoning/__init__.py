@@ -27,7 +27,7 @@ from privfl.attacks.poisoning.min_max import MinMax, min_max
 from privfl.attacks.poisoning.min_sum import MinSum, min_sum
 from privfl.attacks.poisoning.model_replacement import ModelReplacement, replacement_boost
 from privfl.attacks.poisoning.sign_flipping import SignFlipping, sign_flipping
-from privfl.attacks.poisoning.threat import ThreatModel, choose_malicious
+from privfl.attacks.poisoning.threat import PoisoningThreat, choose_malicious
 
 __all__ = [
     "POISONING_ATTACKS",
@@ -48,8 +48,8 @@ __all__ = [
     "PoisoningConfig",
     "PoisoningMethod",
     "PoisoningParts",
+    "PoisoningThreat",
     "SignFlipping",
-    "ThreatModel",
     "UpdatePoisoning",
     "a_little_is_enough",
     "poisoning_stages",

@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
@@ -57,12 +57,14 @@ class ALittleIsEnough(UpdatePoisoning):
 
     method = PoisoningMethod.ALIE
 
-    def __init__(self, threat: ThreatModel, z: float) -> None:
+    def __init__(self, threat: PoisoningThreat, z: float) -> None:
         super().__init__(threat)
         self.z = z
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         z = config.z
         if z is None:
             z = alie_z_max(threat.num_clients, len(threat.malicious))

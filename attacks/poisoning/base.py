@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from privfl.attacks.poisoning.config import Knowledge, PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.client import LocalTrainer
 from privfl.seeding import numpy_rng
 from privfl.stages import ClientTransform, Evaluator, RoundContext
@@ -38,7 +38,7 @@ class UpdatePoisoning(ClientTransform, ABC):
     The input batch is not modified.
     """
 
-    def __init__(self, threat: ThreatModel) -> None:
+    def __init__(self, threat: PoisoningThreat) -> None:
         self.threat = threat
 
     @abstractmethod
@@ -94,7 +94,7 @@ class PoisonedTrainer(LocalTrainer):
     everyone else, and every client before the start round, trains exactly as before."""
 
     def __init__(
-        self, inner: LocalTrainer, threat: ThreatModel, poisoning: DataPoisoning, seed: int
+        self, inner: LocalTrainer, threat: PoisoningThreat, poisoning: DataPoisoning, seed: int
     ) -> None:
         self.inner, self.threat, self.poisoning, self.seed = inner, threat, poisoning, seed
 
@@ -140,7 +140,7 @@ class PoisoningAttack(Protocol):
 
     @classmethod
     def build(
-        cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
     ) -> PoisoningParts: ...
 
 

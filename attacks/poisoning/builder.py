@@ -17,7 +17,7 @@ from privfl.attacks.poisoning.min_max import MinMax
 from privfl.attacks.poisoning.min_sum import MinSum
 from privfl.attacks.poisoning.model_replacement import ModelReplacement
 from privfl.attacks.poisoning.sign_flipping import SignFlipping
-from privfl.attacks.poisoning.threat import ThreatModel, choose_malicious
+from privfl.attacks.poisoning.threat import PoisoningThreat, choose_malicious
 from privfl.pipeline import Contribution, Slot
 from privfl.registry import Registry
 
@@ -46,11 +46,11 @@ POISONING_ATTACKS: Registry[PoisoningMethod, type[PoisoningAttack]] = Registry.b
 )
 
 
-def threat_model(config: PoisoningConfig, setup: RunSetup) -> ThreatModel:
+def threat_model(config: PoisoningConfig, setup: RunSetup) -> PoisoningThreat:
     """The run's adversary: ``fraction`` of the registered clients, drawn from the stream
     ``(seed, "poisoning", "malicious")``."""
     n = setup.data.num_clients
-    return ThreatModel(
+    return PoisoningThreat(
         malicious=choose_malicious(setup.config.seed, n, config.fraction),
         num_clients=n,
         start_round=config.start_round,
@@ -85,6 +85,7 @@ def poisoning_stages(
         client_transforms=transforms,
         evaluators=tuple(parts.evaluators),
         scorers=tuple(scorers),
+        threat=threat,
     )
 
 

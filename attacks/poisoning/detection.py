@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.stages import RoundContext, Scorer
 
 
@@ -25,7 +25,7 @@ class DetectionScorer(Scorer):
     attacked this round) and, when the aggregator flags whole clients,
     ``detection_precision`` and ``detection_recall`` of its ``excluded`` list."""
 
-    def __init__(self, threat: ThreatModel, flags_clients: bool) -> None:
+    def __init__(self, threat: PoisoningThreat, flags_clients: bool) -> None:
         self.threat, self.flags_clients = threat, flags_clients
 
     def score(self, record: dict[str, Any], ctx: RoundContext) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import torch
 
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
@@ -31,14 +31,16 @@ class GaussianNoise(UpdatePoisoning):
 
     method = PoisoningMethod.GAUSSIAN
 
-    def __init__(self, threat: ThreatModel, sigma: float = 1.0) -> None:
+    def __init__(self, threat: PoisoningThreat, sigma: float = 1.0) -> None:
         super().__init__(threat)
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.sigma = sigma
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         return PoisoningParts(transform=cls(threat, config.sigma))
 
     def craft(

@@ -8,7 +8,7 @@ import torch
 
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
@@ -35,14 +35,16 @@ class InnerProductManipulation(UpdatePoisoning):
 
     method = PoisoningMethod.IPM
 
-    def __init__(self, threat: ThreatModel, epsilon: float = 0.1) -> None:
+    def __init__(self, threat: PoisoningThreat, epsilon: float = 0.1) -> None:
         super().__init__(threat)
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
         self.epsilon = epsilon
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         return PoisoningParts(transform=cls(threat, config.epsilon))
 
     def craft(

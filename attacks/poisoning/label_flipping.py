@@ -11,7 +11,7 @@ import torch
 
 from privfl.attacks.poisoning.base import DataPoisoning, PoisoningParts
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 
 if TYPE_CHECKING:
     from privfl.pipeline import RunSetup
@@ -33,7 +33,9 @@ class LabelFlipping(DataPoisoning):
         self.num_classes = num_classes
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         return PoisoningParts(data=cls(setup.data.bundle.num_classes))
 
     def poison(

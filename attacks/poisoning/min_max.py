@@ -9,7 +9,7 @@ import torch
 from privfl.attacks.poisoning.agr_agnostic import agr_agnostic_update, min_max_gamma
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import Perturbation, PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
@@ -36,12 +36,14 @@ class MinMax(UpdatePoisoning):
 
     method = PoisoningMethod.MIN_MAX
 
-    def __init__(self, threat: ThreatModel, perturbation: Perturbation | str = "std") -> None:
+    def __init__(self, threat: PoisoningThreat, perturbation: Perturbation | str = "std") -> None:
         super().__init__(threat)
         self.perturbation = Perturbation(perturbation)
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         return PoisoningParts(transform=cls(threat, config.perturbation))
 
     def craft(

@@ -11,7 +11,7 @@ import torch
 from privfl.attacks.poisoning.backdoor import AttackSuccessRate, PixelPatternBackdoor
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.errors import ConfigError
 from privfl.stages import RoundContext
 
@@ -37,13 +37,15 @@ class ModelReplacement(UpdatePoisoning):
     method = PoisoningMethod.MODEL_REPLACEMENT
 
     def __init__(
-        self, threat: ThreatModel, *, server_lr: float, scale: float | None = None
+        self, threat: PoisoningThreat, *, server_lr: float, scale: float | None = None
     ) -> None:
         super().__init__(threat)
         self.server_lr, self.scale = server_lr, scale
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         bundle = setup.data.bundle
         if config.target_label >= bundle.num_classes:
             raise ConfigError(

@@ -8,7 +8,7 @@ import torch
 
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
-from privfl.attacks.poisoning.threat import ThreatModel
+from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.stages import RoundContext
 
 if TYPE_CHECKING:
@@ -35,14 +35,16 @@ class SignFlipping(UpdatePoisoning):
 
     method = PoisoningMethod.SIGN_FLIP
 
-    def __init__(self, threat: ThreatModel, scale: float = 1.0) -> None:
+    def __init__(self, threat: PoisoningThreat, scale: float = 1.0) -> None:
         super().__init__(threat)
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         self.scale = scale
 
     @classmethod
-    def build(cls, config: PoisoningConfig, threat: ThreatModel, setup: RunSetup) -> PoisoningParts:
+    def build(
+        cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
+    ) -> PoisoningParts:
         return PoisoningParts(transform=cls(threat, 1.0 if config.scale is None else config.scale))
 
     def craft(

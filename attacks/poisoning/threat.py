@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,8 @@ def choose_malicious(seed: int, clients: int, fraction: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ThreatModel:
-    """Who attacks and what they know.
+class PoisoningThreat:
+    """Who attacks and what they know (a :class:`privfl.threat.ThreatModel`).
 
     Attributes:
         malicious: sorted int64 ids of the malicious clients (fixed for the run).
@@ -65,8 +66,12 @@ class ThreatModel:
         ids = np.asarray(client_ids, dtype=np.int64)
         return np.sort(ids[self.rows(ids)])
 
-    def describe(self) -> dict[str, object]:
-        """The threat model as plain data (for logs and reports)."""
+    @property
+    def adversary(self) -> str:
+        return f"{len(self.malicious)} malicious clients of {self.num_clients}"
+
+    def to_record(self) -> dict[str, Any]:
+        """The threat model as plain data (for ``threats.json`` and logs)."""
         return {
             "malicious": self.malicious.tolist(),
             "num_clients": self.num_clients,
@@ -74,5 +79,17 @@ class ThreatModel:
             "knowledge": self.knowledge.value,
         }
 
+    def summary(self) -> str:
+        sees = (
+            "the benign updates of the round (omniscient)"
+            if self.knowledge is Knowledge.OMNISCIENT
+            else "only their own data and updates (partial knowledge)"
+        )
+        return (
+            f"Clients {', '.join(str(int(c)) for c in self.malicious)} (of {self.num_clients}, "
+            f"fixed for the run) are malicious from round {self.start_round} on and see {sees}; "
+            "the server and the other clients follow the protocol."
+        )
 
-__all__ = ["MALICIOUS_STREAM", "ThreatModel", "choose_malicious"]
+
+__all__ = ["MALICIOUS_STREAM", "PoisoningThreat", "choose_malicious"]

@@ -27,7 +27,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from privfl.attacks.inversion import InversionTarget, ThreatModel, dlg, inverting_gradients
+from privfl.attacks.inversion import InversionTarget, InversionThreat, dlg, inverting_gradients
 from privfl.attacks.inversion.inverting_gradients import IG_LR, IG_TV, total_variation
 from privfl.client import LocalTraining, SGDTrainer
 from privfl.data.bundled import load_digits
@@ -53,7 +53,7 @@ def _case(name: str) -> tuple[torch.nn.Module, InversionTarget, torch.Tensor]:
         model, spec, w0, x, y, torch.Generator(), client_id=0, round=1
     )
     spec.load_into(model, w0)
-    threat = ThreatModel(ONE_STEP, bundle.input_shape, bundle.num_classes)
+    threat = InversionThreat(ONE_STEP, bundle.input_shape, bundle.num_classes)
     return model, InversionTarget.from_delta(model, spec, w0, delta, 1, threat), y
 
 

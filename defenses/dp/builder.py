@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,7 @@ from privfl.defenses.dp.dpsgd import (
 )
 from privfl.defenses.dp.encoding import encoding_slack
 from privfl.defenses.dp.local import LOCAL_SENSITIVITY, LocalGaussian
+from privfl.defenses.dp.threat import DPThreat
 from privfl.errors import ConfigError
 from privfl.pipeline import Contribution, Slot
 from privfl.sampling import ClientSampler, PoissonSampler
@@ -84,7 +86,8 @@ def differential_privacy_stages(
             _SEEDED_EXTRAS[DPMode(dp.mode)],
             config.seed,
         )
-    return _BUILDERS[DPMode(dp.mode)](config, setup, dp, channel, sampler)
+    contribution = _BUILDERS[DPMode(dp.mode)](config, setup, dp, channel, sampler)
+    return replace(contribution, threat=DPThreat(dp.mode))
 
 
 #: What else the seed gives away, by mode.

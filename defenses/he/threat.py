@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from privfl.threat import ThreatModel
+from privfl.threat import ChannelThreat
 
-HE_THREAT_MODEL = ThreatModel(
+HE_THREAT_MODEL = ChannelThreat(
     server=(
         "malicious towards the key holder: it may hand over any ciphertext as 'the aggregate', "
         "but the key holder decrypts only a sum that its clients' sealed vouchers vouch for "

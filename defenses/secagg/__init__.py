@@ -31,7 +31,7 @@ from privfl.defenses.secagg.protocol import (
 )
 from privfl.defenses.secagg.server import SecAggServer
 from privfl.defenses.secagg.state import ClientState, RoundParams, ServerState
-from privfl.defenses.secagg.threat import SECAGG_THREAT_MODEL, ThreatModel
+from privfl.defenses.secagg.threat import SECAGG_THREAT_MODEL
 
 __all__ = [
     "SECAGG_THREAT_MODEL",
@@ -53,7 +53,6 @@ __all__ = [
     "ShareIntegrityError",
     "ShareKind",
     "Stage",
-    "ThreatModel",
     "check_secagg_degree",
     "create_secagg_channel",
     "draw_dropouts",

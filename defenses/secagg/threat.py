@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from privfl.threat import ThreatModel
+from privfl.threat import ChannelThreat
 
-SECAGG_THREAT_MODEL = ThreatModel(
+SECAGG_THREAT_MODEL = ChannelThreat(
     server="honest-but-curious: follows the protocol, reads everything it receives",
     colluding_clients=(
         "up to t - 1 of each client's share-holders (all clients under the complete graph; "
@@ -33,4 +33,4 @@ SECAGG_THREAT_MODEL = ThreatModel(
     ),
 )
 
-__all__ = ["SECAGG_THREAT_MODEL", "ThreatModel"]
+__all__ = ["SECAGG_THREAT_MODEL"]

@@ -18,6 +18,7 @@ import numpy as np
 
 from privfl.accounting import ACCOUNTANT_NOTES, AccountantName
 from privfl.defenses.dp.config import DPConfig
+from privfl.defenses.dp.threat import PROTECTED
 from privfl.ledger import Unit
 from privfl.report.document import (
     Alert,
@@ -42,30 +43,6 @@ if TYPE_CHECKING:
 
 EPSILON_WARN = 10.0
 CLIPPED_WARN = 0.9
-
-PROTECTED: dict[str, str] = {
-    "sample": (
-        "**One training example of one client.** Whoever sees everything a client sends (each "
-        "of its model updates, every round: the server, or an eavesdropper) cannot tell "
-        "whether any single example was in that client's data beyond (epsilon, delta). Every "
-        "client has its own budget; the worst client's epsilon is the run's. A user with many "
-        "examples is **not** protected as a whole: that takes user-level DP (mode central or "
-        "local)."
-    ),
-    "central": (
-        "**One user: everything one client contributes over the whole run.** Whoever sees the "
-        "released global models (every round's) cannot tell whether a given client took part, "
-        "beyond (epsilon, delta). The server adds the noise, so the server itself sees each "
-        "clipped update in the clear (unless secure aggregation hides them): central DP does "
-        "not protect anyone from the server."
-    ),
-    "local": (
-        "**One user's updates as they leave the device.** Each client clips and noises its own "
-        "update, so even the server sees only noised updates; each client's epsilon covers "
-        "every round it took part in. No amplification by sampling applies (the server knows "
-        "who sent what), and neighbouring inputs are any two updates (sensitivity 2 x clip)."
-    ),
-}
 
 #: What, besides the noise, the seed decides in each mode (``secure_rng`` covers it too).
 SEEDED_EXTRAS: dict[str, str] = {
@@ -133,6 +110,7 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
     else:
         _dp_sections(doc, run, dp, plots, alerts)
     _channel_section(doc, cfg)
+    _threats_section(doc, run.threats)
     if run.audit is not None:
         _audit_section(doc, run.audit)
     _accuracy_section(doc, run, plots)
@@ -151,7 +129,7 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
 
 def _channel_section(doc: Document, cfg: Any) -> None:
     """What the server sees through a secure channel (secagg, HE) and what is still trusted:
-    the channel's :class:`~privfl.threat.ThreatModel`."""
+    the channel's :class:`~privfl.threat.ChannelThreat`."""
     from privfl.defenses.he.threat import HE_THREAT_MODEL
     from privfl.defenses.secagg.threat import SECAGG_THREAT_MODEL
 
@@ -176,6 +154,24 @@ def _channel_section(doc: Document, cfg: Any) -> None:
             + "."
         ),
     )
+
+
+def _threats_section(doc: Document, threats: list[dict[str, Any]]) -> None:
+    """The threat model of every active attack and defense, from ``threats.json``."""
+    if not threats:
+        return
+    doc.add(
+        Heading("Threat models"),
+        Paragraph(
+            "What each active attack and defense assumes about its adversary (`threats.json`)."
+        ),
+        Table(
+            ("component", "adversary"),
+            tuple((f"`{t['component']}`", str(t.get("adversary", ""))) for t in threats),
+        ),
+    )
+    for t in threats:
+        doc.add(Paragraph(f"**`{t['component']}`.** {t.get('summary', '')}"))
 
 
 @dataclass(frozen=True)

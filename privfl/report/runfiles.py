@@ -1,9 +1,10 @@
-"""What the reports read from a run folder: config, metrics, ledger, partition, audit."""
+"""What the reports read from a run folder: config, metrics, ledger, partition, audit,
+threat models."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ class RunFiles:
     ledger_json: dict[str, Any]
     partition: dict[str, Any] | None
     audit: dict[str, Any] | None
+    threats: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunFiles:
@@ -41,6 +43,7 @@ class RunFiles:
             ledger_json=ledger_json,
             partition=folder.read_json(RunFile.PARTITION),
             audit=folder.read_json(RunFile.AUDIT),
+            threats=folder.read_json(RunFile.THREATS, []),
         )
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from privfl.attacks.inversion import InversionTarget, ThreatModel
+from privfl.attacks.inversion import InversionTarget, InversionThreat
 from privfl.client import LocalTraining, SGDTrainer
 from privfl.data.bundled import load_digits
 from privfl.data.patches import load_patches
@@ -68,7 +68,7 @@ class Case:
         if noise:
             g = torch.Generator().manual_seed(10_000 + seed)
             delta = delta + training.lr * noise * torch.randn(delta.shape, generator=g)
-        threat = ThreatModel(training, tuple(self.x.shape[1:]), self.num_classes)
+        threat = InversionThreat(training, tuple(self.x.shape[1:]), self.num_classes)
         return InversionTarget.from_delta(self.model, self.spec, self.w0, delta, len(y), threat)
 
 

@@ -15,8 +15,8 @@ from privfl.attacks.inversion import (
     AttackSettings,
     InversionMethod,
     InversionObserver,
+    InversionThreat,
     Status,
-    ThreatModel,
 )
 from privfl.attacks.inversion import observer as observer_module
 from privfl.client import LocalTraining, SGDTrainer
@@ -64,7 +64,7 @@ def _observer(case, *, max_targets=8, rounds=(1,), iterations=300, restarts=1):
         settings=AttackSettings(iterations=iterations, lr=1.0, restarts=restarts),
         rounds=frozenset(rounds),
         max_targets=max_targets,
-        threat=ThreatModel(ONE_STEP, tuple(case.x.shape[1:]), case.num_classes),
+        threat=InversionThreat(ONE_STEP, tuple(case.x.shape[1:]), case.num_classes),
         seed=0,
     )
 

@@ -15,7 +15,7 @@ from privfl.attacks.poisoning import (
     LabelFlipping,
     PixelPatternBackdoor,
     PoisonedTrainer,
-    ThreatModel,
+    PoisoningThreat,
     flip_labels,
 )
 from privfl.attacks.poisoning.backdoor import stamp_trigger
@@ -35,7 +35,7 @@ class Recorder(LocalTrainer):
 
 def test_poisoned_trainer_poisons_only_malicious_clients_from_the_start_round():
     inner = Recorder()
-    threat = ThreatModel(np.array([3]), 10, start_round=2)
+    threat = PoisoningThreat(np.array([3]), 10, start_round=2)
     trainer = PoisonedTrainer(inner, threat, LabelFlipping(10), seed=0)
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 9])
     for cid in (2, 3):

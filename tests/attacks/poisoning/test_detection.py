@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from privfl.attacks.poisoning import DetectionScorer, ThreatModel, detection_scores
+from privfl.attacks.poisoning import DetectionScorer, PoisoningThreat, detection_scores
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ def test_scores_by_hand(attackers, excluded, precision, recall):
 
 
 def test_scorer_counts_only_arrived_attackers_from_the_start_round():
-    threat = ThreatModel(np.array([1, 4, 7]), 10, start_round=2)
+    threat = PoisoningThreat(np.array([1, 4, 7]), 10, start_round=2)
     record = {"clients": [1, 2, 4, 7], "dropped": [7], "excluded": [4, 2]}
     flags = DetectionScorer(threat, flags_clients=True)
     out = flags.score(record, SimpleNamespace(round=2))

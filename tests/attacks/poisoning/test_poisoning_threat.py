@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privfl.attacks.poisoning import ThreatModel, choose_malicious
+from privfl.attacks.poisoning import PoisoningThreat, choose_malicious
 from privfl.attacks.poisoning.config import Knowledge, malicious_count
 
 
@@ -35,9 +35,9 @@ def test_the_draw_is_uniform_over_clients():
 
 
 def test_threat_model_rows_and_rounds():
-    t = ThreatModel(np.array([2, 5, 9]), 10, start_round=3, knowledge=Knowledge.PARTIAL)
+    t = PoisoningThreat(np.array([2, 5, 9]), 10, start_round=3, knowledge=Knowledge.PARTIAL)
     ids = np.array([1, 2, 3, 9])
     assert t.rows(ids).tolist() == [False, True, False, True]
     assert t.attackers(ids, 2).tolist() == [] and t.attackers(ids, 3).tolist() == [2, 9]
     assert [t.is_malicious(c) for c in range(10)] == [c in (2, 5, 9) for c in range(10)]
-    assert t.describe()["knowledge"] == "partial"
+    assert t.to_record()["knowledge"] == "partial"

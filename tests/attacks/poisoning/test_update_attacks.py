@@ -17,8 +17,8 @@ from privfl.attacks.poisoning import (
     MinMax,
     MinSum,
     ModelReplacement,
+    PoisoningThreat,
     SignFlipping,
-    ThreatModel,
     a_little_is_enough,
 )
 from privfl.attacks.poisoning.a_little_is_enough import alie_z_max
@@ -42,7 +42,7 @@ MALICIOUS = np.array([101, 104, 106])
 
 
 def _threat(knowledge=Knowledge.OMNISCIENT, start=1):
-    return ThreatModel(MALICIOUS, 200, start_round=start, knowledge=knowledge)
+    return PoisoningThreat(MALICIOUS, 200, start_round=start, knowledge=knowledge)
 
 
 ATTACKS = {

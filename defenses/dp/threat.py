@@ -1,0 +1,74 @@
+"""What differential privacy protects, and against whom, by mode: the unit protected and the
+observer the guarantee holds against (a :class:`privfl.threat.ThreatModel`; the privacy
+report prints :data:`PROTECTED` under "What is protected")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: The unit each mode protects and against whom, for reports (Markdown).
+PROTECTED: dict[str, str] = {
+    "sample": (
+        "**One training example of one client.** Whoever sees everything a client sends (each "
+        "of its model updates, every round: the server, or an eavesdropper) cannot tell "
+        "whether any single example was in that client's data beyond (epsilon, delta). Every "
+        "client has its own budget; the worst client's epsilon is the run's. A user with many "
+        "examples is **not** protected as a whole: that takes user-level DP (mode central or "
+        "local)."
+    ),
+    "central": (
+        "**One user: everything one client contributes over the whole run.** Whoever sees the "
+        "released global models (every round's) cannot tell whether a given client took part, "
+        "beyond (epsilon, delta). The server adds the noise, so the server itself sees each "
+        "clipped update in the clear (unless secure aggregation hides them): central DP does "
+        "not protect anyone from the server."
+    ),
+    "local": (
+        "**One user's updates as they leave the device.** Each client clips and noises its own "
+        "update, so even the server sees only noised updates; each client's epsilon covers "
+        "every round it took part in. No amplification by sampling applies (the server knows "
+        "who sent what), and neighbouring inputs are any two updates (sensitivity 2 x clip)."
+    ),
+}
+
+#: Whom each mode's guarantee holds against.
+ADVERSARY: dict[str, str] = {
+    "sample": "whoever sees each client's updates (the server or an eavesdropper)",
+    "central": "whoever sees the released global models (not the server)",
+    "local": "whoever sees each client's noised updates, the server included",
+}
+
+#: The unit each mode protects.
+UNIT: dict[str, str] = {
+    "sample": "one training example of one client",
+    "central": "one user: everything one client contributes over the run",
+    "local": "one user's updates as they leave the device",
+}
+
+
+@dataclass(frozen=True)
+class DPThreat:
+    """What a DP mode protects and against whom.
+
+    >>> t = DPThreat("central")
+    >>> t.adversary
+    'whoever sees the released global models (not the server)'
+    >>> t.to_record()["unit"]
+    'one user: everything one client contributes over the run'
+    """
+
+    mode: str
+
+    @property
+    def adversary(self) -> str:
+        return ADVERSARY[self.mode]
+
+    def to_record(self) -> dict[str, Any]:
+        return {"mode": self.mode, "unit": UNIT[self.mode]}
+
+    def summary(self) -> str:
+        return PROTECTED[self.mode]
+
+
+__all__ = ["ADVERSARY", "PROTECTED", "UNIT", "DPThreat"]
