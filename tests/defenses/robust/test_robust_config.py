@@ -91,7 +91,6 @@ def test_secagg_and_he_together_are_rejected():
         config_from_dict({"defense": {"secagg": {}, "he": {}}})
 
 
-
 def test_no_robust_section_is_plain_fedavg(make_config):
     cfg = make_config()
     assert cfg.defense.robust is None
