@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from privfl.config import Config, load_config
 from privfl.federation import Federation, RunResult
+from privfl.progress import progress_bar
 from privfl.runfolder import RunFile, RunFolder
 
 
@@ -61,16 +52,7 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
 
 def _drive(fed: Federation, progress: bool) -> RunResult:
     total = fed.config.federation.rounds
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
+    bar = progress_bar("[bold]{task.description}", "stats", enabled=progress)
     fed.progress = bar if progress else None
     with bar:
         task = bar.add_task(fed.config.name, total=total, completed=fed.round, stats="")

@@ -20,18 +20,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from privfl.config import Config
 from privfl.errors import ConfigError
+from privfl.progress import progress_bar
 from privfl.suites.cell import CellStatus, init_worker, run_cell
 from privfl.suites.outputs import write_outputs
 from privfl.suites.records import CellRecord, SuiteRun
@@ -93,16 +84,7 @@ def run_suite(
         len(results),
         len(pending),
     )
-    bar = Progress(
-        TextColumn(f"[bold]{suite.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
+    bar = progress_bar(f"[bold]{suite.name}", "last", enabled=progress)
     runs_dir = out / RUNS_DIR if suite.spec.keep_runs else None
 
     def finished(key: str, result: dict[str, Any]) -> None:
