@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv demo test test-slow bench bench-full bench-suites bench-peers lint docs clean
+.PHONY: venv demo test test-slow bench bench-full bench-suites bench-peers lint docs notebooks clean
 
 venv: $(STAMP)
 
@@ -70,13 +70,19 @@ bench-peers: $(PEERS_STAMP)  # W1 through Flower's simulation engine beside priv
 
 # The site (docs/ -> site/): regenerate the generated pages (config reference, combination
 # table), then build it; --strict turns every warning (a broken link or anchor) into a failure.
+# The paper notebooks: execute notebooks/*.py (jupytext sources) into notebooks/*.ipynb at the
+# default scale, outputs included (commit them). Real MNIST: PRIVFL_MNIST_DIR=<folder of IDX files>.
+NB ?=
+notebooks: venv
+	$(PY) tools/notebooks.py execute $(NB)
+
 docs: venv
 	$(PY) -c "from privfl.reference import sync_docs; sync_docs()"
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 
 lint: venv
 	.venv/bin/ruff check privfl attacks defenses tests benchmarks notebooks tools
-	$(PY) tools/lint_imports.py  # the import contracts of pyproject.toml (lint-imports)
+	.venv/bin/lint-imports  # the import contracts of pyproject.toml
 
 clean:
 	rm -rf .venv .venv-peers build *.egg-info runs site

@@ -26,6 +26,23 @@ def _packages_on_disk() -> set[str]:
     return found
 
 
+def test_mapped_folders_are_linked_below_privfl():
+    # privfl/attacks and privfl/defenses are links to the top-level folders, so tools that scan
+    # privfl/ (grimp for `lint-imports`, pytest's doctests) see the subpackages where their
+    # dotted names say they are; one copy of the code, one module per name.
+    for pkg, folder in FOLDERS.items():
+        if pkg == "privfl":
+            continue
+        link = ROOT / "privfl" / pkg.split(".")[1]
+        assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve()
+    import privfl.attacks
+    import privfl.defenses
+
+    assert Path(privfl.attacks.__file__).resolve().parent == (ROOT / "attacks").resolve()
+    assert Path(privfl.defenses.__file__).resolve().parent == (ROOT / "defenses").resolve()
+    assert "attacks" not in sys.modules and "defenses" not in sys.modules
+
+
 def test_pyproject_lists_every_package_folder():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert meta["package-dir"] == FOLDERS
@@ -40,7 +57,9 @@ def test_install_imports_all_three_packages(tmp_path, editable):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for folder in FOLDERS.values():
-        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / folder, src / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     # A bare venv that sees this environment's dependencies through a .pth file.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
