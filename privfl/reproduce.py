@@ -91,7 +91,9 @@ def mnist_dir() -> Path | None:
         return None
     folder = Path(value).expanduser()
     names = [name for pair in MNIST_FILES.values() for name in pair]
-    missing = [n for n in names if not (folder / n).is_file() and not (folder / f"{n}.gz").is_file()]
+    missing = [
+        n for n in names if not (folder / n).is_file() and not (folder / f"{n}.gz").is_file()
+    ]
     if missing:
         raise FileNotFoundError(
             f"{MNIST_ENV}={value}: missing {', '.join(missing)} (raw or .gz); "
@@ -180,7 +182,9 @@ class PaperVsOurs:
     rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     spec: str = ".3g"
 
-    def add(self, quantity: str, *, paper: str, source: str, ours: MeanStd | str, note: str) -> None:
+    def add(
+        self, quantity: str, *, paper: str, source: str, ours: MeanStd | str, note: str
+    ) -> None:
         """Add a row; ``ours`` as a :class:`MeanStd` prints ``mean ± std (n seeds)``."""
         if isinstance(ours, MeanStd):
             ours = f"{ours.format(self.spec)} ({ours.n} seeds)"

@@ -58,7 +58,10 @@ def execute(path: Path, scale: str, timeout: int = 3600) -> Path:
     start = time.perf_counter()
     try:
         NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
         ).execute()
     finally:
         for k, v in saved.items():
@@ -83,7 +86,9 @@ def check() -> list[str]:
     for path in sources():
         nb_path = NOTEBOOKS / f"{path.stem}.ipynb"
         if not nb_path.is_file():
-            problems.append(f"{nb_path.name}: missing (python tools/notebooks.py execute {path.stem})")
+            problems.append(
+                f"{nb_path.name}: missing (python tools/notebooks.py execute {path.stem})"
+            )
         elif cells_of(read_source(path)) != cells_of(nbformat.read(nb_path, as_version=4)):
             problems.append(f"{nb_path.name}: cells differ from {path.name}; execute it again")
     for nb_path in sorted(NOTEBOOKS.glob("*.ipynb")):
