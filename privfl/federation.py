@@ -121,9 +121,10 @@ class Federation:
         b = self.data.bundle
         return create_model(self.config.model, b.input_shape, b.num_classes, self._model_seed)
 
-    def _spawn(self, config: Config) -> Federation:
-        """Another run of ``config`` on this run's data, without a folder (a clean twin)."""
-        return Federation(config, data=self.data)
+    def _spawn(self, config: Config, data: FederatedData | None = None) -> Federation:
+        """Another run of ``config`` without a folder, on this run's data (a clean twin) or on
+        ``data`` (a shadow run)."""
+        return Federation(config, data=data or self.data)
 
     def _ground_truth(self, client: int) -> GroundTruth:
         x, y = self.data.client_train(client)
@@ -293,6 +294,10 @@ class Federation:
         """Write the end-of-run files (ledger, partition, plots) and return the result."""
         self.engine.close()  # release workers (Ray actors); in-process engines have none
         self.spec.load_into(self.model, self.params)
+        if self.stages.end_attacks:
+            end = self._run_end()
+            for attack in self.stages.end_attacks:
+                self.attacks.extend(attack(end))
         if self.folder is not None:
             from privfl.plots import plot_partition, plot_training
 
@@ -311,14 +316,7 @@ class Federation:
                 self.folder.plot_path("partition"),
                 title=f"{self.config.data.name}: {self.config.data.partition} partition",
             )
-        end = RunEnd(
-            config=self.config,
-            params=self.params,
-            ledger=self.ledger,
-            folder=self.folder,
-            metrics=list(self.metrics),
-            attacks=list(self.attacks),
-        )
+        end = self._run_end()
         for finisher in self.stages.finishers:
             finisher(end)
         return RunResult(
@@ -330,6 +328,16 @@ class Federation:
             ledger=self.ledger,
             run_dir=None if self.folder is None else self.folder.path,
             timings=list(self.timings),
+        )
+
+    def _run_end(self) -> RunEnd:
+        return RunEnd(
+            config=self.config,
+            params=self.params,
+            ledger=self.ledger,
+            folder=self.folder,
+            metrics=list(self.metrics),
+            attacks=list(self.attacks),
         )
 
     @classmethod

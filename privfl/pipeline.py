@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 
 class RoundRunner(Protocol):
     """A run driven one round at a time (what a :class:`RunSetup`'s ``spawn`` returns): a
-    scorer that runs a twin of the run in lockstep needs no more than this."""
+    scorer that runs a twin of the run in lockstep, or an attack that trains shadow runs,
+    needs no more than this. ``params`` is the current global model (flat float32)."""
 
     round: int
+    params: torch.Tensor
 
     def run_round(self) -> dict[str, Any]: ...
 
@@ -53,15 +55,16 @@ class RoundRunner(Protocol):
 class RunSetup:
     """What stage builders may use: the run's data (attackers' own data, a server root set),
     its model layout and factory, the ledger that privacy-spending stages write to, and
-    ``spawn``, which starts another run of a config on the same data (the clean twin of a
-    poisoning run); None where the caller offers none."""
+    ``spawn``, which starts another run of a config, on the same data or on ``data`` (the
+    clean twin of a poisoning run, a membership attack's shadow runs); None where the caller
+    offers none."""
 
     config: Config
     data: FederatedData
     spec: ParamSpec
     make_model: Callable[[], nn.Module]
     ledger: Ledger
-    spawn: Callable[[Config], RoundRunner] | None = None
+    spawn: Callable[..., RoundRunner] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class RunEnd:
 
 #: Called once at the end of a run (e.g. to write a privacy report).
 Finisher = Callable[[RunEnd], None]
+
+#: An attack on the finished run (membership inference on the released model): called once,
+#: before ``attacks.json`` is written, it returns the records to add to it.
+EndAttack = Callable[[RunEnd], list[dict[str, Any]]]
 
 
 class Slot(IntEnum):
@@ -139,8 +146,9 @@ class Contribution:
     observers: tuple[Observer, ...] = ()
     evaluators: tuple[Evaluator, ...] = ()
     scorers: tuple[Scorer, ...] = ()
+    end_attacks: tuple[EndAttack, ...] = ()
     finishers: tuple[Finisher, ...] = ()
     threat: ThreatModel | None = None
 
 
-__all__ = ["Contribution", "Finisher", "RoundRunner", "RunEnd", "RunSetup", "Slot"]
+__all__ = ["Contribution", "EndAttack", "Finisher", "RoundRunner", "RunEnd", "RunSetup", "Slot"]

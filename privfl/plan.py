@@ -25,7 +25,7 @@ from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
 from privfl.errors import ConfigError
 from privfl.heterogeneity.builder import heterogeneity_stages
-from privfl.pipeline import Contribution, Finisher, RunSetup
+from privfl.pipeline import Contribution, EndAttack, Finisher, RunSetup
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -50,6 +50,7 @@ class Stages:
         evaluators: extra figures on the global model at evaluation rounds.
         scorers: figures on each finished round from knowledge the server lacks (who
             truly attacked), added to its metrics.
+        end_attacks: attacks on the finished run; their records join ``attacks.json``.
         finishers: called once at the end of a run (e.g. to write a privacy report).
         threats: ``(section, threat model)`` of every active attack and defense, in section
             order (written into ``threats.json``).
@@ -64,6 +65,7 @@ class Stages:
     observers: list[Observer] = field(default_factory=list)
     evaluators: list[Evaluator] = field(default_factory=list)
     scorers: list[Scorer] = field(default_factory=list)
+    end_attacks: list[EndAttack] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)
     threats: list[tuple[str, ThreatModel]] = field(default_factory=list)
 
@@ -164,6 +166,7 @@ def assemble(config: Config, parts: list[tuple[str, Contribution]]) -> Stages:
         observers=[o for _, p in parts for o in p.observers],
         evaluators=[e for _, p in parts for e in p.evaluators],
         scorers=[s for _, p in parts for s in p.scorers],
+        end_attacks=[a for _, p in parts for a in p.end_attacks],
         finishers=[f for _, p in parts for f in p.finishers],
         threats=[(name, p.threat) for name, p in parts if p.threat is not None],
     )

@@ -17,11 +17,19 @@ import torch
 
 from privfl.attacks.membership import scores as S
 from privfl.attacks.membership.config import MembershipConfig
-from privfl.attacks.membership.metrics import membership_metrics
+from privfl.attacks.membership.metrics import Roc, membership_metrics, roc_of
 
 #: Trains one shadow federation on the population examples ``ids`` with seed ``seed`` and
 #: returns a function from inputs to logits of its final model.
 ShadowTrainer = Callable[[np.ndarray, int], Callable[[torch.Tensor], torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class MembershipResult:
+    """A membership attack's ``attacks.json`` record and its ROC curve (for the plot)."""
+
+    record: dict
+    roc: Roc
 
 
 @dataclass(frozen=True)
@@ -119,9 +127,10 @@ def run_membership(
     pop: Population,
     train_shadow: ShadowTrainer | None,
     seed: int,
-) -> dict:
+) -> MembershipResult:
     """Score the candidates against ``target`` (a logits function of the released model) with
-    ``cfg.method``; return the ``attacks.json`` record (metrics, candidate design, seconds).
+    ``cfg.method``; return the ``attacks.json`` record (metrics, candidate design, seconds)
+    and the ROC curve.
 
     Args:
         cfg: the ``[attack.membership]`` section.
@@ -150,7 +159,7 @@ def run_membership(
         score = _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record)
     record.update(membership_metrics(score, cand.is_member))
     record["seconds"] = round(time.perf_counter() - start, 3)
-    return record
+    return MembershipResult(record, roc_of(score, cand.is_member))
 
 
 def _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record) -> np.ndarray:

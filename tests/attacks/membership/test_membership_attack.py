@@ -70,10 +70,10 @@ def test_attack_separates_a_memoriser_and_not_a_model_that_does_not_leak(section
     pop = _population()
     cfg = MembershipConfig(candidates=100, **section)
     shadows = None if cfg.method == "loss" else (lambda ids, s: _memoriser(ids, s, 3.0))
-    leaky = run_membership(cfg, _memoriser(np.arange(300), 99, 3.0), pop, shadows, seed=1)
+    leaky = run_membership(cfg, _memoriser(np.arange(300), 99, 3.0), pop, shadows, seed=1).record
     assert leaky["auc"] > 0.9 and leaky["members"] == leaky["non_members"] == 50
     blind_shadows = None if cfg.method == "loss" else (lambda ids, s: _memoriser(ids, s, 0.0))
-    blind = run_membership(cfg, _memoriser([], 98, 0.0), pop, blind_shadows, seed=1)
+    blind = run_membership(cfg, _memoriser([], 98, 0.0), pop, blind_shadows, seed=1).record
     assert 0.3 < blind["auc"] < 0.7
     assert set(leaky) >= {
         "attack",

@@ -1,0 +1,53 @@
+"""The membership attacker's threat model (a :class:`privfl.threat.ThreatModel`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MembershipThreat:
+    """An outsider who queries the released model and knows how it was trained.
+
+    Attributes:
+        method: ``loss``, ``lira`` or ``rmia``.
+        shadow_models: shadow federations the attacker trains (0 for ``loss``).
+        knows_recipe: the attacker trains its shadows with the run's own recipe (model,
+            federation, local training, DP), the paper's assumption (Carlini et al. 2022,
+            Section IV).
+        population: where the attacker's data comes from.
+    """
+
+    method: str
+    shadow_models: int
+    knows_recipe: bool = True
+    population: str = "the run's training and test splits (the same distribution)"
+
+    @property
+    def adversary(self) -> str:
+        return "anyone with the released model"
+
+    def summary(self) -> str:
+        how = (
+            "from each candidate's loss under the released model"
+            if self.method == "loss"
+            else f"by comparing the released model with {self.shadow_models} shadow "
+            "federations it trains itself with the run's recipe, half of them on each candidate"
+        )
+        return (
+            "Anyone with the released global model guesses whether a candidate example was in "
+            f"some client's training data, {how}. It queries the model's outputs (logits) on "
+            f"the candidates and draws its own data from {self.population}. Secure aggregation "
+            "and HE do not hide the released model: only DP limits this attack."
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready summary for ``threats.json``."""
+        return {
+            "method": self.method,
+            "shadow_models": self.shadow_models,
+            "knows_recipe": self.knows_recipe,
+            "population": self.population,
+            "observes": "the released global model's logits",
+        }
