@@ -41,6 +41,8 @@ class Metric(StrEnum):
     PSNR = "psnr"  # median over the inversion records with a reconstruction
     SSIM = "ssim"
     LABEL_ACCURACY = "label_accuracy"
+    MEMBERSHIP_AUC = "membership_auc"  # the best membership record's AUC
+    MEMBERSHIP_TPR = "membership_tpr_at_fpr_0.001"  # its TPR at 0.1% FPR
     EPSILON = "epsilon"  # the ledger's headline epsilon (worst party)
     BYTES_UP = "bytes_up"  # client -> server bytes, summed over rounds
     BYTES_OVERHEAD = "bytes_overhead"  # bytes_up / the baseline defense's
@@ -110,11 +112,21 @@ def summarize(result: RunResult) -> dict[str, float | None]:
         Metric.PSNR: _median(r.get("psnr") for r in ok),
         Metric.SSIM: _median(r.get("ssim") for r in ok),
         Metric.LABEL_ACCURACY: _median(r.get("label_accuracy") for r in ok),
+        **_membership(ok),
         Metric.EPSILON: _epsilon(result),
         Metric.BYTES_UP: float(sum(m.get("bytes_up", 0) for m in metrics)),
         Metric.SECONDS: float(sum(t["seconds"] for t in result.timings)),
     }
     return {k.value: (None if v is None else float(v)) for k, v in out.items()}
+
+
+def _membership(records: list[dict[str, Any]]) -> dict[Metric, float | None]:
+    """AUC and TPR at 0.1% FPR of the membership record with the highest AUC (None without)."""
+    found = [r for r in records if "auc" in r and "tpr_at_fpr_0.001" in r]
+    if not found:
+        return {Metric.MEMBERSHIP_AUC: None, Metric.MEMBERSHIP_TPR: None}
+    best = max(found, key=lambda r: r["auc"])
+    return {Metric.MEMBERSHIP_AUC: best["auc"], Metric.MEMBERSHIP_TPR: best["tpr_at_fpr_0.001"]}
 
 
 def _median(values: Any) -> float | None:

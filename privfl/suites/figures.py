@@ -23,6 +23,8 @@ HEATMAPS: dict[Metric, str] = {
     Metric.ACCURACY_DROP: "accuracy drop caused by the attack",
     Metric.ATTACK_SUCCESS: "backdoor attack success rate",
     Metric.PSNR: "inversion PSNR (dB, median of the records)",
+    Metric.MEMBERSHIP_AUC: "membership inference AUC",
+    Metric.MEMBERSHIP_TPR: "membership inference TPR at 0.1% FPR",
     Metric.EPSILON: "epsilon (worst party)",
     Metric.BYTES_OVERHEAD: "upload bytes / no defense",
     Metric.SECONDS_OVERHEAD: "round seconds / no defense",
@@ -33,6 +35,8 @@ _CMAP = {
     Metric.ACCURACY_DROP: "Reds",
     Metric.ATTACK_SUCCESS: "Reds",
     Metric.PSNR: "Reds",
+    Metric.MEMBERSHIP_AUC: "Reds",
+    Metric.MEMBERSHIP_TPR: "Reds",
     Metric.EPSILON: "Oranges",
     Metric.BYTES_OVERHEAD: "Blues",
     Metric.SECONDS_OVERHEAD: "Blues",
@@ -132,22 +136,36 @@ def _label(
     return format(ms[0], FORMATS[metric]), "white" if dark else "black"
 
 
+#: The figures drawn against epsilon when a suite spends privacy, with their axis labels.
+AGAINST_EPSILON: dict[Metric, str] = {
+    Metric.ACCURACY: "final test accuracy",
+    Metric.MEMBERSHIP_AUC: "membership inference AUC",
+    Metric.MEMBERSHIP_TPR: "membership TPR at 0.1% FPR",
+}
+
+
 def accuracy_vs_epsilon(run: SuiteRun, path: Path) -> Path | None:
-    """Final accuracy against epsilon, one line per (attack, defense) over its parameter
-    settings, the baseline defense's accuracy dashed. None when no cell spent privacy."""
+    """Final accuracy against epsilon (:func:`against_epsilon`)."""
+    return against_epsilon(run, Metric.ACCURACY, path)
+
+
+def against_epsilon(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
+    """``metric`` against epsilon, one line per (attack, defense) over its parameter
+    settings, the baseline defense's value dashed. None when no curve has two points."""
     gs = groups(run)
     series: dict[tuple[str, str], list[tuple[float, float]]] = {}
     baseline: dict[str, float] = {}
     for g in gs:
-        acc, eps = _mean(g, Metric.ACCURACY), _mean(g, Metric.EPSILON)
-        if acc is None:
+        value, eps = _mean(g, metric), _mean(g, Metric.EPSILON)
+        if value is None:
             continue
         if eps is not None and math.isfinite(eps):
-            series.setdefault((g.attack, g.defense), []).append((eps, acc))
+            series.setdefault((g.attack, g.defense), []).append((eps, value))
         elif g.defense == run.suite.spec.baseline_defense:
-            baseline.setdefault(g.attack, acc)
+            baseline.setdefault(g.attack, value)
     if not any(len(pts) > 1 for pts in series.values()):
         return None  # no curve: every DP setting ran at one epsilon (the table has them)
+    label = AGAINST_EPSILON[metric]
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     multi_attack = len({a for a, _ in series}) > 1
@@ -155,19 +173,19 @@ def accuracy_vs_epsilon(run: SuiteRun, path: Path) -> Path | None:
         pts.sort()
         x, y = zip(*pts, strict=True)
         ax.plot(x, y, marker="o", ms=4, label=f"{a} / {d}" if multi_attack else d)
-    for a, acc in baseline.items():
-        ax.axhline(acc, ls="--", color="grey", lw=1)
+    for a, value in baseline.items():
+        ax.axhline(value, ls="--", color="grey", lw=1)
         ax.annotate(
             f"no DP ({a})" if multi_attack else "no DP",
-            (ax.get_xlim()[1], acc),
+            (ax.get_xlim()[1], value),
             ha="right",
             va="bottom",
             fontsize=8,
             color="grey",
         )
     ax.set_xscale("log")
-    ax.set(xlabel="epsilon (worst party)", ylabel="final test accuracy")
-    ax.set_title(f"{run.suite.spec.name}: accuracy against epsilon", fontsize=10)
+    ax.set(xlabel="epsilon (worst party)", ylabel=label)
+    ax.set_title(f"{run.suite.spec.name}: {label} against epsilon", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -175,4 +193,4 @@ def accuracy_vs_epsilon(run: SuiteRun, path: Path) -> Path | None:
     return path
 
 
-__all__ = ["HEATMAPS", "accuracy_vs_epsilon", "heatmap"]
+__all__ = ["AGAINST_EPSILON", "HEATMAPS", "accuracy_vs_epsilon", "against_epsilon", "heatmap"]

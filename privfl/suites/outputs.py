@@ -19,7 +19,7 @@ from privfl.report.document import (
 )
 from privfl.runfolder import RunFile
 from privfl.suites.cell import CellStatus, Metric
-from privfl.suites.figures import HEATMAPS, accuracy_vs_epsilon, heatmap
+from privfl.suites.figures import AGAINST_EPSILON, HEATMAPS, against_epsilon, heatmap
 from privfl.suites.records import SuiteRun
 from privfl.suites.table import SEEDED_NOISE_NOTE, derive, table_rows, write_csv
 
@@ -51,7 +51,12 @@ def write_outputs(run: SuiteRun) -> dict[str, Path]:
         p = heatmap(run, metric, plots / f"heatmap_{metric.value}.png")
         if p is not None:
             images.append(Image(p, f"heatmap of {metric.value}"))
-    curve = accuracy_vs_epsilon(run, plots / "accuracy_vs_epsilon.png")
+    curves = {
+        metric: against_epsilon(
+            run, metric, plots / f"{metric.value.split('_at_')[0]}_vs_epsilon.png"
+        )
+        for metric in AGAINST_EPSILON
+    }
 
     page = Document(f"Suite {run.suite.name}")
     if run.suite.spec.description:
@@ -59,8 +64,10 @@ def write_outputs(run: SuiteRun) -> dict[str, Path]:
     page.add(Bullets(_facts(run)))
     for r in run.errors:
         page.add(Alert(f"cell {r.cell.slug} crashed: {r.reason} (a bug: see the log)"))
-    if curve is not None:
-        page.add(Heading("Accuracy against epsilon"), Image(curve, "accuracy against epsilon"))
+    for metric, curve in curves.items():
+        if curve is not None:
+            what = AGAINST_EPSILON[metric]
+            page.add(Heading(f"{what[0].upper()}{what[1:]} against epsilon"), Image(curve, what))
     if images:
         page.add(
             Heading("Attack x defense"),
