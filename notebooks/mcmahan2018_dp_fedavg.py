@@ -20,7 +20,7 @@
 # arXiv version was titled *Learning Differentially Private Language Models Without Losing
 # Accuracy*).
 #
-# **The mechanism (DP-FedAvg, the paper's Algorithm 1).** Each round every user is selected
+# **The mechanism (DP-FedAvg, as the paper defines it).** Each round every user is selected
 # independently with probability `q` (Poisson sampling, so the cohort size varies around
 # `C = qK` for a population of `K` users); each selected user runs FedAvg's local training and
 # clips its model update to L2 norm `S`; the server adds the updates, adds Gaussian noise of
