@@ -8,6 +8,7 @@ a model config (discriminated by ``name``), ``[federation]`` -> :class:`Federati
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -21,6 +22,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -83,6 +85,22 @@ class DataConfig(StrictModel):
     )
     classes: PositiveInt = Field(10, description="synthetic: number of classes")
     noise: NonNegativeFloat = Field(1.0, description="synthetic: cluster noise level")
+    class_fraction: dict[NonNegativeInt, float] = Field(
+        default_factory=dict,
+        description='share of a class\'s training examples kept, e.g. {"8" = 0.0855} '
+        "(under-represented class; test split untouched)",
+    )
+
+    @field_validator("class_fraction")
+    @classmethod
+    def _fractions(cls, v: dict[int, float]) -> dict[int, float]:
+        for label, fraction in v.items():
+            if not (math.isfinite(fraction) and 0 < fraction <= 1):
+                raise ValueError(
+                    f"class {label}: the share of its training examples kept must lie in (0, 1], "
+                    f"got {fraction} (e.g. 0.0855 keeps 500 of MNIST's 5,851 eights)"
+                )
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -38,6 +38,31 @@ def evaluate(
     return float(losses.mean()), float(correct.mean())
 
 
+def per_class_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1024
+) -> np.ndarray:
+    """Accuracy of ``model`` on the examples of each class: float64 ``(num_classes,)``, NaN
+    for a class without examples in ``y`` (the per-class figure of Bagdasaryan et al. 2019).
+
+    >>> from torch import nn
+    >>> m = nn.Linear(2, 2, bias=False)
+    >>> _ = m.weight.data.copy_(torch.eye(2))  # predicts the larger coordinate
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]); y = torch.tensor([0, 0, 1])
+    >>> per_class_accuracy(m, x, y, 3).round(2).tolist()
+    [0.5, 0.0, nan]
+    """
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got {int(y.min())}..{int(y.max())}"
+        )
+    _, correct = per_example(model, x, y, batch_size)
+    labels = y.numpy()
+    totals = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    hits = np.bincount(labels, weights=correct.numpy(), minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
+
+
 def federated_evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -72,4 +97,4 @@ def federated_evaluate(
     }
 
 
-__all__ = ["evaluate", "federated_evaluate", "per_example"]
+__all__ = ["evaluate", "federated_evaluate", "per_class_accuracy", "per_example"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from privfl.data.base import DataBundle, Partition
+from privfl.data.downsample import Downsampled, downsample_classes
 from privfl.data.partition import PARTITIONERS, split_local_test
 from privfl.registry import Registry
 from privfl.seeding import numpy_rng
@@ -80,10 +81,13 @@ class FederatedData:
     """A data bundle and who holds which examples.
 
     Client data is never copied at partition time: :meth:`client_train` indexes on demand.
+    ``downsampled`` records what ``data.class_fraction`` kept of each down-sampled class (empty
+    when no class was down-sampled).
     """
 
     bundle: DataBundle
     partition: Partition
+    downsampled: tuple[Downsampled, ...] = field(default=())
 
     @property
     def num_clients(self) -> int:
@@ -102,7 +106,7 @@ class FederatedData:
         """Per-client example counts and their spread, for logs and run folders."""
         sizes = self.partition.sizes()
         counts = self.label_counts()
-        return {
+        summary: dict[str, object] = {
             "clients": int(len(sizes)),
             "examples": sizes.tolist(),
             "min": int(sizes.min()),
@@ -110,15 +114,28 @@ class FederatedData:
             "mean": float(sizes.mean()),
             "classes_per_client_mean": float((counts > 0).sum(axis=1).mean()),
         }
+        if self.downsampled:  # only then, so that other runs' partition.json is unchanged
+            summary["downsampled"] = [d.to_record() for d in self.downsampled]
+        return summary
 
 
 def build_federated_data(cfg: DataConfig, seed: int) -> FederatedData:
     """Load the data set ``cfg.name`` and partition it among ``cfg.clients`` clients.
 
-    Randomness: the train/test split uses the stream ``(seed, "data")``, the partition
-    ``(seed, "partition")`` and the local hold-out ``(seed, "local-test")``.
+    With ``cfg.class_fraction`` set, the named classes of the training split are down-sampled
+    first (before partitioning; the test split is untouched).
+
+    Randomness: the train/test split uses the stream ``(seed, "data")``, the down-sampling
+    ``(seed, "downsample")``, the partition ``(seed, "partition")`` and the local hold-out
+    ``(seed, "local-test")``.
     """
     bundle = LOADERS[cfg.name](cfg, numpy_rng(seed, "data"))
+    downsampled: list[Downsampled] = []
+    if cfg.class_fraction:
+        train, downsampled = downsample_classes(
+            bundle.train, cfg.class_fraction, bundle.num_classes, numpy_rng(seed, "downsample")
+        )
+        bundle = replace(bundle, train=train)
     labels = bundle.train.y.numpy()
     rng = numpy_rng(seed, "partition")
     kwargs: dict[str, object] = {}
@@ -130,7 +147,7 @@ def build_federated_data(cfg: DataConfig, seed: int) -> FederatedData:
         kwargs = {"groups": bundle.train.groups}
     indices = PARTITIONERS[cfg.partition](labels, cfg.clients, rng, **kwargs)
     train, test = split_local_test(indices, cfg.client_test_fraction, numpy_rng(seed, "local-test"))
-    return FederatedData(bundle, Partition(train, test))
+    return FederatedData(bundle, Partition(train, test), tuple(downsampled))
 
 
 __all__ = ["LOADERS", "FederatedData", "build_federated_data"]
