@@ -28,6 +28,8 @@ from privfl.attacks.inversion.observer import (
     InversionObserver,
     Status,
     TargetKind,
+    gradient_noise,
+    record_images,
 )
 from privfl.attacks.inversion.simulate import (
     examples_used,
@@ -56,6 +58,7 @@ __all__ = [
     "dlg",
     "examples_used",
     "find_final_layer",
+    "gradient_noise",
     "idlg",
     "idlg_label",
     "inverting_gradients",
@@ -68,6 +71,7 @@ __all__ = [
     "mse",
     "num_local_steps",
     "psnr",
+    "record_images",
     "recover_labels",
     "score",
     "single_gradient_target",

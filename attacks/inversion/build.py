@@ -67,12 +67,16 @@ def create_inversion_observer(
             restarts=cfg.restarts,
             tv=cfg.tv,
             threads=cfg.threads,
+            replay=cfg.replay,
         ),
         rounds=frozenset(cfg.rounds),
         max_targets=cfg.max_targets,
         threat=threat,
         seed=config.seed,
         notes=_view_notes(config),
+        noise=cfg.noise,
+        noise_variance=cfg.noise_variance,
+        images=cfg.images,
     )
 
 

@@ -68,12 +68,34 @@ class InversionConfig(BaseModel):
     threads: NonNegativeInt = Field(
         1, description="torch threads during the attack (0: leave torch's setting)"
     )
+    replay: bool = Field(
+        True,
+        description="ig: replay the client's local steps on the candidates (Geiping et al. "
+        "§4); false reads the update as one gradient, as dlg/idlg do (the ablation)",
+    )
+    noise: Literal["none", "gaussian", "laplace"] = Field(
+        "none",
+        description="what-if of Zhu et al. §5.1: noise added to each observed gradient "
+        "before the attack (no clipping, no accounting; a real defense is [defense.dp])",
+    )
+    noise_variance: NonNegativeFloat = Field(
+        0.0, description="variance of that noise per coordinate of the gradient -update/lr"
+    )
+    images: bool = Field(
+        False,
+        description="add the reconstructions and the originals they were matched to to each "
+        "record (`images`: nested lists in [0, 1]; attacks.json grows)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> InversionConfig:
         if len(set(self.rounds)) != len(self.rounds):
             raise ValueError(f"rounds lists a round twice: {self.rounds}")
         only_with(self, "tv", self.method == InversionMethod.IG, "method = 'ig'")
+        only_with(self, "replay", self.method == InversionMethod.IG, "method = 'ig'")
+        only_with(self, "noise_variance", self.noise != "none", "noise is 'gaussian' or 'laplace'")
+        if self.noise != "none" and not self.noise_variance > 0:
+            raise ValueError(f"noise = {self.noise!r} needs noise_variance > 0")
         return self
 
     @property

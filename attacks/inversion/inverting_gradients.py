@@ -16,10 +16,16 @@ paper assumes them known for batches, this attacker is not given them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from privfl.attacks.inversion.dlg import recover_labels
-from privfl.attacks.inversion.simulate import local_update, num_local_steps
+from privfl.attacks.inversion.simulate import (
+    local_update,
+    num_local_steps,
+    single_gradient_target,
+)
 from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
 from privfl.errors import PrivflError
 
@@ -66,6 +72,7 @@ def inverting_gradients(
     restarts: int = 1,
     labels: torch.Tensor | None = None,
     callback: Callback | None = None,
+    replay: bool = True,
 ) -> Reconstruction:
     """Invert ``target``'s update by replaying its local training on candidate data.
 
@@ -77,6 +84,11 @@ def inverting_gradients(
         restarts: independent initializations; the lowest final objective is kept.
         labels: int64 ``(D,)``; None recovers them from the update.
         callback: told how many iterations were done (progress).
+        replay: True (the paper's multi-step attack) matches the update with the client's
+            whole local training replayed on the candidates; False matches it, read as one
+            gradient on the ``D`` candidates (:func:`single_gradient_target`, DLG's FedSGD
+            reading), with one full-batch gradient of plain SGD: the ablation that shows what
+            replaying the local steps is worth.
 
     Returns:
         ``D = target.num_reconstructed`` reconstructed inputs (in the input range) and labels.
@@ -96,10 +108,28 @@ def inverting_gradients(
     y = recover_labels(target, generator) if labels is None else labels
     if y.shape != (d,):
         raise PrivflError(f"labels must have shape ({d},), got {tuple(y.shape)}")
+    if not replay:
+        target = _one_gradient_view(target)
     runs = [
         _one_run(target, y, d, iterations, lr, tv, generator, callback) for _ in range(restarts)
     ]
     return min(runs, key=lambda r: r.loss)
+
+
+def _one_gradient_view(target: InversionTarget) -> InversionTarget:
+    """``target`` read as one plain-SGD, full-batch gradient on the ``D`` examples its update
+    touched: the update becomes :func:`single_gradient_target`'s reading, and the training the
+    attack replays one step of batch ``D`` without momentum, weight decay or proximal term
+    (that reading has already removed the weight decay)."""
+    threat = target.threat
+    d = target.num_reconstructed
+    wanted = single_gradient_target(
+        target.update, list(target.params.values()), threat.training, target.num_examples
+    )
+    one_step = replace(
+        threat.training, steps=1, batch_size=None, momentum=0.0, weight_decay=0.0, prox_mu=0.0
+    )
+    return replace(target, update=wanted, num_examples=d, threat=replace(threat, training=one_step))
 
 
 def _one_run(

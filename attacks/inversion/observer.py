@@ -13,6 +13,7 @@ The attack uses only the view, the global model and the :class:`InversionThreat`
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from privfl.attacks.inversion.inverting_gradients import IG_TV, inverting_gradie
 from privfl.attacks.inversion.metrics import score
 from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
 from privfl.attacks.inversion.threat import InversionThreat
+from privfl.errors import PrivflError
 from privfl.seeding import numpy_rng, torch_generator
 from privfl.stages import Observer, ObserverContext
 from privfl.update import ServerView
@@ -64,6 +66,7 @@ class AttackSettings:
     restarts: int = 1
     tv: float = IG_TV
     threads: int = 1
+    replay: bool = True
 
 
 AttackFn = Callable[
@@ -94,6 +97,7 @@ def _run_ig(
         tv=s.tv,
         restarts=s.restarts,
         callback=cb,
+        replay=s.replay,
     )
 
 
@@ -131,6 +135,15 @@ class InversionObserver(Observer):
         seed: root of the attack's random streams.
         notes: sentences added to every record (e.g. why central DP does not protect the
             updates this server sees).
+        noise: ``"gaussian"`` or ``"laplace"``: noise of variance ``noise_variance`` added to
+            each coordinate of every observed gradient equivalent ``-delta / lr`` before the
+            attack (Zhu et al. 2019 §5.1, "noisy gradients"; a what-if without clipping or
+            accounting), from the stream ``(seed, "inversion-noise", round, client)``;
+            ``"none"``: the view as it is.
+        images: add ``images`` to each record: ``original`` and ``reconstruction``, nested
+            lists ``(D, *input_shape)`` in ``[0, 1]`` (reconstructions clipped, in the order
+            they were matched to the originals), and ``psnr`` per image (see
+            :func:`record_images`).
     """
 
     def __init__(
@@ -143,6 +156,9 @@ class InversionObserver(Observer):
         threat: InversionThreat,
         seed: int,
         notes: tuple[str, ...] = (),
+        noise: str = "none",
+        noise_variance: float = 0.0,
+        images: bool = False,
     ) -> None:
         self.method = InversionMethod(method)
         self.settings = settings
@@ -151,6 +167,11 @@ class InversionObserver(Observer):
         self.threat = threat
         self.seed = seed
         self.notes = notes
+        if noise not in NOISE_KINDS:
+            raise PrivflError(f"noise must be one of {', '.join(NOISE_KINDS)}, got {noise!r}")
+        if noise != "none" and not noise_variance > 0:
+            raise PrivflError(f"noise = {noise!r} needs noise_variance > 0, got {noise_variance}")
+        self.noise, self.noise_variance, self.images = noise, noise_variance, images
         self.gallery: list[GalleryItem] = []
 
     # ----------------------------------------------------------------- the round
@@ -223,6 +244,15 @@ class InversionObserver(Observer):
             model, ctx.spec, view.global_params, t.delta, t.num_examples, t.threat
         )
         key = TargetKind.AGGREGATE.value if t.client is None else t.client
+        if self.noise != "none":
+            noise_gen = torch_generator(self.seed, "inversion-noise", view.round, key)
+            target = replace(
+                target,
+                update=[
+                    g + gradient_noise(self.noise, self.noise_variance, g.shape, noise_gen)
+                    for g in target.update
+                ],
+            )
         generator = torch_generator(self.seed, "inversion", view.round, key)
         total = self.settings.iterations * self.settings.restarts
         progress = ctx.progress
@@ -269,6 +299,15 @@ class InversionObserver(Observer):
             "objective": rec.loss,
             "iterations": rec.iterations,
         }
+        if self.noise != "none":
+            record["gradient_noise"] = {"kind": self.noise, "variance": self.noise_variance}
+        if self.images:
+            order = [int(j) for j in s.matched]
+            record["images"] = {
+                "original": true_x[order].detach().clamp(0, 1).tolist(),
+                "reconstruction": rec.x.detach().clamp(0, 1).tolist(),
+                "psnr": [float(p) for p in s.psnr_each],
+            }
         if t.kind == TargetKind.AGGREGATE:
             record["clients"] = t.clients
         notes = [*self.notes, *([t.note] if t.note else [])]
@@ -357,6 +396,56 @@ class InversionObserver(Observer):
         self.gallery = [GalleryItem(**g) for g in state.get("gallery", [])]
 
 
+#: The values of ``[attack.inversion] noise``.
+NOISE_KINDS = ("none", "gaussian", "laplace")
+
+
+def gradient_noise(
+    kind: str, variance: float, shape: torch.Size, generator: torch.Generator
+) -> torch.Tensor:
+    """Zero-mean noise of per-coordinate ``variance``: Gaussian (std ``sqrt(variance)``) or
+    Laplacian (scale ``sqrt(variance / 2)``), as Zhu et al. 2019 §5.1 add to the gradient.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = gradient_noise("laplace", 1e-2, torch.Size([200_000]), g)
+    >>> round(float(x.var()), 3), round(float(x.mean()), 2)
+    (0.01, 0.0)
+    """
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator) * math.sqrt(variance)
+    if kind == "laplace":
+        # inverse CDF of Laplace(0, b) on u ~ U(-1/2, 1/2), kept away from |u| = 1/2
+        u = torch.rand(shape, generator=generator).clamp(1e-7, 1 - 1e-7) - 0.5
+        b = math.sqrt(variance / 2)
+        return -b * u.sign() * torch.log1p(-2 * u.abs())
+    raise PrivflError(f"unknown noise {kind!r}; expected gaussian or laplace")
+
+
+def record_images(record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """The originals, reconstructions and per-image PSNRs that a record of a run with
+    ``[attack.inversion] images = true`` holds (from ``RunResult.attacks`` or attacks.json).
+
+    Returns:
+        ``(original, reconstruction, psnr)``: two float32 tensors ``(D, *input_shape)`` in
+        ``[0, 1]``, row ``i`` of one matched to row ``i`` of the other, and ``D`` PSNRs (dB).
+
+    Raises:
+        PrivflError: the record holds no images (the run did not set ``images = true``, or
+            the record is one of "no plaintext available").
+    """
+    images = record.get("images")
+    if not images:
+        raise PrivflError(
+            "this record holds no images: run with [attack.inversion] images = true "
+            "(--set attack.inversion.images=true)"
+        )
+    return (
+        torch.tensor(images["original"], dtype=torch.float32),
+        torch.tensor(images["reconstruction"], dtype=torch.float32),
+        [float(p) for p in images["psnr"]],
+    )
+
+
 @contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore.
@@ -376,4 +465,13 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-__all__ = ["ATTACKS", "AttackSettings", "InversionObserver", "Status", "TargetKind"]
+__all__ = [
+    "ATTACKS",
+    "AttackSettings",
+    "InversionObserver",
+    "NOISE_KINDS",
+    "Status",
+    "TargetKind",
+    "gradient_noise",
+    "record_images",
+]
