@@ -108,18 +108,22 @@ def _central_dp_robust(c: Config) -> str | None:
     )
 
 
+def _canary_clients(c: Config) -> bool:
+    return c.audit is not None and c.audit.method == "canary_clients"
+
+
 def _audit_sample_dp(c: Config) -> str | None:
-    if c.audit is None or _dp_mode(c) != "sample":
+    if not _canary_clients(c) or _dp_mode(c) != "sample":
         return None
     return (
-        "audit: the canary audit measures user-level privacy; defense.dp.mode = 'sample' "
-        "protects examples, so its bound is not comparable (use 'central' or 'local', or drop "
-        "[audit])"
+        "audit: the canary-client audit measures user-level privacy; defense.dp.mode = "
+        "'sample' protects examples, so its bound is not comparable (use audit.method = "
+        "'one_run', which audits examples, or mode 'central' or 'local')"
     )
 
 
 def _audit_fednova(c: Config) -> str | None:
-    if c.audit is None or not _fednova(c):
+    if not _canary_clients(c) or not _fednova(c):
         return None
     return (
         "audit cannot be combined with federation.heterogeneity.normalization = 'fednova': "
@@ -209,6 +213,17 @@ def _sign_weighted_mean(c: Config) -> str | None:
     )
 
 
+def _membership_shadows_natural(c: Config) -> str | None:
+    m = c.attack.membership
+    if m is None or m.method == "loss" or c.data.partition != "natural":
+        return None
+    return (
+        f"attack.membership.method = '{m.method}' trains shadow federations on population "
+        "examples, which include test examples without a writer; data.partition = 'natural' "
+        "splits by writer. Use method = 'loss' or another partition"
+    )
+
+
 RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         ("defense.robust", "defense.secagg or defense.he"),
@@ -235,12 +250,12 @@ RULES: tuple[CombinationRule, ...] = (
         _central_dp_robust,
     ),
     CombinationRule(
-        ("[audit]", "defense.dp.mode = 'sample'"),
-        "the canary audit measures user-level privacy; DP-SGD's bound is per example",
+        ("[audit] method = 'canary_clients'", "defense.dp.mode = 'sample'"),
+        "the canary-client audit measures user-level privacy; DP-SGD's bound is per example",
         _audit_sample_dp,
     ),
     CombinationRule(
-        ("[audit]", "normalization = 'fednova'"),
+        ("[audit] method = 'canary_clients'", "normalization = 'fednova'"),
         "canary updates are crafted: no local step count to normalize by",
         _audit_fednova,
     ),
@@ -280,6 +295,11 @@ RULES: tuple[CombinationRule, ...] = (
         ),
         "sign compression is aggregated by majority vote, not a weighted mean",
         _sign_weighted_mean,
+    ),
+    CombinationRule(
+        ("attack.membership.method = 'lira' or 'rmia'", "data.partition = 'natural'"),
+        "shadow federations draw test examples too, which have no writer to group by",
+        _membership_shadows_natural,
     ),
 )
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from privfl.attacks.inversion.config import InversionConfig
+from privfl.attacks.membership.config import MembershipConfig
 from privfl.attacks.poisoning.config import PoisoningConfig, check_poisoning_population
 from privfl.audit.config import AuditConfig
 from privfl.combinations import check_combinations
@@ -221,6 +222,9 @@ class AttackConfig(StrictModel):
     poisoning: PoisoningConfig | None = Field(None, description="model poisoning")
     inversion: InversionConfig | None = Field(
         None, description="gradient inversion by the server (see [attack.inversion])"
+    )
+    membership: MembershipConfig | None = Field(
+        None, description="membership inference on the released model ([attack.membership])"
     )
 
 

@@ -27,7 +27,7 @@ from privfl.evaluation import evaluate, federated_evaluate
 from privfl.ledger import Ledger
 from privfl.models import create_model
 from privfl.pipeline import RunEnd, RunSetup
-from privfl.plan import Stages, build_stages
+from privfl.plan import Stages, build_stages, prepare_data
 from privfl.runfolder import RunFile, RunFolder, to_jsonable
 from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
@@ -81,7 +81,10 @@ class Federation:
         self, config: Config, *, folder: RunFolder | None = None, data: FederatedData | None = None
     ) -> None:
         self.config, self.folder = config, folder
-        self.data = data or build_federated_data(config.data, config.seed)
+        canaries = None
+        if data is None:  # a spawned run shares its parent's data, canaries included
+            data, canaries = prepare_data(config, build_federated_data(config.data, config.seed))
+        self.data = data
         bundle = self.data.bundle
         self._model_seed = derive_seed(config.seed, "model")
         self.model = self.make_model()
@@ -90,7 +93,15 @@ class Federation:
         self.ledger = Ledger()
         self.stages: Stages = build_stages(
             config,
-            RunSetup(config, self.data, self.spec, self.make_model, self.ledger, spawn=self._spawn),
+            RunSetup(
+                config,
+                self.data,
+                self.spec,
+                self.make_model,
+                self.ledger,
+                spawn=self._spawn,
+                canaries=canaries,
+            ),
         )
         self.sampler = self.stages.sampler
         self.engine = ENGINES[config.federation.engine](

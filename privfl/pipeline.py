@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from privfl.audit.one_run import CanarySet
     from privfl.client import LocalTrainer
     from privfl.config import Config
     from privfl.data.federated import FederatedData
@@ -57,7 +58,8 @@ class RunSetup:
     its model layout and factory, the ledger that privacy-spending stages write to, and
     ``spawn``, which starts another run of a config, on the same data or on ``data`` (the
     clean twin of a poisoning run, a membership attack's shadow runs); None where the caller
-    offers none."""
+    offers none. ``canaries``: the one-run audit's canaries when this run inserted them into
+    its data (:func:`privfl.plan.prepare_data`)."""
 
     config: Config
     data: FederatedData
@@ -65,6 +67,7 @@ class RunSetup:
     make_model: Callable[[], nn.Module]
     ledger: Ledger
     spawn: Callable[..., RoundRunner] | None = None
+    canaries: CanarySet | None = None
 
 
 @dataclass(frozen=True)

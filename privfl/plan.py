@@ -16,10 +16,12 @@ from typing import Any
 from privfl.aggregation import WeightedMean
 from privfl.attacks.inversion.build import create_inversion_observer
 from privfl.audit.canary import canary_audit_stages
+from privfl.audit.one_run import CanarySet, insert_canaries, one_run_audit_stages
 from privfl.channel import PlainChannel
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.compression.transform import compression_stages
 from privfl.config import Config
+from privfl.data.federated import FederatedData
 from privfl.defenses.dp.builder import differential_privacy_stages
 from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
@@ -97,12 +99,24 @@ def create_sampler(config: Config) -> ClientSampler:
     return UniformSampler(n, f.clients_per_round, config.seed)
 
 
+def prepare_data(config: Config, data: FederatedData) -> tuple[FederatedData, CanarySet | None]:
+    """The run's data as its sections need it before anything is built: with ``[audit]
+    method = "one_run"``, the canaries inserted (:func:`privfl.audit.one_run.insert_canaries`);
+    otherwise ``data`` unchanged."""
+    audit = config.audit
+    if audit is None or audit.method != "one_run":
+        return data, None
+    return insert_canaries(data, audit, config.seed)
+
+
 def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribution]]:
     """What each config section contributes, in section order (the order finishers, scorers
     and other appended stages run in). Only two builders take what others chose, and say so
     by argument: DP takes the channel (central DP clips to S minus its encoding slack) and
     the config's sampler; poisoning takes the aggregator (its detection figures)."""
-    parts: list[tuple[str, Contribution]] = [("audit", canary_audit_stages(config, setup))]
+    one_run = config.audit is not None and config.audit.method == "one_run"
+    audit = one_run_audit_stages(config, setup) if one_run else canary_audit_stages(config, setup)
+    parts: list[tuple[str, Contribution]] = [("audit", audit)]
     d = config.defense
     if d.robust is not None:
         from privfl.defenses.robust import create_robust_aggregator
@@ -138,6 +152,12 @@ def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribut
                     observers=(inversion,), finishers=(inversion.finish,), threat=inversion.threat
                 ),
             )
+        )
+    if config.attack.membership is not None:  # attacks the released model, after training
+        from privfl.attacks.membership.build import membership_stages
+
+        parts.append(
+            ("attack.membership", membership_stages(config.attack.membership, config, setup))
         )
     return parts
 

@@ -44,7 +44,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "poisoning-signflip": {"attack": {"poisoning": {"method": "sign_flip", "fraction": 0.25}}},
     "poisoning-alie": {"attack": {"poisoning": {"method": "alie", "fraction": 0.25}}},
     "inversion": {"attack": {"inversion": {"method": "idlg", "max_targets": 1, "iterations": 5}}},
+    "membership": {
+        "attack": {
+            "membership": {
+                "method": "lira",
+                "candidates": 20,
+                "shadow_models": 2,
+                "fixed_variance": True,
+            }
+        }
+    },
     "audit": {"audit": {"canaries": 4}},
+    "audit-onerun": {"audit": {"method": "one_run", "canaries": 20}},
     "compression-topk": {"compression": {"method": "topk"}},
     "compression-randk": {"compression": {"method": "randk", "shared_seed": True}},
     "compression-qsgd": {"compression": {"method": "qsgd"}},
@@ -87,7 +98,7 @@ def _raw(*names: str) -> dict[str, Any]:
 # a rule dropped from privfl/combinations.py, or one that starts refusing a working pair,
 # fails here).
 REFUSED = {
-    ("dp-sample", "audit"): "canary audit",
+    ("dp-sample", "audit"): "canary-client audit",
     ("dp-sample", "heterogeneity-steps"): "local_steps",
     ("dp-sample", "heterogeneity-fednova"): "local_steps",
     ("dp-sample", "heterogeneity-deadline"): "plain SGD trainer",
@@ -188,7 +199,11 @@ def test_every_rule_has_a_refused_pair_and_a_row_in_the_table():
     )
     small_he = _merge(BASE, {"federation": {"clients_per_round": 2}, "defense": {"he": {}}})
     examples = [_unchecked(_raw(a, b)) for a, b in REFUSED]
-    examples += [_unchecked(degree), _unchecked(small_he)]
+    membership = _unchecked(_raw("membership"))
+    natural = membership.model_copy(  # model_copy skips validation: digits has no writers
+        update={"data": membership.data.model_copy(update={"partition": "natural"})}
+    )
+    examples += [_unchecked(degree), _unchecked(small_he), natural]
     for rule in RULES:
         assert any(rule.check(c) is not None for c in examples), rule.summary
         assert rule.summary in table
@@ -226,6 +241,8 @@ QUICK_RUNS = [
     ("dp-central", "poisoning-alie"),
     ("secagg", "compression-randk"),
     ("robust-fltrust", "heterogeneity-deadline"),
+    ("dp-sample", "membership"),
+    ("dp-sample", "audit-onerun"),
 ]
 
 

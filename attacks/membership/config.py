@@ -30,8 +30,8 @@ class MembershipConfig(BaseModel):
     method: Literal["loss", "lira", "rmia"] = Field(
         "lira", description="loss (Yeom et al. 2018), lira (Carlini et al. 2022), rmia (2024)"
     )
-    target: Literal["global", "client"] = Field(
-        "global", description="global: the released model; client: one client's update"
+    target: Literal["global"] = Field(
+        "global", description="global: the released model (the only target so far)"
     )
     candidates: PositiveInt = Field(
         200, description="candidate examples, half members and half non-members (even)"

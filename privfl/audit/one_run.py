@@ -16,10 +16,29 @@ ships this bound (dp-accounting and Opacus compute upper bounds only).
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from scipy import stats
+
+from privfl.audit.canary import DEFAULT_DELTA
+from privfl.data.base import ArrayDataset
+from privfl.errors import ConfigError
+from privfl.pipeline import Contribution
+from privfl.runfolder import RunFile
+from privfl.seeding import numpy_rng
+
+if TYPE_CHECKING:
+    from privfl.audit.config import AuditConfig
+    from privfl.config import Config
+    from privfl.data.federated import FederatedData
+    from privfl.pipeline import RunEnd, RunSetup
+
+log = logging.getLogger(__name__)
 
 
 def _check(m: int, r: int, v: int, delta: float) -> None:
@@ -77,3 +96,163 @@ def epsilon_lower_bound(
         else:
             hi = mid
     return lo
+
+
+# ---------------------------------------------------------------- the canaries of a run
+
+
+@dataclass(frozen=True)
+class CanarySet:
+    """The one-run audit's canaries: examples ``x``, their (possibly wrong) labels ``y``,
+    whether each was inserted into some client's training data, and the kind of canary."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    included: np.ndarray
+    kind: str
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def insert_canaries(
+    data: FederatedData, cfg: AuditConfig, seed: int
+) -> tuple[FederatedData, CanarySet]:
+    """Draw ``cfg.canaries`` canaries from the test split (which loses them), include each with
+    probability 1/2 in a uniformly random client's training data, and return the new data.
+
+    ``mislabelled`` canaries carry a label drawn uniformly from the other classes (they can
+    only be predicted by memorising them); ``held_out`` canaries keep their true label.
+    Randomness: the stream ``(seed, "one-run-canaries")``.
+
+    Raises:
+        ConfigError: the test split has fewer examples than canaries.
+    """
+    bundle = data.bundle
+    m = cfg.canaries
+    n_test = len(bundle.test.y)
+    if m >= n_test:
+        raise ConfigError(
+            f"audit.canaries = {m} needs more test examples than that to draw from; the test "
+            f"split has {n_test}: lower audit.canaries (or raise data.test_fraction)"
+        )
+    rng = numpy_rng(seed, "one-run-canaries")
+    picked = rng.choice(n_test, m, replace=False)
+    keep = np.ones(n_test, dtype=bool)
+    keep[picked] = False
+    x = bundle.test.x[picked]
+    y = bundle.test.y[picked].clone()
+    if cfg.canary_kind == "mislabelled":
+        shift = torch.from_numpy(rng.integers(1, bundle.num_classes, m))
+        y = (y + shift) % bundle.num_classes
+    included = rng.random(m) < 0.5
+    holders = rng.integers(0, data.num_clients, m)
+    n_train = len(bundle.train.y)
+    train = ArrayDataset(
+        torch.cat([bundle.train.x, x[included]]), torch.cat([bundle.train.y, y[included]])
+    )
+    test = ArrayDataset(bundle.test.x[keep], bundle.test.y[keep])
+    indices = [list(map(int, ix)) for ix in data.partition.indices]
+    for offset, client in enumerate(holders[included]):
+        indices[int(client)].append(n_train + offset)
+    partition = replace(data.partition, indices=[np.asarray(ix, dtype=np.int64) for ix in indices])
+    new = replace(data, bundle=replace(bundle, train=train, test=test), partition=partition)
+    return new, CanarySet(x, y, included, cfg.canary_kind)
+
+
+def guess_and_bound(
+    scores: np.ndarray, included: np.ndarray, *, guesses: int, delta: float, confidence: float
+) -> dict[str, float | int]:
+    """Guess the ``guesses / 2`` highest-scored canaries IN and the ``guesses / 2`` lowest OUT,
+    count the correct guesses and bound epsilon (:func:`epsilon_lower_bound`)."""
+    m = len(scores)
+    if guesses > m or guesses < 2:
+        raise ValueError(f"guesses ({guesses}) must lie in [2, canaries = {m}]")
+    order = np.argsort(scores, kind="stable")
+    half = guesses // 2
+    guessed_in, guessed_out = order[m - half :], order[:half]
+    correct = int(included[guessed_in].sum() + (~included[guessed_out]).sum())
+    r = 2 * half
+    return {
+        "canaries": m,
+        "inserted": int(included.sum()),
+        "guesses": r,
+        "correct": correct,
+        "epsilon_lower_bound": epsilon_lower_bound(
+            m, r, correct, delta=delta, confidence=confidence
+        ),
+    }
+
+
+class OneRunAudit:
+    """The end of a one-run audit: the final model's loss on every canary, the guesses, the
+    lower bound beside the accountant's epsilon, written to ``audit.json``.
+
+    Args:
+        canaries: the run's canary set.
+        guesses: guesses made (half IN, half OUT).
+        confidence: of the lower bound.
+        delta: the delta both epsilons are at (the DP delta, or 1e-5 without DP).
+        logits: a function from the final parameters and inputs to logits.
+    """
+
+    def __init__(self, canaries: CanarySet, *, guesses: int, confidence: float, delta: float,
+                 logits) -> None:  # fmt: skip
+        self.canaries, self.guesses, self.confidence = canaries, guesses, confidence
+        self.delta, self.logits = delta, logits
+        self.result: dict[str, Any] | None = None
+
+    def __call__(self, end: RunEnd) -> None:
+        """Finisher: guess, bound, compare with the ledger, write ``audit.json``."""
+        c = self.canaries
+        with torch.no_grad():
+            z = self.logits(end.params, c.x).double()
+        scores = -torch.nn.functional.cross_entropy(z, c.y, reduction="none").numpy()
+        out = guess_and_bound(
+            scores, c.included, guesses=self.guesses, delta=self.delta,
+            confidence=self.confidence,
+        )  # fmt: skip
+        upper = None
+        if end.ledger.events and end.ledger.delta is not None:
+            upper = float(max(end.ledger.epsilons().values()))  # ledger.json's headline
+        self.result = {
+            "method": "one-run audit (Steinke, Nasr and Jagielski 2023)",
+            "canary_kind": c.kind,
+            "score": "minus the final model's cross-entropy on the canary's label",
+            "confidence": self.confidence,
+            "delta": self.delta,
+            **out,
+            "epsilon_bound": upper,
+        }
+        log.info(
+            "one-run audit: %d of %d guesses right, epsilon >= %.3f at %.0f%% confidence "
+            "(accountant: %s)", out["correct"], out["guesses"], out["epsilon_lower_bound"],
+            100 * self.confidence, "none" if upper is None else f"{upper:.3f}",
+        )  # fmt: skip
+        if end.folder is not None:
+            end.folder.write_json(RunFile.AUDIT, self.result)
+
+
+def one_run_audit_stages(config: Config, setup: RunSetup) -> Contribution:
+    """``[audit] method = "one_run"`` -> a :class:`OneRunAudit` finisher on the canaries the
+    run's data holds (none in a twin run that shares another run's data: nothing to add)."""
+    audit = config.audit
+    if audit is None or setup.canaries is None:
+        return Contribution()
+    dp = config.defense.dp
+    spec, make_model = setup.spec, setup.make_model
+
+    def logits(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        model = make_model()
+        spec.load_into(model, params)
+        model.eval()
+        return model(x)
+
+    finisher = OneRunAudit(
+        setup.canaries,
+        guesses=min(audit.resolved_guesses, audit.canaries - audit.canaries % 2),
+        confidence=audit.confidence,
+        delta=dp.delta if dp is not None else DEFAULT_DELTA,
+        logits=logits,
+    )
+    return Contribution(finishers=(finisher,))

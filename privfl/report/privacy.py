@@ -466,6 +466,9 @@ def _units(run: RunFiles) -> tuple[int | None, str]:
 
 
 def _audit_section(doc: Document, a: dict[str, Any]) -> None:
+    if "epsilon_lower_bound" in a:
+        _one_run_section(doc, a)
+        return
     bound = a.get("epsilon_bound")
     doc.add(
         Heading("Empirical audit (canaries)"),
@@ -492,6 +495,44 @@ def _audit_section(doc: Document, a: dict[str, Any]) -> None:
             "The estimate measures what this run's final model reveals about a canary; the "
             "bound holds for every dataset and adversary. An estimate far below the bound is "
             "expected (the bound covers the worst case); one above it would mean a bug."
+        ),
+    )
+
+
+def _one_run_section(doc: Document, a: dict[str, Any]) -> None:
+    bound = a.get("epsilon_bound")
+    kind = (
+        "mislabelled copies of test examples"
+        if a["canary_kind"] == "mislabelled"
+        else ("examples held out of the test split")
+    )
+    doc.add(
+        Heading("Empirical audit (one run)"),
+        Paragraph(
+            f"One-run audit of Steinke, Nasr and Jagielski 2023: {a['canaries']} canaries "
+            f"({kind}), each added to a random client's training data with probability 1/2 "
+            f"({a['inserted']} were). Ranked by the final model's loss, the {a['guesses'] // 2} "
+            f"most and {a['guesses'] // 2} least likely members were guessed IN and OUT: "
+            f"{a['correct']} of {a['guesses']} guesses were right."
+        ),
+        Table(
+            ("", f"epsilon at delta = {a['delta']:g}"),
+            (
+                (
+                    f"empirical lower bound ({a['confidence']:.0%} confidence)",
+                    fmt(float(a["epsilon_lower_bound"])),
+                ),
+                (
+                    "accountant's upper bound",
+                    fmt(as_float(bound)) if bound is not None else "none (no DP)",
+                ),
+            ),
+        ),
+        Paragraph(
+            "The lower bound is a proof, at the stated confidence, that the training was not "
+            "DP with any smaller epsilon; the accountant's bound is a proof that it was DP with "
+            "its epsilon. A lower bound above the upper bound would mean a bug in one of them; "
+            "one far below it is expected from a single run with few canaries."
         ),
     )
 
