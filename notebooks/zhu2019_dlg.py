@@ -21,11 +21,12 @@
 # **The claims.**
 #
 # 1. Abstract: "the recovery is pixel-wise accurate for images". The image experiments (§4.1,
-#    Figure 3) use "pictures from MNIST [22], CIFAR-100 [21], SVHN [28] and LFW [14]"; the
+#    reconstructions in Figure 3): "We experiment our algorithm on modern CNN architectures
+#    ResNet-56 [12] and pictures from MNIST [22], CIFAR-100 [21], SVHN [28] and LFW [14]"; the
 #    attack draws a dummy image and dummy label and minimizes the squared L2 distance between
 #    their gradient and the shared one with L-BFGS. The released code runs a LeNet with sigmoid
 #    activations and weights drawn from U(-0.5, 0.5) (`models/vision.py`), L-BFGS with
-#    learning rate 1, 300 iterations (`main.py`).
+#    learning rate 1, 300 iterations (`main.py`); we use that LeNet, not the ResNet-56.
 # 2. §5.1 "Noisy Gradients": "One straightforward attempt to defense DLG is to add noise on
 #    gradients before sharing"; the paper adds Gaussian and Laplacian noise "with variance
 #    range from 10^-1 to 10^-4 and central 0" and shows, per variance, the gradient-matching
