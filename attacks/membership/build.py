@@ -12,7 +12,7 @@ from privfl.attacks.membership.attack import Population, run_membership
 from privfl.attacks.membership.config import MembershipConfig
 from privfl.attacks.membership.plot import plot_roc
 from privfl.attacks.membership.threat import MembershipThreat
-from privfl.data.subset import federated_subset
+from privfl.data.federated import federated_subset
 from privfl.pipeline import Contribution, RunEnd
 from privfl.seeding import derive_seed
 

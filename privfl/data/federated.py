@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from privfl.data.base import DataBundle, Partition
+from privfl.data.base import ArrayDataset, DataBundle, Partition
 from privfl.data.downsample import Downsampled, downsample_classes
 from privfl.data.partition import PARTITIONERS, split_local_test
 from privfl.registry import Registry
@@ -136,18 +136,46 @@ def build_federated_data(cfg: DataConfig, seed: int) -> FederatedData:
             bundle.train, cfg.class_fraction, bundle.num_classes, numpy_rng(seed, "downsample")
         )
         bundle = replace(bundle, train=train)
-    labels = bundle.train.y.numpy()
-    rng = numpy_rng(seed, "partition")
+    return FederatedData(bundle, partition_examples(cfg, bundle.train, seed), tuple(downsampled))
+
+
+def partition_examples(cfg: DataConfig, train: ArrayDataset, seed: int) -> Partition:
+    """``train`` split among ``cfg.clients`` clients by ``cfg.partition`` (with its settings),
+    then each client's local hold-out (``cfg.client_test_fraction``).
+
+    Randomness: the partition uses the stream ``(seed, "partition")`` and the local hold-out
+    ``(seed, "local-test")``.
+    """
     kwargs: dict[str, object] = {}
     if cfg.partition == "dirichlet":
         kwargs = {"alpha": cfg.alpha, "min_examples": cfg.min_examples}
     elif cfg.partition == "shards":
         kwargs = {"shards_per_client": cfg.shards_per_client}
     elif cfg.partition == "natural":
-        kwargs = {"groups": bundle.train.groups}
-    indices = PARTITIONERS[cfg.partition](labels, cfg.clients, rng, **kwargs)
-    train, test = split_local_test(indices, cfg.client_test_fraction, numpy_rng(seed, "local-test"))
-    return FederatedData(bundle, Partition(train, test), tuple(downsampled))
+        kwargs = {"groups": train.groups}
+    rng = numpy_rng(seed, "partition")
+    indices = PARTITIONERS[cfg.partition](train.y.numpy(), cfg.clients, rng, **kwargs)
+    local_train, local_test = split_local_test(
+        indices, cfg.client_test_fraction, numpy_rng(seed, "local-test")
+    )
+    return Partition(local_train, local_test)
 
 
-__all__ = ["LOADERS", "FederatedData", "build_federated_data"]
+def federated_subset(
+    cfg: DataConfig, x: torch.Tensor, y: torch.Tensor, bundle: DataBundle, seed: int
+) -> FederatedData:
+    """The examples ``(x, y)`` as a training split, partitioned by ``cfg`` with ``seed``; the
+    test split and the facts (classes, name) are ``bundle``'s (a membership attack's shadow
+    federations: each a different subset of the population, split among as many clients, the
+    same way, as the attacked run's)."""
+    train = ArrayDataset(x, y)
+    return FederatedData(replace(bundle, train=train), partition_examples(cfg, train, seed))
+
+
+__all__ = [
+    "LOADERS",
+    "FederatedData",
+    "build_federated_data",
+    "federated_subset",
+    "partition_examples",
+]
