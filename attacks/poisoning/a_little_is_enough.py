@@ -33,10 +33,16 @@ def alie_z_max(n: int, m: int) -> float:
 
 
 def a_little_is_enough(reference: torch.Tensor, z: float) -> torch.Tensor:
-    """``mu - z * sigma``, coordinate by coordinate (Baruch et al. 2019, Algorithm 3, line 5),
-    with ``mu`` and ``sigma`` the mean and (population, ``ddof = 0``) standard deviation of the
-    benign updates the attackers know. Implementations differ in the sign of ``z sigma``
-    (byzfl adds it); either moves every coordinate by ``z`` standard deviations.
+    """``mu + z * sigma`` of the benign *updates*, coordinate by coordinate, with ``mu`` and
+    ``sigma`` their mean and (population, ``ddof = 0``) standard deviation.
+
+    Baruch et al. 2019 (Algorithm 3, line 5) shift each coordinate of the benign mean by ``z``
+    standard deviations; the authors' code (github.com/moranant/attacking_distributed_learning,
+    ``malicious.py``, ``DriftAttack``) sends the *gradient* ``mean_g - z * std_g``, which the
+    server applies as ``-lr * g``. In update space (``u = -lr * g``) that is
+    ``mean_u + z * std_u``: the sign matters, since the shifted update keeps moving the
+    weights the benign clients move them, past where the mean would, which is what makes
+    Krum and Bulyan prefer it (the opposite shift slows training instead of derailing it).
 
     Args:
         reference: float32 ``(r, d)``, ``r >= 1``.
@@ -44,11 +50,12 @@ def a_little_is_enough(reference: torch.Tensor, z: float) -> torch.Tensor:
         float32 ``(d,)``, sent by every attacker.
     """
     sigma, mu = torch.std_mean(reference, dim=0, correction=0)
-    return mu - float(z) * sigma
+    return mu + float(z) * sigma
 
 
 class ALittleIsEnough(UpdatePoisoning):
-    """ALIE: every attacker sends ``mu - z sigma`` of the benign updates it knows.
+    """ALIE: every attacker sends ``mu + z sigma`` of the benign updates it knows (the
+    authors' ``mean - z std`` of gradients).
 
     ``z`` defaults to :func:`alie_z_max` of the registered clients ``n`` and the malicious
     clients ``m`` (the population the adversary controls a share of; a round's cohort holds

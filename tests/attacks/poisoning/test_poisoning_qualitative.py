@@ -7,9 +7,10 @@ Measured (test accuracy at round 15 unless stated):
   sign flip, scale 1:  FedAvg 0.763, median 0.769, FedAvg without attack 0.900
                        (issue: 0.86 / 0.79: negation only slows FedAvg)
   model replacement, 4% malicious: attack success rate FedAvg 0.954, norm bound (M = 1) 0.031
-  ALIE (z_max = 0.468 for 10 of 50), Baruch et al.'s setting (every client every round,
-  one SGD step a round, IID, 150 rounds): Krum 0.897 -> 0.816; trimmed mean (beta 0.2)
-  0.903 -> 0.889 at z_max and -> 0.819 at z = 1.5.
+  ALIE (z_max = 0.468 for 10 of 50, the authors' direction), Baruch et al.'s setting (every
+  client every round, one SGD step a round, IID, 150 rounds): Krum 0.897 -> 0.749, Bulyan
+  (f = 10) 0.905 -> 0.749; the trimmed mean (beta 0.2) holds (0.903 -> 0.914 at z_max, 0.897
+  at z = 1.5), as does FedAvg (0.908 -> 0.916).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ FEDSGD_ALL = (
 
 
 @pytest.mark.slow
-def test_alie_degrades_krum_and_trimmed_mean():
+def test_alie_degrades_krum_and_bulyan():
     krum = _run(*FEDSGD_ALL, "defense.robust.rule=krum")
-    trimmed = _run(*FEDSGD_ALL, "defense.robust.rule=trimmed_mean", "attack.poisoning.z=1.5")
-    assert krum["accuracy_drop"] >= 0.04  # measured 0.081 (0.897 -> 0.816)
-    assert trimmed["accuracy_drop"] >= 0.04  # measured 0.084 (0.903 -> 0.819)
+    bulyan = _run(*FEDSGD_ALL, "defense.robust.rule=bulyan", "defense.robust.f=10")
+    assert krum["accuracy_drop"] >= 0.08  # measured 0.148 (0.897 -> 0.749)
+    assert bulyan["accuracy_drop"] >= 0.08  # measured 0.156 (0.905 -> 0.749)

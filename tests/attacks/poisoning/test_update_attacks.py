@@ -113,7 +113,7 @@ def test_statistical_attacks_read_benign_rows_only_when_omniscient(knowledge):
     for row in out.deltas[torch.from_numpy(bad)]:
         np.testing.assert_allclose(row.numpy(), want, rtol=1e-5, atol=1e-6)
     out = ALittleIsEnough(_threat(knowledge), 1.3).apply(batch, _ctx())
-    want = ref64.mean(axis=0) - 1.3 * ref64.std(axis=0)
+    want = ref64.mean(axis=0) + 1.3 * ref64.std(axis=0)
     for row in out.deltas[torch.from_numpy(bad)]:
         np.testing.assert_allclose(row.numpy(), want, rtol=1e-5, atol=1e-5)
 
@@ -147,7 +147,17 @@ def test_alie_moves_every_coordinate_by_z_standard_deviations():
     x = torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 13.0]])
     out = a_little_is_enough(x, 2.0)
     sd = x.double().numpy().std(axis=0)
-    np.testing.assert_allclose(out.numpy(), [3.0 - 2 * sd[0], 11.0 - 2 * sd[1]], rtol=1e-6)
+    np.testing.assert_allclose(out.numpy(), [3.0 + 2 * sd[0], 11.0 + 2 * sd[1]], rtol=1e-6)
+
+
+def test_alie_is_the_authors_gradient_attack_in_update_space():
+    # moranant/attacking_distributed_learning, malicious.py (DriftAttack): the attackers send
+    # the gradient mean_g - z * std_g, and the server steps by -lr * g.
+    g = torch.randn(7, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lr, z = 0.1, 1.5
+    authors_gradient = g.mean(dim=0) - z * g.std(dim=0, correction=0)
+    crafted_update = a_little_is_enough((-lr * g).float(), z).double()
+    torch.testing.assert_close(crafted_update, -lr * authors_gradient, rtol=1e-5, atol=1e-6)
 
 
 def test_gaussian_noise_statistics_and_determinism():
