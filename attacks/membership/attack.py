@@ -158,8 +158,11 @@ def run_membership(
         assert train_shadow is not None
         score = _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record)
     record.update(membership_metrics(score, cand.is_member))
+    roc = roc_of(score, cand.is_member)
+    # the curve itself, for plots of several runs (at most 2 x candidates + 1 points)
+    record["roc"] = {"fpr": roc.fpr.round(6).tolist(), "tpr": roc.tpr.round(6).tolist()}
     record["seconds"] = round(time.perf_counter() - start, 3)
-    return MembershipResult(record, roc_of(score, cand.is_member))
+    return MembershipResult(record, roc)
 
 
 def _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import auc as sk_auc
 
 from privfl.attacks.membership.attack import (
     Population,
@@ -75,6 +76,9 @@ def test_attack_separates_a_memoriser_and_not_a_model_that_does_not_leak(section
     blind_shadows = None if cfg.method == "loss" else (lambda ids, s: _memoriser(ids, s, 0.0))
     blind = run_membership(cfg, _memoriser([], 98, 0.0), pop, blind_shadows, seed=1).record
     assert 0.3 < blind["auc"] < 0.7
+    roc = leaky["roc"]
+    assert roc["fpr"][0] == 0.0 and roc["fpr"][-1] == 1.0 and roc["tpr"][-1] == 1.0
+    assert sk_auc(roc["fpr"], roc["tpr"]) == pytest.approx(leaky["auc"], abs=1e-5)
     assert set(leaky) >= {
         "attack",
         "target",
