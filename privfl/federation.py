@@ -135,7 +135,7 @@ class Federation:
     def _spawn(self, config: Config, data: FederatedData | None = None) -> Federation:
         """Another run of ``config`` without a folder, on this run's data (a clean twin) or on
         ``data`` (a shadow run)."""
-        return Federation(config, data=data or self.data)
+        return Federation(config, data=self.data if data is None else data)
 
     def _ground_truth(self, client: int) -> GroundTruth:
         x, y = self.data.client_train(client)

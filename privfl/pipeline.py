@@ -69,6 +69,13 @@ class RunSetup:
     spawn: Callable[..., RoundRunner] | None = None
     canaries: CanarySet | None = None
 
+    def model_with(self, params: torch.Tensor) -> nn.Module:
+        """A module of the run's architecture holding the flat parameters ``params``, in eval
+        mode (the released model, a shadow's, for an attack or audit to query)."""
+        model = self.make_model()
+        self.spec.load_into(model, params)
+        return model.eval()
+
 
 @dataclass(frozen=True)
 class RunEnd:

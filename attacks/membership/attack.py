@@ -17,7 +17,7 @@ import torch
 
 from privfl.attacks.membership import scores as S
 from privfl.attacks.membership.config import MembershipConfig
-from privfl.attacks.membership.metrics import Roc, membership_metrics, roc_of
+from privfl.attacks.membership.metrics import Roc, roc_of
 
 #: Trains one shadow federation on the population examples ``ids`` with seed ``seed`` and
 #: returns a function from inputs to logits of its final model.
@@ -157,8 +157,8 @@ def run_membership(
     else:
         assert train_shadow is not None
         score = _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record)
-    record.update(membership_metrics(score, cand.is_member))
     roc = roc_of(score, cand.is_member)
+    record.update(roc.metrics())
     # the curve itself, for plots of several runs (at most 2 x candidates + 1 points)
     record["roc"] = {"fpr": roc.fpr.round(6).tolist(), "tpr": roc.tpr.round(6).tolist()}
     record["seconds"] = round(time.perf_counter() - start, 3)

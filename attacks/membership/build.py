@@ -6,7 +6,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from privfl.attacks.membership.attack import Population, run_membership
 from privfl.attacks.membership.config import MembershipConfig
@@ -40,13 +39,6 @@ def shadow_config(config: Config) -> Config:
     )
 
 
-def _logits_fn(setup: RunSetup, params: torch.Tensor):
-    model = setup.make_model()
-    setup.spec.load_into(model, params)
-    model.eval()
-    return model
-
-
 def membership_stages(cfg: MembershipConfig, config: Config, setup: RunSetup) -> Contribution:
     """The membership attack on the released model, run once the training ends; its record
     joins ``attacks.json``."""
@@ -64,14 +56,14 @@ def membership_stages(cfg: MembershipConfig, config: Config, setup: RunSetup) ->
         runner = setup.spawn(recipe.model_copy(update={"seed": seed}), shadow_data)
         while runner.round < rounds:
             runner.run_round()
-        return _logits_fn(setup, runner.params)
+        return setup.model_with(runner.params)
 
     def attack(end: RunEnd) -> list[dict[str, Any]]:
         shadows = None if cfg.method == "loss" else train_shadow
         if shadows is not None:
             logger.info("membership: training %d shadow federations", cfg.shadow_models)
         result = run_membership(
-            cfg, _logits_fn(setup, end.params), pop, shadows, derive_seed(config.seed, "membership")
+            cfg, setup.model_with(end.params), pop, shadows, derive_seed(config.seed, "membership")
         )
         if end.folder is not None:
             label = cfg.method + (" (offline)" if cfg.method == "lira" and not cfg.online else "")

@@ -45,6 +45,16 @@ class Roc:
         below = np.flatnonzero(self.fpr < fpr)
         return float(self.tpr[below[-1]]) if below.size else 0.0
 
+    def metrics(self) -> dict[str, float | int]:
+        """``auc``, ``tpr_at_fpr_0.001``, ``tpr_at_fpr_0.01``, ``members`` and
+        ``non_members``: the numbers an ``attacks.json`` membership record carries."""
+        out: dict[str, float | int] = {"auc": self.auc}
+        for fpr in REPORTED_FPRS:
+            out[f"tpr_at_fpr_{fpr:g}"] = self.tpr_at_fpr(fpr)
+        out["members"] = self.members
+        out["non_members"] = self.non_members
+        return out
+
 
 def roc_of(scores, is_member) -> Roc:
     """The ROC of ``scores`` (larger = member) against the truth ``is_member``.
@@ -67,12 +77,5 @@ def roc_of(scores, is_member) -> Roc:
 
 
 def membership_metrics(scores, is_member) -> dict[str, float | int]:
-    """``auc``, ``tpr_at_fpr_0.001``, ``tpr_at_fpr_0.01``, ``members`` and ``non_members``:
-    the numbers an ``attacks.json`` membership record carries."""
-    roc = roc_of(scores, is_member)
-    out: dict[str, float | int] = {"auc": roc.auc}
-    for fpr in REPORTED_FPRS:
-        out[f"tpr_at_fpr_{fpr:g}"] = roc.tpr_at_fpr(fpr)
-    out["members"] = roc.members
-    out["non_members"] = roc.non_members
-    return out
+    """:meth:`Roc.metrics` of :func:`roc_of` ``(scores, is_member)``."""
+    return roc_of(scores, is_member).metrics()

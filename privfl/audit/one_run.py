@@ -27,7 +27,7 @@ from scipy import stats
 
 from privfl.audit.canary import DEFAULT_DELTA
 from privfl.data.base import ArrayDataset
-from privfl.errors import ConfigError
+from privfl.errors import ConfigError, PrivflError
 from privfl.pipeline import Contribution
 from privfl.runfolder import RunFile
 from privfl.seeding import numpy_rng
@@ -214,7 +214,10 @@ class OneRunAudit:
         )  # fmt: skip
         upper = None
         if end.ledger.events and end.ledger.delta is not None:
-            upper = float(max(end.ledger.epsilons().values()))  # ledger.json's headline
+            try:
+                upper = float(max(end.ledger.epsilons().values()))  # ledger.json's headline
+            except PrivflError:  # e.g. GDP's root search failing: ledger.json says so too
+                upper = None
         self.result = {
             "method": "one-run audit (Steinke, Nasr and Jagielski 2023)",
             "canary_kind": c.kind,
@@ -240,13 +243,9 @@ def one_run_audit_stages(config: Config, setup: RunSetup) -> Contribution:
     if audit is None or setup.canaries is None:
         return Contribution()
     dp = config.defense.dp
-    spec, make_model = setup.spec, setup.make_model
 
     def logits(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        model = make_model()
-        spec.load_into(model, params)
-        model.eval()
-        return model(x)
+        return setup.model_with(params)(x)
 
     finisher = OneRunAudit(
         setup.canaries,
