@@ -95,6 +95,8 @@ _SEEDED_EXTRAS: dict[DPMode, str] = {
     DPMode.SAMPLE: " (and DP-SGD's Poisson lots)",
     DPMode.CENTRAL: " (and the Poisson cohorts)",
     DPMode.LOCAL: "",
+    DPMode.DISTRIBUTED: "",
+    DPMode.FTRL: "",
 }
 
 
@@ -300,6 +302,12 @@ def _calibrate_clients(dp: DPConfig, schedule: set[tuple[float, int]]) -> float:
     return sigma
 
 
+def _not_built(
+    config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
+) -> Contribution:
+    raise ConfigError(f"defense.dp.mode = {dp.mode!r} is not built yet")
+
+
 def _warn_delta(delta: float, units: int, what: str) -> None:
     if delta >= 1 / units:
         log.warning(
@@ -317,6 +325,8 @@ _BUILDERS: dict[
     DPMode.SAMPLE: _sample,
     DPMode.CENTRAL: _central,
     DPMode.LOCAL: _local,
+    DPMode.DISTRIBUTED: _not_built,
+    DPMode.FTRL: _not_built,
 }
 
 

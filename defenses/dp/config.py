@@ -18,6 +18,8 @@ class DPMode(StrEnum):
     SAMPLE = "sample"  # DP-SGD inside every client: protects each training example
     CENTRAL = "central"  # DP-FedAvg at the server: protects each user in the released models
     LOCAL = "local"  # each client noises its own update: protects each user, even from the server
+    DISTRIBUTED = "distributed"  # discrete Gaussian shares summed inside secure aggregation
+    FTRL = "ftrl"  # DP-FTRL: tree-aggregation noise, no sampling (Kairouz et al. 2021)
 
 
 class DPConfig(BaseModel):
@@ -39,9 +41,10 @@ class DPConfig(BaseModel):
 
     model_config = SECTION_CONFIG
 
-    mode: Literal["sample", "central", "local"] = Field(
+    mode: Literal["sample", "central", "local", "distributed", "ftrl"] = Field(
         description="sample: DP-SGD per example; central: DP-FedAvg per user; local: per user, "
-        "noised on the client"
+        "noised on the client; distributed: per user, discrete Gaussian shares inside secure "
+        "aggregation; ftrl: per user, tree-aggregation noise without sampling"
     )
     noise_multiplier: float | None = Field(
         None, description="sigma: noise std / clip (>= 0; 0 voids the guarantee)"
@@ -53,6 +56,10 @@ class DPConfig(BaseModel):
         1.0, description="L2 bound: per-example gradient (sample) or per-client update"
     )
     delta: float = Field(1e-5, description="target delta, in (0, 1)")
+    max_epsilon: PositiveFloat | None = Field(
+        None,
+        description="stop at this budget: no round (no client, for sample) spends past it",
+    )
     accountant: Literal["rdp", "prv", "gdp"] = Field(
         "rdp", description="headline accountant (Opacus); gdp is an approximation"
     )
