@@ -13,7 +13,9 @@ local DP (each client spends its own budget). The run's epsilon is the worst par
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -112,17 +114,7 @@ class Ledger(Stateful):
         Raises:
             PrivflError: sigma < 0, q outside (0, 1], steps < 0, or an unknown unit/mechanism.
         """
-        check_noise_multiplier(event.noise_multiplier)
-        check_sample_rate(event.sample_rate)
-        if event.steps < 0:
-            raise PrivflError(f"steps must be >= 0, got {event.steps}")
-        if event.sensitivity <= 0:
-            raise PrivflError(f"sensitivity must be > 0, got {event.sensitivity}")
-        if event.protects not in tuple(Unit):
-            raise PrivflError(f"protects must be one of {[u.value for u in Unit]}")
-        if event.mechanism not in tuple(Mechanism):
-            raise PrivflError(f"mechanism must be one of {[m.value for m in Mechanism]}")
-        self.events.append(event)
+        self.events.append(_checked(event))
 
     def parties(self) -> list[str]:
         """Every party that spent privacy, in first-spent order."""
@@ -136,11 +128,18 @@ class Ledger(Stateful):
         """The rounds in which privacy was spent, ascending."""
         return sorted({e.round for e in self.events})
 
-    def history(self, party: str, *, up_to_round: int | None = None) -> History:
-        """``party``'s events as an Opacus accountant history ``((sigma, q, steps), ...)``:
-        effective sigma, identical ``(sigma, q)`` merged, in first-spent order."""
+    def history(
+        self,
+        party: str,
+        *,
+        up_to_round: int | None = None,
+        extra: Iterable[PrivacyEvent] = (),
+    ) -> History:
+        """``party``'s events (and those of ``extra``, as if recorded after them) as an Opacus
+        accountant history ``((sigma, q, steps), ...)``: effective sigma, identical
+        ``(sigma, q)`` merged, in first-spent order."""
         steps: dict[tuple[float, float], int] = {}
-        for e in self.events:
+        for e in itertools.chain(self.events, extra):
             if e.party == party and (up_to_round is None or e.round <= up_to_round):
                 key = (e.effective_noise_multiplier, e.sample_rate)
                 steps[key] = steps.get(key, 0) + e.steps
@@ -180,6 +179,51 @@ class Ledger(Stateful):
         history = self.history(self._party(party), up_to_round=up_to_round)
         name = self.accountant if accountant is None else check_accountant(accountant)
         return epsilon_of(history, delta=self._delta(delta), accountant=name)
+
+    def epsilons_with(
+        self,
+        events: Iterable[PrivacyEvent],
+        *,
+        delta: float | None = None,
+        accountant: str | None = None,
+    ) -> dict[str, float]:
+        """Each party of ``events``: its epsilon at ``delta`` (the ledger's by default) under
+        ``accountant`` (the headline one by default) *if* ``events`` were recorded, from its
+        recorded events plus these; the ledger is unchanged. What a budget check asks before a
+        round (:class:`privfl.pipeline.BudgetPlan`). Parties with identical resulting
+        histories share one accountant call (many clients of equal size stay fast).
+
+        Raises:
+            PrivflError: an invalid event (as :meth:`record`), or no delta.
+        """
+        extra = [_checked(e) for e in events]
+        d = self._delta(delta)
+        name = self.accountant if accountant is None else check_accountant(accountant)
+        out: dict[str, float] = {}
+        by_history: dict[History, float] = {}
+        for p in dict.fromkeys(e.party for e in extra):
+            h = self.history(p, extra=extra)
+            if h not in by_history:
+                by_history[h] = epsilon_of(h, delta=d, accountant=name)
+            out[p] = by_history[h]
+        return out
+
+    def epsilon_with(
+        self,
+        events: Iterable[PrivacyEvent],
+        *,
+        party: str,
+        delta: float | None = None,
+        accountant: str | None = None,
+    ) -> float:
+        """Epsilon of ``party`` if ``events`` were recorded (see :meth:`epsilons_with`); a
+        party absent from both the ledger and ``events`` has spent nothing: 0."""
+        extra = [_checked(e) for e in events]
+        h = self.history(party, extra=extra)
+        if not h:
+            return 0.0
+        name = self.accountant if accountant is None else check_accountant(accountant)
+        return epsilon_of(h, delta=self._delta(delta), accountant=name)
 
     def epsilon_classic(self, *, delta: float | None = None, party: str | None = None) -> float:
         """Epsilon with the classic RDP conversion (see
@@ -281,6 +325,21 @@ class Ledger(Stateful):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.events = [PrivacyEvent(**e) for e in state["events"]]
+
+
+def _checked(event: PrivacyEvent) -> PrivacyEvent:
+    """``event`` if the accountants can take it, else a PrivflError naming the bad field."""
+    check_noise_multiplier(event.noise_multiplier)
+    check_sample_rate(event.sample_rate)
+    if event.steps < 0:
+        raise PrivflError(f"steps must be >= 0, got {event.steps}")
+    if event.sensitivity <= 0:
+        raise PrivflError(f"sensitivity must be > 0, got {event.sensitivity}")
+    if event.protects not in tuple(Unit):
+        raise PrivflError(f"protects must be one of {[u.value for u in Unit]}")
+    if event.mechanism not in tuple(Mechanism):
+        raise PrivflError(f"mechanism must be one of {[m.value for m in Mechanism]}")
+    return event
 
 
 def _json_float(x: float | None) -> float | str | None:

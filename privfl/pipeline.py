@@ -14,6 +14,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from privfl.client import LocalTrainer
     from privfl.config import Config
     from privfl.data.federated import FederatedData
-    from privfl.ledger import Ledger
+    from privfl.ledger import Ledger, PrivacyEvent
     from privfl.runfolder import RunFolder
     from privfl.sampling import ClientSampler
     from privfl.stages import (
@@ -106,6 +107,46 @@ Finisher = Callable[[RunEnd], None]
 EndAttack = Callable[[RunEnd], list[dict[str, Any]]]
 
 
+class BudgetPlan(Protocol):
+    """What a DP mode's round *would* spend, asked before the round runs, so that a run with
+    ``defense.dp.max_epsilon`` never records an event that takes a party past it.
+
+    How a mode provides it: its builder (``defenses/dp/builder.py``) returns
+    ``Contribution(..., budget=plan)`` with ``plan`` an object having this method (one section
+    at most gives one; a ``max_epsilon`` with a mode whose contribution has no ``budget`` is a
+    :class:`~privfl.errors.ConfigError`).
+
+    Contract of :meth:`planned_events`:
+
+    - It is called by the round loop (:class:`privfl.federation.Federation`) before round
+      ``round`` trains, with ``clients`` the round's sampled cohort (sorted int64 ids of real
+      clients, as the sampler drew them), and possibly again with a sub-cohort (after
+      retirements). It may be called for a round that then does not run.
+    - It returns the :class:`~privfl.ledger.PrivacyEvent` s the mode's stages would record in
+      the ledger during that round if every client of ``clients`` took part: the same
+      ``party``, ``noise_multiplier``, ``sample_rate``, ``steps``, ``sensitivity``,
+      ``protects``, ``mechanism`` and ``round`` as the real events; ``[]`` when the round
+      spends nothing. A round that spends whoever is sampled (central DP's server event under
+      Poisson sampling, even at an empty cohort) returns its event whatever ``clients`` is.
+      When a figure is known only after training (dropouts, adaptive steps), return the most
+      the round can spend: an over-estimate only stops early; an under-estimate is a bug
+      (tests compare the plan with what the round recorded).
+    - It is pure: no ledger writes, no random draws (a draw would shift the run's streams),
+      no change of state; it may read stage state (the current clip, the tree position).
+    - Parties: the events of party ``client_party(c)`` are client ``c``'s own budget; when
+      they would take ``c`` past ``max_epsilon``, ``c`` is *retired*: removed from the cohort
+      before training (and from every later round), so the mode must plan each client's
+      events independently of who else takes part. An event of any other party (``"server"``)
+      that would pass ``max_epsilon`` stops the run before the round: the run ends as a
+      finished run at the round before.
+
+    The check is :meth:`privfl.ledger.Ledger.epsilons_with` (the headline accountant at the
+    run's delta) of the ledger's events plus these.
+    """
+
+    def planned_events(self, round: int, clients: np.ndarray) -> list[PrivacyEvent]: ...
+
+
 class Slot(IntEnum):
     """Where a client transform runs among the client-side stages (ascending order; ties keep
     the plan's section order). Honest clients' own software runs first, from what training
@@ -144,6 +185,9 @@ class Contribution:
             section order.
         threat: the section's threat model (every attack and defense gives one); the run
             writes them all into ``threats.json``.
+        budget: what a round would spend, asked before it runs (:class:`BudgetPlan`; DP modes
+            give one, so that ``defense.dp.max_epsilon`` can stop the run or retire clients);
+            at most one section may give one.
     """
 
     client_transforms: tuple[tuple[Slot, ClientTransform], ...] = ()
@@ -159,6 +203,16 @@ class Contribution:
     end_attacks: tuple[EndAttack, ...] = ()
     finishers: tuple[Finisher, ...] = ()
     threat: ThreatModel | None = None
+    budget: BudgetPlan | None = None
 
 
-__all__ = ["Contribution", "EndAttack", "Finisher", "RoundRunner", "RunEnd", "RunSetup", "Slot"]
+__all__ = [
+    "BudgetPlan",
+    "Contribution",
+    "EndAttack",
+    "Finisher",
+    "RoundRunner",
+    "RunEnd",
+    "RunSetup",
+    "Slot",
+]

@@ -27,7 +27,7 @@ from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
 from privfl.errors import ConfigError
 from privfl.heterogeneity.builder import heterogeneity_stages
-from privfl.pipeline import Contribution, EndAttack, Finisher, RunSetup
+from privfl.pipeline import BudgetPlan, Contribution, EndAttack, Finisher, RunSetup
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
     Aggregator,
@@ -56,6 +56,8 @@ class Stages:
         finishers: called once at the end of a run (e.g. to write a privacy report).
         threats: ``(section, threat model)`` of every active attack and defense, in section
             order (written into ``threats.json``).
+        budget: what a round would spend, asked before it runs (the DP mode's
+            :class:`~privfl.pipeline.BudgetPlan`; None without DP).
     """
 
     trainer: LocalTrainer
@@ -70,6 +72,7 @@ class Stages:
     end_attacks: list[EndAttack] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)
     threats: list[tuple[str, ThreatModel]] = field(default_factory=list)
+    budget: BudgetPlan | None = None
 
     def named(self) -> dict[str, object]:
         """Every stateful stage under a stable name (for checkpoints)."""
@@ -189,6 +192,7 @@ def assemble(config: Config, parts: list[tuple[str, Contribution]]) -> Stages:
         end_attacks=[a for _, p in parts for a in p.end_attacks],
         finishers=[f for _, p in parts for f in p.finishers],
         threats=[(name, p.threat) for name, p in parts if p.threat is not None],
+        budget=_one(parts, "budget"),
     )
 
 
