@@ -215,7 +215,7 @@ def _sign_weighted_mean(c: Config) -> str | None:
 
 def _membership_shadows_natural(c: Config) -> str | None:
     m = c.attack.membership
-    if m is None or m.method == "loss" or c.data.partition != "natural":
+    if m is None or m.method == "loss" or m.target != "global" or c.data.partition != "natural":
         return None
     return (
         f"attack.membership.method = '{m.method}' trains shadow federations on population "
@@ -297,7 +297,7 @@ RULES: tuple[CombinationRule, ...] = (
         _sign_weighted_mean,
     ),
     CombinationRule(
-        ("attack.membership.method = 'lira' or 'rmia'", "data.partition = 'natural'"),
+        ("attack.membership lira or rmia, target 'global'", "data.partition = 'natural'"),
         "shadow federations draw test examples too, which have no writer to group by",
         _membership_shadows_natural,
     ),

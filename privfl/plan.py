@@ -10,7 +10,7 @@ config time (:mod:`privfl.combinations`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from privfl.aggregation import WeightedMean
@@ -27,6 +27,7 @@ from privfl.defenses.he import HEChannel, create_he_channel
 from privfl.defenses.secagg.channel import create_secagg_channel
 from privfl.errors import ConfigError
 from privfl.heterogeneity.builder import heterogeneity_stages
+from privfl.ledger import Ledger
 from privfl.pipeline import BudgetPlan, Contribution, EndAttack, Finisher, RunSetup
 from privfl.sampling import ClientSampler, PoissonSampler, UniformSampler
 from privfl.stages import (
@@ -156,13 +157,33 @@ def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribut
                 ),
             )
         )
-    if config.attack.membership is not None:  # attacks the released model, after training
+    if config.attack.membership is not None:  # the released model, or one client's update
         from privfl.attacks.membership.build import membership_stages
 
-        parts.append(
-            ("attack.membership", membership_stages(config.attack.membership, config, setup))
+        membership = membership_stages(
+            config.attack.membership,
+            config,
+            setup,
+            honest_trainer=lambda: honest_trainer(config, setup),
         )
+        parts.append(("attack.membership", membership))
     return parts
+
+
+def honest_trainer(config: Config, setup: RunSetup) -> LocalTrainer:
+    """The local training an honest client of ``config`` runs (DP-SGD under ``mode =
+    "sample"``, heterogeneous steps, plain SGD otherwise), as an attacker who knows the
+    recipe replays it: built from the config without its attacks, audit and secure channel,
+    on a ledger of its own, so that building it spends nothing and poisons nothing."""
+    recipe = config.model_copy(
+        update={
+            "attack": type(config.attack)(),
+            "audit": None,
+            "defense": config.defense.model_copy(update={"secagg": None, "he": None}),
+        }
+    )
+    aside = replace(setup, config=recipe, ledger=Ledger(), spawn=None, canaries=None)
+    return assemble(recipe, section_stages(recipe, aside)).trainer
 
 
 def assemble(config: Config, parts: list[tuple[str, Contribution]]) -> Stages:

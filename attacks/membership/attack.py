@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,10 +26,20 @@ ShadowTrainer = Callable[[np.ndarray, int], Callable[[torch.Tensor], torch.Tenso
 
 @dataclass(frozen=True)
 class MembershipResult:
-    """A membership attack's ``attacks.json`` record and its ROC curve (for the plot)."""
+    """A membership attack's ``attacks.json`` record, its ROC curve (for the plot), the
+    candidates and their scores; ``baseline``: the loss attack on the same candidates and
+    model (``baseline_loss``), or None."""
 
     record: dict
     roc: Roc
+    candidates: Candidates
+    scores: np.ndarray
+    baseline: MembershipResult | None = None
+
+    @property
+    def records(self) -> list[dict]:
+        """The records for ``attacks.json``: this attack's, then its baseline's."""
+        return [self.record] + ([] if self.baseline is None else [self.baseline.record])
 
 
 @dataclass(frozen=True)
@@ -127,42 +137,62 @@ def run_membership(
     pop: Population,
     train_shadow: ShadowTrainer | None,
     seed: int,
+    *,
+    count: int | None = None,
+    about: dict | None = None,
 ) -> MembershipResult:
-    """Score the candidates against ``target`` (a logits function of the released model) with
+    """Score the candidates against ``target`` (a logits function of the attacked model) with
     ``cfg.method``; return the ``attacks.json`` record (metrics, candidate design, seconds)
     and the ROC curve.
 
     Args:
         cfg: the ``[attack.membership]`` section.
         target: inputs -> logits of the attacked model.
-        pop: the population the candidates and the shadows' data are drawn from.
-        train_shadow: trains a shadow federation (lira, rmia); None for loss.
+        pop: the population the candidates and the shadows' data are drawn from; its
+            ``held`` examples are the members (the clients', or one client's).
+        train_shadow: trains a shadow model (lira, rmia); None for loss.
         seed: the seed of the candidate and shadow draws.
+        count: candidates (even; default ``cfg.candidates``).
+        about: fields added to the record (the round and client of a client target).
     """
     start = time.perf_counter()
+    count = cfg.candidates if count is None else count
     rng = np.random.default_rng(seed)
-    cand = draw_candidates(pop, cfg.candidates, rng)
+    cand = draw_candidates(pop, count, rng)
     x, y = pop.x[cand.ids], pop.y[cand.ids].numpy()
     record: dict = {
         "attack": f"membership-{cfg.method}",
-        "target": "global",
-        "candidates": cfg.candidates,
+        "target": cfg.target,
+        **(about or {}),
+        "candidates": count,
         "members": int(cand.is_member.sum()),
         "non_members": int((~cand.is_member).sum()),
-        "candidate_design": "members uniform from clients' training data, non-members uniform "
-        "from the test split",
+        "candidate_design": "members uniform from "
+        + ("the client's" if cfg.target == "client" else "clients'")
+        + " training data, non-members uniform from the test split",
     }
+    baseline = None
     if cfg.method == "loss":
         score = S.loss_score(logits_of(target, x), y)
     else:
         assert train_shadow is not None
         score = _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record)
+        if cfg.baseline_loss:
+            t0 = time.perf_counter()
+            base = {**record, "attack": "membership-loss", "baseline_of": record["attack"]}
+            for key in ("shadow_models", "variant", "population"):
+                base.pop(key, None)
+            baseline = _finish(base, S.loss_score(logits_of(target, x), y), cand, t0)
+    return replace(_finish(record, score, cand, start), baseline=baseline)
+
+
+def _finish(record: dict, score: np.ndarray, cand: Candidates, start: float) -> MembershipResult:
     roc = roc_of(score, cand.is_member)
     record.update(roc.metrics())
     # the curve itself, for plots of several runs (at most 2 x candidates + 1 points)
     record["roc"] = {"fpr": roc.fpr.round(6).tolist(), "tpr": roc.tpr.round(6).tolist()}
     record["seconds"] = round(time.perf_counter() - start, 3)
-    return MembershipResult(record, roc)
+    return MembershipResult(record, roc, cand, score)
 
 
 def _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record) -> np.ndarray:
@@ -177,7 +207,7 @@ def _shadow_attack(cfg, target, pop, cand, train_shadow, rng, record) -> np.ndar
         reserved |= set(population_z.tolist())
     others = np.setdiff1d(np.arange(len(pop.y)), np.fromiter(reserved, dtype=np.int64))
     size = int(pop.held.sum())
-    include = shadow_inclusions(cfg.shadow_models, cfg.candidates, rng)
+    include = shadow_inclusions(cfg.shadow_models, len(cand.ids), rng)
     shadow_x, shadow_z = [], []
     for k in range(cfg.shadow_models):
         ids = shadow_training_ids(include[k], cand, others, size, rng)

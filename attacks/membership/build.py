@@ -8,16 +8,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from privfl.attacks.membership.attack import Population, run_membership
+from privfl.attacks.membership.client import ClientMembershipObserver
 from privfl.attacks.membership.config import MembershipConfig
+from privfl.attacks.membership.metrics import Roc
 from privfl.attacks.membership.plot import plot_roc
 from privfl.attacks.membership.threat import MembershipThreat
 from privfl.data.federated import federated_subset
+from privfl.errors import ConfigError
 from privfl.pipeline import Contribution, RunEnd
 from privfl.seeding import derive_seed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from privfl.client import LocalTrainer
     from privfl.config import Config
     from privfl.pipeline import RunSetup
+
+#: Why central DP does not hide a client's update from the server that adds the noise.
+CENTRAL_DP_NOTE = (
+    "central DP adds its noise on the server, after the server has received the updates: it "
+    "protects the released model, not a client's update from this server"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +37,15 @@ logger = logging.getLogger(__name__)
 def shadow_config(config: Config) -> Config:
     """The recipe a shadow federation trains with: the run's config without its attacks and
     audit, without secure aggregation or HE (they change who sees the updates, not the model
-    they sum to), evaluated only at its last round."""
+    they sum to), evaluated only at its last round, on the vectorized engine (the same
+    training, the cohort as one batch; it hands models it cannot batch to the sequential
+    loop)."""
     rounds = config.federation.rounds
     return config.model_copy(
         update={
+            "federation": config.federation.model_copy(
+                update={"engine": "vectorized", "ray": None}
+            ),
             "attack": type(config.attack)(),
             "audit": None,
             "defense": config.defense.model_copy(update={"secagg": None, "he": None}),
@@ -39,21 +56,60 @@ def shadow_config(config: Config) -> Config:
     )
 
 
-def membership_stages(cfg: MembershipConfig, config: Config, setup: RunSetup) -> Contribution:
-    """The membership attack on the released model, run once the training ends; its record
-    joins ``attacks.json``."""
+def membership_stages(
+    cfg: MembershipConfig,
+    config: Config,
+    setup: RunSetup,
+    *,
+    honest_trainer: Callable[[], LocalTrainer],
+) -> Contribution:
+    """The membership attack: on the released model once the training ends (``target =
+    "global"``), or on one client's update in each attacked round (``"client"``); its records
+    join ``attacks.json`` and their ROC curves ``plots/membership_roc.png``.
+
+    Args:
+        honest_trainer: builds the honest clients' trainer (what a client target's shadows
+            replay).
+    """
+    threat = MembershipThreat(
+        cfg.method, 0 if cfg.method == "loss" else cfg.shadow_models, target=cfg.target
+    )
+    if cfg.target == "client":
+        rounds = cfg.rounds or [config.federation.rounds]
+        late = [r for r in rounds if r > config.federation.rounds]
+        if late:
+            raise ConfigError(
+                f"attack.membership.rounds {late} lie after the last round "
+                f"({config.federation.rounds})"
+            )
+        dp = config.defense.dp
+        observer = ClientMembershipObserver(
+            cfg,
+            rounds=frozenset(rounds),
+            data=setup.data,
+            trainer=honest_trainer,
+            spec=setup.spec,
+            make_model=setup.make_model,
+            seed=derive_seed(config.seed, "membership"),
+            notes=(CENTRAL_DP_NOTE,) if dp is not None and dp.mode == "central" else (),
+        )
+        return Contribution(observers=(observer,), finishers=(plot_membership,), threat=threat)
     data = setup.data
     bundle = data.bundle
     held = np.concatenate([np.asarray(i, dtype=np.int64) for i in data.partition.indices])
     pop = Population.of(bundle.train.x, bundle.train.y, bundle.test.x, bundle.test.y, held)
-    recipe = shadow_config(config)
+    shadow = {"recipe": shadow_config(config)}
     rounds = config.federation.rounds
 
     def train_shadow(ids: np.ndarray, seed: int):
         if setup.spawn is None:
             raise RuntimeError("membership shadows need RunSetup.spawn")
         shadow_data = federated_subset(config.data, pop.x[ids], pop.y[ids], bundle, seed)
-        runner = setup.spawn(recipe.model_copy(update={"seed": seed}), shadow_data)
+        runner = setup.spawn(shadow["recipe"].model_copy(update={"seed": seed}), shadow_data)
+        if getattr(getattr(runner, "engine", None), "falls_back", False):
+            # the vectorized engine said why, once; the other shadows go straight to the loop
+            fed = shadow["recipe"].federation.model_copy(update={"engine": "sequential"})
+            shadow["recipe"] = shadow["recipe"].model_copy(update={"federation": fed})
         while runner.round < rounds:
             runner.run_round()
         return setup.model_with(runner.params)
@@ -65,10 +121,25 @@ def membership_stages(cfg: MembershipConfig, config: Config, setup: RunSetup) ->
         result = run_membership(
             cfg, setup.model_with(end.params), pop, shadows, derive_seed(config.seed, "membership")
         )
-        if end.folder is not None:
-            label = cfg.method + (" (offline)" if cfg.method == "lira" and not cfg.online else "")
-            plot_roc({label: result.roc}, end.folder.plot_path("membership_roc"), config.name)
-        return [result.record]
+        return result.records
 
-    threat = MembershipThreat(cfg.method, 0 if cfg.method == "loss" else cfg.shadow_models)
-    return Contribution(end_attacks=(attack,), threat=threat)
+    return Contribution(end_attacks=(attack,), finishers=(plot_membership,), threat=threat)
+
+
+def plot_membership(end: RunEnd) -> None:
+    """``plots/membership_roc.png``: the log-log ROC of every membership record of the run
+    (one per attacked round for a client target), read back from ``attacks.json``'s records."""
+    if end.folder is None:
+        return
+    curves: dict[str, Roc] = {}
+    for r in end.attacks:
+        if not str(r.get("attack", "")).startswith("membership-") or r.get("auc") is None:
+            continue
+        label = r["attack"].removeprefix("membership-")
+        if "offline" in r.get("variant", ""):
+            label += " (offline)"
+        if r.get("target") == "client":
+            label += f", round {r['round']}, client {r['client']}"
+        curves[label] = Roc.from_record(r)
+    if curves:
+        plot_roc(curves, end.folder.plot_path("membership_roc"), end.config.name)

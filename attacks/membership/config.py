@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt, confloat, model_validator
+from pydantic import BaseModel, Field, PositiveInt, confloat, field_validator, model_validator
 
 from privfl.config_rules import SECTION_CONFIG, only_with
 
@@ -30,8 +30,13 @@ class MembershipConfig(BaseModel):
     method: Literal["loss", "lira", "rmia"] = Field(
         "lira", description="loss (Yeom et al. 2018), lira (Carlini et al. 2022), rmia (2024)"
     )
-    target: Literal["global"] = Field(
-        "global", description="global: the released model (the only target so far)"
+    target: Literal["global", "client"] = Field(
+        "global",
+        description="global: the released model; client: one client's update, as the server "
+        "sees it",
+    )
+    rounds: list[PositiveInt] | None = Field(
+        None, description="client: the rounds in which the server attacks (default: the last)"
     )
     candidates: PositiveInt = Field(
         200, description="candidate examples, half members and half non-members (even)"
@@ -49,17 +54,31 @@ class MembershipConfig(BaseModel):
     population: PositiveInt = Field(
         500, description="rmia: population examples z the candidates are compared with"
     )
+    baseline_loss: bool = Field(
+        False,
+        description="lira/rmia: also score the same candidates on the same model with the "
+        "loss attack (a second record), as the papers compare them",
+    )
+
+    @field_validator("rounds")
+    @classmethod
+    def _rounds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and not v:
+            raise ValueError("rounds is empty: list at least one round, or leave it out")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> MembershipConfig:
         if self.candidates % 2 or self.candidates < 2:
             raise ValueError(f"candidates must be even and >= 2, got {self.candidates}")
         shadows = self.method in ("lira", "rmia")
+        only_with(self, "rounds", self.target == "client", "target = 'client'")
         only_with(self, "shadow_models", shadows, "method is lira or rmia")
         only_with(self, "online", self.method == "lira", "method = 'lira'")
         only_with(self, "fixed_variance", self.method == "lira", "method = 'lira'")
         only_with(self, "rmia_a", self.method == "rmia", "method = 'rmia'")
         only_with(self, "population", self.method == "rmia", "method = 'rmia'")
+        only_with(self, "baseline_loss", shadows, "method is lira or rmia")
         if shadows and self.shadow_models % 2:
             raise ValueError(
                 f"shadow_models must be even (complementary pairs), got {self.shadow_models}"

@@ -45,6 +45,16 @@ class Roc:
         below = np.flatnonzero(self.fpr < fpr)
         return float(self.tpr[below[-1]]) if below.size else 0.0
 
+    @classmethod
+    def from_record(cls, record: dict) -> Roc:
+        """The curve an ``attacks.json`` membership record carries (``roc``, ``members``,
+        ``non_members``), e.g. to plot several runs' curves together."""
+        try:
+            fpr, tpr = record["roc"]["fpr"], record["roc"]["tpr"]
+            return cls(np.asarray(fpr), np.asarray(tpr), record["members"], record["non_members"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a membership record with its ROC: missing {e}") from None
+
     def metrics(self) -> dict[str, float | int]:
         """``auc``, ``tpr_at_fpr_0.001``, ``tpr_at_fpr_0.01``, ``members`` and
         ``non_members``: the numbers an ``attacks.json`` membership record carries."""
