@@ -7,12 +7,15 @@ Below the API and the suites (which run their cells through it), above the priva
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from privfl.config import Config, load_config
 from privfl.federation import Federation, RunResult
 from privfl.progress import progress_bar
 from privfl.runfolder import RunFile, RunFolder
+
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -46,7 +49,9 @@ def run(
 
 
 def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
-    """Continue the run in ``run_dir`` from its last checkpoint to its configured rounds."""
+    """Continue the run in ``run_dir`` from its last checkpoint to its configured rounds (or
+    until its ``defense.dp.max_epsilon``: the ledger restored from the checkpoint is what the
+    budget is checked against, so a resumed run never spends past it)."""
     return _drive(Federation.resume(run_dir), progress)
 
 
@@ -56,10 +61,17 @@ def _drive(fed: Federation, progress: bool) -> RunResult:
     fed.progress = bar if progress else None
     with bar:
         task = bar.add_task(fed.config.name, total=total, completed=fed.round, stats="")
-        while fed.round < total:
+        while not fed.done:  # the configured rounds, or until defense.dp.max_epsilon
             rec = fed.run_round()
             bar.update(task, advance=1, stats=_stats(rec))
     result = fed.finish()
+    if result.budget_stop is not None:
+        ran = (
+            f"{fed.round} of {total} rounds ran; the results are those of round {fed.round}"
+            if fed.round
+            else f"no round of {total} ran; the model is the initial one"
+        )
+        log.warning("%s: %s %s", fed.config.name, result.budget_stop.sentence(), ran)
     if result.run_dir is not None and wants_privacy_report(fed.config):
         from privfl.report.privacy import write_run_report  # deferred: matplotlib
 

@@ -22,9 +22,9 @@ from torch import nn
 from privfl.config import Config, load_config
 from privfl.data.federated import FederatedData, build_federated_data
 from privfl.engine import ENGINES
-from privfl.errors import RunFolderError
+from privfl.errors import ConfigError, PrivflError, RunFolderError
 from privfl.evaluation import evaluate, federated_evaluate
-from privfl.ledger import Ledger
+from privfl.ledger import Ledger, client_party
 from privfl.models import create_model
 from privfl.pipeline import RunEnd, RunSetup
 from privfl.plan import Stages, build_stages, prepare_data
@@ -57,6 +57,8 @@ class RunResult:
         run_dir: the run folder, or None for a run without one.
         timings: wall-clock seconds of each round run by this process (the lines of
             ``timings.jsonl``; kept apart from the deterministic metrics).
+        budget_stop: why the run ended before its configured rounds (``defense.dp.
+            max_epsilon``), or None when it ran them all.
     """
 
     config: Config
@@ -67,11 +69,51 @@ class RunResult:
     ledger: Ledger = field(default_factory=Ledger)
     run_dir: Path | None = None
     timings: list[dict[str, Any]] = field(default_factory=list)
+    budget_stop: BudgetStop | None = None
 
     @property
     def final_accuracy(self) -> float:
-        """Test accuracy after the last round."""
+        """Test accuracy after the last round run.
+
+        Raises:
+            PrivflError: no round ran (a budget stopped the run before its first round).
+        """
+        if not self.metrics:
+            why = "" if self.budget_stop is None else f": {self.budget_stop.sentence()}"
+            raise PrivflError(f"no round ran, so there is no final accuracy{why}")
         return float(self.metrics[-1]["test_accuracy"])
+
+
+@dataclass(frozen=True)
+class BudgetStop:
+    """Why a run ended before its configured rounds: round ``round`` (the first not run)
+    would have taken a party past ``defense.dp.max_epsilon``, or no client had budget left."""
+
+    round: int
+    reason: str
+
+    def sentence(self) -> str:
+        """The sentence the console and the privacy report show."""
+        return f"The run stopped before round {self.round}: {self.reason}."
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Who takes part in round ``round``, decided before it trains.
+
+    Attributes:
+        cohort: sorted int64 ids of the clients that train.
+        retired: sampled clients left out because the round would take their own budget past
+            ``max_epsilon`` (sample-level and local DP). The round's metrics list them as
+            ``budget_excluded``, and those left out for the first time as ``budget_retired``
+            (a client's budget only grows, so a client left out once is left out for good).
+        stop: set when the round must not run at all.
+    """
+
+    round: int
+    cohort: np.ndarray
+    retired: np.ndarray
+    stop: BudgetStop | None = None
 
 
 class Federation:
@@ -104,6 +146,15 @@ class Federation:
             ),
         )
         self.sampler = self.stages.sampler
+        dp = config.defense.dp
+        self.max_epsilon: float | None = None if dp is None else dp.max_epsilon
+        if self.max_epsilon is not None and self.stages.budget is None:
+            raise ConfigError(
+                f"defense.dp.max_epsilon: mode {dp.mode!r} does not plan its spending before a "  # type: ignore[union-attr]
+                "round yet, so the budget cannot be enforced; remove max_epsilon"
+            )
+        self.ledger.max_epsilon = self.max_epsilon
+        self._plan: RoundPlan | None = None
         self.engine = ENGINES[config.federation.engine](
             self.make_model,
             self.spec,
@@ -147,7 +198,11 @@ class Federation:
         """Run the next round through every stage; returns its metrics record."""
         r = self.round + 1
         t0 = time.perf_counter()
-        sampled = self.sampler.sample(r)
+        plan = self.plan_round(r)
+        if plan.stop is not None:
+            raise PrivflError(f"{plan.stop.sentence()} (run_round called past the stop)")
+        self._plan = None
+        sampled = plan.cohort
         ctx = RoundContext(
             r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled, self.ledger
         )
@@ -179,7 +234,16 @@ class Federation:
         for observer in self.stages.observers:
             self.attacks.extend(observer.observe(result.view, octx))
         t_agg = time.perf_counter()
-        record = self._metrics_record(ctx, batch, nonfinite, result, aggregation, trained, info)
+        if self.max_epsilon is not None:
+            if len(plan.retired) and not len(sampled):
+                info["budget_abort"] = "every sampled client's budget is spent"
+            before = {c for m in self.metrics for c in m.get("budget_retired", ())}
+            info["budget_excluded"] = plan.retired.tolist()
+            info["budget_retired"] = [c for c in plan.retired.tolist() if c not in before]
+        last = r == self.config.federation.rounds or self.plan_round(r + 1).stop is not None
+        record = self._metrics_record(
+            ctx, batch, nonfinite, result, aggregation, trained, info, last=last
+        )
         self.round = r
         self.metrics.append(record)
         t_end = time.perf_counter()
@@ -191,8 +255,76 @@ class Federation:
             "eval_seconds": t_end - t_agg,
         }
         self.timings.append(timing)
-        self._write_round(record, timing)
+        self._write_round(record, timing, last=last)
         return record
+
+    # ------------------------------------------------------------------ budget
+
+    def plan_round(self, r: int) -> RoundPlan:
+        """Round ``r``'s cohort, decided before it trains (cached until the round runs): the
+        sampler's draw, less the clients whose own budget the round would take past
+        ``defense.dp.max_epsilon``; with ``stop`` set when a party that is not a client (the
+        server) would pass it, or when every client's budget is spent. Without a budget,
+        the sampler's draw."""
+        if self._plan is not None and self._plan.round == r:
+            return self._plan
+        sampled = self.sampler.sample(r)
+        none = np.zeros(0, dtype=np.int64)
+        plan = RoundPlan(r, sampled, none)
+        budget, cap = self.stages.budget, self.max_epsilon
+        if budget is not None and cap is not None:
+            eps = self.ledger.epsilons_with(budget.planned_events(r, sampled))
+            over = {p: e for p, e in eps.items() if e > cap}
+            own = {client_party(c): c for c in sampled.tolist()}
+            shared = [p for p in over if p not in own]
+            if shared:
+                p = max(shared, key=lambda q: over[q])
+                plan = replace(plan, cohort=none, stop=BudgetStop(r, self._over(p, over[p])))
+            else:
+                retired = np.array(sorted(own[p] for p in over), dtype=np.int64)
+                cohort = np.setdiff1d(sampled, retired)
+                plan = RoundPlan(r, cohort, retired)
+                if len(cohort) == 0 and self._clients_exhausted(r):
+                    reason = (
+                        f"no client can take part any more: every client's next round would "
+                        f"take its epsilon past max_epsilon = {cap:g}"
+                    )
+                    plan = replace(plan, stop=BudgetStop(r, reason))
+        self._plan = plan
+        return plan
+
+    def _over(self, party: str, eps: float) -> str:
+        why = " (noise_multiplier 0: no guarantee at all)" if np.isinf(eps) else ""
+        return (
+            f"it would take {party}'s epsilon to {eps:.4g} > max_epsilon = {self.max_epsilon:g}"
+            f" ({self.ledger.accountant.value.upper()} at delta = {self.ledger.delta:g}){why}"
+        )
+
+    def _clients_exhausted(self, r: int) -> bool:
+        """Whether every client's own budget is spent: round ``r`` would take each client
+        with a budget of its own past max_epsilon (False when the mode keeps no per-client
+        budget)."""
+        assert self.stages.budget is not None and self.max_epsilon is not None
+        everyone = np.arange(self.data.num_clients, dtype=np.int64)
+        events = self.stages.budget.planned_events(r, everyone)
+        own = {client_party(c) for c in everyone.tolist()}
+        eps = self.ledger.epsilons_with([e for e in events if e.party in own])
+        return bool(eps) and all(e > self.max_epsilon for e in eps.values())
+
+    def budget_stop(self) -> BudgetStop | None:
+        """Why the next round must not run (``defense.dp.max_epsilon``), or None. A driver
+        asks before each round; the stop is also noted in the ledger (``ledger.json``)."""
+        if self.round >= self.config.federation.rounds:
+            return None
+        stop = self.plan_round(self.round + 1).stop
+        if stop is not None:
+            self.ledger.stop = {"round": stop.round, "reason": stop.reason}
+        return stop
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended: its configured rounds ran, or its budget is spent."""
+        return self.round >= self.config.federation.rounds or self.budget_stop() is not None
 
     def _metrics_record(
         self,
@@ -203,6 +335,8 @@ class Federation:
         aggregation: AggregationResult | None,
         trained: dict[str, Any],
         info: dict[str, Any],
+        *,
+        last: bool,
     ) -> dict[str, Any]:
         r = ctx.round
         dropped = sorted(
@@ -224,7 +358,6 @@ class Federation:
         if aggregation is not None and len(aggregation.excluded):
             record["excluded"] = aggregation.excluded.tolist()
         ev = self.config.evaluation
-        last = r == self.config.federation.rounds
         if last or r % ev.every == 0:
             self.spec.load_into(self.model, self.params)
             test = self.data.bundle.test
@@ -244,15 +377,12 @@ class Federation:
 
     # ------------------------------------------------------------ persistence
 
-    def _write_round(self, record: dict[str, Any], timing: dict[str, Any]) -> None:
+    def _write_round(self, record: dict[str, Any], timing: dict[str, Any], *, last: bool) -> None:
         if self.folder is None:
             return
         self.folder.append_jsonl(RunFile.METRICS, record)
         self.folder.append_jsonl(RunFile.TIMINGS, timing)
-        if (
-            self.round % self.config.checkpoint_every == 0
-            or self.round == self.config.federation.rounds
-        ):
+        if last or self.round % self.config.checkpoint_every == 0:
             self.folder.write_json(RunFile.ATTACKS, self.attacks)
             self.folder.save_checkpoint(self.state_dict())
 
@@ -304,6 +434,7 @@ class Federation:
     def finish(self) -> RunResult:
         """Write the end-of-run files (ledger, partition, plots) and return the result."""
         self.engine.close()  # release workers (Ray actors); in-process engines have none
+        stop = self.budget_stop()  # noted in the ledger before ledger.json is written
         self.spec.load_into(self.model, self.params)
         if self.stages.end_attacks:
             end = self._run_end()
@@ -321,7 +452,10 @@ class Federation:
             self.folder.write_json(
                 RunFile.THREATS, [threat_record(c, t) for c, t in self.stages.threats]
             )
-            plot_training(self.metrics, self.folder.plot_path("training"), title=self.config.name)
+            if self.metrics:  # none when a budget stopped the run before its first round
+                plot_training(
+                    self.metrics, self.folder.plot_path("training"), title=self.config.name
+                )
             plot_partition(
                 counts,
                 self.folder.plot_path("partition"),
@@ -339,6 +473,7 @@ class Federation:
             ledger=self.ledger,
             run_dir=None if self.folder is None else self.folder.path,
             timings=list(self.timings),
+            budget_stop=stop,
         )
 
     def _run_end(self) -> RunEnd:

@@ -49,6 +49,9 @@ class Mechanism(StrEnum):
     """Privacy mechanisms the accountants understand."""
 
     SUBSAMPLED_GAUSSIAN = "subsampled_gaussian"
+    # Distributed DP: entered as the subsampled Gaussian whose RDP dominates the round's
+    # (privfl.defenses.dp.ddgauss_accounting); noise_multiplier is that Gaussian's.
+    DISTRIBUTED_DISCRETE_GAUSSIAN = "distributed_discrete_gaussian"
 
 
 def client_party(client_id: int) -> str:
@@ -100,6 +103,10 @@ class Ledger(Stateful):
         self.events: list[PrivacyEvent] = []
         self.delta: float | None = None if delta is None else check_delta(delta)
         self.accountant = check_accountant(accountant)
+        #: ``defense.dp.max_epsilon`` (the round loop enforces it; written into ledger.json).
+        self.max_epsilon: float | None = None
+        #: ``{"round", "reason"}`` when the budget stopped the run before its configured rounds.
+        self.stop: dict[str, Any] | None = None
 
     def configure(self, *, delta: float, accountant: str = "rdp") -> None:
         """Set the run's delta and headline accountant (what ``ledger.json`` reports)."""
@@ -267,7 +274,8 @@ class Ledger(Stateful):
     def to_json(self) -> dict[str, Any]:
         """The ``ledger.json`` of a run: the events and, when there are any, the headline
         epsilon (the worst party under the configured accountant), every accountant's figure
-        for that party with its known looseness, and each party's epsilon.
+        for that party with its known looseness, and each party's epsilon. With a
+        ``max_epsilon``: it, and ``stopped`` (``{"round", "reason"}`` or None).
 
         When the configured accountant cannot compute the headline (Opacus' GDP fails at some
         extreme settings), ``epsilon`` is None, ``epsilon_error`` says why, and the per-party
@@ -278,8 +286,14 @@ class Ledger(Stateful):
             "accountant": self.accountant.value,
             "delta": self.delta,
         }
+        if self.max_epsilon is not None:
+            out["max_epsilon"] = self.max_epsilon
+            out["stopped"] = self.stop
         if not self.events or self.delta is None:
-            out.update(epsilon=None, note="no privacy-spending mechanism was active")
+            note = "no privacy-spending mechanism was active"
+            if self.stop is not None:
+                note = f"no privacy was spent: stopped before round {self.stop['round']}"
+            out.update(epsilon=None, note=note)
             return out
         rdp = self.epsilons(accountant=AccountantName.RDP)
         try:
@@ -318,6 +332,8 @@ class Ledger(Stateful):
         if data.get("delta") is not None:
             ledger.delta = check_delta(float(data["delta"]))
         ledger.load_state_dict({"events": data.get("events", [])})
+        ledger.max_epsilon = data.get("max_epsilon")
+        ledger.stop = data.get("stopped")
         return ledger
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,7 @@ from privfl.defenses.dp.central import ClipBound, ClipUpdates, GaussianSumNoise
 from privfl.defenses.dp.config import DPConfig, DPMode
 from privfl.defenses.dp.dpsgd import (
     DPSGDTrainer,
+    ExampleLevelBudget,
     RecordExampleLevelSpending,
     SecureDPSGDTrainer,
     check_model,
@@ -51,6 +52,7 @@ from privfl.defenses.dp.encoding import encoding_slack
 from privfl.defenses.dp.local import LOCAL_SENSITIVITY, LocalGaussian
 from privfl.defenses.dp.threat import DPThreat
 from privfl.errors import ConfigError
+from privfl.ledger import SERVER, PrivacyEvent, Unit, client_party
 from privfl.pipeline import Contribution, Slot
 from privfl.sampling import ClientSampler, PoissonSampler
 
@@ -86,6 +88,19 @@ def differential_privacy_stages(
             _SEEDED_EXTRAS[DPMode(dp.mode)],
             config.seed,
         )
+    if dp.max_epsilon is not None and dp.target_epsilon is not None:
+        # Allowed: the target calibrates sigma over the configured rounds, max_epsilon guards.
+        # A target above the budget means the run will stop before its last round: say so.
+        if dp.target_epsilon > dp.max_epsilon:
+            log.warning(
+                "defense.dp.target_epsilon = %g > max_epsilon = %g: the noise is calibrated to "
+                "reach %g after all %d rounds, so the run will stop at the budget, before its "
+                "last round",
+                dp.target_epsilon,
+                dp.max_epsilon,
+                dp.target_epsilon,
+                config.federation.rounds,
+            )
     contribution = _BUILDERS[DPMode(dp.mode)](config, setup, dp, channel, sampler)
     return replace(contribution, threat=DPThreat(dp.mode))
 
@@ -141,8 +156,60 @@ def _central(
     )
     _warn_delta(dp.delta, n, "users (clients)")
     return Contribution(
-        sampler=poisson, client_transforms=((Slot.DP, clip),), server_transforms=(noise,)
+        sampler=poisson,
+        client_transforms=((Slot.DP, clip),),
+        server_transforms=(noise,),
+        budget=ServerBudget(noise),
     )
+
+
+@dataclass(frozen=True)
+class ServerBudget:
+    """What a central DP-FedAvg round would spend (a :class:`~privfl.pipeline.BudgetPlan`):
+    the server's one step of the subsampled Gaussian at (sigma, q), whoever is sampled (the
+    noise is released even over an empty Poisson cohort), read from the noise stage itself,
+    so it is what :class:`GaussianSumNoise` records."""
+
+    noise: GaussianSumNoise
+
+    def planned_events(self, round: int, clients: np.ndarray) -> list[PrivacyEvent]:
+        """The server's event of ``round`` (whatever ``clients`` is)."""
+        return [
+            PrivacyEvent(
+                noise_multiplier=self.noise.noise_multiplier,
+                sample_rate=self.noise.sample_rate,
+                steps=1,
+                protects=Unit.USER.value,
+                party=SERVER,
+                round=round,
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class LocalBudget:
+    """What a local-DP round would spend (a :class:`~privfl.pipeline.BudgetPlan`): one
+    Gaussian release (q = 1, sensitivity 2 clip norms) per real client of the cohort, its own
+    party, as :class:`LocalGaussian` records."""
+
+    noise: LocalGaussian
+    num_clients: int
+
+    def planned_events(self, round: int, clients: np.ndarray) -> list[PrivacyEvent]:
+        """One event per client of ``clients`` (canary ids past the real clients: none)."""
+        return [
+            PrivacyEvent(
+                noise_multiplier=self.noise.noise_multiplier,
+                sample_rate=1.0,
+                steps=1,
+                protects=Unit.USER.value,
+                party=client_party(c),
+                round=round,
+                sensitivity=LOCAL_SENSITIVITY,
+            )
+            for c in map(int, clients)
+            if c < self.num_clients
+        ]
 
 
 def _channel_slack(
@@ -225,7 +292,9 @@ def _local(
         sigma = LOCAL_SENSITIVITY * _calibrate(dp, 1.0, rounds, "local DP (each client)")
     noise = LocalGaussian(clip=dp.clip, noise_multiplier=sigma, secure_rng=dp.secure_rng)
     _warn_delta(dp.delta, config.data.clients, "users (clients)")
-    return Contribution(client_transforms=((Slot.DP, noise),))
+    return Contribution(
+        client_transforms=((Slot.DP, noise),), budget=LocalBudget(noise, config.data.clients)
+    )
 
 
 def _sample(
@@ -248,7 +317,9 @@ def _sample(
     )
     _warn_delta(dp.delta, int(np.min(sizes)), "examples on the smallest client")
     return Contribution(
-        trainer=dpsgd, client_transforms=((Slot.ACCOUNTING, RecordExampleLevelSpending()),)
+        trainer=dpsgd,
+        client_transforms=((Slot.ACCOUNTING, RecordExampleLevelSpending()),),
+        budget=ExampleLevelBudget(sizes, training, sigma),
     )
 
 

@@ -243,6 +243,43 @@ def _count_clipped(params: Sequence[torch.Tensor], clip: float) -> int:
         return int((torch.linalg.vector_norm(norms, dim=1) > clip).sum())
 
 
+class ExampleLevelBudget:
+    """What a DP-SGD round would spend (a :class:`~privfl.pipeline.BudgetPlan`): one event
+    per client of the cohort, from its schedule (:func:`client_schedule` of its example
+    count), exactly what :class:`RecordExampleLevelSpending` records after the round. Each
+    client's events are its own (party ``"client:<id>"``), so a client whose budget is spent
+    is retired without touching anyone else's.
+
+    Args:
+        sizes: examples per client, ``(clients,)``.
+        training: the clients' local training (batch size, steps or epochs).
+        noise_multiplier: sigma of every client.
+    """
+
+    def __init__(self, sizes: np.ndarray, training: LocalTraining, noise_multiplier: float) -> None:
+        plans = [client_schedule(int(n), training) for n in sizes]  # once per client, not per round
+        self.sample_rates = [p.sample_rate for p in plans]
+        self.steps = [p.steps for p in plans]
+        self.noise_multiplier = float(noise_multiplier)
+
+    def planned_events(self, round: int, clients: np.ndarray) -> list[PrivacyEvent]:
+        """The events of ``round`` if every client of ``clients`` trains (ids past the real
+        clients, an audit's canaries, spend no tracked budget)."""
+        n = len(self.steps)
+        return [
+            PrivacyEvent(
+                noise_multiplier=self.noise_multiplier,
+                sample_rate=self.sample_rates[c],
+                steps=self.steps[c],
+                protects=Unit.EXAMPLE.value,
+                party=client_party(c),
+                round=round,
+            )
+            for c in map(int, clients)
+            if c < n
+        ]
+
+
 class RecordExampleLevelSpending(ClientTransform):
     """Writes each DP-SGD client's privacy spending of the round into the ledger, from the
     ``dp_*`` figures its trainer reported (one event per client: party ``"client:<id>"``,
@@ -280,6 +317,7 @@ __all__ = [
     "GRAD_SAMPLE_MODES",
     "ClientSchedule",
     "DPSGDTrainer",
+    "ExampleLevelBudget",
     "RecordExampleLevelSpending",
     "SecureDPSGDTrainer",
     "check_model",

@@ -100,7 +100,14 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
     if cfg.defense.secagg is not None and cfg.defense.secagg.allow_insecure:
         doc.add(Paragraph(INSECURE_SECAGG))
         alerts.append(INSECURE_SECAGG)
-    if dp is None or not led.events:
+    if dp is not None and not led.events and led.stop is not None:
+        doc.add(
+            Paragraph(
+                "**No privacy was spent: the budget stopped the run before its first round** "
+                "(see *Stopping at a budget*); its ledger is empty."
+            )
+        )
+    elif dp is None or not led.events:
         doc.add(
             Paragraph(
                 "**No differential privacy was active in this run: it carries no (epsilon, "
@@ -109,6 +116,8 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
         )
     else:
         _dp_sections(doc, run, dp, plots, alerts)
+    if dp is not None and led.max_epsilon is not None:
+        _stopping_section(doc, run)
     _channel_section(doc, cfg)
     _threats_section(doc, run.threats)
     if run.audit is not None:
@@ -125,6 +134,53 @@ def build_run_report(run: RunFiles, plots: Path) -> Document:
             )
         )
     return doc
+
+
+def _stop_sentence(stop: dict[str, Any]) -> str:
+    """The sentence of a budget stop (as the console said it)."""
+    return f"the run stopped before round {stop['round']}: {stop['reason']}."
+
+
+def _stopping_section(doc: Document, run: RunFiles) -> None:
+    """ "Stopping at a budget": ``max_epsilon``, whether and why the run stopped, and for
+    the modes where each client has its own budget, how many clients retired in each round."""
+    led, cfg = run.ledger, run.config
+    rounds, ran = cfg.federation.rounds, len(run.metrics)
+    who = f"{led.accountant.value.upper()} at delta = {led.delta:g}"
+    doc.add(Heading("Stopping at a budget"))
+    if led.stop is not None:
+        text = (
+            f"`defense.dp.max_epsilon = {led.max_epsilon:g}` ({who}): **{ran} of {rounds} "
+            f"rounds ran; {_stop_sentence(led.stop)}** No event that would pass the budget "
+            "was recorded; "
+            + (
+                "the results are those of the last round run."
+                if ran
+                else "the model is the initial one."
+            )
+        )
+    else:
+        text = (
+            f"`defense.dp.max_epsilon = {led.max_epsilon:g}` ({who}): all {rounds} rounds "
+            "ran within it."
+        )
+    doc.add(Paragraph(text))
+    if not any(m.get("budget_retired") for m in run.metrics):
+        return
+    total, rows = 0, []
+    for m in run.metrics:
+        k = len(m.get("budget_retired", ()))
+        total += k
+        if k:
+            rows.append((str(m["round"]), str(k), str(total), str(len(m["clients"]))))
+    doc.add(
+        Paragraph(
+            f"{total} of {cfg.data.clients} clients retired: a client whose next round would "
+            "take its own epsilon past the budget no longer takes part (it is left out of "
+            "every later cohort it is drawn in)."
+        ),
+        Table(("round", "clients retired", "retired so far", "clients trained"), tuple(rows)),
+    )
 
 
 def _channel_section(doc: Document, cfg: Any) -> None:
