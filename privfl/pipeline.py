@@ -46,6 +46,12 @@ class RoundRunner(Protocol):
     round: int
     params: torch.Tensor
 
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended: its configured rounds ran, or its budget
+        (``defense.dp.max_epsilon``) is spent; ``run_round`` must not be called then."""
+        ...
+
     def run_round(self) -> dict[str, Any]: ...
 
     def state_dict(self) -> dict[str, Any]: ...

@@ -242,3 +242,36 @@ def test_sampler_streams_are_untouched_by_planning():
     plain = privfl.run(_central(1e6, rounds=4).model_copy(), out=None, progress=False)
     assert [m["clients"] for m in res.metrics] == [m["clients"] for m in plain.metrics]
     assert np.array_equal(res.params.numpy(), plain.params.numpy())
+
+
+def test_a_spawned_runner_says_it_is_done_at_its_budget_and_refuses_to_go_on():
+    # What the membership attack's shadow federations loop on (RoundRunner.done).
+    fed = Federation(_central(2.5))
+    runner = fed._spawn(_central(2.5))
+    while not runner.done:
+        runner.run_round()
+    assert runner.round == _first_round_over(2.0, 0.4, 2.5) - 1
+    with pytest.raises(privfl.PrivflError, match="stopped before round"):
+        runner.run_round()
+
+
+@pytest.mark.slow
+def test_membership_shadows_stop_at_their_budget_like_the_target(tmp_path):
+    cfg = _central(2.5).model_copy(update={"name": "mia"})
+    cfg = privfl.config.config_from_dict(
+        {
+            **cfg.to_toml_dict(),
+            "attack": {
+                "membership": {
+                    "method": "lira",
+                    "shadow_models": 2,
+                    "candidates": 40,
+                    "fixed_variance": True,
+                }
+            },
+        }
+    )
+    res = privfl.run(cfg, out=tmp_path, progress=False)
+    assert len(res.metrics) == _first_round_over(2.0, 0.4, 2.5) - 1
+    lira = [a for a in res.attacks if str(a.get("attack", "")).startswith("membership-")]
+    assert lira and all(a.get("auc") is not None for a in lira)

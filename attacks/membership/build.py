@@ -99,7 +99,6 @@ def membership_stages(
     held = np.concatenate([np.asarray(i, dtype=np.int64) for i in data.partition.indices])
     pop = Population.of(bundle.train.x, bundle.train.y, bundle.test.x, bundle.test.y, held)
     shadow = {"recipe": shadow_config(config)}
-    rounds = config.federation.rounds
 
     def train_shadow(ids: np.ndarray, seed: int):
         if setup.spawn is None:
@@ -110,7 +109,7 @@ def membership_stages(
             # the vectorized engine said why, once; the other shadows go straight to the loop
             fed = shadow["recipe"].federation.model_copy(update={"engine": "sequential"})
             shadow["recipe"] = shadow["recipe"].model_copy(update={"federation": fed})
-        while runner.round < rounds:
+        while not runner.done:  # its rounds, or until its own budget (max_epsilon) is spent
             runner.run_round()
         return setup.model_with(runner.params)
 
