@@ -108,6 +108,69 @@ def _central_dp_robust(c: Config) -> str | None:
     )
 
 
+def _ftrl_robust(c: Config) -> str | None:
+    if _dp_mode(c) != "ftrl" or c.defense.robust is None:
+        return None
+    return (
+        f"defense.dp.mode = 'ftrl' cannot be combined with defense.robust (rule = "
+        f"'{c.defense.robust.rule}'): DP-FTRL's tree noise is calibrated to the sum of clipped "
+        "updates (sensitivity clip per round), and a robust rule is not that sum; use mode = "
+        "'local' (noise before the robust rule) or drop one"
+    )
+
+
+def _ftrl_server_optimizer(c: Config) -> str | None:
+    opt = c.federation.server_optimizer
+    if _dp_mode(c) != "ftrl" or opt == "fedavg":
+        return None
+    return (
+        f"defense.dp.mode = 'ftrl' cannot be combined with federation.server_optimizer = "
+        f"'{opt}': DP-FTRL sets the model to theta_0 + server_lr x (noisy prefix sum) / "
+        "clients_per_round, which FedAvg's step x += server_lr x delta gives exactly from the "
+        "prefix sum's increments; momentum or adaptive steps would act on the tree's "
+        "correlated noise, which the paper's analysis does not cover (its momentum variant is "
+        "not built); use server_optimizer = 'fedavg' (server_lr is the FTRL learning rate)"
+    )
+
+
+def _qffl(c: Config) -> str | None:
+    if c.federation.server_optimizer != "qffl":
+        return None
+    hide = _secure_channels(c)
+    if hide:
+        return (
+            f"federation.server_optimizer = 'qffl' cannot be combined with "
+            f"{' and '.join(sorted(hide))}: q-FedAvg weighs each client's update by its own "
+            "loss (F_k^q / sum h_k), so the server needs every update and loss, and it only "
+            "learns their sum under secure aggregation or HE"
+        )
+    others = []
+    if c.defense.robust is not None:
+        others.append(f"defense.robust (rule = '{c.defense.robust.rule}')")
+    if _fednova(c):
+        others.append("federation.heterogeneity.normalization = 'fednova'")
+    if _compression(c) == "sign":
+        others.append("compression sign (majority vote)")
+    if others:
+        return (
+            f"federation.server_optimizer = 'qffl' cannot be combined with {others[0]}: both "
+            "replace the aggregation rule (q-FedAvg's is -sum Delta_k / sum h_k); choose one"
+        )
+    if _dp_mode(c) is not None:
+        return (
+            f"federation.server_optimizer = 'qffl' cannot be combined with defense.dp (mode = "
+            f"'{_dp_mode(c)}'): every client sends its loss F_k in the clear, which no DP mode "
+            "accounts for, and central DP's noise is calibrated to the weighted mean of clipped "
+            "updates, which q-FedAvg's loss-weighted step is not"
+        )
+    if _canary_clients(c):
+        return (
+            "federation.server_optimizer = 'qffl' cannot be combined with [audit] method = "
+            "'canary_clients': canary updates are crafted and carry no loss F_k to weigh them by"
+        )
+    return None
+
+
 def _canary_clients(c: Config) -> bool:
     return c.audit is not None and c.audit.method == "canary_clients"
 
@@ -151,8 +214,8 @@ def _fednova_weighted_mean(c: Config) -> str | None:
     if not _fednova(c):
         return None
     others = _secure_channels(c) + (["defense.robust"] if c.defense.robust is not None else [])
-    if _dp_mode(c) == "central":
-        others.append("defense.dp.mode = 'central'")
+    if _dp_mode(c) in ("central", "ftrl"):
+        others.append(f"defense.dp.mode = '{_dp_mode(c)}'")
     if not others:
         return None
     return (
@@ -201,8 +264,8 @@ def _sign_weighted_mean(c: Config) -> str | None:
     others = _secure_channels(c)
     if c.defense.robust is not None:
         others.append("defense.robust")
-    if _dp_mode(c) == "central":
-        others.append("defense.dp.mode = 'central'")
+    if _dp_mode(c) in ("central", "ftrl"):
+        others.append(f"defense.dp.mode = '{_dp_mode(c)}'")
     if _fednova(c):
         others.append("federation.heterogeneity.normalization = 'fednova'")
     if not others:
@@ -250,6 +313,26 @@ RULES: tuple[CombinationRule, ...] = (
         _central_dp_robust,
     ),
     CombinationRule(
+        ("defense.dp.mode = 'ftrl'", "defense.robust"),
+        "the tree noise is calibrated to the clipped sum, which a robust rule is not",
+        _ftrl_robust,
+    ),
+    CombinationRule(
+        ("defense.dp.mode = 'ftrl'", "federation.server_optimizer other than fedavg"),
+        "theta_t = theta_0 + lr x noisy prefix sum is FedAvg's step on the prefix increments",
+        _ftrl_server_optimizer,
+    ),
+    CombinationRule(
+        (
+            "federation.server_optimizer = 'qffl'",
+            "defense.secagg or defense.he or defense.robust or defense.dp or fednova or "
+            "compression sign or [audit] canary_clients",
+        ),
+        "q-FedAvg needs every client's update and loss in plaintext, and is an aggregation "
+        "rule of its own",
+        _qffl,
+    ),
+    CombinationRule(
         ("[audit] method = 'canary_clients'", "defense.dp.mode = 'sample'"),
         "the canary-client audit measures user-level privacy; DP-SGD's bound is per example",
         _audit_sample_dp,
@@ -268,7 +351,7 @@ RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         (
             "normalization = 'fednova'",
-            "defense.secagg or defense.he or defense.robust or dp.mode = 'central'",
+            "defense.secagg or defense.he or defense.robust or dp.mode = 'central' or 'ftrl'",
         ),
         "FedNova replaces the weighted mean those need",
         _fednova_weighted_mean,
@@ -291,7 +374,8 @@ RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         (
             "compression sign",
-            "defense.secagg or defense.he or defense.robust or dp.mode = 'central' or fednova",
+            "defense.secagg or defense.he or defense.robust or dp.mode = 'central' or 'ftrl' or "
+            "fednova",
         ),
         "sign compression is aggregated by majority vote, not a weighted mean",
         _sign_weighted_mean,

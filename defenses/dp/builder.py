@@ -7,6 +7,9 @@
   and the report), :class:`ClipUpdates` on the clients, :class:`GaussianSumNoise` first among
   the server transforms.
 - ``local``: :class:`LocalGaussian` on the clients.
+- ``ftrl``: DP-FTRL (:mod:`privfl.defenses.dp.ftrl`): the config's cohorts (with
+  ``min_separation``), :class:`ClipUpdates` on the clients, tree-aggregation noise at the
+  server, accounted on the seeded participation pattern (no amplification by sampling).
 
 ``secure_rng``: the noise (all modes), central DP's Poisson cohorts and DP-SGD's lots come from
 the OS's secure generator; without it they come from streams seeded by the config's seed, and
@@ -227,7 +230,7 @@ def _channel_slack(
     name = channel.name
     if at >= dp.clip:
         raise ConfigError(
-            f"defense.dp.mode = 'central' over defense.{name}: the channel's encoding "
+            f"defense.dp.mode = {dp.mode!r} over defense.{name}: the channel's encoding "
             f"(fixed-point rounding, CKKS noise) can move a decoded update by up to {at:.4g} "
             f"in L2 norm at the expected cohort of {expected} ({coords} values), at least "
             f"defense.dp.clip = {dp.clip:g}, the bound the noise is calibrated to; "
@@ -236,9 +239,10 @@ def _channel_slack(
         )
     log.log(
         logging.WARNING if at > 0.1 * dp.clip else logging.INFO,
-        "defense.dp.mode = 'central' over defense.%s: updates are clipped to %.4g = clip - "
+        "defense.dp.mode = %r over defense.%s: updates are clipped to %.4g = clip - "
         "%.4g, the most the channel's encoding can add to a decoded update's norm at the "
         "expected cohort of %d, so that it stays within clip = %g",
+        dp.mode,
         name,
         dp.clip - at,
         at,
@@ -373,6 +377,19 @@ def _calibrate_clients(dp: DPConfig, schedule: set[tuple[float, int]]) -> float:
     return sigma
 
 
+def _ftrl(
+    config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
+) -> Contribution:
+    """DP-FTRL (Kairouz et al. 2021; :mod:`privfl.defenses.dp.ftrl`): the config's cohorts
+    (no Poisson sampling), clipping as in central DP (to S minus the channel's encoding
+    slack), tree-aggregation noise at the server, accounted on the participation pattern."""
+    from privfl.defenses.dp.ftrl import ftrl_stages
+
+    slack = _channel_slack(channel, config, setup, dp)
+    _warn_delta(dp.delta, config.data.clients, "users (clients)")
+    return ftrl_stages(config, dp, sampler, dim=setup.spec.dim, slack=slack)
+
+
 def _not_built(
     config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
 ) -> Contribution:
@@ -397,7 +414,7 @@ _BUILDERS: dict[
     DPMode.CENTRAL: _central,
     DPMode.LOCAL: _local,
     DPMode.DISTRIBUTED: _not_built,
-    DPMode.FTRL: _not_built,
+    DPMode.FTRL: _ftrl,
 }
 
 

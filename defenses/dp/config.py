@@ -31,7 +31,9 @@ class DPConfig(BaseModel):
     Poisson-sampled at q = clients_per_round / clients, each update clipped to `clip`, Gaussian
     noise on the sum, fixed denominator q*N; `adaptive` clipping follows Andrew et al. 2021.
     `mode = "local"`: each client clips and noises its own update before it leaves. A target
-    epsilon is calibrated over the most steps a party takes in the run.
+    epsilon is calibrated over the most steps a party takes in the run. `mode = "ftrl"`: DP-FTRL
+    (Kairouz et al. 2021): no sampling, tree-aggregation noise on the prefix sums of the
+    clipped updates, accounted on the run's participation pattern.
 
     `secure_rng = false` (the default) draws the noise from streams seeded by the config's
     `seed`: reproducible, so anyone holding `config.toml` can regenerate the noise and subtract
@@ -79,6 +81,21 @@ class DPConfig(BaseModel):
         "generator (not reproducible); false: seeded by `seed`, so anyone holding config.toml "
         "can regenerate and subtract the noise (research only)",
     )
+    # DP-FTRL (mode = "ftrl"): tree aggregation without sampling (Kairouz et al. 2021)
+    min_separation: int = Field(
+        1,
+        ge=1,
+        description="ftrl: a client takes part at most once every this many rounds (1: any "
+        "cohorts; more: a client of the last min_separation - 1 rounds is swapped for another)",
+    )
+    restart_every: int | None = Field(
+        None, ge=1, description="ftrl: rounds per tree (restart the tree); none: one tree"
+    )
+    grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
+        "ew",
+        description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
+        "module hooks, or torch.func",
+    )
     grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
         "ew",
         description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
@@ -117,6 +134,8 @@ class DPConfig(BaseModel):
         for key in ("target_quantile", "clip_lr", "count_noise_multiplier"):
             only_with(self, key, self.adaptive, "adaptive = true")
         only_with(self, "grad_sample_mode", self.mode == DPMode.SAMPLE, "mode = 'sample'")
+        for key in ("min_separation", "restart_every"):
+            only_with(self, key, self.mode == DPMode.FTRL, "mode = 'ftrl'")
         return self
 
 

@@ -30,6 +30,16 @@ PROTECTED: dict[str, str] = {
         "every round it took part in. No amplification by sampling applies (the server knows "
         "who sent what), and neighbouring inputs are any two updates (sensitivity 2 x clip)."
     ),
+    "ftrl": (
+        "**One user: everything one client contributes over the whole run**, without "
+        "amplification by sampling (DP-FTRL, Kairouz et al. 2021). Whoever sees the released "
+        "global models (every round's) cannot tell a user's clipped updates from none, beyond "
+        "(epsilon, delta). The epsilon is computed for this run's participation pattern (who "
+        "takes part in which round), which the seeded cohorts fix before the run and which is "
+        "treated as public: the guarantee hides what a user's data is, not when the user took "
+        "part. The server adds the noise (tree aggregation over the rounds), so it is trusted: "
+        "it sees each clipped update in the clear (unless secure aggregation hides them)."
+    ),
 }
 
 #: Whom each mode's guarantee holds against.
@@ -37,6 +47,7 @@ ADVERSARY: dict[str, str] = {
     "sample": "whoever sees each client's updates (the server or an eavesdropper)",
     "central": "whoever sees the released global models (not the server)",
     "local": "whoever sees each client's noised updates, the server included",
+    "ftrl": "whoever sees the released global models (not the server), knowing who took part",
 }
 
 #: The unit each mode protects.
@@ -44,6 +55,7 @@ UNIT: dict[str, str] = {
     "sample": "one training example of one client",
     "central": "one user: everything one client contributes over the run",
     "local": "one user's updates as they leave the device",
+    "ftrl": "one user: everything one client contributes over the run (no sampling assumed)",
 }
 
 

@@ -49,6 +49,7 @@ SEEDED_EXTRAS: dict[str, str] = {
     "sample": ", and the Poisson lots of DP-SGD (which examples each step uses),",
     "central": ", and the Poisson cohorts (who took part in each round),",
     "local": "",
+    "ftrl": "",
 }
 
 #: Said in bold when SecAgg+ was allowed below its safe degree.
@@ -311,7 +312,8 @@ def _protected_section(doc: Document, r: _DPRun) -> None:
 
 
 def _mechanism_section(doc: Document, r: _DPRun) -> None:
-    """ "Mechanism": the parameters table, and central DP's Poisson cohorts."""
+    """ "Mechanism": the parameters table, central DP's Poisson cohorts, and the participation
+    pattern DP-FTRL's epsilon assumes."""
     cfg = r.run.config
     doc.add(Heading("Mechanism"))
     doc.add(Table(("parameter", "value"), tuple(_mechanism_rows(r.run, r.dp))))
@@ -322,6 +324,18 @@ def _mechanism_section(doc: Document, r: _DPRun) -> None:
                 f"{cfg.data.clients} (each client independently each round, so the cohort size "
                 f'varies), replacing `federation.sampling = "{cfg.federation.sampling}"`: the '
                 "amplification by sampling in the accounting assumes it."
+            )
+        )
+    if r.dp.mode == "ftrl":
+        doc.add(
+            Paragraph(
+                "**DP-FTRL's epsilon assumes this run's participation pattern.** Clients were "
+                "not Poisson-sampled, so no amplification by sampling is claimed: the epsilon is "
+                "that of the tree-aggregation Gaussian mechanism for the cohorts the config's "
+                "seed fixed before the run (who takes part in which round is treated as public; "
+                "a user dropping out only lowers its contribution). It holds for each user at "
+                "once (user level) against whoever sees the released models; the server adds "
+                "the noise and is trusted with the clipped updates."
             )
         )
 
@@ -442,7 +456,10 @@ def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
     slacks = [m["dp_encoding_slack"] for m in run.metrics if m.get("dp_encoding_slack")]
     rows = [
         ("mode", f"{dp.mode}"),
-        ("mechanism", "Poisson-subsampled Gaussian mechanism (" + _mechanism_name(dp.mode) + ")"),
+        (
+            "mechanism",
+            _MECHANISM_KIND.get(dp.mode, _POISSON) + " (" + _mechanism_name(dp.mode) + ")",
+        ),
         (
             "noise multiplier sigma",
             ", ".join(f"{s:.4g}" for s in sigmas)
@@ -486,6 +503,8 @@ def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
                     " (the sum gets the rest: Andrew et al. 2021, Theorem 1)",
                 )
             )
+    elif dp.mode == "ftrl":
+        rows.extend(_ftrl_rows(run, dp))
     else:
         rows.append(("sampling rate q", "1 (no amplification: the server knows who sent what)"))
         rows.append(
@@ -497,11 +516,53 @@ def _mechanism_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
     return rows
 
 
+_POISSON = "Poisson-subsampled Gaussian mechanism"
+#: The mechanism of the modes that are not a Poisson-subsampled Gaussian.
+_MECHANISM_KIND: dict[str, str] = {
+    "ftrl": "tree-aggregation Gaussian mechanism, no sampling",
+}
+
+
+def _ftrl_rows(run: RunFiles, dp: DPConfig) -> list[tuple[str, str]]:
+    """DP-FTRL's rows: the trees, and the participation pattern the epsilon assumes (from the
+    ledger's events and the rounds' cohorts)."""
+    f = run.config.federation
+    per_client: dict[int, list[int]] = {}
+    for m in run.metrics:
+        for c in m.get("clients", []):
+            per_client.setdefault(int(c), []).append(int(m["round"]))
+    most = max((len(v) for v in per_client.values()), default=0)
+    gaps = [b - a for v in per_client.values() for a, b in zip(v, v[1:], strict=False)]
+    d2 = sum(e.sensitivity**2 for e in run.ledger.events)
+    trees = (
+        f"one tree of {f.rounds} leaves (rounds)"
+        if dp.restart_every is None
+        else f"restarted every {dp.restart_every} rounds (a new tree from the current model)"
+    )
+    return [
+        ("sampling rate q", "1 (no amplification by sampling: the cohorts are not Poisson)"),
+        ("tree", trees),
+        ("denominator", f"fixed: clients_per_round = {f.clients_per_round}"),
+        (
+            "participation pattern",
+            f"the run's seeded cohorts ({len(per_client)} clients took part; the busiest in "
+            f"{most} rounds; fewest rounds between two participations of a client: "
+            f"{min(gaps) if gaps else '-'}; min_separation = {dp.min_separation})",
+        ),
+        (
+            "sensitivity",
+            f"sqrt({d2:.4g}) x clip: the worst user's sum over released nodes of (its rounds "
+            "under the node)^2 (Kairouz et al. 2021, Appendix D)",
+        ),
+    ]
+
+
 def _mechanism_name(mode: str) -> str:
     return {
         "sample": "DP-SGD, Abadi et al. 2016, in every client",
         "central": "DP-FedAvg, McMahan et al. 2018, noise added by the server",
         "local": "local Gaussian randomizer in every client",
+        "ftrl": "DP-FTRL, Kairouz et al. 2021, noise added by the server",
     }[mode]
 
 
