@@ -8,6 +8,9 @@ Below the API and the suites (which run their cells through it), above the priva
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from privfl.config import Config, load_config
@@ -35,6 +38,18 @@ def run(
         overwrite: replace an existing run folder of the same name.
         progress: show a progress bar on stderr.
     """
+    with warnings_once_per_run():
+        return _run(config, out=out, overrides=overrides, overwrite=overwrite, progress=progress)
+
+
+def _run(
+    config: Config | str | Path,
+    *,
+    out: str | Path | None,
+    overrides: list[str] | None,
+    overwrite: bool,
+    progress: bool,
+) -> RunResult:
     if not isinstance(config, Config):
         config = load_config(config, overrides)
     elif overrides:
@@ -52,7 +67,34 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
     """Continue the run in ``run_dir`` from its last checkpoint to its configured rounds (or
     until its ``defense.dp.max_epsilon``: the ledger restored from the checkpoint is what the
     budget is checked against, so a resumed run never spends past it)."""
-    return _drive(Federation.resume(run_dir), progress)
+    with warnings_once_per_run():
+        return _drive(Federation.resume(run_dir), progress)
+
+
+@contextmanager
+def warnings_once_per_run() -> Iterator[None]:
+    """Show each warning (same text, category and place) once while a run lasts.
+
+    Python shows a warning once per place only until the warning filters change, and every
+    ``warnings.catch_warnings`` block (privfl's accounting, the libraries') changes them, so a
+    library's warning raised each round (Opacus' "Optimal order is the smallest alpha" used
+    to) came back a dozen times. This wraps ``warnings.showwarning`` (what shows a warning
+    that the filters let through, so "error" and "ignore" filters are untouched) to drop
+    repeats, and restores it after the run; a next run shows its warnings again."""
+    shown = warnings.showwarning
+    seen: set[tuple[str, type[Warning], str, int]] = set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        key = (str(message), category, str(filename), int(lineno))
+        if key not in seen:
+            seen.add(key)
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _drive(fed: Federation, progress: bool) -> RunResult:
@@ -98,4 +140,4 @@ def _stats(rec: dict) -> str:
     return "  ".join(parts)
 
 
-__all__ = ["resume", "run", "wants_privacy_report"]
+__all__ = ["resume", "run", "wants_privacy_report", "warnings_once_per_run"]
