@@ -76,10 +76,9 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
-from opacus.accountants import RDPAccountant
 
 import privfl
-from privfl.accounting import classic_rdp_epsilon, epsilon_of, rdp_of
+from privfl.accounting import classic_rdp_epsilon, epsilon_of, rdp_of, rdp_orders
 from privfl.reproduce import MeanStd, PaperVsOurs, at_scale, current_scale, mnist_or_digits
 
 # Every DP run logs two notices (the seeded noise of secure_rng = false, and that central DP
@@ -274,7 +273,7 @@ def rdp_by_integration(q, z, order):
 
 
 orders = (2.0, 4.0, 8.0, 16.0, 32.0)
-all_orders = np.array(RDPAccountant.DEFAULT_ALPHAS)  # the orders privfl's RDP is given at
+all_orders = np.array(rdp_orders())  # the orders privfl's RDP is given at
 worst = 0.0
 for q, z in ((100 / REDDIT_K, 1.0), (5000 / REDDIT_K, 1.0), (COHORT / USERS, 1.0)):
     ours = rdp_of(((z, q, 1),))

@@ -118,6 +118,13 @@ def _orders() -> tuple[float, ...]:
     return (*LOW_ORDERS, *RDPAccountant.DEFAULT_ALPHAS, *HIGH_ORDERS)
 
 
+def rdp_orders() -> tuple[float, ...]:
+    """The RDP orders privfl's RDP figures are given at (:func:`rdp_of`'s entries, in order):
+    Opacus' default alphas extended below and above, see :data:`LOW_ORDERS` and
+    :data:`HIGH_ORDERS`."""
+    return _orders()
+
+
 # ---------------------------------------------------------------------------- validation
 
 
@@ -389,4 +396,5 @@ __all__ = [
     "epsilon_of",
     "import_opacus",
     "rdp_of",
+    "rdp_orders",
 ]
