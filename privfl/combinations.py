@@ -69,6 +69,18 @@ def _robust_secure(c: Config) -> str | None:
     )
 
 
+def _incentives_secure(c: Config) -> str | None:
+    channels = _secure_channels(c)
+    if c.incentives is None or not channels:
+        return None
+    return (
+        f"[incentives] (method = '{c.incentives.method}') cannot be combined with "
+        f"{' and '.join(sorted(channels))}: contribution measurement values each client's "
+        "update, and the server only learns their sum; what it can still measure is the "
+        "whole cohort's contribution per round (the change in test_accuracy in metrics.jsonl)"
+    )
+
+
 def _secagg_he(c: Config) -> str | None:
     if c.defense.secagg is None or c.defense.he is None:
         return None
@@ -295,6 +307,11 @@ RULES: tuple[CombinationRule, ...] = (
     ),
     CombinationRule(
         ("defense.secagg", "defense.he"), "both are the channel; choose one", _secagg_he
+    ),
+    CombinationRule(
+        ("incentives", "defense.secagg or defense.he"),
+        "contributions need each client's update; secure channels reveal only the sum",
+        _incentives_secure,
     ),
     CombinationRule(
         ("defense.secagg.neighbours = k", "federation.clients_per_round"),

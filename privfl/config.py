@@ -45,6 +45,7 @@ from privfl.engine import ENGINE_NAMES
 from privfl.engine.ray_config import RayConfig
 from privfl.errors import ConfigError
 from privfl.heterogeneity.config import HeterogeneityConfig
+from privfl.incentives.config import IncentivesConfig
 from privfl.models import MLPConfig, ModelConfig
 from privfl.server_optim import SERVER_OPTIMIZER_NAMES
 
@@ -246,6 +247,9 @@ class Config(StrictModel):
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     audit: AuditConfig | None = Field(None, description="empirical privacy audit ([audit])")
+    incentives: IncentivesConfig | None = Field(
+        None, description="each client's contribution, from the server's view ([incentives])"
+    )
     compression: CompressionConfig | None = Field(
         None, description="client-side update compression ([compression])"
     )

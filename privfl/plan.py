@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from privfl.aggregation import WeightedMean
 from privfl.attacks.inversion.build import create_inversion_observer
 from privfl.audit.canary import canary_audit_stages
@@ -157,6 +159,13 @@ def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribut
                 ),
             )
         )
+    if config.incentives is not None:  # values each round's clients from the server's view
+        from privfl.incentives.build import incentives_stages
+
+        threat = dict(parts).get("attack.poisoning", Contribution()).threat
+        malicious = frozenset(getattr(threat, "malicious", np.zeros(0, dtype=int)).tolist())
+        incentives = incentives_stages(config.incentives, config, setup, malicious=malicious)
+        parts.append(("incentives", incentives))
     if config.attack.membership is not None:  # the released model, or one client's update
         from privfl.attacks.membership.build import membership_stages
 
@@ -179,6 +188,7 @@ def honest_trainer(config: Config, setup: RunSetup) -> LocalTrainer:
         update={
             "attack": type(config.attack)(),
             "audit": None,
+            "incentives": None,
             "defense": config.defense.model_copy(update={"secagg": None, "he": None}),
         }
     )

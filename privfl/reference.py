@@ -26,6 +26,7 @@ from privfl.config import (
     FederationConfig,
 )
 from privfl.heterogeneity.config import HeterogeneityConfig
+from privfl.incentives.config import IncentivesConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
 
 
@@ -104,6 +105,7 @@ def config_reference() -> str:
                 "attack",
                 "audit",
                 "compression",
+                "incentives",
             ),
         ),
     ]
@@ -117,6 +119,7 @@ def config_reference() -> str:
         ("[compression]", CompressionConfig),
         ("[evaluation]", EvaluationConfig),
         ("[audit]", AuditConfig),
+        ("[incentives]", IncentivesConfig),
         ("[attack.inversion]", InversionConfig),
     ]
     for holder, prefix in ((DefenseConfig, "defense"), (AttackConfig, "attack")):

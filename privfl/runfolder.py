@@ -42,6 +42,7 @@ class RunFile(StrEnum):
     PARTITION = "partition.json"
     CHECKPOINT = "checkpoint.pt"
     AUDIT = "audit.json"
+    CONTRIBUTIONS = "contributions.json"
     REPORT_MD = "report.md"
     REPORT_HTML = "report.html"
     PLOTS = "plots"

@@ -74,6 +74,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "optimizer-fedadam": {"federation": {"server_optimizer": "fedadam"}},
     "sampling-poisson": {"federation": {"sampling": "poisson"}},
     "fedprox": {"federation": {"prox_mu": 0.01}},
+    "incentives": {"incentives": {"method": "loo", "validation_size": 50}},
 }
 
 PAIRS = [
@@ -113,6 +114,8 @@ REFUSED = {
     ("dp-ftrl", "heterogeneity-fednova"): "fednova",
     ("dp-ftrl", "optimizer-fedadam"): "server_optimizer",
     ("secagg", "he"): "choose one",
+    ("secagg", "incentives"): "only learns their sum",
+    ("he", "incentives"): "only learns their sum",
     ("secagg", "robust-median"): "plaintext",
     ("secagg", "robust-fltrust"): "plaintext",
     ("secagg", "compression-topk"): "supports differ",

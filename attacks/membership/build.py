@@ -48,6 +48,7 @@ def shadow_config(config: Config) -> Config:
             ),
             "attack": type(config.attack)(),
             "audit": None,
+            "incentives": None,
             "defense": config.defense.model_copy(update={"secagg": None, "he": None}),
             "evaluation": config.evaluation.model_copy(
                 update={"every": rounds, "federated_every": 0}

@@ -10,6 +10,7 @@ from privfl.attacks.poisoning.base import PoisonedTrainer, PoisoningAttack
 from privfl.attacks.poisoning.clean_twin import CleanTwin
 from privfl.attacks.poisoning.config import Knowledge, PoisoningConfig, PoisoningMethod
 from privfl.attacks.poisoning.detection import DetectionScorer
+from privfl.attacks.poisoning.free_rider import FreeRider
 from privfl.attacks.poisoning.gaussian_noise import GaussianNoise
 from privfl.attacks.poisoning.inner_product_manipulation import InnerProductManipulation
 from privfl.attacks.poisoning.label_flipping import LabelFlipping
@@ -42,6 +43,7 @@ POISONING_ATTACKS: Registry[PoisoningMethod, type[PoisoningAttack]] = Registry.b
         InnerProductManipulation,
         MinMax,
         MinSum,
+        FreeRider,
     ),
 )
 

@@ -37,6 +37,7 @@ class CleanTwin(Scorer):
                 update={
                     "name": f"{cfg.name}-clean",
                     "attack": cfg.attack.model_copy(update={"poisoning": None}),
+                    "incentives": None,  # the twin only measures accuracy
                 }
             )
             self._twin = self.setup.spawn(clean)

@@ -33,6 +33,7 @@ class PoisoningMethod(StrEnum):
     IPM = "ipm"
     MIN_MAX = "min_max"
     MIN_SUM = "min_sum"
+    FREE_RIDER = "free_rider"
 
 
 class Knowledge(StrEnum):
@@ -79,6 +80,7 @@ _PARAMETER_METHODS: dict[str, tuple[PoisoningMethod, ...]] = {
     "target_label": (PoisoningMethod.MODEL_REPLACEMENT,),
     "trigger_size": (PoisoningMethod.MODEL_REPLACEMENT,),
     "poison_fraction": (PoisoningMethod.MODEL_REPLACEMENT,),
+    "disguise": (PoisoningMethod.FREE_RIDER,),
 }
 
 
@@ -93,7 +95,8 @@ class PoisoningConfig(BaseModel):
 
     Methods: `label_flip`, `sign_flip`, `gaussian`, `model_replacement` (pixel-pattern backdoor,
     Bagdasaryan et al. 2020), `alie` (Baruch et al. 2019), `ipm` (Xie et al. 2019), `min_max`
-    and `min_sum` (Shejwalkar and Houmansadr 2021). With `clean_twin` the same config without
+    and `min_sum` (Shejwalkar and Houmansadr 2021), `free_rider` (Lin et al. 2019: a zero
+    update, or noise). With `clean_twin` the same config without
     the attack runs alongside (twice the cost) to report the accuracy drop.
     """
 
@@ -130,6 +133,9 @@ class PoisoningConfig(BaseModel):
     )
     poison_fraction: float = Field(
         0.5, gt=0, le=1, description="model_replacement: share of local examples triggered"
+    )
+    disguise: float = Field(
+        0.0, ge=0, description="free_rider: std of the noise sent (0: the global model back)"
     )
     clean_twin: bool = Field(
         True, description="also run the config without the attack to report accuracy_drop"
