@@ -96,11 +96,6 @@ class DPConfig(BaseModel):
         description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
         "module hooks, or torch.func",
     )
-    grad_sample_mode: Literal["ew", "hooks", "functorch"] = Field(
-        "ew",
-        description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
-        "module hooks, or torch.func",
-    )
 
     @field_validator("noise_multiplier")
     @classmethod
