@@ -4,7 +4,9 @@ without an import cycle through :mod:`privfl.config`."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, PositiveInt
 
 # Every config section: unknown keys are errors, values are immutable, and no float field
 # takes inf or nan (``lr = inf`` would train on NaN; a NaN clip disables clipping).
@@ -24,4 +26,14 @@ def only_with(section: BaseModel, field: str, condition: bool, requirement: str)
         raise ValueError(f"{field} applies only when {requirement}")
 
 
-__all__ = ["SECTION_CONFIG", "only_with"]
+def _some_rounds(v: list[int] | None) -> list[int] | None:
+    if v is not None and not v:
+        raise ValueError("rounds is empty: list at least one round, or leave it out")
+    return v
+
+
+#: An optional list of rounds (an attack's or a measurement's): unset, or at least one.
+OptionalRounds = Annotated[list[PositiveInt] | None, AfterValidator(_some_rounds)]
+
+
+__all__ = ["SECTION_CONFIG", "OptionalRounds", "only_with"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt, confloat, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveInt, confloat, model_validator
 
-from privfl.config_rules import SECTION_CONFIG, only_with
+from privfl.config_rules import SECTION_CONFIG, OptionalRounds, only_with
 
 
 class MembershipConfig(BaseModel):
@@ -35,7 +35,7 @@ class MembershipConfig(BaseModel):
         description="global: the released model; client: one client's update, as the server "
         "sees it",
     )
-    rounds: list[PositiveInt] | None = Field(
+    rounds: OptionalRounds = Field(
         None, description="client: the rounds in which the server attacks (default: the last)"
     )
     candidates: PositiveInt = Field(
@@ -59,13 +59,6 @@ class MembershipConfig(BaseModel):
         description="lira/rmia: also score the same candidates on the same model with the "
         "loss attack (a second record), as the papers compare them",
     )
-
-    @field_validator("rounds")
-    @classmethod
-    def _rounds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and not v:
-            raise ValueError("rounds is empty: list at least one round, or leave it out")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> MembershipConfig:

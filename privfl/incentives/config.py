@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveInt, confloat, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveInt, confloat, model_validator
 
-from privfl.config_rules import SECTION_CONFIG, only_with
+from privfl.config_rules import SECTION_CONFIG, OptionalRounds, only_with
 
 
 class IncentivesConfig(BaseModel):
@@ -37,7 +37,7 @@ class IncentivesConfig(BaseModel):
     validation_size: PositiveInt = Field(
         200, description="server-held validation examples, drawn from the test split"
     )
-    rounds: list[PositiveInt] | None = Field(
+    rounds: OptionalRounds = Field(
         None, description="the rounds measured (default: every round)"
     )
     round_threshold: confloat(ge=0.0) = Field(  # type: ignore[valid-type]
@@ -64,13 +64,6 @@ class IncentivesConfig(BaseModel):
     max_exact_clients: PositiveInt = Field(
         14, description="mr: the largest cohort valued exactly (2^n subsets)"
     )
-
-    @field_validator("rounds")
-    @classmethod
-    def _rounds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and not v:
-            raise ValueError("rounds is empty: list at least one round, or leave it out")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> IncentivesConfig:
