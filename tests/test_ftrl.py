@@ -251,6 +251,20 @@ def test_combinations_refused(section, words):
         small_config(**kwargs)
 
 
+def test_the_gdp_accountant_is_refused():
+    cfg = small_config(federation={"rounds": 2}, defense=_ftrl(accountant="gdp"))
+    with pytest.raises(ConfigError, match="accountant = 'gdp'"):
+        Federation(cfg)
+
+
+@pytest.mark.slow
+def test_prv_calibration_hits_the_target_on_the_ledgers_events(tmp_path):
+    dp = {"mode": "ftrl", "target_epsilon": 6.0, "accountant": "prv"}
+    cfg = small_config(name="p", federation={"rounds": 5}, defense={"dp": dp})
+    res = privfl.run(cfg, out=tmp_path, progress=False)
+    assert 6.0 * 0.98 <= res.ledger.epsilon() <= 6.0
+
+
 def test_ftrl_only_fields_are_refused_in_other_modes():
     with pytest.raises(ConfigError, match="applies only when mode = 'ftrl'"):
         small_config(defense={"dp": {"mode": "central", "noise_multiplier": 1, "restart_every": 2}})

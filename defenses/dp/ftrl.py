@@ -311,6 +311,12 @@ def ftrl_stages(
     """
     f = config.federation
     rounds = f.rounds
+    if dp.accountant == "gdp":
+        raise ConfigError(
+            "defense.dp.mode = 'ftrl' cannot use accountant = 'gdp': Opacus' GDP accountant "
+            "composes identical steps only, and the tree's rounds release nodes of different "
+            "sensitivities (and GDP is an approximation, not a bound); use 'rdp' or 'prv'"
+        )
     if dp.min_separation > 1:
         if config.data.clients < dp.min_separation * f.clients_per_round:
             raise ConfigError(
