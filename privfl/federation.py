@@ -240,7 +240,7 @@ class Federation:
             before = {c for m in self.metrics for c in m.get("budget_retired", ())}
             info["budget_excluded"] = plan.retired.tolist()
             info["budget_retired"] = [c for c in plan.retired.tolist() if c not in before]
-        last = r == self.config.federation.rounds or self.plan_round(r + 1).stop is not None
+        last = r == self.config.federation.rounds or self.budget_stop(r + 1) is not None
         record = self._metrics_record(
             ctx, batch, nonfinite, result, aggregation, trained, info, last=last
         )
@@ -311,12 +311,15 @@ class Federation:
         eps = self.ledger.epsilons_with([e for e in events if e.party in own])
         return bool(eps) and all(e > self.max_epsilon for e in eps.values())
 
-    def budget_stop(self) -> BudgetStop | None:
-        """Why the next round must not run (``defense.dp.max_epsilon``), or None. A driver
-        asks before each round; the stop is also noted in the ledger (``ledger.json``)."""
-        if self.round >= self.config.federation.rounds:
+    def budget_stop(self, r: int | None = None) -> BudgetStop | None:
+        """Why round ``r`` (default: the next) must not run (``defense.dp.max_epsilon``), or
+        None. A driver asks before each round; the stop is also noted in the ledger
+        (``ledger.json``). Without a budget nothing is planned ahead (the sampler is asked
+        in the round, as before)."""
+        r = self.round + 1 if r is None else r
+        if self.max_epsilon is None or r > self.config.federation.rounds:
             return None
-        stop = self.plan_round(self.round + 1).stop
+        stop = self.plan_round(r).stop
         if stop is not None:
             self.ledger.stop = {"round": stop.round, "reason": stop.reason}
         return stop
