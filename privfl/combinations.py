@@ -261,6 +261,32 @@ def _membership_shadows_natural(c: Config) -> str | None:
     )
 
 
+def _distributed_dp(c: Config) -> str | None:
+    if _dp_mode(c) != "distributed":
+        return None
+    secagg = c.defense.secagg
+    if secagg is None:
+        return (
+            "defense.dp.mode = 'distributed' needs a defense.secagg section: each client's "
+            "noise share protects it only when the server sees nothing but the masked sum; add "
+            "one (e.g. --set defense.secagg.neighbours=all) or use mode = 'central'"
+        )
+    bits = c.defense.dp.bits
+    if bits is not None and bits > secagg.bits:
+        return (
+            f"defense.dp.bits = {bits} exceeds defense.secagg.bits = {secagg.bits}: the "
+            "clients' vectors in Z_{2^bits} must fit the secure aggregation ring; raise "
+            "defense.secagg.bits or lower defense.dp.bits"
+        )
+    if c.compression is not None:
+        return (
+            f"defense.dp.mode = 'distributed' cannot be combined with compression (method = "
+            f"'{c.compression.method}'): the clients send the discrete Gaussian's integer "
+            "vectors of every rotated coordinate, not a compressed update; drop one"
+        )
+    return None
+
+
 RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         ("defense.robust", "defense.secagg or defense.he"),
@@ -353,6 +379,12 @@ RULES: tuple[CombinationRule, ...] = (
         ("attack.membership lira or rmia, target 'global'", "data.partition = 'natural'"),
         "shadow federations draw test examples too, which have no writer to group by",
         _membership_shadows_natural,
+    ),
+    CombinationRule(
+        ("defense.dp.mode = 'distributed'", "no defense.secagg, bits above its ring, compression"),
+        "the noise shares protect only inside secure aggregation's ring, on every rotated "
+        "coordinate",
+        _distributed_dp,
     ),
 )
 

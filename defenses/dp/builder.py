@@ -390,6 +390,16 @@ def _ftrl(
     return ftrl_stages(config, dp, sampler, dim=setup.spec.dim, slack=slack)
 
 
+def _distributed(
+    config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
+) -> Contribution:
+    # The distributed discrete Gaussian over secure aggregation (defenses/dp/distributed.py).
+    from privfl.defenses.dp.distributed import distributed_contribution
+
+    _warn_delta(dp.delta, config.data.clients, "users (clients)")
+    return distributed_contribution(config, setup, dp, channel)
+
+
 def _not_built(
     config: Config, setup: RunSetup, dp: DPConfig, channel: Channel, sampler: ClientSampler
 ) -> Contribution:
@@ -413,7 +423,7 @@ _BUILDERS: dict[
     DPMode.SAMPLE: _sample,
     DPMode.CENTRAL: _central,
     DPMode.LOCAL: _local,
-    DPMode.DISTRIBUTED: _not_built,
+    DPMode.DISTRIBUTED: _distributed,
     DPMode.FTRL: _ftrl,
 }
 

@@ -11,6 +11,10 @@ from pydantic import BaseModel, Field, PositiveFloat, field_validator, model_val
 
 from privfl.config_rules import SECTION_CONFIG, only_with
 
+#: Conditional rounding's default beta, exp(-1/2) (the reference code's DEFAULT_BETA;
+#: repeated here because this module imports nothing heavy).
+DDG_DEFAULT_BETA = math.exp(-0.5)
+
 
 class DPMode(StrEnum):
     """Where the noise is added, and so what is protected."""
@@ -96,6 +100,29 @@ class DPConfig(BaseModel):
         description="sample: Opacus' per-example gradients: ExpandedWeights (fastest here), "
         "module hooks, or torch.func",
     )
+    # Distributed DP (mode = "distributed"): the distributed discrete Gaussian inside secure
+    # aggregation (Kairouz, Liu and Steinke 2021)
+    bits: int | None = Field(
+        None,
+        ge=8,
+        le=53,
+        description="distributed: clients' vectors live in Z_{2^bits} (<= defense.secagg.bits; "
+        "unset: the secagg ring's bits)",
+    )
+    beta: float = Field(
+        DDG_DEFAULT_BETA,
+        ge=0,
+        lt=1,
+        description="distributed: conditional randomized rounding's beta (0: unconditional); "
+        "default exp(-1/2)",
+    )
+    modular_clip_probability: float = Field(
+        1e-4,
+        gt=0,
+        lt=1,
+        description="distributed: per-coordinate probability that the noisy sum wraps around "
+        "modulo 2^bits, which sets the scale (k = sqrt(2 ln(2/p)) standard deviations)",
+    )
 
     @field_validator("noise_multiplier")
     @classmethod
@@ -129,6 +156,15 @@ class DPConfig(BaseModel):
         for key in ("target_quantile", "clip_lr", "count_noise_multiplier"):
             only_with(self, key, self.adaptive, "adaptive = true")
         only_with(self, "grad_sample_mode", self.mode == DPMode.SAMPLE, "mode = 'sample'")
+        distributed = self.mode == DPMode.DISTRIBUTED
+        for key in ("bits", "beta", "modular_clip_probability"):
+            only_with(self, key, distributed, "mode = 'distributed'")
+        if distributed and self.accountant != "rdp":
+            raise ValueError(
+                f"accountant = '{self.accountant}' does not bound mode = 'distributed': its "
+                "rounds enter the ledger as a Gaussian whose RDP dominates theirs, which only "
+                "the RDP accountant turns into a bound; use accountant = 'rdp'"
+            )
         for key in ("min_separation", "restart_every"):
             only_with(self, key, self.mode == DPMode.FTRL, "mode = 'ftrl'")
         return self

@@ -40,6 +40,21 @@ PROTECTED: dict[str, str] = {
         "part. The server adds the noise (tree aggregation over the rounds), so it is trusted: "
         "it sees each clipped update in the clear (unless secure aggregation hides them)."
     ),
+    "distributed": (
+        "**One user: everything one client contributes over the whole run**, and the server "
+        "need not be trusted to add the noise (the distributed discrete Gaussian, Kairouz, Liu "
+        "and Steinke 2021). Each client adds its share of the discrete Gaussian noise to its "
+        "clipped, rotated, rounded update and sends it only masked (secure aggregation): the "
+        "server learns the noisy sum and nothing else, so the released models *and* the sum the "
+        "server sees are (epsilon, delta)-DP. A neighbour in the masking graph sees nothing but "
+        "masked bytes. The epsilon counts the survivors' noise shares, so each dropout removes "
+        "a share and raises it (the report says by how much); neighbouring inputs replace one "
+        "user's update by zero (the paper's relation). Clients colluding with the server can "
+        "subtract their own contributions and shares: c colluders leave survivors - c shares, "
+        "which the ledger does not assume (it counts no colluder), and the masks hold only "
+        "while fewer than the secagg threshold collude. The rotation's signs and the scale "
+        "are public; the guarantee assumes the other clients add their shares."
+    ),
 }
 
 #: Whom each mode's guarantee holds against.
@@ -48,6 +63,8 @@ ADVERSARY: dict[str, str] = {
     "central": "whoever sees the released global models (not the server)",
     "local": "whoever sees each client's noised updates, the server included",
     "ftrl": "whoever sees the released global models (not the server), knowing who took part",
+    "distributed": "the server (honest-but-curious) and whoever sees the released models; "
+    "colluding clients cost one noise share each",
 }
 
 #: The unit each mode protects.
@@ -56,6 +73,8 @@ UNIT: dict[str, str] = {
     "central": "one user: everything one client contributes over the run",
     "local": "one user's updates as they leave the device",
     "ftrl": "one user: everything one client contributes over the run (no sampling assumed)",
+    "distributed": "one user: everything one client contributes over the run, also from the "
+    "server (which never sees an update)",
 }
 
 

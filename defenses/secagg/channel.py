@@ -12,12 +12,19 @@ Per round (``n`` clients of the cohort, ``d`` parameters):
 
 The mean then differs from the plaintext weighted mean of the clipped updates by at most
 :func:`mean_error_bound`.
+
+A DP mode that computes its own ring elements (the distributed discrete Gaussian) supplies a
+:class:`RingCodec` instead (:meth:`SecAggChannel.use_codec`): each client's row is then the
+codec's integer vector in ``Z_{2^b}`` (``b <=`` the ring's bits), the masks sum the rows modulo
+``2^bits`` exactly as before, and the codec reads the survivors' sum. The masking and
+key-agreement code is the same for both.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +65,50 @@ def mean_error_bound(
     return (e_a + values.clip * e_b) / (total_weight - e_b)
 
 
+@dataclass(frozen=True)
+class RingInput:
+    """The clients' inputs as a :class:`RingCodec` encoded them.
+
+    Attributes:
+        rows: one row per client of the batch, in batch order: residues in ``[0, 2^b)``,
+            int64 or unsigned ``(n, length)``.
+        private: what the codec keeps between its client and server halves for this round (the
+            shared rotation, the simulation's pre-reduction integers for measurements);
+            never part of what the server sees.
+        info: figures for the round's metrics.
+    """
+
+    rows: np.ndarray
+    private: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class RingCodec(ABC):
+    """Turns a cohort's updates into integer vectors in ``Z_{2^bits}`` (client side) and the
+    survivors' sum modulo ``2^bits`` back into an aggregate (server side), for a mode whose
+    privacy lies in the integers themselves (the distributed discrete Gaussian). The secure
+    aggregation channel masks and sums whatever rows it gets."""
+
+    #: ``b``: the rows are residues modulo ``2^b``; at most the secagg ring's bits.
+    bits: int
+
+    @abstractmethod
+    def encode(self, batch: UpdateBatch, ctx: RoundContext) -> RingInput:
+        """Every client's row (each client computes its own)."""
+
+    @abstractmethod
+    def decode(
+        self, total: np.ndarray, survivors: np.ndarray, encoded: RingInput, ctx: RoundContext
+    ) -> AggregationResult:
+        """The aggregate from the survivors' sum.
+
+        Args:
+            total: the sum modulo the ring's ``2^bits`` (a multiple of ``2^b``), ``(length,)``.
+            survivors: boolean ``(n,)`` over the batch's rows: whose rows are in ``total``.
+            encoded: what :meth:`encode` returned this round.
+        """
+
+
 class SecAggChannel(Channel):
     """Secure aggregation of the weighted mean (Bonawitz et al., CCS 2017; SecAgg+, Bell et
     al., CCS 2020). The ServerView holds only the masked vectors and the aggregate.
@@ -77,6 +128,21 @@ class SecAggChannel(Channel):
         self.config = config
         self.max_weight = float(max_weight)
         self.keep_masked = keep_masked
+        self.codec: RingCodec | None = None
+
+    def use_codec(self, codec: RingCodec) -> None:
+        """Carry ``codec``'s integer rows instead of fixed-point encoded updates (set once, by
+        the DP mode that needs it, when the run is built).
+
+        Raises:
+            ConfigError: the codec's ``2^b`` does not divide the ring's ``2^bits``.
+        """
+        if not 1 <= codec.bits <= self.config.bits:
+            raise ConfigError(
+                f"the ring codec needs {codec.bits} bits, more than defense.secagg.bits = "
+                f"{self.config.bits}; raise defense.secagg.bits or lower the codec's bits"
+            )
+        self.codec = codec
 
     def round_params(
         self, ids: np.ndarray, length: int, round: int, rng: np.random.Generator
@@ -163,6 +229,8 @@ class SecAggChannel(Channel):
                 f"defense.secagg computes only the weighted mean; the aggregator "
                 f"{type(aggregator).__name__} needs each client's plaintext update"
             )
+        if self.codec is not None:
+            return self._transmit_ring(batch, self.codec, ctx)
         # A compressor that keeps the same coordinates on every client (shared-seed random-k)
         # lets the masked vectors carry only those: the rest is zero for everyone.
         compressed = batch.encoded
@@ -221,6 +289,44 @@ class SecAggChannel(Channel):
             view=view,
             bytes_up=sum(result.bytes_up.values()),
             dropped=np.setdiff1d(ids, survivors).astype(np.int64),
+            info=info,
+        )
+
+    def _transmit_ring(
+        self, batch: UpdateBatch, codec: RingCodec, ctx: RoundContext
+    ) -> ChannelResult:
+        """One round carrying ``codec``'s rows: the same protocol, the codec's aggregate."""
+        order = np.argsort(batch.client_ids, kind="stable")
+        ids = batch.client_ids[order]
+        n = len(batch)
+        if n < 2:
+            return self._aborted(
+                ctx, ids, None, f"secure aggregation needs at least 2 clients, got {n}"
+            )
+        encoded = codec.encode(batch, ctx)
+        rows = np.asarray(encoded.rows)
+        params = self.round_params(ids, rows.shape[1], ctx.round, ctx.rng("secagg-graph"))
+        inputs = rows[order].astype(params.dtype)
+        vanish = draw_dropouts(ids, self.config.dropout, ctx.rng("secagg-dropout"))
+        result = run_protocol(params, inputs, vanish=vanish, keep_masked=self.keep_masked)
+        info = {**self._info(params, result, 0), **encoded.info}
+        if result.abort is not None or result.total is None:
+            return self._aborted(ctx, ids, result, str(result.abort), info)
+        survivors = np.isin(batch.client_ids, result.survivors)
+        aggregation = codec.decode(result.total, survivors, encoded, ctx)
+        view = ServerView(
+            round=ctx.round,
+            global_params=ctx.global_params,
+            client_ids=result.survivors,
+            aggregate=aggregation.delta,
+            masked=result.masked,
+            channel=self.name,
+        )
+        return ChannelResult(
+            aggregation=aggregation,
+            view=view,
+            bytes_up=sum(result.bytes_up.values()),
+            dropped=np.setdiff1d(ids, result.survivors).astype(np.int64),
             info=info,
         )
 
@@ -292,4 +398,10 @@ def _graph(ids: np.ndarray, k: int, rng: np.random.Generator) -> NeighbourGraph:
     return NeighbourGraph.harary(ids, k, rng)
 
 
-__all__ = ["SecAggChannel", "create_secagg_channel", "mean_error_bound"]
+__all__ = [
+    "RingCodec",
+    "RingInput",
+    "SecAggChannel",
+    "create_secagg_channel",
+    "mean_error_bound",
+]
