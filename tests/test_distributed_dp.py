@@ -359,3 +359,25 @@ def test_a_budgeted_distributed_run_stops_within_its_budget(tmp_path) -> None:
     res = privfl.run(cfg, out=tmp_path, progress=False)
     assert 0 < res.ledger.epsilon() <= 10.0
     assert 1 <= len(res.metrics) < 40
+
+
+def test_secure_rng_draws_fresh_shares_and_still_sums_correctly() -> None:
+    dim, n = 30, 4
+    codec = DistributedDiscreteGaussian(_setting(32, 1.0, n, 1.0, dim), secure_rng=True)
+    x = np.random.default_rng(7).normal(size=(n, dim)) * 0.1
+    a, b = _run(codec, x, _ctx(dim)), _run(codec, x, _ctx(dim))
+    assert not torch.equal(a.delta, b.delta)  # no seed: the noise differs
+    # the noise of the mean has std sqrt(n) * local / n per coordinate
+    std = math.sqrt(n) * codec.setting.local_stddev / n
+    assert np.abs(a.delta.numpy() - x.sum(0) / n).max() < 6 * std
+
+
+@pytest.mark.slow
+def test_target_epsilon_is_met_by_the_ledger() -> None:
+    from privfl.defenses.dp.distributed import calibrate_distributed
+
+    s = _setting(32, 1.0, 10, 0.2, dim=500)
+    sigma = calibrate_distributed(s, target_epsilon=5.0, delta=1e-5, rounds=20)
+    trial = DDGaussSetting(**{**s.__dict__, "noise_multiplier": sigma})
+    eps = epsilon_of(((trial.round_noise_multiplier(10, 10), 0.2, 20),), delta=1e-5)
+    assert 5.0 * 0.97 <= eps <= 5.0
