@@ -96,9 +96,8 @@ def subsampled_rdp(orders: np.ndarray, q: float, rdp: np.ndarray) -> np.ndarray:
         terms = (ls - 1) * rdp[ls - 2] + log_comb + (a - ls) * l1q + ls * lq
         weights = np.where(ls == 2, 1.0, 3.0)
         first = (a - 1) * l1q + math.log(a * q - q + 1)
-        total = special.logsumexp(
-            np.concatenate(([first], terms)), b=np.concatenate(([1.0], weights))
-        )
+        top = max(first, float(terms.max()))  # log-sum-exp by hand: scipy's costs 0.5 ms a call
+        total = top + math.log(math.exp(first - top) + float((weights * np.exp(terms - top)).sum()))
         out[i] = min(total / (a - 1), rdp[a - 2])
     return out
 
@@ -188,7 +187,7 @@ def dominating_noise_multiplier(
     local_stddev: float,
     shares: int,
 ) -> float:
-    """The largest noise multiplier ``z`` (to 1e-4 relative, rounded down) such that the
+    """The largest noise multiplier ``z`` (to 1e-3 relative, rounded down) such that the
     Poisson subsampled Gaussian's RDP at ``(z, sample_rate)`` (Opacus, as the ledger computes
     it) is at least :func:`round_rdp` at every order of the ledger (a fractional order
     compared with the next integer's value); 0 when the round has no guarantee."""
@@ -222,8 +221,11 @@ def dominating_noise_multiplier(
         )
 
     hi = math.sqrt(shares) * local_stddev / clip  # alpha / (2 z^2) at tau = 0 and no rounding
-    full = rdp_of(((hi, sample_rate, 1),))
-    subset = np.argsort(full / ddg)[:3]
+    # Start from the lowest orders (where the bound is flat at its order-2 value, so they
+    # bind) and orders 2..4 (where the conversion usually lands); the check below adds the
+    # rest as needed. The final full check is the ledger's own rdp_of, cached for it.
+    low, mid = np.arange(min(3, len(orders))), np.flatnonzero(np.isin(orders, (2, 3, 4)))
+    subset = np.union1d(low, mid)
     import_opacus()
     for _ in range(len(orders)):
         lo, top = hi / 2, hi
@@ -231,16 +233,16 @@ def dominating_noise_multiplier(
             top, lo = lo, lo / 2
             if lo < 1e-6:
                 return 0.0
-        while top / lo > 1 + 1e-4:
+        while top / lo > 1 + 1e-3:
             mid = math.sqrt(lo * top)
             if np.all(gaussian(mid, subset) >= ddg[subset]):
                 lo = mid
             else:
                 top = mid
-        failing = np.flatnonzero(rdp_of(((lo, sample_rate, 1),)) < ddg)
-        if not len(failing):
+        ratio = rdp_of(((lo, sample_rate, 1),)) / ddg
+        if np.all(ratio >= 1):
             return lo
-        subset = np.union1d(subset, failing)
+        subset = np.union1d(subset, [int(np.argmin(ratio))])  # the most violated order
     return 0.0
 
 
