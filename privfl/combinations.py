@@ -287,6 +287,94 @@ def _distributed_dp(c: Config) -> str | None:
     return None
 
 
+def _peer_to_peer(c: Config) -> str | None:
+    """The topology when it is not the star (no server), else None."""
+    t = c.federation.topology
+    return None if t == "star" else t
+
+
+def _decentralized_server(c: Config) -> str | None:
+    t = _peer_to_peer(c)
+    if t is None:
+        return None
+    what = []
+    channels = _secure_channels(c)
+    if channels:
+        what.append(
+            f"{' and '.join(channels)} (a node must read each neighbour's model to average it; "
+            "no server sums the updates, so secure aggregation and HE protect nothing here)"
+        )
+    if _dp_mode(c) in ("central", "distributed", "ftrl"):
+        what.append(
+            f"defense.dp.mode = '{_dp_mode(c)}' (its noise is added by or for a server that "
+            "aggregates; use mode = 'local' (noise on every message) or 'sample' (DP-SGD))"
+        )
+    if c.defense.robust is not None:
+        what.append("defense.robust (a robust gossip rule is not built)")
+    f = c.federation
+    if f.server_optimizer != "fedavg" or f.server_lr != 1.0:
+        what.append(
+            f"federation.server_optimizer = '{f.server_optimizer}' with server_lr = "
+            f"{f.server_lr:g} (no server steps; nodes average)"
+        )
+    if getattr(c, "incentives", None) is not None:
+        what.append("[incentives] (measured from a server's view of every update)")
+    if not what:
+        return None
+    return (
+        f"federation.topology = '{t}' has no server, so it cannot be combined with "
+        + "; ".join(what)
+    )
+
+
+def _decentralized_parts(c: Config) -> str | None:
+    t = _peer_to_peer(c)
+    if t is None:
+        return None
+    what = []
+    if c.audit is not None:
+        what.append("[audit] (the audits read a server's view)")
+    if c.compression is not None:
+        what.append(
+            f"compression (method = '{c.compression.method}'; compressed gossip needs "
+            "CHOCO-SGD's error feedback, Koloskova et al. 2019, which is not built)"
+        )
+    if c.federation.heterogeneity is not None:
+        what.append("federation.heterogeneity (a server's deadline and FedNova's weights)")
+    if c.federation.engine == "ray":
+        what.append("federation.engine = 'ray' (its actors train from one global model)")
+    m = c.attack.membership
+    if m is not None and m.target == "global":
+        what.append(
+            "attack.membership.target = 'global' (no global model is released; use target = "
+            "'client': a curious node attacks its neighbour's model)"
+        )
+    if not what:
+        return None
+    return f"federation.topology = '{t}' cannot be combined with " + "; ".join(what)
+
+
+def _decentralized_nodes(c: Config) -> str | None:
+    t = _peer_to_peer(c)
+    if t is None:
+        return None
+    f, n = c.federation, c.data.clients
+    d = f.decentralized
+    sampled = d is not None and d.participation == "sampled"
+    default = type(f).model_fields["clients_per_round"].default
+    if not sampled and f.clients_per_round not in (default, n):
+        return (
+            f"federation.clients_per_round = {f.clients_per_round}: under topology = '{t}' "
+            f"every node ({n}) trains every round (D-PSGD); leave clients_per_round out, set it "
+            "to data.clients, or set federation.decentralized.participation = 'sampled'"
+        )
+    if d is not None and d.observer >= n:
+        return (
+            f"federation.decentralized.observer = {d.observer} is not a node (data.clients = {n})"
+        )
+    return None
+
+
 RULES: tuple[CombinationRule, ...] = (
     CombinationRule(
         ("defense.robust", "defense.secagg or defense.he"),
@@ -385,6 +473,28 @@ RULES: tuple[CombinationRule, ...] = (
         "the noise shares protect only inside secure aggregation's ring, on every rotated "
         "coordinate",
         _distributed_dp,
+    ),
+    CombinationRule(
+        (
+            "federation.topology other than star",
+            "defense.secagg or defense.he, dp.mode central/distributed/ftrl, defense.robust, "
+            "a server optimizer, incentives",
+        ),
+        "peer-to-peer graphs have no server: nothing to sum securely, add noise at, or step",
+        _decentralized_server,
+    ),
+    CombinationRule(
+        (
+            "federation.topology other than star",
+            "audit, compression, heterogeneity, engine ray, membership target 'global'",
+        ),
+        "not built for gossip (a server's view, CHOCO-SGD, a deadline, one global model)",
+        _decentralized_parts,
+    ),
+    CombinationRule(
+        ("federation.topology other than star", "federation.clients_per_round"),
+        "every node trains every round unless decentralized.participation = 'sampled'",
+        _decentralized_nodes,
     ),
 )
 

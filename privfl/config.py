@@ -34,6 +34,7 @@ from privfl.combinations import check_combinations
 from privfl.compression.config import CompressionConfig
 from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.decentralized.config import DecentralizedConfig, Topology
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.he.config import HEConfig
 from privfl.defenses.robust.config import (
@@ -163,16 +164,41 @@ class FederationConfig(StrictModel):
     server_beta2: float = Field(0.99, ge=0, lt=1, description="fedadam/fedyogi beta_2")
     server_tau: PositiveFloat = Field(1e-3, description="adaptivity tau (Reddi et al. 2021)")
     engine: Literal[ENGINE_NAMES] = Field(  # type: ignore[valid-type]
-        "sequential", description="how a round's clients are trained"
+        "sequential",
+        description="how a round's clients are trained (default: vectorized for a peer-to-peer "
+        "topology, whose every node trains every round)",
     )
     heterogeneity: HeterogeneityConfig | None = Field(
         None, description="per-client local work, device speeds, deadline, FedNova"
     )
     ray: RayConfig | None = Field(None, description="the Ray cluster (engine = 'ray')")
+    topology: Topology = Field(
+        "star", description="star (a server) or a peer-to-peer graph trained with D-PSGD"
+    )
+    decentralized: DecentralizedConfig | None = Field(
+        None, description="mixing and gossip of a peer-to-peer topology (docs/decentralized.md)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _node_engine(cls, raw: Any) -> Any:
+        """A peer-to-peer topology without an ``engine`` trains its nodes with the vectorized
+        engine (every node trains every round: the sequential loop is ~10x slower there)."""
+        if isinstance(raw, dict) and raw.get("topology", "star") != "star" and "engine" not in raw:
+            return {**raw, "engine": "vectorized"}
+        return raw
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:
         self._only_with("local_epochs", self.local_steps is None, "local_steps is not set")
+        self._only_with("decentralized", self.topology != "star", "topology is not 'star'")
+        p = None if self.decentralized is None else self.decentralized.p
+        if self.topology == "erdos_renyi" and p is None:
+            raise ValueError(
+                "topology = 'erdos_renyi' needs federation.decentralized.p, the edge probability"
+            )
+        if p is not None and self.topology != "erdos_renyi":
+            raise ValueError("decentralized.p applies only when topology = 'erdos_renyi'")
         self._only_with("ray", self.engine == "ray", "engine = 'ray'")
         self._only_with(
             "server_momentum", self.server_optimizer == "fedavgm", "server_optimizer = 'fedavgm'"

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from privfl.config import Config, load_config
+from privfl.decentralized.runner import resume_run, runner_class
 from privfl.federation import Federation, RunResult
 from privfl.progress import progress_bar
 from privfl.runfolder import RunFile, RunFolder
@@ -57,7 +58,7 @@ def _run(
     folder = None
     if out is not None:
         folder = RunFolder.create(out, config.name, overwrite=overwrite)
-    fed = Federation(config, folder=folder)
+    fed = runner_class(config)(config, folder=folder)  # a server, or D-PSGD's nodes
     if folder is not None:
         folder.write_toml(RunFile.CONFIG, config.to_toml_dict())
     return _drive(fed, progress)
@@ -68,7 +69,7 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
     until its ``defense.dp.max_epsilon``: the ledger restored from the checkpoint is what the
     budget is checked against, so a resumed run never spends past it)."""
     with warnings_once_per_run():
-        return _drive(Federation.resume(run_dir), progress)
+        return _drive(resume_run(run_dir), progress)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from privfl.config import (
     EvaluationConfig,
     FederationConfig,
 )
+from privfl.decentralized.config import DecentralizedConfig
 from privfl.heterogeneity.config import HeterogeneityConfig
 from privfl.incentives.config import IncentivesConfig
 from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
@@ -116,6 +117,7 @@ def config_reference() -> str:
         ('[model] name = "cnn"', CNNConfig),
         ("[federation]", FederationConfig),
         ("[federation.heterogeneity]", HeterogeneityConfig),
+        ("[federation.decentralized]", DecentralizedConfig),
         ("[compression]", CompressionConfig),
         ("[evaluation]", EvaluationConfig),
         ("[audit]", AuditConfig),

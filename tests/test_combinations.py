@@ -78,6 +78,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sampling-poisson": {"federation": {"sampling": "poisson"}},
     "fedprox": {"federation": {"prox_mu": 0.01}},
     "incentives": {"incentives": {"method": "loo", "validation_size": 50}},
+    "topology-ring": {"federation": {"topology": "ring", "clients_per_round": 12}},
 }
 
 PAIRS = [
@@ -146,6 +147,32 @@ REFUSED = {
     ("compression-sign", "heterogeneity-fednova"): "majority vote",
     ("heterogeneity-fednova", "fedprox"): "not FedProx",
     ("audit", "heterogeneity-fednova"): "no local step count",
+    **{  # no server under a peer-to-peer topology (privfl/decentralized)
+        (a, "topology-ring"): "topology = 'ring'"
+        for a in (
+            "dp-central",
+            "dp-ftrl",
+            "dp-distributed",
+            "secagg",
+            "he",
+            "robust-median",
+            "robust-fltrust",
+            "membership",
+            "audit",
+            "audit-onerun",
+            "compression-topk",
+            "compression-randk",
+            "compression-qsgd",
+            "compression-sign",
+            "heterogeneity-steps",
+            "heterogeneity-fednova",
+            "heterogeneity-deadline",
+            "optimizer-fedadam",
+            "optimizer-qffl",
+            "incentives",
+        )
+        if a in VARIANTS
+    },
 }
 
 
@@ -225,6 +252,7 @@ def test_every_rule_has_a_refused_pair_and_a_row_in_the_table():
         update={"data": membership.data.model_copy(update={"partition": "natural"})}
     )
     examples += [_unchecked(degree), _unchecked(small_he), natural]
+    examples.append(_unchecked(_merge(BASE, {"federation": {"topology": "ring"}})))  # 8 of 12
     for rule in RULES:
         assert any(rule.check(c) is not None for c in examples), rule.summary
         assert rule.summary in table

@@ -40,9 +40,20 @@ class Engine(ABC):
 
     @abstractmethod
     def train(
-        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+        self,
+        global_params: torch.Tensor,
+        clients: Sequence[int],
+        round: int,
+        *,
+        starts: torch.Tensor | None = None,
     ) -> list[Update]:
-        """One :class:`Update` per client in ``clients``, in the same order."""
+        """One :class:`Update` per client in ``clients``, in the same order.
+
+        ``starts``: float32 ``(len(clients), dim)``, each client's own start model (the nodes
+        of a decentralized topology, :mod:`privfl.decentralized`); each update is then the
+        client's trained model minus its own row. None: every client starts from
+        ``global_params``.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release workers or pools (nothing for in-process engines)."""

@@ -107,8 +107,15 @@ class RayEngine(Engine):
         log.info("ray engine: %d actors on a cluster of %d CPUs", workers, cpus)
 
     def train(
-        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+        self,
+        global_params: torch.Tensor,
+        clients: Sequence[int],
+        round: int,
+        *,
+        starts: torch.Tensor | None = None,
     ) -> list[Update]:
+        if starts is not None:  # privfl.combinations refuses a decentralized topology on Ray
+            raise NotImplementedError("the ray engine trains every client from one global model")
         clients = [int(c) for c in clients]
         if not clients:
             return []

@@ -20,14 +20,20 @@ class SequentialEngine(Engine):
         self._model = self.make_model()
 
     def train(
-        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+        self,
+        global_params: torch.Tensor,
+        clients: Sequence[int],
+        round: int,
+        *,
+        starts: torch.Tensor | None = None,
     ) -> list[Update]:
         updates = []
-        for cid in clients:
+        for i, cid in enumerate(clients):
             x, y = self.data.client_train(int(cid))
             g = torch_generator(self.seed, "client", round, int(cid))
+            start = global_params if starts is None else starts[i]
             delta, metrics = self.trainer.train(
-                self._model, self.spec, global_params, x, y, g, client_id=int(cid), round=round
+                self._model, self.spec, start, x, y, g, client_id=int(cid), round=round
             )
             updates.append(Update(int(cid), delta, len(y), metrics))
         return updates

@@ -25,6 +25,7 @@ torch.func cannot run are trained by the sequential engine instead, with the rea
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -75,7 +76,8 @@ def sgd_update(
     Args:
         live: each ``(k, *shape)``, views of the first ``k`` rows of the cohort's parameters.
         grads: the clients' gradients, same shapes.
-        start: the global parameters (FedProx's anchor), each ``shape``.
+        start: the global parameters (FedProx's anchor), each ``shape``; or each client's own
+            start, each ``(c, *shape)`` in the rows' order (per-client starts).
         momentum: the cohort's buffers, filled on the first step (rows ``[0, k)`` used later).
     """
     with torch.no_grad():
@@ -83,7 +85,8 @@ def sgd_update(
             k = len(w)
             d = grads[n]
             if cfg.prox_mu > 0:
-                d = d.add(w - start[n], alpha=cfg.prox_mu)
+                anchor = start[n][:k] if start[n].ndim == w.ndim else start[n]
+                d = d.add(w - anchor, alpha=cfg.prox_mu)
             if cfg.weight_decay:
                 d = d.add(w, alpha=cfg.weight_decay)
             if cfg.momentum:
@@ -94,6 +97,16 @@ def sgd_update(
                     buf.mul_(cfg.momentum).add_(d)
                     d = buf
             w.add_(d, alpha=-cfg.lr)  # a view: updates rows [0, k) of the cohort's tensor
+
+
+def stacked_params(spec: ParamSpec, flat: torch.Tensor) -> Params:
+    """The rows of ``flat`` (float32 ``(c, dim)``, one flat parameter vector per client) as
+    ``{name: (c, *shape)}`` views, the layout the cohort's SGD steps work on."""
+    c = len(flat)
+    return {
+        n: flat[:, o : o + math.prod(shape)].reshape(c, *shape)
+        for n, shape, o in zip(spec.names, spec.shapes, spec.offsets, strict=True)
+    }
 
 
 class VectorizedEngine(Engine):
@@ -225,10 +238,15 @@ class VectorizedEngine(Engine):
         return None
 
     def train(
-        self, global_params: torch.Tensor, clients: Sequence[int], round: int
+        self,
+        global_params: torch.Tensor,
+        clients: Sequence[int],
+        round: int,
+        *,
+        starts: torch.Tensor | None = None,
     ) -> list[Update]:
         if self._fallback is not None:
-            return self._fallback.train(global_params, clients, round)
+            return self._fallback.train(global_params, clients, round, starts=starts)
         clients = [int(c) for c in clients]
         if not clients:
             return []
@@ -236,7 +254,7 @@ class VectorizedEngine(Engine):
             parts = [self.data.partition.indices[cid] for cid in clients]
             b = self.data.bundle.train
             deltas, metrics = self._dp.train(
-                global_params, parts, b.x, b.y, self.seed, round, clients
+                global_params, parts, b.x, b.y, self.seed, round, clients, starts=starts
             )
             return [
                 Update(cid, deltas[i], len(parts[i]), metrics[i]) for i, cid in enumerate(clients)
@@ -251,14 +269,21 @@ class VectorizedEngine(Engine):
             for t, k in enumerate(sched.active)
         )
         mask_of = lambda t, k: sched.mask[t, :k] if sched.padded else None  # noqa: E731
-        if self._mlp is not None and not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0):
-            # Plain SGD on an MLP: deferred low-rank updates (privfl.engine.batched_mlp).
+        plain = not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0)
+        if self._mlp is not None and plain and starts is None:
+            # Plain SGD on an MLP from one shared start: deferred low-rank updates
+            # (privfl.engine.batched_mlp); per-client starts take the dense path below.
             cohort = CohortSGD(self._mlp, start, c, sched.index.shape[2])
             for t, k, xb, yb in batches:
                 losses[t, :k] = cohort.step(xb, yb, mask_of(t, k), cfg.lr).double()
             deltas = cohort.deltas(list(self.spec.names))
         else:
-            params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
+            if starts is None:
+                params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
+            else:  # rows in the schedule's order (most steps first), each its client's start
+                origin = starts[torch.as_tensor(sched.order)]
+                start = stacked_params(self.spec, origin)  # FedProx's anchor: own start
+                params = {n: w.clone() for n, w in start.items()}
             momentum: Params = {}
             for t, k, xb, yb in batches:
                 live = {n: w[:k] for n, w in params.items()}
@@ -269,7 +294,7 @@ class VectorizedEngine(Engine):
                 sgd_update(live, grads, start, momentum, cfg, first=t == 0)
                 losses[t, :k] = loss.detach().double()
             flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
-            deltas = flat - global_params
+            deltas = flat - (global_params if starts is None else origin)
         example_sum = sched.sizes.sum(dim=0)
         mean_loss = ((losses * sched.sizes).sum(dim=0) / example_sum).tolist()
         out: list[Update | None] = [None] * c

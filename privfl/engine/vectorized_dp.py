@@ -87,8 +87,11 @@ class CohortDPSGD:
         seed: int,
         round: int,
         clients: Sequence[int],
+        *,
+        starts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[dict[str, float]]]:
-        """DP-SGD for ``clients`` (each with example indices ``parts[i]``) from the global model.
+        """DP-SGD for ``clients`` (each with example indices ``parts[i]``) from the global model
+        (or from each client's own row of ``starts``, float32 ``(c, dim)``).
 
         Returns:
             ``(deltas, metrics)``: float32 ``(c, dim)`` in the order of ``clients``, and each
@@ -106,6 +109,13 @@ class CohortDPSGD:
         denom = torch.tensor([float(plans[i].expected_batch_size) for i in order])
         start = self.spec.unflatten(global_params)
         params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
+        anchor = start  # FedProx's: the global model, or each row's own start
+        if starts is not None:  # rows in ``order``, each its client's own start
+            from privfl.engine.vectorized import stacked_params  # deferred: it imports this
+
+            origin = starts[torch.from_numpy(order)]
+            anchor = stacked_params(self.spec, origin)
+            params = {n: w.clone() for n, w in anchor.items()}
         momentum: Params = {}
         loss_sum, seen, clipped = np.zeros(c), np.zeros(c, dtype=np.int64), np.zeros(c)
         sorted_steps = steps[order]
@@ -138,9 +148,9 @@ class CohortDPSGD:
                         summed[n] = summed[n] + torch.stack([noises[r][j] for r in range(k)])
                 scale = denom[:k]
                 grads = {n: g / scale.view(k, *([1] * (g.ndim - 1))) for n, g in summed.items()}
-            self._sgd_update(live, grads, start, momentum, cfg, first=t == 0)
+            self._sgd_update(live, grads, anchor, momentum, cfg, first=t == 0)
         flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
-        deltas_sorted = flat - global_params
+        deltas_sorted = flat - (global_params if starts is None else origin)
         deltas = torch.empty_like(deltas_sorted)
         deltas[torch.from_numpy(order)] = deltas_sorted
         metrics: list[dict[str, float]] = [{}] * c
