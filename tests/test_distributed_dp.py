@@ -381,3 +381,18 @@ def test_target_epsilon_is_met_by_the_ledger() -> None:
     trial = DDGaussSetting(**{**s.__dict__, "noise_multiplier": sigma})
     eps = epsilon_of(((trial.round_noise_multiplier(10, 10), 0.2, 20),), delta=1e-5)
     assert 5.0 * 0.97 <= eps <= 5.0
+
+
+@pytest.mark.parametrize("q", [0.01, 0.2, 0.7])
+def test_the_low_order_bound_is_above_the_exact_subsampled_gaussian(q: float) -> None:
+    # An independent truth: Opacus' subsampled Gaussian RDP at fractional orders (Mironov,
+    # Talwar and Zhang 2019); the Gaussian's order-2 RDP is 1 / z^2.
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    from privfl.defenses.dp.ddgauss_accounting import low_order_subsampled_rdp
+
+    orders = [1.001, 1.01, 1.1, 1.5, 1.9, 1.999]
+    for z in (0.4, 1.0, 3.0):
+        exact = np.array(compute_rdp(q=q, noise_multiplier=z, steps=1, orders=orders))
+        bound = low_order_subsampled_rdp(np.array(orders), q, 1 / z**2)
+        assert np.all(bound >= exact)
