@@ -24,7 +24,7 @@ from privfl.data.federated import FederatedData, build_federated_data
 from privfl.engine import ENGINES
 from privfl.errors import ConfigError, PrivflError, RunFolderError
 from privfl.evaluation import evaluate, federated_evaluate
-from privfl.ledger import Ledger, client_party
+from privfl.ledger import Ledger, PrivacyEvent, client_party
 from privfl.models import create_model
 from privfl.pipeline import RunEnd, RunSetup
 from privfl.plan import Stages, build_stages, prepare_data
@@ -273,7 +273,7 @@ class Federation:
         plan = RoundPlan(r, sampled, none)
         budget, cap = self.stages.budget, self.max_epsilon
         if budget is not None and cap is not None:
-            eps = self.ledger.epsilons_with(budget.planned_events(r, sampled))
+            eps = self._epsilons_with(budget.planned_events(r, sampled))
             over = {p: e for p, e in eps.items() if e > cap}
             own = {client_party(c): c for c in sampled.tolist()}
             shared = [p for p in over if p not in own]
@@ -308,8 +308,22 @@ class Federation:
         everyone = np.arange(self.data.num_clients, dtype=np.int64)
         events = self.stages.budget.planned_events(r, everyone)
         own = {client_party(c) for c in everyone.tolist()}
-        eps = self.ledger.epsilons_with([e for e in events if e.party in own])
+        eps = self._epsilons_with([e for e in events if e.party in own])
         return bool(eps) and all(e > self.max_epsilon for e in eps.values())
+
+    def _epsilons_with(self, events: list[PrivacyEvent]) -> dict[str, float]:
+        """:meth:`Ledger.epsilons_with` under the headline accountant; where it fails
+        (Opacus' GDP at extreme settings), under RDP, an upper bound, saying so: a budget
+        check never crashes a run."""
+        try:
+            return self.ledger.epsilons_with(events)
+        except PrivflError as e:
+            log.warning(
+                "max_epsilon: the %s accountant failed (%s); the budget is checked under RDP",
+                self.ledger.accountant.value,
+                e,
+            )
+            return self.ledger.epsilons_with(events, accountant="rdp")
 
     def budget_stop(self, r: int | None = None) -> BudgetStop | None:
         """Why round ``r`` (default: the next) must not run (``defense.dp.max_epsilon``), or

@@ -275,3 +275,18 @@ def test_membership_shadows_stop_at_their_budget_like_the_target(tmp_path):
     assert len(res.metrics) == _first_round_over(2.0, 0.4, 2.5) - 1
     lira = [a for a in res.attacks if str(a.get("attack", "")).startswith("membership-")]
     assert lira and all(a.get("auc") is not None for a in lira)
+
+
+def test_a_failing_headline_accountant_falls_back_to_rdp_instead_of_crashing(monkeypatch):
+    from privfl.ledger import Ledger
+
+    real = Ledger.epsilons_with
+
+    def gdp_fails(self, events, *, delta=None, accountant=None):
+        if accountant is None:
+            raise privfl.PrivflError("Opacus' gdp accountant cannot compute epsilon")
+        return real(self, events, delta=delta, accountant=accountant)
+
+    monkeypatch.setattr(Ledger, "epsilons_with", gdp_fails)
+    res = privfl.run(_central(2.5, rounds=8), out=None, progress=False)
+    assert res.budget_stop.round == _first_round_over(2.0, 0.4, 2.5)  # RDP's stop round
