@@ -242,6 +242,13 @@ class DefenseConfig(StrictModel):
         None, description="secure aggregation with pairwise masks (Bonawitz et al. 2017)"
     )
 
+    def without_secure_channels(self) -> DefenseConfig:
+        """These defenses for a replay of the training (an attacker's shadow runs): secure
+        aggregation and HE removed, as they change who sees the updates, not the model they
+        sum to; except secure aggregation under distributed DP, whose noise lives in it."""
+        keep = self.dp is not None and self.dp.mode == "distributed"
+        return self.model_copy(update={"he": None, "secagg": self.secagg if keep else None})
+
 
 class AttackConfig(StrictModel):
     """``[attack.*]``: one sub-table per active attack (added by the attack issues)."""
@@ -251,7 +258,7 @@ class AttackConfig(StrictModel):
         None, description="gradient inversion by the server (see [attack.inversion])"
     )
     membership: MembershipConfig | None = Field(
-        None, description="membership inference on the released model ([attack.membership])"
+        None, description="membership inference ([attack.membership])"
     )
 
 

@@ -189,7 +189,7 @@ def honest_trainer(config: Config, setup: RunSetup) -> LocalTrainer:
             "attack": type(config.attack)(),
             "audit": None,
             "incentives": None,
-            "defense": config.defense.model_copy(update={"secagg": None, "he": None}),
+            "defense": config.defense.without_secure_channels(),
         }
     )
     aside = replace(setup, config=recipe, ledger=Ledger(), spawn=None, canaries=None)

@@ -35,9 +35,9 @@ logger = logging.getLogger(__name__)
 
 
 def shadow_config(config: Config) -> Config:
-    """The recipe a shadow federation trains with: the run's config without its attacks and
-    audit, without secure aggregation or HE (they change who sees the updates, not the model
-    they sum to), evaluated only at its last round, on the vectorized engine (the same
+    """The recipe a shadow federation trains with: the run's config without its attacks,
+    audit and secure channels (:meth:`~privfl.config.DefenseConfig.without_secure_channels`),
+    evaluated only at its last round, on the vectorized engine (the same
     training, the cohort as one batch; it hands models it cannot batch to the sequential
     loop)."""
     rounds = config.federation.rounds
@@ -49,7 +49,7 @@ def shadow_config(config: Config) -> Config:
             "attack": type(config.attack)(),
             "audit": None,
             "incentives": None,
-            "defense": config.defense.model_copy(update={"secagg": None, "he": None}),
+            "defense": config.defense.without_secure_channels(),
             "evaluation": config.evaluation.model_copy(
                 update={"every": rounds, "federated_every": 0}
             ),

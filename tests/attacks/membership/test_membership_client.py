@@ -196,3 +196,28 @@ def test_shadow_federations_train_on_the_vectorized_engine_and_fall_back_once(ca
     said = [r for r in caplog.records if "engine = 'vectorized'" in r.getMessage()]
     assert len(said) == 1 and "convolutions" in said[0].getMessage()
     assert record["shadow_models"] == 4 and record["auc"] is not None
+
+
+def test_shadows_keep_secure_aggregation_where_distributed_dp_lives_in_it():
+    from privfl.attacks.membership.build import shadow_config
+
+    raw = json.loads(json.dumps(SMALL))
+    raw["federation"].update(rounds=1, local_epochs=1, sampling="poisson")
+    raw["defense"] = {
+        "secagg": {"neighbours": "all"},
+        "dp": {"mode": "distributed", "noise_multiplier": 0.5},
+    }
+    raw["attack"] = {
+        "membership": {
+            "method": "lira",
+            "shadow_models": 2,
+            "candidates": 20,
+            "fixed_variance": True,
+        }
+    }
+    cfg = privfl.Config.model_validate(raw)
+    assert shadow_config(cfg).defense.secagg is not None
+    (record,) = privfl.run(cfg, out=None, progress=False).attacks
+    assert record["auc"] is not None and record["shadow_models"] == 2
+    plain = cfg.model_copy(update={"defense": cfg.defense.model_copy(update={"dp": None})})
+    assert shadow_config(plain).defense.secagg is None
