@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from privfl.config import Config
     from privfl.pipeline import RunSetup
 
+#: ``status`` of a client-target record whose round the run never reached.
+NOT_REACHED = "not reached"
+
 #: Why central DP does not hide a client's update from the server that adds the noise.
 CENTRAL_DP_NOTE = (
     "central DP adds its noise on the server, after the server has received the updates: it "
@@ -94,7 +97,30 @@ def membership_stages(
             seed=derive_seed(config.seed, "membership"),
             notes=(CENTRAL_DP_NOTE,) if dp is not None and dp.mode == "central" else (),
         )
-        return Contribution(observers=(observer,), finishers=(plot_membership,), threat=threat)
+
+        def unreached(end: RunEnd) -> list[dict[str, Any]]:
+            # rounds a budget stop (defense.dp.max_epsilon) or a shorter run never reached
+            ran = int(end.metrics[-1]["round"]) if end.metrics else 0
+            return [
+                {
+                    "attack": f"membership-{cfg.method}",
+                    "target": "client",
+                    "round": r,
+                    "client": None,
+                    "status": NOT_REACHED,
+                    "auc": None,
+                    "note": f"the run ended after round {ran}, before round {r}",
+                }
+                for r in sorted(rounds)
+                if r > ran
+            ]
+
+        return Contribution(
+            observers=(observer,),
+            end_attacks=(unreached,),
+            finishers=(plot_membership,),
+            threat=threat,
+        )
     data = setup.data
     bundle = data.bundle
     held = np.concatenate([np.asarray(i, dtype=np.int64) for i in data.partition.indices])

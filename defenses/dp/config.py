@@ -64,7 +64,8 @@ class DPConfig(BaseModel):
     delta: float = Field(1e-5, description="target delta, in (0, 1)")
     max_epsilon: PositiveFloat | None = Field(
         None,
-        description="stop at this budget: no round (no client, for sample) spends past it",
+        description="stop at this budget: no round spends past it (sample, local: each client "
+        "retires at its own budget)",
     )
     accountant: Literal["rdp", "prv", "gdp"] = Field(
         "rdp", description="headline accountant (Opacus); gdp is an approximation"

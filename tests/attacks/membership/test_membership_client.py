@@ -221,3 +221,15 @@ def test_shadows_keep_secure_aggregation_where_distributed_dp_lives_in_it():
     assert record["auc"] is not None and record["shadow_models"] == 2
     plain = cfg.model_copy(update={"defense": cfg.defense.model_copy(update={"dp": None})})
     assert shadow_config(plain).defense.secagg is None
+
+
+def test_a_round_the_run_never_reaches_is_reported_as_such():
+    dp = {"dp": {"mode": "central", "noise_multiplier": 1.0, "max_epsilon": 8.0}}
+    cfg = _config({"method": "loss", "candidates": 20, "rounds": [1, 3]}, dp, rounds=3)
+    result = privfl.run(cfg, out=None, progress=False)
+    ran = len(result.metrics)
+    assert 1 <= ran < 3  # the budget stops the run early
+    late = [r for r in result.attacks if r["round"] == 3]
+    assert len(late) == 1 and late[0]["status"] == "not reached" and late[0]["auc"] is None
+    assert f"ended after round {ran}, before round 3" in late[0]["note"]
+    assert [r["status"] for r in result.attacks if r["round"] == 1] == ["ok"]
