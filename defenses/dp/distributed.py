@@ -26,6 +26,7 @@ wrapped around is measured in the simulation (``ddp_wrap_rate``: the server coul
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -237,11 +238,13 @@ class DistributedPlan:
         return [self.setting.event(round, z)]
 
 
+@functools.lru_cache(maxsize=64)
 def calibrate_distributed(
     setting: DDGaussSetting, *, target_epsilon: float, delta: float, rounds: int
 ) -> float:
     """The smallest noise multiplier (to 0.5%) whose ledger epsilon after ``rounds`` rounds at
-    the expected cohort without dropouts is at most ``target_epsilon``."""
+    the expected cohort without dropouts is at most ``target_epsilon``. Cached: a minute or
+    more here, and an attacker's shadow runs of the same recipe ask for the same one."""
     cohort = max(int(round(setting.expected_cohort)), 2)
 
     def eps(sigma: float) -> float:
