@@ -71,7 +71,7 @@ class DecentralizedRun(Federation):
     ) -> None:
         super().__init__(config, folder=folder, data=data)
         f = config.federation
-        self.settings = f.decentralized or DecentralizedConfig()
+        self.settings = f.decentralized or DecentralizedConfig.model_validate({})
         n = self.data.num_clients
         s = self.settings
         self.gossip: Gossip = build_gossip(f.topology, n, config.seed, mixing=s.mixing, p=s.p)
