@@ -145,6 +145,44 @@ def _ftrl_server_optimizer(c: Config) -> str | None:
     )
 
 
+def _qffl(c: Config) -> str | None:
+    if c.federation.server_optimizer != "qffl":
+        return None
+    hide = _secure_channels(c)
+    if hide:
+        return (
+            f"federation.server_optimizer = 'qffl' cannot be combined with "
+            f"{' and '.join(sorted(hide))}: q-FedAvg weighs each client's update by its own "
+            "loss (F_k^q / sum h_k), so the server needs every update and loss, and it only "
+            "learns their sum under secure aggregation or HE"
+        )
+    others = []
+    if c.defense.robust is not None:
+        others.append(f"defense.robust (rule = '{c.defense.robust.rule}')")
+    if _fednova(c):
+        others.append("federation.heterogeneity.normalization = 'fednova'")
+    if _compression(c) == "sign":
+        others.append("compression sign (majority vote)")
+    if others:
+        return (
+            f"federation.server_optimizer = 'qffl' cannot be combined with {others[0]}: both "
+            "replace the aggregation rule (q-FedAvg's is -sum Delta_k / sum h_k); choose one"
+        )
+    if _dp_mode(c) is not None:
+        return (
+            f"federation.server_optimizer = 'qffl' cannot be combined with defense.dp (mode = "
+            f"'{_dp_mode(c)}'): every client sends its loss F_k in the clear, which no DP mode "
+            "accounts for, and central DP's noise is calibrated to the weighted mean of clipped "
+            "updates, which q-FedAvg's loss-weighted step is not"
+        )
+    if _canary_clients(c):
+        return (
+            "federation.server_optimizer = 'qffl' cannot be combined with [audit] method = "
+            "'canary_clients': canary updates are crafted and carry no loss F_k to weigh them by"
+        )
+    return None
+
+
 def _canary_clients(c: Config) -> bool:
     return c.audit is not None and c.audit.method == "canary_clients"
 
@@ -414,6 +452,16 @@ RULES: tuple[CombinationRule, ...] = (
         ("defense.dp.mode = 'ftrl'", "federation.server_optimizer other than fedavg"),
         "theta_t = theta_0 + lr x noisy prefix sum is FedAvg's step on the prefix increments",
         _ftrl_server_optimizer,
+    ),
+    CombinationRule(
+        (
+            "federation.server_optimizer = 'qffl'",
+            "defense.secagg or defense.he or defense.robust or defense.dp or fednova or "
+            "compression sign or [audit] canary_clients",
+        ),
+        "q-FedAvg needs every client's update and loss in plaintext, and is an aggregation "
+        "rule of its own",
+        _qffl,
     ),
     CombinationRule(
         ("[audit] method = 'canary_clients'", "defense.dp.mode = 'sample'"),

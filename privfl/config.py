@@ -80,7 +80,11 @@ class DataConfig(StrictModel):
         0.2, gt=0, lt=1, description="held-out share for data sets without a test split"
     )
     client_test_fraction: float = Field(
-        0.0, ge=0, lt=1, description="share of each client's data held out for federated eval"
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of each client's data held out for federated eval (unset: 0.2 "
+        "when evaluation.federated_every is set, else 0)",
     )
     samples: PositiveInt = Field(2000, description="synthetic: number of examples")
     shape: list[PositiveInt] = Field(
@@ -159,6 +163,9 @@ class FederationConfig(StrictModel):
         "fedavg", description="how the aggregate moves the global model"
     )
     server_lr: PositiveFloat = Field(1.0, description="server learning rate eta")
+    server_q: NonNegativeFloat = Field(
+        1.0, description="qffl's fairness q (0: FedAvg; Li et al., ICLR 2020)"
+    )
     server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm's beta")
     server_beta1: float = Field(0.9, ge=0, lt=1, description="fedadam/fedyogi/fedadagrad beta_1")
     server_beta2: float = Field(0.99, ge=0, lt=1, description="fedadam/fedyogi beta_2")
@@ -203,6 +210,10 @@ class FederationConfig(StrictModel):
         self._only_with(
             "server_momentum", self.server_optimizer == "fedavgm", "server_optimizer = 'fedavgm'"
         )
+        qffl = self.server_optimizer == "qffl"
+        self._only_with("server_q", qffl, "server_optimizer = 'qffl'")
+        # q-FedAvg's step is its own, -sum Delta_k / sum h_k: no server learning rate.
+        self._only_with("server_lr", not qffl, "server_optimizer is not 'qffl'")
         adaptive = self.server_optimizer in ("fedadam", "fedyogi", "fedadagrad")
         for key in ("server_beta1", "server_tau"):
             self._only_with(key, adaptive, "server_optimizer is fedadam, fedyogi or fedadagrad")
@@ -286,6 +297,27 @@ class Config(StrictModel):
     compression: CompressionConfig | None = Field(
         None, description="client-side update compression ([compression])"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _client_test_default(cls, raw: Any) -> Any:
+        """Federated evaluation without ``data.client_test_fraction`` holds out 20% of each
+        client's data (the 80/20 split of each device of Li et al. 2020); a fraction given,
+        0 included, is kept."""
+        if not isinstance(raw, dict):
+            return raw
+        ev, data = raw.get("evaluation"), raw.get("data")
+        every = (
+            ev.get("federated_every") if isinstance(ev, dict) else getattr(ev, "federated_every", 0)
+        )
+        if not every:
+            return raw
+        if data is None or isinstance(data, dict):
+            if "client_test_fraction" not in (data or {}):
+                raw = {**raw, "data": {**(data or {}), "client_test_fraction": 0.2}}
+        elif isinstance(data, DataConfig) and "client_test_fraction" not in data.model_fields_set:
+            raw = {**raw, "data": data.model_copy(update={"client_test_fraction": 0.2})}
+        return raw
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> Config:

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from privfl.fairness.metrics import fairness_figures
 
 
 @torch.no_grad()
@@ -77,8 +77,11 @@ def federated_evaluate(
 
     Returns:
         ``fed_accuracy_mean``, ``fed_accuracy_std``, ``fed_accuracy_worst10`` (mean accuracy
-        of the worst ceil(10%) of clients, the fairness figure of Li et al., ICLR 2020) and
-        ``fed_clients`` (clients evaluated).
+        of the worst ceil(10%) of clients, the fairness figure of Li et al., ICLR 2020),
+        ``fed_accuracy_best10``, ``fed_accuracy_jain`` (Jain's index, Jain et al. 1984),
+        ``fed_clients`` (clients evaluated) and ``fed_client_accuracy`` (each evaluated
+        client's accuracy, in client order: the distribution ``plots/client_accuracy.png``
+        draws); see :func:`privfl.fairness.fairness_figures`.
     """
     sizes = np.array([len(i) for i in client_indices])
     keep = sizes > 0
@@ -88,12 +91,10 @@ def federated_evaluate(
     _, correct = per_example(model, x[idx], y[idx], batch_size)
     starts = np.concatenate([[0], np.cumsum(sizes[keep])[:-1]])
     acc = np.add.reduceat(correct.numpy(), starts) / sizes[keep]
-    worst = np.sort(acc)[: max(1, math.ceil(0.1 * len(acc)))]
     return {
-        "fed_accuracy_mean": float(acc.mean()),
-        "fed_accuracy_std": float(acc.std()),
-        "fed_accuracy_worst10": float(worst.mean()),
+        **fairness_figures(acc),
         "fed_clients": int(len(acc)),
+        "fed_client_accuracy": acc.tolist(),
     }
 
 

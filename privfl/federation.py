@@ -33,7 +33,7 @@ from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
 from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
 from privfl.threat import threat_record
-from privfl.update import GroundTruth, ParamSpec, UpdateBatch
+from privfl.update import GroundTruth, ParamSpec, Update, UpdateBatch
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -207,6 +207,8 @@ class Federation:
             r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled, self.ledger
         )
         updates = self.engine.train(self.params, sampled.tolist(), r)
+        if getattr(self.stages.aggregator, "needs_start_loss", False):
+            updates = self._with_start_loss(updates)
         batch = UpdateBatch.stack(updates, self.spec.dim)
         # What the clients trained on, before transforms may reweight (DP) or add rows (canaries).
         trained = {"train_loss": _weighted(batch, "loss"), "examples": int(batch.weights.sum())}
@@ -257,6 +259,20 @@ class Federation:
         self.timings.append(timing)
         self._write_round(record, timing, last=last)
         return record
+
+    def _with_start_loss(self, updates: list[Update]) -> list[Update]:
+        """Each update with its client's loss on its training data at the round's global
+        model, ``F_k(w^t)``, as the metric ``start_loss`` (q-FFL; asked only by an aggregator
+        with ``needs_start_loss``): what each client computes before training, exactly."""
+        from privfl.fairness.qffl import START_LOSS, client_start_losses
+
+        ids = [u.client_id for u in updates]
+        bs = self.config.evaluation.batch_size
+        f = client_start_losses(self.model, self.spec, self.params, self.data, ids, bs)
+        return [
+            replace(u, metrics={**u.metrics, START_LOSS: float(x)})
+            for u, x in zip(updates, f, strict=True)
+        ]
 
     # ------------------------------------------------------------------ budget
 
@@ -458,7 +474,7 @@ class Federation:
             for attack in self.stages.end_attacks:
                 self.attacks.extend(attack(end))
         if self.folder is not None:
-            from privfl.plots import plot_partition, plot_training
+            from privfl.plots import plot_client_accuracy, plot_partition, plot_training
 
             counts = self.data.label_counts()
             self.folder.write_json(RunFile.LEDGER, self.ledger.to_json())
@@ -472,6 +488,9 @@ class Federation:
             if self.metrics:  # none when a budget stopped the run before its first round
                 plot_training(
                     self.metrics, self.folder.plot_path("training"), title=self.config.name
+                )
+                plot_client_accuracy(  # with evaluation.federated_every only
+                    self.metrics, self.folder.plot_path("client_accuracy"), title=self.config.name
                 )
             plot_partition(
                 counts,

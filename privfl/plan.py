@@ -123,6 +123,10 @@ def section_stages(config: Config, setup: RunSetup) -> list[tuple[str, Contribut
     one_run = config.audit is not None and config.audit.method == "one_run"
     audit = one_run_audit_stages(config, setup) if one_run else canary_audit_stages(config, setup)
     parts: list[tuple[str, Contribution]] = [("audit", audit)]
+    if config.federation.server_optimizer == "qffl":  # an aggregation rule (privfl.fairness)
+        from privfl.fairness.qffl import qffl_stages
+
+        parts.append(("federation.server_optimizer", qffl_stages(config, setup)))
     d = config.defense
     if d.robust is not None:
         from privfl.defenses.robust import create_robust_aggregator

@@ -9,6 +9,8 @@ pseudo-gradient ``Delta_t`` = the aggregated client delta (``local - global``, s
 - FedAdagrad: ``v = v + Delta^2``
 - FedAdam:  ``v = beta2 * v + (1 - beta2) * Delta^2``
 - FedYogi:  ``v = v - (1 - beta2) * Delta^2 * sign(v - Delta^2)``
+- q-FFL:    ``x += Delta`` where the aggregation stage already gave q-FedAvg's
+  ``-sum_k Delta_k / sum_k h_k`` (Li et al. 2020; :mod:`privfl.fairness.qffl`)
 
 and for the three adaptive ones ``m = beta1 * m + (1 - beta1) * Delta``,
 ``x += eta * m / (sqrt(v) + tau)``, with ``m_0 = 0`` and ``v_0 = tau^2`` (the paper's
@@ -134,6 +136,9 @@ SERVER_OPTIMIZERS: Registry[str, Callable[[FederationConfig], ServerOptimizer]] 
                 lr=c.server_lr, beta1=c.server_beta1, beta2=c.server_beta2, tau=c.server_tau
             ),
         ),
+        # q-FedAvg (Li et al. 2020): the aggregator computes -sum Delta_k / sum h_k from each
+        # client's update and loss (privfl.fairness.qffl), so the server adds it as it is.
+        ("qffl", lambda c: FedAvg(lr=1.0)),
     ),
 )
 SERVER_OPTIMIZER_NAMES: tuple[str, ...] = tuple(SERVER_OPTIMIZERS)

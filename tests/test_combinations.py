@@ -75,6 +75,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "engine-vectorized": {"federation": {"engine": "vectorized"}},
     "optimizer-fedadam": {"federation": {"server_optimizer": "fedadam"}},
+    "optimizer-qffl": {"federation": {"server_optimizer": "qffl"}},
     "sampling-poisson": {"federation": {"sampling": "poisson"}},
     "fedprox": {"federation": {"prox_mu": 0.01}},
     "incentives": {"incentives": {"method": "loo", "validation_size": 50}},
@@ -170,6 +171,24 @@ REFUSED = {
             "optimizer-fedadam",
             "optimizer-qffl",
             "incentives",
+        )
+        if a in VARIANTS
+    },
+    **{
+        (a, "optimizer-qffl"): "qffl"
+        for a in (
+            "dp-sample",
+            "dp-central",
+            "dp-local",
+            "dp-ftrl",
+            "dp-distributed",
+            "secagg",
+            "he",
+            "robust-median",
+            "robust-fltrust",
+            "audit",
+            "compression-sign",
+            "heterogeneity-fednova",
         )
         if a in VARIANTS
     },

@@ -75,7 +75,7 @@ BAD_CONFIGS = [
         id="mnist-without-dir",
     ),
     pytest.param(
-        {"evaluation": {"federated_every": 2}},
+        {"evaluation": {"federated_every": 2}, "data": {"client_test_fraction": 0}},
         ["evaluation.federated_every", "data.client_test_fraction > 0"],
         id="federated-eval-without-holdout",
     ),

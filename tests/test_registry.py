@@ -44,7 +44,14 @@ def test_create_calls_the_factory():
 def test_the_registries_keep_the_config_names():
     assert list(ENGINES) == ["sequential", "vectorized", "ray"]
     assert list(PARTITIONERS) == ["iid", "dirichlet", "shards", "natural"]
-    assert list(SERVER_OPTIMIZERS) == ["fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"]
+    assert list(SERVER_OPTIMIZERS) == [
+        "fedavg",
+        "fedavgm",
+        "fedadagrad",
+        "fedadam",
+        "fedyogi",
+        "qffl",
+    ]
     assert "digits" in LOADERS
     assert set(POISONING_ATTACKS) == set(PoisoningMethod)
     for key, cls in ROBUST_AGGREGATORS.items():

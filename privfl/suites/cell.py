@@ -48,6 +48,11 @@ class Metric(StrEnum):
     BYTES_OVERHEAD = "bytes_overhead"  # bytes_up / the baseline defense's
     SECONDS = "seconds"  # wall-clock seconds of the rounds (RunResult.timings), no set-up
     SECONDS_OVERHEAD = "seconds_overhead"  # seconds / the baseline defense's
+    # Fairness across clients at the last federated evaluation (evaluation.federated_every).
+    FED_ACCURACY_MEAN = "fed_accuracy_mean"  # mean per-client accuracy
+    FED_ACCURACY_STD = "fed_accuracy_std"  # their std (ddof 0)
+    FED_ACCURACY_WORST10 = "fed_accuracy_worst10"  # mean of the worst 10% of clients
+    FED_ACCURACY_JAIN = "fed_accuracy_jain"  # Jain's index (Jain et al. 1984)
 
 
 #: Figures that differ between two runs of the same config (wall-clock time).
@@ -101,7 +106,8 @@ def run_cell(config: Config, runs_dir: str | Path | None) -> dict[str, Any]:
 
 def summarize(result: RunResult) -> dict[str, float | None]:
     """The cell's figures (:class:`Metric`) from a finished run: the last round's accuracy and
-    attack figures, the median inversion scores, the ledger's epsilon, total bytes and time."""
+    attack figures, the median inversion scores, the ledger's epsilon, total bytes and time,
+    and the fairness figures of the last federated evaluation."""
     metrics = result.metrics
     last = metrics[-1] if metrics else {}
     ok = [r for r in result.attacks if r.get("status", "ok") == "ok"]
@@ -116,8 +122,24 @@ def summarize(result: RunResult) -> dict[str, float | None]:
         Metric.EPSILON: _epsilon(result),
         Metric.BYTES_UP: float(sum(m.get("bytes_up", 0) for m in metrics)),
         Metric.SECONDS: float(sum(t["seconds"] for t in result.timings)),
+        **_fairness(metrics),
     }
     return {k.value: (None if v is None else float(v)) for k, v in out.items()}
+
+
+_FAIRNESS = (
+    Metric.FED_ACCURACY_MEAN,
+    Metric.FED_ACCURACY_STD,
+    Metric.FED_ACCURACY_WORST10,
+    Metric.FED_ACCURACY_JAIN,
+)
+
+
+def _fairness(metrics: list[dict[str, Any]]) -> dict[Metric, float | None]:
+    """The fairness figures of the last round with a federated evaluation (None without:
+    ``evaluation.federated_every = 0``)."""
+    last = next((m for m in reversed(metrics) if Metric.FED_ACCURACY_MEAN.value in m), {})
+    return {k: last.get(k.value) for k in _FAIRNESS}
 
 
 def _membership(records: list[dict[str, Any]]) -> dict[Metric, float | None]:

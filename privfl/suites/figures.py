@@ -28,6 +28,9 @@ HEATMAPS: dict[Metric, str] = {
     Metric.EPSILON: "epsilon (worst party)",
     Metric.BYTES_OVERHEAD: "upload bytes / no defense",
     Metric.SECONDS_OVERHEAD: "round seconds / no defense",
+    Metric.FED_ACCURACY_STD: "std of per-client accuracy",
+    Metric.FED_ACCURACY_WORST10: "worst-10% client accuracy",
+    Metric.FED_ACCURACY_JAIN: "Jain's index of client accuracy",
 }
 #: Colour maps: high is bad for the defender in red.
 _CMAP = {
@@ -40,6 +43,9 @@ _CMAP = {
     Metric.EPSILON: "Oranges",
     Metric.BYTES_OVERHEAD: "Blues",
     Metric.SECONDS_OVERHEAD: "Blues",
+    Metric.FED_ACCURACY_STD: "Reds",
+    Metric.FED_ACCURACY_WORST10: "viridis",
+    Metric.FED_ACCURACY_JAIN: "viridis",
 }
 
 

@@ -27,6 +27,10 @@ FORMATS: dict[Metric, str] = {
     Metric.BYTES_OVERHEAD: ".2f",
     Metric.SECONDS: ".2f",
     Metric.SECONDS_OVERHEAD: ".2f",
+    Metric.FED_ACCURACY_MEAN: ".3f",
+    Metric.FED_ACCURACY_STD: ".3f",
+    Metric.FED_ACCURACY_WORST10: ".3f",
+    Metric.FED_ACCURACY_JAIN: ".3f",
 }
 
 
