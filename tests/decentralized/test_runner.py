@@ -178,3 +178,28 @@ def test_the_curious_node_sees_its_neighbours_update_and_local_dp_noises_every_m
     parties = sorted({e.party for e in run.ledger.events})
     assert parties == sorted(privfl.ledger.client_party(i) for i in range(N))
     assert view.updates.deltas[0].norm() > 2 * 0.5
+
+
+@pytest.mark.parametrize(
+    "federation, words",
+    [
+        ({"decentralized": {"p": 0.3}}, "needs federation.decentralized.p|applies only when"),
+        ({"topology": "erdos_renyi"}, "needs federation.decentralized.p"),
+        ({"topology": "ring", "decentralized": {"p": 0.3}}, "p applies only when"),
+        ({"topology": "ring", "decentralized": {"observer": N}}, "observer = 8 is not a node"),
+        ({"topology": "star", "decentralized": {"gossip_steps": 2}}, "topology is not 'star'"),
+        ({"topology": "ring", "engine": "ray"}, "ray"),
+    ],
+)
+def test_bad_decentralized_settings_are_refused_with_the_reason(federation, words):
+    raw = _config("star").to_toml_dict()
+    base = {k: v for k, v in raw["federation"].items() if k != "engine"}
+    raw["federation"] = {**base, **federation}
+    with pytest.raises(privfl.errors.ConfigError, match=words):
+        config_from_dict(raw)
+
+
+def test_an_unsampled_peer_to_peer_config_defaults_to_the_vectorized_engine():
+    assert _config("ring").federation.engine == "vectorized"
+    assert _config("ring", engine="sequential").federation.engine == "sequential"
+    assert _config("star").federation.engine == "sequential"
