@@ -196,12 +196,7 @@ class Federation:
 
     def run_round(self) -> dict[str, Any]:
         """Run the next round through every stage; returns its metrics record."""
-        r = self.round + 1
-        t0 = time.perf_counter()
-        plan = self.plan_round(r)
-        if plan.stop is not None:
-            raise PrivflError(f"{plan.stop.sentence()} (run_round called past the stop)")
-        self._plan = None
+        r, t0, plan = self._begin_round()
         sampled = plan.cohort
         ctx = RoundContext(
             r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled, self.ledger
@@ -236,21 +231,55 @@ class Federation:
         for observer in self.stages.observers:
             self.attacks.extend(observer.observe(result.view, octx))
         t_agg = time.perf_counter()
-        if self.max_epsilon is not None:
-            if len(plan.retired) and not len(sampled):
-                info["budget_abort"] = "every sampled client's budget is spent"
-            before = {c for m in self.metrics for c in m.get("budget_retired", ())}
-            info["budget_excluded"] = plan.retired.tolist()
-            info["budget_retired"] = [c for c in plan.retired.tolist() if c not in before]
-        last = r == self.config.federation.rounds or self.budget_stop(r + 1) is not None
+        info.update(self._budget_figures(plan))
+        last = self._is_last(r)
         record = self._metrics_record(
             ctx, batch, nonfinite, result, aggregation, trained, info, last=last
         )
-        self.round = r
+        return self._close_round(record, (t0, t_train, t_agg), last=last)
+
+    # ------------------------------------------------- the round's bookkeeping
+    # (shared with the decentralized runner, privfl.decentralized.runner)
+
+    def _begin_round(self) -> tuple[int, float, RoundPlan]:
+        """The next round's number, start time and plan; a round past a budget stop is an
+        error."""
+        r = self.round + 1
+        t0 = time.perf_counter()
+        plan = self.plan_round(r)
+        if plan.stop is not None:
+            raise PrivflError(f"{plan.stop.sentence()} (run_round called past the stop)")
+        self._plan = None
+        return r, t0, plan
+
+    def _budget_figures(self, plan: RoundPlan) -> dict[str, Any]:
+        """The round's budget figures for its metrics (none without ``max_epsilon``)."""
+        if self.max_epsilon is None:
+            return {}
+        out: dict[str, Any] = {}
+        if len(plan.retired) and not len(plan.cohort):
+            out["budget_abort"] = "every sampled client's budget is spent"
+        before = {c for m in self.metrics for c in m.get("budget_retired", ())}
+        out["budget_excluded"] = plan.retired.tolist()
+        out["budget_retired"] = [c for c in plan.retired.tolist() if c not in before]
+        return out
+
+    def _is_last(self, r: int) -> bool:
+        """Whether round ``r`` is the run's last: its configured last, or a budget stop
+        before the next."""
+        return r == self.config.federation.rounds or self.budget_stop(r + 1) is not None
+
+    def _close_round(
+        self, record: dict[str, Any], times: tuple[float, float, float], *, last: bool
+    ) -> dict[str, Any]:
+        """Append round ``record`` (its timing from ``times`` = start, end of training, end of
+        aggregation) and write both to the run folder; returns ``record``."""
+        t0, t_train, t_agg = times
+        self.round = int(record["round"])
         self.metrics.append(record)
         t_end = time.perf_counter()
         timing = {
-            "round": r,
+            "round": self.round,
             "seconds": t_end - t0,
             "train_seconds": t_train - t0,
             "aggregate_seconds": t_agg - t_train,

@@ -38,7 +38,7 @@ from privfl.config import Config, load_config
 from privfl.data.federated import FederatedData
 from privfl.decentralized.config import DecentralizedConfig
 from privfl.decentralized.topology import Gossip, build_gossip
-from privfl.errors import PrivflError, RunFolderError
+from privfl.errors import RunFolderError
 from privfl.evaluation import evaluate, federated_evaluate
 from privfl.federation import Federation, _drop_nonfinite, _weighted
 from privfl.runfolder import RunFile, RunFolder
@@ -95,12 +95,7 @@ class DecentralizedRun(Federation):
     def run_round(self) -> dict[str, Any]:
         """Local training of the round's active nodes, their client transforms, gossip;
         returns the round's metrics record."""
-        r = self.round + 1
-        t0 = time.perf_counter()
-        plan = self.plan_round(r)
-        if plan.stop is not None:
-            raise PrivflError(f"{plan.stop.sentence()} (run_round called past the stop)")
-        self._plan = None
+        r, t0, plan = self._begin_round()
         active = plan.cohort
         ctx = RoundContext(
             r, self.config.seed, self.params, self.spec, self.data.num_clients, active, self.ledger
@@ -121,26 +116,10 @@ class DecentralizedRun(Federation):
         self.params = self.nodes.mean(dim=0)
         self._observe(r, before, batch)
         t_agg = time.perf_counter()
-        info: dict[str, Any] = dict(batch.info)
-        if self.max_epsilon is not None:
-            done = {c for m in self.metrics for c in m.get("budget_retired", ())}
-            info["budget_excluded"] = plan.retired.tolist()
-            info["budget_retired"] = [c for c in plan.retired.tolist() if c not in done]
-        last = r == self.config.federation.rounds or self.plan_round(r + 1).stop is not None
+        info: dict[str, Any] = {**batch.info, **self._budget_figures(plan)}
+        last = self._is_last(r)
         record = self._node_record(ctx, batch, nonfinite, trained, info, last=last)
-        self.round = r
-        self.metrics.append(record)
-        t_end = time.perf_counter()
-        timing = {
-            "round": r,
-            "seconds": t_end - t0,
-            "train_seconds": t_train - t0,
-            "aggregate_seconds": t_agg - t_train,
-            "eval_seconds": t_end - t_agg,
-        }
-        self.timings.append(timing)
-        self._write_round(record, timing, last=last)
-        return record
+        return self._close_round(record, (t0, t_train, t_agg), last=last)
 
     def _observe(self, r: int, before: torch.Tensor, batch: UpdateBatch) -> None:
         """Hand the attacks what the curious node ``settings.observer`` learns of its watched
