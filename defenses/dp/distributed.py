@@ -240,12 +240,19 @@ class DistributedPlan:
 
 @functools.lru_cache(maxsize=64)
 def calibrate_distributed(
-    setting: DDGaussSetting, *, target_epsilon: float, delta: float, rounds: int
+    setting: DDGaussSetting,
+    *,
+    target_epsilon: float,
+    delta: float,
+    rounds: int,
+    cohort: int | None = None,
 ) -> float:
-    """The smallest noise multiplier (to 0.5%) whose ledger epsilon after ``rounds`` rounds at
-    the expected cohort without dropouts is at most ``target_epsilon``. Cached: a minute or
+    """The smallest noise multiplier (to 0.5%) whose ledger epsilon after ``rounds`` rounds of
+    ``cohort`` clients without dropouts (default: the expected cohort) is at most
+    ``target_epsilon``. Fewer shares mean less noise and more epsilon, so calibrating at the
+    smallest cohort a run will draw keeps every round within the target. Cached: a minute or
     more here, and an attacker's shadow runs of the same recipe ask for the same one."""
-    cohort = max(int(round(setting.expected_cohort)), 2)
+    cohort = max(int(round(setting.expected_cohort)) if cohort is None else cohort, 2)
 
     def eps(sigma: float) -> float:
         trial = DDGaussSetting(**{**setting.__dict__, "noise_multiplier": sigma})
@@ -318,15 +325,29 @@ def distributed_contribution(
     if dp.noise_multiplier is None:
         if dp.target_epsilon is None:
             raise ConfigError("defense.dp: give noise_multiplier or target_epsilon")
+        # Poisson cohorts vary and a smaller one adds fewer shares (more epsilon): with seeded
+        # cohorts (known before the run) calibrate at the smallest one drawn; with the OS's
+        # generator they are unknown, and the expected cohort can overshoot the target by a
+        # few percent (max_epsilon is the guard).
+        smallest = None
+        if not dp.secure_rng:
+            planned = PoissonSampler(n, q, config.seed)
+            smallest = min(len(planned.sample(r)) for r in range(1, f.rounds + 1))
         sigma = calibrate_distributed(
-            setting, target_epsilon=dp.target_epsilon, delta=dp.delta, rounds=f.rounds
+            setting,
+            target_epsilon=dp.target_epsilon,
+            delta=dp.delta,
+            rounds=f.rounds,
+            cohort=smallest,
         )
         log.info(
-            "distributed DP: noise multiplier %.4f for epsilon %.3g at delta %.3g over %d rounds",
+            "distributed DP: noise multiplier %.4f for epsilon %.3g at delta %.3g over %d rounds "
+            "(calibrated at a cohort of %s)",
             sigma,
             dp.target_epsilon,
             dp.delta,
             f.rounds,
+            "the expected size" if smallest is None else f"{smallest}, the smallest drawn",
         )
         setting = DDGaussSetting(**{**setting.__dict__, "noise_multiplier": sigma})
 
