@@ -155,9 +155,15 @@ def accuracy_vs_epsilon(run: SuiteRun, path: Path) -> Path | None:
     return against_epsilon(run, Metric.ACCURACY, path)
 
 
+#: What a membership attack scores by guessing (a score independent of membership): drawn as
+#: a dotted line so that a curve near it reads as "no leak measured", not as a trend.
+CHANCE: dict[Metric, float] = {Metric.MEMBERSHIP_AUC: 0.5, Metric.MEMBERSHIP_TPR: 0.001}
+
+
 def against_epsilon(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
     """``metric`` against epsilon, one line per (attack, defense) over its parameter
-    settings, the baseline defense's value dashed. None when no curve has two points."""
+    settings, the baseline defense's value dashed, chance dotted (:data:`CHANCE`). None when
+    no curve has two points."""
     gs = groups(run)
     series: dict[tuple[str, str], list[tuple[float, float]]] = {}
     baseline: dict[str, float] = {}
@@ -189,6 +195,15 @@ def against_epsilon(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
             fontsize=8,
             color="grey",
         )
+    if metric in CHANCE:
+        ax.axhline(CHANCE[metric], ls=":", color="black", lw=1)
+        ax.annotate(
+            "chance",
+            (ax.get_xlim()[0], CHANCE[metric]),
+            ha="left",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_xscale("log")
     ax.set(xlabel="epsilon (worst party)", ylabel=label)
     ax.set_title(f"{run.suite.spec.name}: {label} against epsilon", fontsize=10)
@@ -199,4 +214,11 @@ def against_epsilon(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
     return path
 
 
-__all__ = ["AGAINST_EPSILON", "HEATMAPS", "accuracy_vs_epsilon", "against_epsilon", "heatmap"]
+__all__ = [
+    "AGAINST_EPSILON",
+    "CHANCE",
+    "HEATMAPS",
+    "accuracy_vs_epsilon",
+    "against_epsilon",
+    "heatmap",
+]
