@@ -180,31 +180,33 @@ def against_epsilon(run: SuiteRun, metric: Metric, path: Path) -> Path | None:
     label = AGAINST_EPSILON[metric]
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
-    multi_attack = len({a for a, _ in series}) > 1
+    # An attack that does not change training (membership inference on the released model)
+    # repeats the no-attack row's accuracy: one line per distinct curve, naming every attack.
+    curves: dict[tuple[str, tuple[tuple[float, float], ...]], list[str]] = {}
     for (a, d), pts in series.items():
-        pts.sort()
+        curves.setdefault((d, tuple(sorted(pts))), []).append(a)
+    multi_attack = len({a for a, _ in series}) > 1
+    for (d, pts), attacks in curves.items():
         x, y = zip(*pts, strict=True)
-        ax.plot(x, y, marker="o", ms=4, label=f"{a} / {d}" if multi_attack else d)
+        name = f"{', '.join(attacks)} / {d}" if multi_attack else d
+        ax.plot(x, y, marker="o", ms=4, label=name)
+    levels: dict[float, list[str]] = {}
     for a, value in baseline.items():
+        levels.setdefault(value, []).append(a)
+    for value, attacks in levels.items():
         ax.axhline(value, ls="--", color="grey", lw=1)
         ax.annotate(
-            f"no DP ({a})" if multi_attack else "no DP",
+            f"no DP ({', '.join(attacks)})" if multi_attack else "no DP",
             (ax.get_xlim()[1], value),
             ha="right",
             va="bottom",
             fontsize=8,
             color="grey",
         )
+    ax.set_xscale("log")
     if metric in CHANCE:
         ax.axhline(CHANCE[metric], ls=":", color="black", lw=1)
-        ax.annotate(
-            "chance",
-            (ax.get_xlim()[0], CHANCE[metric]),
-            ha="left",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set_xscale("log")
+        ax.annotate("chance", (ax.get_xlim()[0], CHANCE[metric]), va="bottom", fontsize=8)
     ax.set(xlabel="epsilon (worst party)", ylabel=label)
     ax.set_title(f"{run.suite.spec.name}: {label} against epsilon", fontsize=10)
     ax.grid(alpha=0.3, which="both")
