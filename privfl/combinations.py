@@ -359,9 +359,8 @@ def _decentralized_server(c: Config) -> str | None:
         what.append("[incentives] (measured from a server's view of every update)")
     if not what:
         return None
-    return (
-        f"federation.topology = '{t}' has no server, so it cannot be combined with "
-        + "; ".join(what)
+    return f"federation.topology = '{t}' has no server, so it cannot be combined with " + "; ".join(
+        what
     )
 
 

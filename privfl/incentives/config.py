@@ -37,9 +37,7 @@ class IncentivesConfig(BaseModel):
     validation_size: PositiveInt = Field(
         200, description="server-held validation examples, drawn from the test split"
     )
-    rounds: OptionalRounds = Field(
-        None, description="the rounds measured (default: every round)"
-    )
+    rounds: OptionalRounds = Field(None, description="the rounds measured (default: every round)")
     round_threshold: confloat(ge=0.0) = Field(  # type: ignore[valid-type]
         0.001,
         description="gtg_shapley, mr: a round whose whole cohort moves the utility by at most "
