@@ -420,3 +420,34 @@ def test_a_run_calibrated_to_a_target_never_spends_past_it() -> None:
     result = privfl.run(cfg, out=None, progress=False)
     eps = result.ledger.epsilon()
     assert 0.7 * 6.0 <= eps <= 6.0
+
+
+@pytest.mark.slow
+def test_distributed_learns_like_central_dp_at_the_same_noise() -> None:
+    """The same sigma means the same summed noise std (sigma x clip): accuracies agree."""
+    import privfl
+
+    def run(mode: str, secagg: dict | None) -> float:
+        defense = {"dp": {"mode": mode, "noise_multiplier": 0.5}}
+        if secagg is not None:
+            defense["secagg"] = secagg
+        cfg = privfl.Config.model_validate(
+            {
+                "name": f"ddp-vs-{mode}",
+                "data": {"name": "digits", "partition": "iid", "clients": 40},
+                "model": {"name": "mlp", "hidden": [32]},
+                "federation": {
+                    "rounds": 20,
+                    "clients_per_round": 10,
+                    "local_epochs": 3,
+                    "lr": 0.2,
+                    "sampling": "poisson",
+                },
+                "defense": defense,
+            }
+        )
+        return privfl.run(cfg, out=None, progress=False).final_accuracy
+
+    central = run("central", None)
+    distributed = run("distributed", {"neighbours": "all"})
+    assert central > 0.6 and abs(distributed - central) < 0.06
