@@ -32,11 +32,16 @@ client-batched SGD step for deferred low-rank updates; everything else stays tor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from privfl.update import ParamSpec
 
 Params = dict[str, torch.Tensor]
 
@@ -57,6 +62,16 @@ class _Linear:
 @dataclass(frozen=True)
 class _Activation:
     module: nn.Module
+
+
+def stacked_params(spec: ParamSpec, flat: torch.Tensor) -> Params:
+    """The rows of ``flat`` (float32 ``(c, dim)``, one flat parameter vector per client) as
+    ``{name: (c, *shape)}`` views, the layout the cohort's SGD steps work on."""
+    c = len(flat)
+    return {
+        n: flat[:, o : o + math.prod(shape)].reshape(c, *shape)
+        for n, shape, o in zip(spec.names, spec.shapes, spec.offsets, strict=True)
+    }
 
 
 class _Dense:

@@ -25,7 +25,6 @@ torch.func cannot run are trained by the sequential engine instead, with the rea
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -37,7 +36,7 @@ from torch.func import functional_call, vmap
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
-from privfl.engine.batched_mlp import BatchedMLP, CohortSGD
+from privfl.engine.batched_mlp import BatchedMLP, CohortSGD, stacked_params
 from privfl.engine.schedule import cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
@@ -97,16 +96,6 @@ def sgd_update(
                     buf.mul_(cfg.momentum).add_(d)
                     d = buf
             w.add_(d, alpha=-cfg.lr)  # a view: updates rows [0, k) of the cohort's tensor
-
-
-def stacked_params(spec: ParamSpec, flat: torch.Tensor) -> Params:
-    """The rows of ``flat`` (float32 ``(c, dim)``, one flat parameter vector per client) as
-    ``{name: (c, *shape)}`` views, the layout the cohort's SGD steps work on."""
-    c = len(flat)
-    return {
-        n: flat[:, o : o + math.prod(shape)].reshape(c, *shape)
-        for n, shape, o in zip(spec.names, spec.shapes, spec.offsets, strict=True)
-    }
 
 
 class VectorizedEngine(Engine):

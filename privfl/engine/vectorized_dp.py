@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from privfl.client import LocalTraining
-from privfl.engine.batched_mlp import BatchedMLP
+from privfl.engine.batched_mlp import BatchedMLP, stacked_params
 from privfl.seeding import torch_generator
 from privfl.update import ParamSpec
 
@@ -111,8 +111,6 @@ class CohortDPSGD:
         params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
         anchor = start  # FedProx's: the global model, or each row's own start
         if starts is not None:  # rows in ``order``, each its client's own start
-            from privfl.engine.vectorized import stacked_params  # deferred: it imports this
-
             origin = starts[torch.from_numpy(order)]
             anchor = stacked_params(self.spec, origin)
             params = {n: w.clone() for n, w in anchor.items()}
