@@ -53,9 +53,8 @@ import numpy as np
 import torch
 
 import privfl
-from privfl.data.base import ArrayDataset, DataBundle, Partition
 from privfl.data.federated import FederatedData
-from privfl.fairness.synthetic import synthetic_federation
+from privfl.fairness.synthetic import synthetic_federation, two_rules
 from privfl.federation import Federation
 from privfl.reproduce import MeanStd, PaperVsOurs, at_scale, current_scale
 
@@ -162,31 +161,11 @@ plt.show()
 # its own rule, and the final spread moves only a little with q at our scale. On a toy
 # federation where eight clients of 200 points label 2-D Gaussian inputs by `x_1 > 0` and two
 # clients of 40 points by `x_2 > 0`, FedAvg's example weights pick the majority's rule, and q
-# trades some of the majority's accuracy for the minority's (the same toy is a test,
-# `tests/fairness/test_qffl_spread.py`).
+# trades some of the majority's accuracy for the minority's (`privfl.fairness.synthetic.
+# two_rules`; the same toy is a test, `tests/fairness/test_qffl_spread.py`).
 
 
 # %%
-def two_rules(seed: int, major: int = 8, minor: int = 2) -> FederatedData:
-    """Eight clients labelled by x_1 > 0 (200 points), two by x_2 > 0 (40 points); half of
-    each client's points held out."""
-    rng = np.random.default_rng(seed)
-    xs, ys, train, test, start = [], [], [], [], 0
-    for k in range(major + minor):
-        n = 200 if k < major else 40
-        x = rng.standard_normal((n, 2))
-        xs.append(x)
-        ys.append((x[:, 0 if k < major else 1] > 0).astype(np.int64))
-        idx = start + np.arange(n)
-        start += n
-        train.append(idx[n // 2 :])
-        test.append(idx[: n // 2])
-    d = ArrayDataset(
-        torch.tensor(np.concatenate(xs), dtype=torch.float32), torch.from_numpy(np.concatenate(ys))
-    )
-    return FederatedData(DataBundle("synthetic", d, d, 2), Partition(train, test))
-
-
 TOY_QS = [0.0, 1.0, 2.0, 5.0]
 TOY_ROUNDS = at_scale(small=20, default=60, paper=200)
 toy = {(q, s): run(two_rules(s), q, s, rounds=TOY_ROUNDS)[-1] for q in TOY_QS for s in SEEDS}

@@ -72,4 +72,27 @@ def synthetic_federation(
     return FederatedData(bundle, Partition(train_idx, test_idx))
 
 
-__all__ = ["synthetic_federation"]
+def two_rules(seed: int, major: int = 8, minor: int = 2) -> FederatedData:
+    """A federation one linear model cannot serve: ``major`` clients of 200 points labelled
+    by ``x_1 > 0`` and ``minor`` clients of 40 labelled by ``x_2 > 0`` (2-D standard normal
+    inputs, half of each client's points held out for federated evaluation). FedAvg's
+    example weights pick the majority's rule; q-FFL (Li et al., ICLR 2020) trades some of
+    the majority's accuracy for the minority's."""
+    rng = np.random.default_rng(seed)
+    xs, ys, train, test, start = [], [], [], [], 0
+    for k in range(major + minor):
+        n = 200 if k < major else 40
+        x = rng.standard_normal((n, 2))
+        xs.append(x)
+        ys.append((x[:, 0 if k < major else 1] > 0).astype(np.int64))
+        idx = start + np.arange(n)
+        start += n
+        train.append(idx[n // 2 :])
+        test.append(idx[: n // 2])
+    data = ArrayDataset(
+        torch.tensor(np.concatenate(xs), dtype=torch.float32), torch.from_numpy(np.concatenate(ys))
+    )
+    return FederatedData(DataBundle("synthetic", data, data, 2), Partition(train, test))
+
+
+__all__ = ["synthetic_federation", "two_rules"]

@@ -7,37 +7,14 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 import privfl
-from privfl.data.base import ArrayDataset, DataBundle, Partition
-from privfl.data.federated import FederatedData
+from privfl.fairness.synthetic import two_rules
 from privfl.federation import Federation
 
 
-def skewed(seed: int, major: int = 8, minor: int = 2) -> FederatedData:
-    """Eight clients of 200 points labelled by ``x_1 > 0`` and two of 40 labelled by
-    ``x_2 > 0`` (2-D Gaussian inputs; half of each client's points held out): a linear model
-    fits one rule or a compromise, and FedAvg's example weights pick the majority's."""
-    rng = np.random.default_rng(seed)
-    xs, ys, train, test, start = [], [], [], [], 0
-    for k in range(major + minor):
-        n = 200 if k < major else 40
-        x = rng.standard_normal((n, 2))
-        xs.append(x)
-        ys.append((x[:, 0 if k < major else 1] > 0).astype(np.int64))
-        idx = start + np.arange(n)
-        start += n
-        train.append(idx[n // 2 :])
-        test.append(idx[: n // 2])
-    x = torch.tensor(np.concatenate(xs), dtype=torch.float32)
-    y = torch.from_numpy(np.concatenate(ys))
-    data = ArrayDataset(x, y)
-    return FederatedData(DataBundle("synthetic", data, data, 2), Partition(train, test))
-
-
 def _final(q: float, seed: int, rounds: int = 40) -> dict:
-    data = skewed(seed)
+    data = two_rules(seed)
     n = data.num_clients
     cfg = privfl.Config(
         name="toy",
