@@ -42,7 +42,8 @@ class ContributionObserver(Observer):
         cfg: the ``[incentives]`` section.
         validation: the server's validation examples ``(x, y)``.
         make_model, spec: the run's architecture and flat layout.
-        num_clients: registered clients (one record each).
+        num_clients: registered clients (one record each; the canary clients of an
+            ``[audit]`` join from id ``num_clients`` on, valued like any client and marked).
         malicious: the clients a poisoning attack controls (ground truth, for scoring only;
             the measurement never reads it).
         seed: root of GTG-Shapley's permutations, stream ``(seed, "incentives", round)``.
@@ -63,6 +64,7 @@ class ContributionObserver(Observer):
         self.make_model, self.spec = make_model, spec
         self.malicious, self.seed = malicious, seed
         self.rounds = None if cfg.rounds is None else frozenset(cfg.rounds)
+        self.registered = num_clients
         self.scores = np.zeros(num_clients)
         self.taken_part = np.zeros(num_clients, dtype=np.int64)
         self.by_round: list[dict[str, Any]] = []
@@ -99,6 +101,7 @@ class ContributionObserver(Observer):
         )
         values, note = self._values(utility, len(batch), view.round)
         ids = batch.client_ids
+        self._grow(int(ids.max()) + 1)  # an audit's canary clients have ids past N
         np.add.at(self.scores, ids, values)
         np.add.at(self.taken_part, ids, 1)
         self.by_round.append(
@@ -142,20 +145,30 @@ class ContributionObserver(Observer):
         )
         return result.values, f"{result.permutations} permutations"
 
+    def _grow(self, size: int) -> None:
+        if size > len(self.scores):
+            extra = size - len(self.scores)
+            self.scores = np.concatenate([self.scores, np.zeros(extra)])
+            self.taken_part = np.concatenate([self.taken_part, np.zeros(extra, dtype=np.int64)])
+
     # ------------------------------------------------------------------ output
 
     def records(self) -> list[dict[str, Any]]:
         """One record per registered client: ``client``, ``score`` (the sum of its per-round
-        values), ``rounds`` (how many measured rounds it took part in), ``malicious``."""
-        return [
-            {
+        values), ``rounds`` (how many measured rounds it took part in), ``malicious``; then
+        one per audit canary client that took part, with ``audit_canary = true``."""
+        out = []
+        for c in range(len(self.scores)):
+            record = {
                 "client": c,
                 "score": float(self.scores[c]),
                 "rounds": int(self.taken_part[c]),
                 "malicious": c in self.malicious,
             }
-            for c in range(len(self.scores))
-        ]
+            if c >= self.registered:
+                record["audit_canary"] = True
+            out.append(record)
+        return out
 
     def finish(self, end: RunEnd) -> None:
         """Write ``contributions.json`` and ``plots/contributions.png``."""
@@ -188,9 +201,10 @@ class ContributionObserver(Observer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         scores = np.asarray(state["scores"], dtype=np.float64)
-        if scores.shape != self.scores.shape:
+        if scores.ndim != 1 or scores.size < self.registered:
             raise ValueError(
-                f"contribution state for {scores.size} clients, not {self.scores.size}"
+                f"contribution state for {scores.size} clients, fewer than the {self.registered} "
+                "registered"
             )
         self.scores = scores
         self.taken_part = np.asarray(state["taken_part"], dtype=np.int64)

@@ -152,3 +152,16 @@ def test_secure_channels_are_refused_and_bad_input_is_clear():
         IncentivesConfig(method="mr", eps=0.1)
     with pytest.raises(ConfigError, match="exceeds the test split"):
         privfl.run(_config({"method": "loo", "validation_size": 10**6}), out=None)
+
+
+def test_audit_canary_clients_are_valued_and_marked(tmp_path):
+    """The canary-client audit adds clients past the registered ones; the server sees them
+    in the cohort like any client, so they are valued too, and marked."""
+    cfg = _config({"method": "loo", "validation_size": 50}, audit={"canaries": 4})
+    privfl.run(cfg, out=tmp_path, progress=False)
+    records = json.loads((tmp_path / "inc" / "contributions.json").read_text())["records"]
+    assert [r["client"] for r in records[:10]] == list(range(10))
+    assert all("audit_canary" not in r for r in records[:10])
+    canaries = records[10:]
+    assert canaries and all(r["audit_canary"] and r["client"] >= 10 for r in canaries)
+    assert sum(r["rounds"] for r in canaries) > 0
