@@ -88,7 +88,7 @@ class ClientMembershipObserver(Observer):
         pop = Population.of(b.train.x, b.train.y, b.test.x, b.test.y, held)
         count = 2 * min(self.cfg.candidates // 2, len(held), len(b.test.y))
         target = self._model(w + batch.deltas[row])
-        shadows = None if self.cfg.method == "loss" else self._shadow_trainer(w, client, view)
+        shadows = None if self.cfg.method == "loss" else self._shadow_trainer(w, client, view, pop)
         about = {"round": view.round, "client": client, "channel": view.channel, "status": "ok"}
         if count < self.cfg.candidates:
             about["note"] = (
@@ -107,11 +107,11 @@ class ClientMembershipObserver(Observer):
         self.spec.load_into(model, params)
         return model.eval()
 
-    def _shadow_trainer(self, w: torch.Tensor, client: int, view: ServerView):
+    def _shadow_trainer(self, w: torch.Tensor, client: int, view: ServerView, pop: Population):
         if self._trainer is None:  # built once, when the first update is attacked
             self._trainer = self.trainer()
         trainer = self._trainer
-        pop_x, pop_y = self._population()
+        pop_x, pop_y = pop.x, pop.y
 
         def train(ids: np.ndarray, seed: int) -> nn.Module:
             model = self.make_model()
@@ -128,10 +128,6 @@ class ClientMembershipObserver(Observer):
             return self._model(w + delta)
 
         return train
-
-    def _population(self) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.data.bundle
-        return torch.cat([b.train.x, b.test.x]), torch.cat([b.train.y, b.test.y])
 
     def _not_observable(self, view: ServerView) -> dict[str, Any]:
         note = (
