@@ -171,9 +171,9 @@ class FederationConfig(StrictModel):
     server_beta2: float = Field(0.99, ge=0, lt=1, description="fedadam/fedyogi beta_2")
     server_tau: PositiveFloat = Field(1e-3, description="adaptivity tau (Reddi et al. 2021)")
     engine: Literal[ENGINE_NAMES] = Field(  # type: ignore[valid-type]
-        "sequential",
-        description="how a round's clients are trained (default: vectorized for a peer-to-peer "
-        "topology, whose every node trains every round)",
+        "auto",
+        description="how a round's clients are trained: auto = vectorized where the model and "
+        "trainer allow, sequential otherwise (the reason logged once)",
     )
     heterogeneity: HeterogeneityConfig | None = Field(
         None, description="per-client local work, device speeds, deadline, FedNova"
@@ -185,15 +185,6 @@ class FederationConfig(StrictModel):
     decentralized: DecentralizedConfig | None = Field(
         None, description="mixing and gossip of a peer-to-peer topology (docs/decentralized.md)"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _node_engine(cls, raw: Any) -> Any:
-        """A peer-to-peer topology without an ``engine`` trains its nodes with the vectorized
-        engine (every node trains every round: the sequential loop is ~10x slower there)."""
-        if isinstance(raw, dict) and raw.get("topology", "star") != "star" and "engine" not in raw:
-            return {**raw, "engine": "vectorized"}
-        return raw
 
     @model_validator(mode="after")
     def _check(self) -> FederationConfig:

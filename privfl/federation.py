@@ -284,6 +284,7 @@ class Federation:
             "train_seconds": t_train - t0,
             "aggregate_seconds": t_agg - t_train,
             "eval_seconds": t_end - t_agg,
+            "engine": self.engine.trains_with,
         }
         self.timings.append(timing)
         self._write_round(record, timing, last=last)

@@ -42,7 +42,7 @@ def test_create_calls_the_factory():
 
 
 def test_the_registries_keep_the_config_names():
-    assert list(ENGINES) == ["sequential", "vectorized", "ray"]
+    assert list(ENGINES) == ["auto", "sequential", "vectorized", "ray"]
     assert list(PARTITIONERS) == ["iid", "dirichlet", "shards", "natural"]
     assert list(SERVER_OPTIMIZERS) == [
         "fedavg",

@@ -24,6 +24,9 @@ class Engine(ABC):
     engine (sequential, vectorized, distributed) must give the same updates for the same seed.
     """
 
+    #: The ``[federation] engine`` name of this class.
+    name: str = ""
+
     def __init__(
         self,
         make_model: Callable[[], nn.Module],
@@ -54,6 +57,12 @@ class Engine(ABC):
         client's trained model minus its own row. None: every client starts from
         ``global_params``.
         """
+
+    @property
+    def trains_with(self) -> str:
+        """The engine that actually trains the clients (``timings.jsonl``'s ``engine``): this
+        one's name, or the engine it hands its rounds to."""
+        return self.name
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release workers or pools (nothing for in-process engines)."""

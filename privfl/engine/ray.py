@@ -73,6 +73,8 @@ class RayEngine(Engine):
     sorted by size, dealt round-robin); the updates come back in the caller's order.
     """
 
+    name = "ray"
+
     def __init__(
         self,
         make_model: Callable[[], nn.Module],

@@ -15,6 +15,8 @@ class SequentialEngine(Engine):
     """One worker model is reused for every client (its parameters are reloaded from the
     global vector each time), so a round allocates no models."""
 
+    name = "sequential"
+
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self._model = self.make_model()

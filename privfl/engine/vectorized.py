@@ -111,6 +111,9 @@ class VectorizedEngine(Engine):
     gathered.
     """
 
+    name = "vectorized"
+    #: How loudly a fallback to the sequential loop is logged (asked for, so a warning).
+    fallback_log_level: int = logging.WARNING
     vectorize_convolutions: bool = False
     #: Train multilayer perceptrons with :class:`~privfl.engine.batched_mlp.BatchedMLP`
     #: (False: with torch.func like every other model; the tests compare the two).
@@ -132,7 +135,12 @@ class VectorizedEngine(Engine):
         self._forward = vmap(lambda p, x: functional_call(self._model, p, (x,)))
         reason = self._unsupported_reason()
         if reason is not None:
-            log.warning("engine = 'vectorized': %s; training clients sequentially", reason)
+            log.log(
+                self.fallback_log_level,
+                "engine = %r: %s; training clients sequentially",
+                self.name,
+                reason,
+            )
             self._fallback = SequentialEngine(make_model, spec, data, trainer, seed)
             return
         # Multilayer perceptrons take the hand-written batched path (same arithmetic, faster
@@ -185,6 +193,10 @@ class VectorizedEngine(Engine):
     def falls_back(self) -> bool:
         """True when this engine hands every round to the sequential engine."""
         return self._fallback is not None
+
+    @property
+    def trains_with(self) -> str:
+        return "sequential" if self._fallback is not None else "vectorized"
 
     def _unsupported_reason(self) -> str | None:
         """Why this run cannot be vectorized, or None when it can."""
@@ -299,4 +311,13 @@ class VectorizedEngine(Engine):
         return out  # type: ignore[return-value]
 
 
-__all__ = ["VectorizedEngine"]
+class AutoEngine(VectorizedEngine):
+    """``engine = "auto"`` (the default): the vectorized engine where it supports the run's
+    model and trainer, the sequential one otherwise, the reason logged once at INFO level
+    (``privfl run -v`` shows it; ``timings.jsonl`` records the engine used each round)."""
+
+    name = "auto"
+    fallback_log_level = logging.INFO
+
+
+__all__ = ["AutoEngine", "VectorizedEngine"]

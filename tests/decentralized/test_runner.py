@@ -199,7 +199,7 @@ def test_bad_decentralized_settings_are_refused_with_the_reason(federation, word
         config_from_dict(raw)
 
 
-def test_an_unsampled_peer_to_peer_config_defaults_to_the_vectorized_engine():
-    assert _config("ring").federation.engine == "vectorized"
+def test_a_peer_to_peer_run_trains_its_nodes_on_the_vectorized_engine_by_default():
+    assert _config("ring").federation.engine == "auto"
+    assert DecentralizedRun(_config("ring")).engine.trains_with == "vectorized"
     assert _config("ring", engine="sequential").federation.engine == "sequential"
-    assert _config("star").federation.engine == "sequential"
