@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from privfl.client import LocalTraining, batch_schedule
+from privfl.client import LocalTraining
 from privfl.seeding import torch_generator
 
 
@@ -50,7 +50,7 @@ def cohort_schedule(
     round: int,
 ) -> CohortSchedule:
     """Every client's batches of ``round``, drawn from its stream ``(seed, "client", round,
-    cid)`` by :func:`batch_schedule` exactly as the sequential engine draws them.
+    cid)`` by :func:`~privfl.client.batch_schedule` exactly as the sequential engine draws them.
 
     Args:
         partition_indices: each client's example indices into the train tensors.
@@ -59,35 +59,37 @@ def cohort_schedule(
     Returns:
         the padded schedule; ``T`` is the largest step count (0 if nobody trains).
     """
-    per_client: list[list[torch.Tensor]] = []
-    for cid in clients:
-        part = torch.from_numpy(np.asarray(partition_indices[int(cid)], dtype=np.int64))
-        g = torch_generator(seed, "client", round, int(cid))
-        batches = [
-            part if idx is None else part[idx]
-            for idx in batch_schedule(
-                len(part), training.batch_size, training.epochs, training.steps, g
-            )
-        ]
-        per_client.append(batches)
-    steps = np.array([len(b) for b in per_client], dtype=np.int64)
+    c = len(clients)
+    parts = [np.asarray(partition_indices[int(cid)], dtype=np.int64) for cid in clients]
+    sizes = np.array([len(p) for p in parts], dtype=np.int64)
+    layouts = {n: _layout(n, training) for n in set(sizes.tolist())}
+    steps = np.array([layouts[n][0].shape[0] for n in sizes.tolist()], dtype=np.int64)
     order = np.argsort(-steps, kind="stable")
-    c, t_max = len(per_client), int(steps.max(initial=0))
-    width = max((len(b) for bs in per_client for b in bs), default=0)
-    index = torch.zeros((t_max, c, width), dtype=torch.int64)
-    mask = torch.zeros((t_max, c, width), dtype=torch.float32)
-    padded = False
+    t_max = int(steps.max(initial=0))
+    width = max((layouts[n][0].shape[1] for n in layouts if n), default=0)
+    index = torch.zeros((c, t_max, width), dtype=torch.int64)
+    mask = torch.zeros((c, t_max, width), dtype=torch.float32)
+    # Padding: a batch narrower than the widest (a smaller client's, or an epoch's last).
+    padded = any(
+        bool((v == 0).any()) or v.shape[1] < width for _, v, _ in layouts.values() if v.numel()
+    )
     for row, i in enumerate(order.tolist()):
-        batches = per_client[i]
-        for t, b in enumerate(batches):
-            k = len(b)
-            index[t, row, :k] = b
-            mask[t, row, :k] = 1.0
-            if k < width:
-                index[t, row, k:] = b[0]  # any valid example: it is masked out
-                padded = True
+        n = int(sizes[i])
+        if n == 0:
+            continue
+        pos, valid, perms = layouts[n]
+        if perms:  # the same permutations privfl.client.batch_schedule draws, in the same order
+            g = torch_generator(seed, "client", round, clients[i])
+            drawn = torch.cat([torch.randperm(n, generator=g) for _ in range(perms)])
+            pos = drawn[pos]
+        s, w = pos.shape
+        index[row, :s, :w] = torch.from_numpy(parts[i])[pos]
+        index[row, :s, w:] = index[row, :s, :1]  # padding past a narrow client's batches
+        mask[row, :s, :w] = valid
+    index = index.transpose(0, 1).contiguous()
+    mask = mask.transpose(0, 1).contiguous()
     sorted_steps = steps[order]
-    active = [int((sorted_steps > t).sum()) for t in range(t_max)]
+    active = [int(a) for a in (sorted_steps[None, :] > np.arange(t_max)[:, None]).sum(1)]
     return CohortSchedule(
         order=order,
         steps=sorted_steps,
@@ -97,6 +99,32 @@ def cohort_schedule(
         active=active,
         padded=padded,
     )
+
+
+def _layout(n: int, training: LocalTraining) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Where each step's batch slots of a client with ``n`` examples read in the concatenation
+    of its epochs' permutations, as :func:`~privfl.client.batch_schedule` cuts them.
+
+    Returns:
+        ``(pos, valid, perms)``: ``pos`` int64 ``(steps, B)`` (padding points at the step's
+        first example), ``valid`` its float32 mask, ``perms`` the permutations drawn (0 for
+        full batches, which are the examples in order and draw none).
+    """
+    if n == 0:
+        return torch.zeros((0, 0), dtype=torch.int64), torch.zeros((0, 0)), 0
+    bs = n if training.batch_size is None else min(training.batch_size, n)
+    per_epoch = -(-n // bs)
+    total = training.steps if training.steps is not None else training.epochs * per_epoch
+    slot = torch.arange(bs)
+    if bs == n:  # full batches: every step is all examples, in order
+        return slot.expand(total, bs).clone(), torch.ones((total, bs)), 0
+    step = torch.arange(total)
+    start = step % per_epoch * bs  # the batch's first position within its epoch
+    within = start[:, None] + slot[None, :]
+    valid = within < n
+    pos = torch.where(valid, (step // per_epoch * n)[:, None] + within, 0)
+    pos = torch.where(valid, pos, pos[:, :1])
+    return pos, valid.float(), -(-total // per_epoch)
 
 
 __all__ = ["CohortSchedule", "cohort_schedule"]
