@@ -143,7 +143,7 @@ class SGDTrainer(LocalTrainer):
             sizes.append(len(yb))
         delta = spec.flatten(model) - global_params
         mean_loss = (
-            float(torch.stack(losses).double() @ torch.tensor(sizes, dtype=torch.float64))
+            float(torch.stack(losses).double().cpu() @ torch.tensor(sizes, dtype=torch.float64))
             / sum(sizes)
             if losses
             else float("nan")

@@ -42,6 +42,7 @@ from privfl.defenses.robust.config import (
     check_robust_cohort,
 )
 from privfl.defenses.secagg.config import SecAggConfig
+from privfl.device import DEVICE_PATTERN
 from privfl.engine import ENGINE_NAMES
 from privfl.engine.ray_config import RayConfig
 from privfl.errors import ConfigError
@@ -174,6 +175,12 @@ class FederationConfig(StrictModel):
         "auto",
         description="how a round's clients are trained: auto = vectorized where the model and "
         "trainer allow, sequential otherwise (the reason logged once)",
+    )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN.pattern,
+        description="where clients train, the global model is evaluated and attacks optimise: "
+        "auto (cuda when available), cpu, cuda or cuda:N; cuda without one is an error",
     )
     heterogeneity: HeterogeneityConfig | None = Field(
         None, description="per-client local work, device speeds, deadline, FedNova"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from privfl.config import Config, load_config
 from privfl.decentralized.runner import resume_run, runner_class
+from privfl.device import resolve_device
 from privfl.federation import Federation, RunResult
 from privfl.progress import progress_bar
 from privfl.runfolder import RunFile, RunFolder
@@ -55,6 +56,7 @@ def _run(
         config = load_config(config, overrides)
     elif overrides:
         raise ValueError("overrides apply to a TOML path; build the Config with them instead")
+    resolve_device(config.federation.device)  # no CUDA here: one line, and no run folder
     folder = None
     if out is not None:
         folder = RunFolder.create(out, config.name, overwrite=overwrite)

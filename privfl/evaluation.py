@@ -15,13 +15,16 @@ from privfl.fairness.metrics import fairness_figures
 def per_example(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example cross-entropy loss and 0/1 correctness, float64 ``(n,)`` each."""
+    """Per-example cross-entropy loss and 0/1 correctness, float64 ``(n,)`` each (on the CPU;
+    the batches go to the model's device)."""
     model.eval()
     losses, correct = [], []
+    device = next(model.parameters()).device
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+        xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
-        losses.append(F.cross_entropy(logits, yb, reduction="none").double())
-        correct.append((logits.argmax(1) == yb).double())
+        losses.append(F.cross_entropy(logits, yb, reduction="none").double().cpu())
+        correct.append((logits.argmax(1) == yb).double().cpu())
     model.train()
     if not losses:
         return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)

@@ -9,6 +9,7 @@ one.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from torch import nn
 
 from privfl.config import Config, load_config
 from privfl.data.federated import FederatedData, build_federated_data
+from privfl.device import resolve_device
 from privfl.engine import ENGINES
 from privfl.errors import ConfigError, PrivflError, RunFolderError
 from privfl.evaluation import evaluate, federated_evaluate
@@ -123,6 +125,9 @@ class Federation:
         self, config: Config, *, folder: RunFolder | None = None, data: FederatedData | None = None
     ) -> None:
         self.config, self.folder = config, folder
+        #: Where clients train and the global model is tested (updates stay CPU vectors).
+        self.device = resolve_device(config.federation.device)
+        self._device_model: nn.Module | None = None
         canaries = None
         if data is None:  # a spawned run shares its parent's data, canaries included
             data, canaries = prepare_data(config, build_federated_data(config.data, config.seed))
@@ -182,6 +187,16 @@ class Federation:
         """A fresh module of the run's architecture with the run's initial weights."""
         b = self.data.bundle
         return create_model(self.config.model, b.input_shape, b.num_classes, self._model_seed)
+
+    def _model_on_device(self) -> nn.Module:
+        """The global model (``self.params``) on the run's device, for testing it there:
+        ``self.model`` itself on the CPU, else a device copy kept between rounds."""
+        if self.device.type == "cpu":
+            return self.model
+        if self._device_model is None:
+            self._device_model = copy.deepcopy(self.model).to(self.device)
+        self.spec.load_into(self._device_model, self.params)
+        return self._device_model
 
     def _spawn(self, config: Config, data: FederatedData | None = None) -> Federation:
         """Another run of ``config`` without a folder, on this run's data (a clean twin) or on
@@ -423,14 +438,15 @@ class Federation:
         ev = self.config.evaluation
         if last or r % ev.every == 0:
             self.spec.load_into(self.model, self.params)
+            model = self._model_on_device()
             test = self.data.bundle.test
             record["test_loss"], record["test_accuracy"] = evaluate(
-                self.model, test.x, test.y, ev.batch_size
+                model, test.x, test.y, ev.batch_size
             )
             if ev.federated_every and (last or r % ev.federated_every == 0):
                 train = self.data.bundle.train
                 idx = self.data.partition.test_indices
-                record.update(federated_evaluate(self.model, train.x, train.y, idx, ev.batch_size))
+                record.update(federated_evaluate(model, train.x, train.y, idx, ev.batch_size))
             for evaluator in self.stages.evaluators:
                 record.update(evaluator.evaluate(self.model, ctx))
         record.update(info)

@@ -5,8 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
 import privfl
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run where CUDA exists and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def small_config(**sections: Any) -> privfl.Config:

@@ -34,6 +34,7 @@ from torch import nn
 
 from privfl.accounting import import_opacus
 from privfl.client import LocalTrainer, LocalTraining
+from privfl.device import generator_on
 from privfl.errors import PrivflError
 from privfl.ledger import PrivacyEvent, Unit, client_party
 from privfl.seeding import secure_normal, secure_uniform
@@ -163,7 +164,9 @@ class DPSGDTrainer(LocalTrainer):
                 max_grad_norm=self.clip,
                 expected_batch_size=plan.expected_batch_size,
                 loss_reduction="mean",
-                generator=generator,
+                # Opacus draws the noise on the parameters' device (a GPU takes only its own
+                # generators); the lots stay on the client's CPU stream.
+                generator=generator_on(params[0].device, generator) if params else generator,
             )
             anchor = [p.detach().clone() for p in params] if c.prox_mu > 0 else None
             loss_sum, seen, clipped = 0.0, 0, 0
@@ -182,7 +185,9 @@ class DPSGDTrainer(LocalTrainer):
                         clipped += _count_clipped(params, self.clip)
                     else:  # an empty lot still releases noise (and is accounted as a step)
                         for p in params:
-                            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                            p.grad_sample = torch.zeros(
+                                (0, *p.shape), dtype=p.dtype, device=p.device
+                            )
                     if opt.pre_step():  # clip, sum, add noise, scale: p.grad is private now
                         if self.secure_rng:
                             _add_secure_noise(params, self.noise_multiplier * self.clip / b)
@@ -230,7 +235,8 @@ def _add_secure_noise(params: Sequence[torch.Tensor], std: float) -> None:
         return
     with torch.no_grad():
         for p in params:
-            p.grad.add_(secure_normal(tuple(p.grad.shape)).to(p.grad.dtype), alpha=std)
+            noise = secure_normal(tuple(p.grad.shape)).to(p.grad.device, p.grad.dtype)
+            p.grad.add_(noise, alpha=std)
 
 
 def _count_clipped(params: Sequence[torch.Tensor], clip: float) -> int:

@@ -11,6 +11,7 @@ from torch import nn
 
 from privfl.client import LocalTrainer
 from privfl.data.federated import FederatedData
+from privfl.device import resolve_device
 from privfl.update import ParamSpec, Update
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class Engine(ABC):
         their own (``[federation.ray]``); None in tests that build an engine by hand."""
         self.make_model, self.spec, self.data = make_model, spec, data
         self.trainer, self.seed, self.federation = trainer, seed, federation
+        #: Where the clients train (``[federation] device``); updates come back on the CPU.
+        self.device = resolve_device(federation.device) if federation else torch.device("cpu")
 
     @abstractmethod
     def train(
@@ -50,7 +53,8 @@ class Engine(ABC):
         *,
         starts: torch.Tensor | None = None,
     ) -> list[Update]:
-        """One :class:`Update` per client in ``clients``, in the same order.
+        """One :class:`Update` per client in ``clients``, in the same order, each delta a
+        float32 CPU vector whatever the engine's device.
 
         ``starts``: float32 ``(len(clients), dim)``, each client's own start model (the nodes
         of a decentralized topology, :mod:`privfl.decentralized`); each update is then the

@@ -19,7 +19,7 @@ class SequentialEngine(Engine):
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self._model = self.make_model()
+        self._model = self.make_model().to(self.device)
 
     def train(
         self,
@@ -30,12 +30,20 @@ class SequentialEngine(Engine):
         starts: torch.Tensor | None = None,
     ) -> list[Update]:
         updates = []
+        dev = self.device
         for i, cid in enumerate(clients):
             x, y = self.data.client_train(int(cid))
             g = torch_generator(self.seed, "client", round, int(cid))
             start = global_params if starts is None else starts[i]
             delta, metrics = self.trainer.train(
-                self._model, self.spec, start, x, y, g, client_id=int(cid), round=round
+                self._model,
+                self.spec,
+                start.to(dev),
+                x.to(dev),
+                y.to(dev),
+                g,
+                client_id=int(cid),
+                round=round,
             )
-            updates.append(Update(int(cid), delta, len(y), metrics))
+            updates.append(Update(int(cid), delta.cpu(), len(y), metrics))
         return updates
