@@ -117,7 +117,18 @@ def machine() -> list[str]:
         "repeats, ratios against a baseline measured in the same run)",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}, "
         f"{platform.system()} {platform.release()}",
+        f"- device: {device_line()}",
     ]
+
+
+def device_line() -> str:
+    """The accelerator the benchmarks could use (``[federation] device = "auto"``'s pick)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu (no CUDA device: every figure is CPU time)"
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return f"cuda: {', '.join(names)} (figures on the GPU are absolute wall-clock times)"
 
 
 def _summary(data: dict) -> list[str]:
