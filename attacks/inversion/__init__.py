@@ -5,7 +5,11 @@ MSE, PSNR, SSIM and label accuracy."""
 from privfl.attacks.inversion.build import CENTRAL_DP_NOTE, create_inversion_observer
 from privfl.attacks.inversion.config import METHOD_DEFAULTS, InversionConfig, InversionMethod
 from privfl.attacks.inversion.dlg import dlg, idlg, recover_labels
-from privfl.attacks.inversion.inverting_gradients import inverting_gradients, total_variation
+from privfl.attacks.inversion.inverting_gradients import (
+    inverting_gradients,
+    inverting_gradients_batched,
+    total_variation,
+)
 from privfl.attacks.inversion.labels import (
     FinalLayer,
     find_final_layer,
@@ -32,8 +36,10 @@ from privfl.attacks.inversion.observer import (
     record_images,
 )
 from privfl.attacks.inversion.simulate import (
+    can_batch,
     examples_used,
     local_update,
+    local_updates,
     num_local_steps,
     single_gradient_target,
 )
@@ -54,6 +60,7 @@ __all__ = [
     "Status",
     "TargetKind",
     "InversionThreat",
+    "can_batch",
     "create_inversion_observer",
     "dlg",
     "examples_used",
@@ -62,10 +69,12 @@ __all__ = [
     "idlg",
     "idlg_label",
     "inverting_gradients",
+    "inverting_gradients_batched",
     "label_accuracy",
     "label_counts",
     "labels_from_counts",
     "local_update",
+    "local_updates",
     "match",
     "mean_prediction",
     "mse",

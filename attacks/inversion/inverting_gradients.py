@@ -16,13 +16,16 @@ paper assumes them known for batches, this attacker is not given them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 
 from privfl.attacks.inversion.dlg import recover_labels
 from privfl.attacks.inversion.simulate import (
+    can_batch,
     local_update,
+    local_updates,
     num_local_steps,
     single_gradient_target,
 )
@@ -93,11 +96,106 @@ def inverting_gradients(
     Returns:
         ``D = target.num_reconstructed`` reconstructed inputs (in the input range) and labels.
     """
+    _check_settings(iterations, lr, tv, restarts)
+    target, y = _prepare(target, generator, labels, tv, replay)
+    runs = [
+        _one_run(target, y, len(y), iterations, lr, tv, generator, callback)
+        for _ in range(restarts)
+    ]
+    return min(runs, key=lambda r: r.loss)
+
+
+def inverting_gradients_batched(
+    targets: Sequence[InversionTarget],
+    *,
+    generators: Sequence[torch.Generator],
+    iterations: int = IG_ITERATIONS,
+    lr: float = IG_LR,
+    tv: float = IG_TV,
+    restarts: int = 1,
+    labels: Sequence[torch.Tensor] | None = None,
+    callbacks: Sequence[Callback | None] | None = None,
+    replay: bool = True,
+) -> list[Reconstruction]:
+    """:func:`inverting_gradients` of several targets in one optimization: the same
+    reconstructions, target by target, as calling it on each ``(targets[i], generators[i])``.
+
+    The dummies of every target and restart are stacked along a leading axis and moved by one
+    Adam over the stack. The objective is the sum of the per-row objectives; the rows share
+    no variable, so the sum's gradient in each row is that row's own gradient, and Adam, the
+    sign, the step decay and the box projection act element by element: each row follows the
+    trajectory the per-target loop gives it, up to float rounding (the batched replay,
+    :func:`privfl.attacks.inversion.simulate.local_updates`, sums in another order). Each
+    target draws from its own generator in the loop's order (label probes, then one start per
+    restart), and keeps its restart with the lowest final objective.
+
+    Args:
+        targets: updates of one model from the same global weights and local training, each
+            with the same number of reconstructed examples (one round's clients with equal
+            example counts).
+        generators: one per target.
+        labels: one int64 ``(D,)`` per target; None recovers each from its update.
+        callbacks: one per target (or None), told the iterations done (``restarts`` per
+            optimizer step, as the loop runs the restarts one after another).
+
+    Returns:
+        One :class:`Reconstruction` per target, in order.
+
+    Raises:
+        PrivflError: the targets do not share the model, weights, training and size, or the
+            lists differ in length.
+    """
+    _check_settings(iterations, lr, tv, restarts)
+    n = len(targets)
+    if len(generators) != n or (labels is not None and len(labels) != n):
+        raise PrivflError(
+            f"inverting_gradients_batched needs one generator (and labels) per target: "
+            f"{n} targets, {len(generators)} generators"
+            + ("" if labels is None else f", {len(labels)} label vectors")
+        )
+    if callbacks is not None and len(callbacks) != n:
+        raise PrivflError(f"{n} targets but {len(callbacks)} callbacks")
+    if n == 0:
+        return []
+    prepared = [
+        _prepare(t, g, None if labels is None else labels[i], tv, replay)
+        for i, (t, g) in enumerate(zip(targets, generators, strict=True))
+    ]
+    first = prepared[0][0]
+    _check_group([t for t, _ in prepared])
+    if can_batch(first.model) is not None:
+        # the per-target loop on the prepared targets: the same numbers, one at a time
+        return [
+            min(
+                (
+                    _one_run(t, y, len(y), iterations, lr, tv, g, _nth(callbacks, i))
+                    for _ in range(restarts)
+                ),
+                key=lambda r: r.loss,
+            )
+            for i, ((t, y), g) in enumerate(zip(prepared, generators, strict=True))
+        ]
+    return _batched_run(prepared, generators, iterations, lr, tv, restarts, callbacks)
+
+
+def _check_settings(iterations: int, lr: float, tv: float, restarts: int) -> None:
     if iterations < 1 or not lr > 0 or restarts < 1 or tv < 0:
         raise PrivflError(
             "inverting_gradients needs iterations >= 1, lr > 0, restarts >= 1 and tv >= 0; "
             f"got iterations={iterations}, lr={lr}, restarts={restarts}, tv={tv}"
         )
+
+
+def _prepare(
+    target: InversionTarget,
+    generator: torch.Generator,
+    labels: torch.Tensor | None,
+    tv: float,
+    replay: bool,
+) -> tuple[InversionTarget, torch.Tensor]:
+    """The target the optimization matches (the one-gradient view without ``replay``) and
+    its labels, recovered from the update (drawing label probes from ``generator``) unless
+    given."""
     threat = target.threat
     d = target.num_reconstructed
     if tv > 0 and len(threat.input_shape) != 3:
@@ -110,10 +208,130 @@ def inverting_gradients(
         raise PrivflError(f"labels must have shape ({d},), got {tuple(y.shape)}")
     if not replay:
         target = _one_gradient_view(target)
-    runs = [
-        _one_run(target, y, d, iterations, lr, tv, generator, callback) for _ in range(restarts)
+    return target, y.to(_device(target))
+
+
+def _device(target: InversionTarget) -> torch.device:
+    """Where the attack's tensors live: the device of the global weights."""
+    return next(iter(target.params.values())).device
+
+
+def _nth(callbacks: Sequence[Callback | None] | None, i: int) -> Callback | None:
+    return None if callbacks is None else callbacks[i]
+
+
+def _check_group(targets: list[InversionTarget]) -> None:
+    """Raise unless the targets can share one replay: the same model object, global weights,
+    local training and number of candidates (hence the same local steps)."""
+    first = targets[0]
+    key = _group_key(first)
+    for t in targets[1:]:
+        same_params = t.params.keys() == first.params.keys() and all(
+            a is b or torch.equal(a, b)
+            for a, b in zip(t.params.values(), first.params.values(), strict=True)
+        )
+        if t.model is not first.model or not same_params or _group_key(t) != key:
+            raise PrivflError(
+                "inverting_gradients_batched needs targets of one model, from the same global "
+                "weights, with the same local training and number of reconstructed examples"
+            )
+
+
+def _group_key(target: InversionTarget) -> tuple[object, ...]:
+    training = target.threat.training
+    return (
+        training,
+        target.threat.input_shape,
+        target.num_reconstructed,
+        num_local_steps(training, target.num_examples),
+    )
+
+
+def _batched_run(
+    prepared: list[tuple[InversionTarget, torch.Tensor]],
+    generators: Sequence[torch.Generator],
+    iterations: int,
+    lr: float,
+    tv: float,
+    restarts: int,
+    callbacks: Sequence[Callback | None] | None,
+) -> list[Reconstruction]:
+    """One Adam over the stacked dummies of every (target, restart), row ``i * restarts + r``
+    for restart ``r`` of target ``i``; each target keeps its best restart."""
+    first = prepared[0][0]
+    threat = first.threat
+    training = threat.training
+    lo, hi = threat.input_range
+    d = len(prepared[0][1])
+    steps = num_local_steps(training, first.num_examples)
+    device = _device(first)
+    # The starts, drawn on the CPU generators in the loop's order, then moved to the device.
+    x = torch.stack(
+        [
+            torch.randn((d, *threat.input_shape), generator=g)
+            for g in generators
+            for _ in range(restarts)
+        ]
+    )
+    x = x.clamp_(lo, hi).to(device).requires_grad_(True)
+    y = torch.stack([yt for _, yt in prepared for _ in range(restarts)])
+    wanted = [
+        torch.stack([t.update[j] for t, _ in prepared for _ in range(restarts)])
+        for j in range(len(first.update))
     ]
-    return min(runs, key=lambda r: r.loss)
+    opt = torch.optim.Adam([x], lr=lr)
+    milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+
+    def objective(create_graph: bool) -> torch.Tensor:
+        """The per-row objective ``(rows,)``."""
+        got = local_updates(
+            first.model,
+            first.params,
+            x if create_graph else x.detach(),
+            y,
+            training,
+            steps=steps,
+            batch_size=training.batch_size,
+            create_graph=create_graph,
+        )
+        loss = _cosine_distance_rows(got, wanted)
+        return loss + tv * _total_variation_rows(x) if tv > 0 else loss
+
+    for _ in range(iterations):
+        opt.zero_grad()
+        objective(True).sum().backward()
+        x.grad.sign_()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            x.clamp_(lo, hi)
+        for i in range(len(prepared)):
+            cb = _nth(callbacks, i)
+            if cb is not None:
+                cb(restarts)
+    final = objective(False).detach().cpu().tolist()
+    out = []
+    for i, (_, yt) in enumerate(prepared):
+        rows = range(i * restarts, (i + 1) * restarts)
+        best = min(rows, key=lambda r: final[r])  # the first of equal losses, as min() above
+        out.append(Reconstruction(x[best].detach().clone(), yt, final[best], iterations))
+    return out
+
+
+def _cosine_distance_rows(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`cosine_distance` row by row of ``(rows, *shape)`` tensors, ``(rows,)``."""
+    dot = sum((x * y).flatten(1).sum(1) for x, y in zip(a, b, strict=True))
+    na = sum(x.pow(2).flatten(1).sum(1) for x in a)
+    nb = sum(y.pow(2).flatten(1).sum(1) for y in b)
+    return 1.0 - dot / (na.sqrt() * nb.sqrt()).clamp_min(1e-12)
+
+
+def _total_variation_rows(x: torch.Tensor) -> torch.Tensor:
+    """:func:`total_variation` of each row of ``(rows, n, C, H, W)``, ``(rows,)``."""
+    dx = (x[..., :, :-1] - x[..., :, 1:]).abs().flatten(1).mean(1)
+    dy = (x[..., :-1, :] - x[..., 1:, :]).abs().flatten(1).mean(1)
+    return dx + dy
 
 
 def _one_gradient_view(target: InversionTarget) -> InversionTarget:
@@ -147,7 +365,7 @@ def _one_run(
     lo, hi = threat.input_range
     steps = num_local_steps(training, target.num_examples)
     x = torch.randn((d, *threat.input_shape), generator=generator).clamp_(lo, hi)
-    x.requires_grad_(True)
+    x = x.to(_device(target)).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
@@ -198,5 +416,6 @@ __all__ = [
     "IG_TV",
     "cosine_distance",
     "inverting_gradients",
+    "inverting_gradients_batched",
     "total_variation",
 ]

@@ -27,8 +27,13 @@ import torch
 from privfl.attacks.inversion.config import InversionMethod
 from privfl.attacks.inversion.dlg import dlg, idlg
 from privfl.attacks.inversion.gallery import MAX_IMAGES, GalleryItem, plot_gallery
-from privfl.attacks.inversion.inverting_gradients import IG_TV, inverting_gradients
+from privfl.attacks.inversion.inverting_gradients import (
+    IG_TV,
+    inverting_gradients,
+    inverting_gradients_batched,
+)
 from privfl.attacks.inversion.metrics import score
+from privfl.attacks.inversion.simulate import can_batch, num_local_steps
 from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
 from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import PrivflError
@@ -122,6 +127,19 @@ class _Target:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class _Case:
+    """A target as the attack sees it, with the generator of its random draws."""
+
+    spec: _Target
+    target: InversionTarget
+    generator: torch.Generator
+
+
+def _advance(progress: Any, task: Any) -> Callback:
+    return lambda k: progress.advance(task, k)
+
+
 class InversionObserver(Observer):
     """Runs a gradient-inversion attack on the ServerView of selected rounds.
 
@@ -185,10 +203,12 @@ class InversionObserver(Observer):
         if targets is None:
             return [self._no_plaintext(view)]
         model = ctx.make_model()
-        records = []
-        for t in targets:
-            records.append(self._attack(view, t, model, ctx))
-        return records
+        cases = [self._case(view, t, model, ctx) for t in targets]
+        results: dict[int, tuple[Reconstruction, float]] = {}
+        for group in self._groups(cases, model):
+            outs = self._reconstruct(view, [cases[i] for i in group], ctx.progress)
+            results.update(zip(group, outs, strict=True))
+        return [self._record(view, c.spec, *results[i], ctx) for i, c in enumerate(cases)]
 
     def _targets(self, view: ServerView) -> list[_Target] | None:
         batch = view.updates
@@ -237,9 +257,10 @@ class InversionObserver(Observer):
             note=note,
         )
 
-    def _attack(
+    def _case(
         self, view: ServerView, t: _Target, model: torch.nn.Module, ctx: ObserverContext
-    ) -> dict[str, Any]:
+    ) -> _Case:
+        """``t`` as the attack sees it: its (noised) gradient equivalent and its generator."""
         target = InversionTarget.from_delta(
             model, ctx.spec, view.global_params, t.delta, t.num_examples, t.threat
         )
@@ -254,27 +275,83 @@ class InversionObserver(Observer):
                 ],
             )
         generator = torch_generator(self.seed, "inversion", view.round, key)
+        return _Case(t, target, generator)
+
+    def _groups(self, cases: list[_Case], model: torch.nn.Module) -> list[list[int]]:
+        """The targets attacked together: with Inverting Gradients (Adam, whose update is
+        element by element) the updates of equal size, batched into one optimization; each
+        target alone otherwise (L-BFGS couples everything it optimizes; see docs/design.md)."""
+        singles = [[i] for i in range(len(cases))]
+        if self.method != InversionMethod.IG or len(cases) < 2:
+            return singles
+        reason = can_batch(model)
+        if reason is not None:
+            log.info("inversion targets attacked one at a time: %s", reason)
+            return singles
+        groups: dict[tuple[int, int, bool], list[int]] = {}
+        for i, c in enumerate(cases):
+            training = c.target.threat.training
+            size = (c.target.num_reconstructed, num_local_steps(training, c.target.num_examples))
+            # the aggregate's threat differs from the updates': it is never grouped with them
+            key = (*size, c.spec.kind == TargetKind.AGGREGATE)
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def _reconstruct(
+        self, view: ServerView, cases: list[_Case], progress: Any
+    ) -> list[tuple[Reconstruction, float]]:
+        """The reconstructions of ``cases`` (one optimization when several) and the seconds
+        each took (a batch's time shared equally among its targets)."""
         total = self.settings.iterations * self.settings.restarts
-        progress = ctx.progress
-        task = None
+        tasks: list[Any] = []
         if progress is not None:
-            label = TargetKind.AGGREGATE.value if t.client is None else f"client {t.client}"
-            task = progress.add_task(
-                f"{self.method.value} r{view.round} {label}", total=total, stats=""
-            )
+            for c in cases:
+                t = c.spec
+                label = TargetKind.AGGREGATE.value if t.client is None else f"client {t.client}"
+                tasks.append(
+                    progress.add_task(
+                        f"{self.method.value} r{view.round} {label}", total=total, stats=""
+                    )
+                )
+        callbacks: list[Callback | None] = [
+            None if progress is None else _advance(progress, task) for task in tasks
+        ] or [None] * len(cases)
         t0 = time.perf_counter()
         try:
             with _torch_threads(self.settings.threads):
-                rec = ATTACKS[self.method](
-                    target,
-                    self.settings,
-                    generator,
-                    None if progress is None else lambda k: progress.advance(task, k),
-                )
+                if len(cases) == 1:
+                    c = cases[0]
+                    recs = [
+                        ATTACKS[self.method](c.target, self.settings, c.generator, callbacks[0])
+                    ]
+                else:
+                    s = self.settings
+                    recs = inverting_gradients_batched(
+                        [c.target for c in cases],
+                        generators=[c.generator for c in cases],
+                        iterations=s.iterations,
+                        lr=s.lr,
+                        tv=s.tv,
+                        restarts=s.restarts,
+                        callbacks=callbacks,
+                        replay=s.replay,
+                    )
         finally:
-            if progress is not None and task is not None:
+            for task in tasks:
                 progress.remove_task(task)
-        seconds = time.perf_counter() - t0
+        seconds = (time.perf_counter() - t0) / len(cases)
+        return [(rec, seconds) for rec in recs]
+
+    def _record(
+        self,
+        view: ServerView,
+        t: _Target,
+        rec: Reconstruction,
+        seconds: float,
+        ctx: ObserverContext,
+    ) -> dict[str, Any]:
+        """The ``attacks.json`` record of one target's reconstruction, scored."""
+        rec = replace(rec, x=rec.x.detach().cpu(), labels=rec.labels.cpu())
         # Scoring only: the attack above never saw the ground truth.
         truths = [ctx.ground_truth(c) for c in t.clients]
         true_x = torch.cat([g.x for g in truths])

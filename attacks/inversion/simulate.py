@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from privfl.client import LocalTraining
 
@@ -110,6 +110,96 @@ def local_update(
     return total
 
 
+def local_updates(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    training: LocalTraining,
+    *,
+    steps: int,
+    batch_size: int | None,
+    create_graph: bool = True,
+) -> list[torch.Tensor]:
+    """:func:`local_update` for ``T`` independent candidate sets at once, from the same
+    ``params``: row ``t`` of each result is ``local_update`` of ``x[t], y[t]``.
+
+    The weights are replicated along a leading target axis and the model is run with
+    ``torch.func.vmap`` over (weights, inputs), so the summed loss's gradient with respect to
+    the stacked weights is each target's own gradient in its row (the Jacobian is
+    block-diagonal across targets); the local steps then move each row separately. The
+    gradients are taken with ordinary autograd (``create_graph``), so the result can be
+    differentiated with respect to ``x`` and ``y`` as ``local_update``'s can. Needs a model
+    without buffers or dropout (vmap cannot update running statistics in place or draw a
+    mask per row); the attacks fall back to the per-target loop otherwise
+    (:func:`can_batch`).
+
+    Args:
+        x: candidate inputs ``(T, n, *input_shape)``.
+        y: int64 labels ``(T, n)`` or class probabilities ``(T, n, num_classes)``.
+
+    Returns:
+        One tensor ``(T, *shape)`` per parameter, in ``params`` order.
+    """
+    names = list(params)
+    t = len(x)
+    # Each target's copy of the global weights: constants to the attacker, leaves that need
+    # requires_grad only so that the step gradients can be taken with respect to them.
+    w0 = [
+        p.detach().unsqueeze(0).expand(t, *p.shape).clone().requires_grad_(True)
+        for p in params.values()
+    ]
+    w = list(w0)
+    n = x.shape[1]
+    b = n if batch_size is None else min(batch_size, n)
+    chunks = [slice(i, min(i + b, n)) for i in range(0, n, b)] if b < n else [slice(None)]
+
+    def forward(weights: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, weights, (inputs,))
+
+    batched = vmap(forward)
+    total: list[torch.Tensor] | None = None
+    buf: list[torch.Tensor] | None = None
+    for k in range(steps):
+        part = chunks[k % len(chunks)]
+        xb, yb = (x, y) if b == n else (x[:, part], y[:, part])
+        out = batched(dict(zip(names, w, strict=True)), xb)
+        # the mean cross-entropy of each target's batch, summed over the targets
+        per_example = F.cross_entropy(out.flatten(0, 1), yb.flatten(0, 1), reduction="none")
+        loss = per_example.view(t, -1).mean(dim=1)
+        if training.prox_mu > 0 and k > 0:
+            prox = sum(((p - a) ** 2).flatten(1).sum(1) for p, a in zip(w, w0, strict=True))
+            loss = loss + 0.5 * training.prox_mu * prox
+        grads = torch.autograd.grad(loss.sum(), w, create_graph=create_graph)
+        d = [
+            g + training.weight_decay * p if training.weight_decay else g
+            for g, p in zip(grads, w, strict=True)
+        ]
+        if training.momentum:
+            buf = (
+                d
+                if buf is None
+                else [training.momentum * m + di for m, di in zip(buf, d, strict=True)]
+            )
+            d = buf
+        total = d if total is None else [s + di for s, di in zip(total, d, strict=True)]
+        if k + 1 < steps:
+            w = [p - training.lr * di for p, di in zip(w, d, strict=True)]
+    if total is None:
+        raise ValueError("local_updates needs at least one step")
+    return total
+
+
+def can_batch(model: nn.Module) -> str | None:
+    """Why :func:`local_updates` cannot run ``model`` (None when it can): buffers (batch
+    norm's running statistics) or dropout, which vmap cannot batch in the attack's replay."""
+    if any(True for _ in model.buffers()):
+        return "the model has buffers"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
+        return "the model has dropout"
+    return None
+
+
 def gradient_equivalent(delta: torch.Tensor, lr: float) -> torch.Tensor:
     """``G = -Delta / lr``: the sum of the local step directions, shape as ``delta``."""
     return -delta / lr
@@ -144,9 +234,11 @@ def single_gradient_target(
 
 
 __all__ = [
+    "can_batch",
     "examples_used",
     "gradient_equivalent",
     "local_update",
+    "local_updates",
     "num_local_steps",
     "single_gradient_target",
 ]
