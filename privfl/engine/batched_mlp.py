@@ -53,6 +53,35 @@ _DERIVATIVES = {
 }
 
 
+def _activation_backward(module: nn.Module, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``g`` times the derivative of ``module`` at its output ``y`` (ReLU: one fused kernel,
+    ReLU's own backward, since ``y > 0`` exactly where its input is)."""
+    if type(module) is nn.ReLU:
+        return torch.ops.aten.threshold_backward(g, y, 0)
+    return g * _DERIVATIVES[type(module)](y)
+
+
+def _logit_gradient(
+    h: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, per_example: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of the loss with respect to the logits ``h`` ``(k, B, classes)`` and the
+    loss: each client's mean cross-entropy over its real examples (``(k,)``), or with
+    ``per_example`` each example's own (``(k, B)``, unscaled gradient, ``mask`` ignored)."""
+    k, b = y.shape
+    logp = torch.log_softmax(h, dim=2)
+    ce = -logp.gather(2, y.unsqueeze(2)).squeeze(2)  # (k, B)
+    # d loss_i / d logits = (softmax - onehot) / (real examples of client i)
+    g = logp.exp_()
+    g.scatter_add_(2, y.unsqueeze(2), torch.full((k, b, 1), -1.0, dtype=g.dtype, device=g.device))
+    if per_example:
+        return g, ce
+    if mask is None:
+        return g.mul_(1.0 / b), ce.mean(1)
+    count = mask.sum(1, keepdim=True)
+    g.mul_((mask / count).unsqueeze(2))
+    return g, (ce * mask).sum(1) / count.squeeze(1)
+
+
 @dataclass(frozen=True)
 class _Linear:
     weight: str
@@ -106,8 +135,9 @@ class _Deferred:
         out, inp = start.shape
         self.base = start
         self.stacked = False
-        self.a = torch.zeros((clients, capacity, inp), dtype=start.dtype)
-        self.g = torch.zeros((clients, capacity, out), dtype=start.dtype)
+        # Uninitialized: a column is written (zeros for clients that stopped) before it is read.
+        self.a = start.new_empty((clients, capacity, inp))
+        self.g = start.new_empty((clients, capacity, out))
         self.rank = 0
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -139,7 +169,9 @@ class _Deferred:
         cols = slice(self.rank, self.rank + b)
         self.a[:k, cols] = a
         torch.mul(g, -lr, out=self.g[:k, cols])
-        self.g[k:, cols] = 0  # clients that stopped take no step
+        if k < len(self.a):  # clients that stopped take no step
+            self.a[k:, cols] = 0
+            self.g[k:, cols] = 0
         self.rank += b
 
     def _fold(self) -> None:
@@ -155,6 +187,95 @@ class _Deferred:
         r = self.rank
         pending = torch.bmm(self.g[:, :r].transpose(1, 2), self.a[:, :r])
         return pending.add_(self.base - start) if self.stacked else pending
+
+
+class _Windowed:
+    """The first Linear layer (on the data themselves) under plain SGD, a window of steps at a
+    time: its inputs are known before the window starts, so everything that touches them is
+    done in a few large products instead of at every step.
+
+    A client's weights at step ``j`` of the window are ``W + G_{<j}^T X_{<j}`` (``X``: its
+    window's examples, ``G``: ``-lr`` times their output gradients), and its bias ``b +
+    1^T G_{<j}``. The layer's output on step ``j``'s batch ``X_j`` is therefore ``P_j +
+    (X_j X_{<j}^T + 1) G_{<j}`` with ``P = X W^T + b`` computed for the whole window at once
+    (one matrix product of all clients' examples with the shared ``W``) and ``X X^T + 1`` each
+    client's Gram matrix of its window (one batched product). A step costs one ``(B x jB) @
+    (jB x out)`` product per client, whatever the input width; the update only writes ``G``'s
+    rows. At the end of a window the pending steps are folded into per-client weights ``W_i
+    += G_i^T X_i`` (one batched product: the round's weight gradients, in one piece).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
+        self.stacked = False
+        self.x: torch.Tensor | None = None
+        self.g: torch.Tensor | None = None
+
+    def begin(self, x: torch.Tensor) -> None:
+        """Start a window on the clients' inputs ``x`` ``(c, R, in)`` (its steps' batches,
+        in order)."""
+        c, r, inp = x.shape
+        w, b = self.weight, self.bias
+        if self.stacked:
+            p = torch.bmm(x, w.transpose(1, 2))
+            if b is not None:
+                p.add_(b.unsqueeze(1))
+        else:  # one product of the whole cohort's window with the shared weights
+            flat = x.reshape(c * r, inp)
+            p = (flat @ w.t() if b is None else torch.addmm(b, flat, w.t())).view(c, r, -1)
+        gram = torch.bmm(x, x.transpose(1, 2))
+        if b is not None:
+            gram.add_(1.0)  # the bias: a constant input 1
+        self.x, self.p, self.gram = x, p, gram
+        self.g = x.new_zeros((c, r, p.shape[2]))
+
+    def forward(self, j: int, k: int, b: int) -> torch.Tensor:
+        """The layer's output on step ``j``'s batches (``b`` rows) of the first ``k``
+        clients, ``(k, b, out)`` (step 0: a view of the window's products; not to be
+        written)."""
+        lo = j * b
+        now = self.p[:k, lo : lo + b]
+        if j == 0:
+            return now
+        return torch.baddbmm(now, self.gram[:k, lo : lo + b, :lo], self.g[:k, :lo])
+
+    def descend(self, j: int, g: torch.Tensor, lr: float) -> None:
+        """Record step ``j``'s output gradients ``g`` ``(k, b, out)`` of the first ``k``
+        clients (the others' rows stay 0: they take no step)."""
+        k, b, _ = g.shape
+        torch.mul(g, -lr, out=self.g[:k, j * b : (j + 1) * b])
+
+    def fold(self) -> None:
+        """Add the window's steps into per-client weights (before the next window)."""
+        assert self.g is not None and self.x is not None
+        c = len(self.g)
+        if not self.stacked:
+            self.weight = self.weight.expand(c, *self.weight.shape).clone()
+            if self.bias is not None:
+                self.bias = self.bias.expand(c, -1).clone()
+            self.stacked = True
+        self.weight.baddbmm_(self.g.transpose(1, 2), self.x)
+        if self.bias is not None:
+            self.bias.add_(self.g.sum(1))
+        self.x = self.g = None
+
+    def deltas(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, clients: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each client's change of the weights and bias since ``weight``, ``bias`` (the
+        round's start)."""
+        if self.g is None:
+            dw = weight.new_zeros((clients, *weight.shape))
+            db = None if bias is None else bias.new_zeros((clients, *bias.shape))
+        else:
+            assert self.x is not None
+            dw = torch.bmm(self.g.transpose(1, 2), self.x)
+            db = None if bias is None else self.g.sum(1)
+        if self.stacked:
+            dw.add_(self.weight - weight)
+            if db is not None:
+                db.add_(self.bias - bias)
+        return dw, db
 
 
 class BatchedMLP:
@@ -246,24 +367,11 @@ class BatchedMLP:
                         h.add_(biases[layer.bias][:k].unsqueeze(1))
                 else:
                     h = layer.module(h)
-            logp = torch.log_softmax(h, dim=2)
-            ce = -logp.gather(2, y.unsqueeze(2)).squeeze(2)  # (k, B)
-            # d loss_i / d logits = (softmax - onehot) / (real examples of client i)
-            g = logp.exp_()
-            g.scatter_add_(2, y.unsqueeze(2), torch.full((k, b, 1), -1.0, dtype=g.dtype))
-            if per_example:
-                loss = ce
-            elif mask is None:
-                loss = ce.mean(1)
-                g.mul_(1.0 / b)
-            else:
-                count = mask.sum(1, keepdim=True)
-                loss = (ce * mask).sum(1) / count.squeeze(1)
-                g.mul_((mask / count).unsqueeze(2))
+            g, loss = _logit_gradient(h, y, mask, per_example)
             for i in range(len(self._layers) - 1, -1, -1):
                 layer = self._layers[i]
                 if isinstance(layer, _Activation):
-                    g = g * _DERIVATIVES[type(layer.module)](inputs[i + 1])
+                    g = _activation_backward(layer.module, g, inputs[i + 1])
                     continue
                 below = weights[layer.weight].below(g) if i > 0 else None
                 take(layer, g, inputs[i])
@@ -323,35 +431,68 @@ class CohortSGD:
     start a round from the same weights, with deferred low-rank weight updates (see the
     module's docstring).
 
+    Train a round with :meth:`run` (the first layer a window of steps at a time, see
+    :class:`_Windowed`), or step by step with :meth:`step` (each layer deferred or dense);
+    not both on one instance.
+
     Args:
         mlp: the kernel of the run's model.
         start: the round's global parameters, unstacked (``shape``, not ``(c, *shape)``).
         clients: ``c``, the cohort's size.
         batch: the largest mini-batch (the rank of one step's update).
+        rows: the most rows of pending updates the round can collect (its steps times
+            ``batch``), which bounds the deferred factors' buffers; None: no bound.
     """
 
-    def __init__(self, mlp: BatchedMLP, start: Params, clients: int, batch: int) -> None:
-        self._mlp, self._start = mlp, start
+    def __init__(
+        self,
+        mlp: BatchedMLP,
+        start: Params,
+        clients: int,
+        batch: int,
+        rows: int | None = None,
+    ) -> None:
+        self._mlp, self._start, self._clients, self._batch = mlp, start, clients, batch
+        self._rows = rows
         self._weights: dict[str, _Dense | _Deferred] = {}
-        for layer in mlp.linear_layers:
-            w = start[layer.weight]
-            capacity = (min(w.shape) // 2 // batch) * batch
-            self._weights[layer.weight] = (
-                _Deferred(w, clients, capacity)
-                if capacity
-                else _Dense(w.expand(clients, *w.shape).clone())
-            )
+        first, *rest = mlp.linear_layers
+        self._first = first
+        self._windowed: _Windowed | None = None
+        for layer in rest:
+            self._weights[layer.weight] = self._layer(start[layer.weight])
         self._biases = {
             layer.bias: start[layer.bias].expand(clients, -1).clone()
-            for layer in mlp.linear_layers
+            for layer in rest
             if layer.bias is not None
         }
+
+    def _capacity(self, weight: torch.Tensor) -> int:
+        """Rows of pending updates a layer collects before folding them (a multiple of the
+        batch, up to half the layer's narrower side: past it a step costs more than the
+        dense one)."""
+        capacity = (min(weight.shape) // 2 // self._batch) * self._batch
+        if self._rows is not None:
+            capacity = min(capacity, -(-self._rows // self._batch) * self._batch)
+        return capacity
+
+    def _layer(self, w: torch.Tensor) -> _Dense | _Deferred:
+        capacity = self._capacity(w)
+        c = self._clients
+        return _Deferred(w, c, capacity) if capacity else _Dense(w.expand(c, *w.shape).clone())
 
     def step(
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, lr: float
     ) -> torch.Tensor:
         """One SGD step of the first ``k = len(y)`` clients (the rest have stopped); returns
         their mean losses ``(k,)``. Arguments as :meth:`BatchedMLP.gradients`."""
+        if self._windowed is not None:
+            raise RuntimeError("CohortSGD.step after CohortSGD.run on the same cohort")
+        first = self._first
+        if first.weight not in self._weights:
+            self._weights[first.weight] = self._layer(self._start[first.weight])
+            if first.bias is not None:
+                b = self._start[first.bias]
+                self._biases[first.bias] = b.expand(self._clients, -1).clone()
 
         def take(layer: _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
             self._weights[layer.weight].descend(g, a, lr)
@@ -360,12 +501,97 @@ class CohortSGD:
 
         return self._mlp._pass(self._weights, self._biases, x, y, mask, take)
 
+    def run(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor | None,
+        active: list[int],
+        lr: float,
+    ) -> torch.Tensor:
+        """The round's SGD steps: at step ``t`` the first ``active[t]`` clients train on the
+        examples ``index[t, i]`` of ``(x, y)``.
+
+        Args:
+            x, y: the train set (``(n, *input_shape)``, ``(n,)``).
+            index: int64 ``(T, c, B)``, each step's batch of each client (rows of ``x``).
+            mask: ``(T, c, B)``, 1 for real examples, 0 for padding; None when none is padded.
+            active: ``T`` non-increasing counts.
+        Returns:
+            float32 ``(T, c)``: each client's mean loss at each step (0 once it stopped).
+        """
+        if self._first.weight in self._weights:
+            raise RuntimeError("CohortSGD.run after CohortSGD.step on the same cohort")
+        t_max, c, b = index.shape
+        first = self._first
+        w = self._start[first.weight]
+        self._windowed = windowed = _Windowed(
+            w, None if first.bias is None else self._start[first.bias]
+        )
+        window = max(1, self._capacity(w) // b)  # steps
+        losses = x.new_zeros((t_max, c))
+        labels = y[index]
+        for t0 in range(0, t_max, window):
+            t1 = min(t_max, t0 + window)
+            windowed.begin(x[index[t0:t1].transpose(0, 1)].reshape(c, (t1 - t0) * b, -1))
+            for t in range(t0, t1):
+                k = active[t]
+                m = None if mask is None else mask[t, :k]
+                losses[t, :k] = self._run_step(windowed, t - t0, labels[t, :k], m, lr)
+            if t1 < t_max:
+                windowed.fold()
+        return losses
+
+    def _run_step(
+        self, first: _Windowed, j: int, y: torch.Tensor, mask: torch.Tensor | None, lr: float
+    ) -> torch.Tensor:
+        """Step ``j`` of the window for the first ``k = len(y)`` clients: :meth:`BatchedMLP._pass`
+        with the first layer's output and update taken from the window."""
+        k, b = y.shape
+        layers = self._mlp._layers
+        with torch.no_grad():
+            h = first.forward(j, k, b)
+            outputs = [h]  # the output of each layer
+            for layer in layers[1:]:
+                if isinstance(layer, _Linear):
+                    h = self._weights[layer.weight].forward(h)
+                    if layer.bias is not None:
+                        h.add_(self._biases[layer.bias][:k].unsqueeze(1))
+                else:
+                    h = layer.module(h)
+                outputs.append(h)
+            g, loss = _logit_gradient(h, y, mask, False)
+            for i in range(len(layers) - 1, 0, -1):
+                layer = layers[i]
+                if isinstance(layer, _Activation):
+                    g = _activation_backward(layer.module, g, outputs[i])
+                    continue
+                weights = self._weights[layer.weight]
+                below = weights.below(g)
+                weights.descend(g, outputs[i - 1], lr)
+                if layer.bias is not None:
+                    self._biases[layer.bias][:k].sub_(g.sum(1), alpha=lr)
+                g = below
+            first.descend(j, g, lr)
+        return loss
+
     def deltas(self, names: list[str]) -> torch.Tensor:
         """Each client's update (final minus start parameters), flattened in ``names``'
         order: ``(c, dim)``."""
+        first = self._first
+        own: Params = {}
+        if self._windowed is not None:
+            bias = None if first.bias is None else self._start[first.bias]
+            dw, db = self._windowed.deltas(self._start[first.weight], bias, self._clients)
+            own[first.weight] = dw
+            if first.bias is not None and db is not None:
+                own[first.bias] = db
         parts = []
         for n in names:
-            if n in self._weights:
+            if n in own:
+                d = own[n]
+            elif n in self._weights:
                 d = self._weights[n].delta(self._start[n])
             else:
                 d = self._biases[n] - self._start[n]

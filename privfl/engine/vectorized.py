@@ -274,9 +274,11 @@ class VectorizedEngine(Engine):
         if self._mlp is not None and plain and starts is None:
             # Plain SGD on an MLP from one shared start: deferred low-rank updates
             # (privfl.engine.batched_mlp); per-client starts take the dense path below.
-            cohort = CohortSGD(self._mlp, start, c, sched.index.shape[2])
-            for t, k, xb, yb in batches:
-                losses[t, :k] = cohort.step(xb, yb, mask_of(t, k), cfg.lr).double()
+            t_max, _, width = sched.index.shape
+            cohort = CohortSGD(self._mlp, start, c, width, rows=t_max * width)
+            mask = sched.mask if sched.padded else None
+            losses = cohort.run(train_x, train_y, sched.index, mask, sched.active, cfg.lr)
+            losses = losses.double()
             deltas = cohort.deltas(list(self.spec.names))
         else:
             if starts is None:
