@@ -14,6 +14,13 @@ figures are medians over the repeats. One torch thread, as the observer runs att
 seconds per image, the baseline's, and their ratio (privfl / baseline). privfl's overhead is
 the replay's generality (``torch.func.functional_call``, one code path for one or several
 steps) and DLG's keeping of its best point: about 1 ms an evaluation.
+
+A second table times what the observer does with a round's targets: Inverting Gradients on
+``--targets`` clients (one image each, as the inversion suite) attacked one after another
+(the per-target loop) and in one batched optimization (``inverting_gradients_batched``), for
+one local step and for five (FedAvg's multi-step replay), alternating, medians; printed: the
+seconds of each and their ratio (batched / looped: below 1 is faster). Both sides reconstruct
+the same images (tests/attacks/inversion/test_inversion_batched.py).
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from privfl.attacks.inversion import InversionTarget, InversionThreat, dlg, inverting_gradients
+from privfl.attacks.inversion import (
+    InversionTarget,
+    InversionThreat,
+    dlg,
+    inverting_gradients,
+    inverting_gradients_batched,
+)
 from privfl.attacks.inversion.inverting_gradients import IG_LR, IG_TV, total_variation
 from privfl.client import LocalTraining, SGDTrainer
 from privfl.data.bundled import load_digits
@@ -40,21 +53,35 @@ LENET = DLG_LENET
 ONE_STEP = LocalTraining(lr=0.1, steps=1, batch_size=1)
 
 
-def _case(name: str) -> tuple[torch.nn.Module, InversionTarget, torch.Tensor]:
-    """The LeNet, the target privfl's client produces on the first training example, and
-    the true gradient (what the hand-written attacks invert)."""
+def _case(
+    name: str, example: int = 0, training: LocalTraining = ONE_STEP
+) -> tuple[torch.nn.Module, InversionTarget, torch.Tensor]:
+    """The LeNet, the target privfl's client produces on training example ``example``, and
+    its label (what the hand-written attacks are given)."""
+    model, targets, ys = _cases(name, [example], training)
+    return model, targets[0], ys[0]
+
+
+def _cases(
+    name: str, examples: list[int], training: LocalTraining
+) -> tuple[torch.nn.Module, list[InversionTarget], list[torch.Tensor]]:
+    """The LeNet and one target per example (one client each), from the same global model."""
     load = load_digits if name == "digits" else load_patches
     bundle = load(test_fraction=0.2, rng=numpy_rng(0, "data"))
     model = create_model(LENET, bundle.input_shape, bundle.num_classes, 0)
     spec = ParamSpec.of(model)
     w0 = spec.flatten(model)
-    x, y = bundle.train.x[:1], bundle.train.y[:1]
-    delta, _ = SGDTrainer(ONE_STEP).train(
-        model, spec, w0, x, y, torch.Generator(), client_id=0, round=1
-    )
-    spec.load_into(model, w0)
-    threat = InversionThreat(ONE_STEP, bundle.input_shape, bundle.num_classes)
-    return model, InversionTarget.from_delta(model, spec, w0, delta, 1, threat), y
+    threat = InversionThreat(training, bundle.input_shape, bundle.num_classes)
+    targets, ys = [], []
+    for i in examples:
+        x, y = bundle.train.x[i : i + 1], bundle.train.y[i : i + 1]
+        delta, _ = SGDTrainer(training).train(
+            model, spec, w0, x, y, torch.Generator(), client_id=i, round=1
+        )
+        spec.load_into(model, w0)
+        targets.append(InversionTarget.from_delta(model, spec, w0, delta, 1, threat))
+        ys.append(y)
+    return model, targets, ys
 
 
 def _hand_dlg(model: torch.nn.Module, target: InversionTarget, iterations: int, seed: int) -> None:
@@ -121,10 +148,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the iterations")
+    parser.add_argument("--targets", type=int, default=8, help="targets in the batched table")
+    parser.add_argument(
+        "--only-batched", action="store_true", help="only the batched-vs-looped table"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     its = {"dlg": max(1, round(300 * args.scale)), "ig": max(1, round(1000 * args.scale))}
-    print(f"torch {torch.__version__}, 1 thread, {args.repeats} repeats (medians)")
+    print(f"torch {torch.__version__}, 1 thread, {args.repeats} repeats (medians), CPU")
+    if args.only_batched:
+        _batched_table(args.targets, its["ig"], args.repeats)
+        return
     print(f"{'case':<16}{'iterations':>11}{'privfl s/img':>14}{'baseline s/img':>16}{'ratio':>8}")
     for data in ("digits", "patches"):
         model, target, y = _case(data)
@@ -146,6 +180,47 @@ def main() -> None:
                     out.append(_timed(fn))
             a, b = statistics.median(ours), statistics.median(base)
             print(f"{method + ' ' + data:<16}{n:>11}{a:>14.2f}{b:>16.2f}{a / b:>8.2f}")
+    _batched_table(args.targets, its["ig"], args.repeats)
+
+
+def _looped(
+    targets: list[InversionTarget], ys: list[torch.Tensor], iterations: int, r: int
+) -> None:
+    """Each target alone, as the observer attacks them without batching."""
+    for i, (t, y) in enumerate(zip(targets, ys, strict=True)):
+        g = torch.Generator().manual_seed(1000 * r + i)
+        inverting_gradients(t, generator=g, iterations=iterations, labels=y)
+
+
+def _batched(
+    targets: list[InversionTarget], ys: list[torch.Tensor], iterations: int, r: int
+) -> None:
+    """All targets in one optimization, from the same generators."""
+    gens = [torch.Generator().manual_seed(1000 * r + i) for i in range(len(targets))]
+    inverting_gradients_batched(targets, generators=gens, iterations=iterations, labels=ys)
+
+
+def _batched_table(n_targets: int, iterations: int, repeats: int) -> None:
+    """Inverting Gradients on a round's targets: the per-target loop against one batched
+    optimization (the observer's two paths), same generators and labels."""
+    print(f"\nIG on {n_targets} targets of one round: per-target loop vs one batched optimization")
+    print(f"{'case':<22}{'iterations':>11}{'looped s':>10}{'batched s':>11}{'ratio':>8}")
+    five = LocalTraining(lr=0.1, steps=5, batch_size=1)
+    for data, training, label in (
+        ("digits", ONE_STEP, "1 step"),
+        ("digits", five, "5 steps"),
+        ("patches", ONE_STEP, "1 step"),
+    ):
+        _, targets, ys = _cases(data, list(range(n_targets)), training)
+
+        loop_s, batch_s = [], []
+        for r in range(repeats):
+            pair = [(loop_s, _looped), (batch_s, _batched)]
+            for out, fn in pair if r % 2 == 0 else pair[::-1]:
+                out.append(_timed(partial(fn, targets, ys, iterations, r)))
+        a, b = statistics.median(loop_s), statistics.median(batch_s)
+        name = f"{data} {label}"
+        print(f"{name:<22}{iterations:>11}{a:>10.2f}{b:>11.2f}{b / a:>8.2f}")
 
 
 if __name__ == "__main__":
