@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from privfl.engine.batched_mlp import BatchedMLP, CohortSGD
+from privfl.engine.batched_mlp import BatchedMLP, CohortSGD, _Windowed
 from privfl.models import MLPConfig
 
 
@@ -126,3 +126,58 @@ def test_clipped_sums_equal_clipping_per_example_gradients():
         assert (norms[i] > clip).any()  # the clip bites
         for n in want:
             assert torch.allclose(sums[n][i], want[n], atol=1e-6), n
+
+
+@pytest.mark.parametrize(
+    ("shape", "hidden", "batch", "bias", "windows"),
+    [
+        ((2, 3, 3), [40, 30], 4, True, 5),  # 18 inputs: windows of 2 steps (8 rows), 4 folds
+        ((4, 8, 8), [200], 5, True, 1),  # 256 inputs: one window (100 rows) for the round
+        ((2, 3, 3), [6], 3, False, 10),  # too narrow to defer: windows of one step, no biases
+    ],
+)
+def test_cohort_run_is_plain_sgd_on_each_clients_batches(
+    shape, hidden, batch, bias, windows, monkeypatch
+):
+    g = torch.Generator().manual_seed(3)
+    model = MLPConfig(hidden=hidden, activation="relu").build(shape, 4)
+    if not bias:
+        model = nn.Sequential(
+            *[
+                nn.Linear(m.in_features, m.out_features, bias=False)
+                if isinstance(m, nn.Linear)
+                else m
+                for m in model
+            ]
+        )
+    start = {n: w.detach().clone() for n, w in model.named_parameters()}
+    c, lr, n = 5, 0.3, 200
+    active = [5, 5, 5, 4, 4, 4, 3, 2, 2, 1]  # clients stop early
+    x = torch.randn((n, *shape), generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    index = torch.randint(0, n, (len(active), c, batch), generator=g)
+    mask = (torch.rand((len(active), c, batch), generator=g) < 0.7).float()
+    mask[:, :, 0] = 1.0
+    for t, k in enumerate(active):
+        mask[t, k:] = 0.0
+    explicit = {name: w.expand(c, *w.shape).clone() for name, w in start.items()}
+    want_losses = torch.zeros((len(active), c))
+    for t, k in enumerate(active):
+        live = {name: w[:k] for name, w in explicit.items()}
+        ref, ref_loss = _reference_grads(model, live, x[index[t, :k]], y[index[t, :k]], mask[t, :k])
+        for name in explicit:
+            explicit[name][:k] -= lr * ref[name]
+        want_losses[t, :k] = ref_loss.detach()
+    cohort = CohortSGD(BatchedMLP.of(model), start, c, batch, rows=len(active) * batch)
+    folds = []
+    real_fold = _Windowed.fold
+    monkeypatch.setattr(_Windowed, "fold", lambda self: folds.append(1) or real_fold(self))
+    losses = cohort.run(x, y, index, mask, active, lr)
+    assert len(folds) == windows - 1
+    assert torch.allclose(losses, want_losses, atol=1e-5)
+    want = torch.cat([(explicit[name] - start[name]).reshape(c, -1) for name in start], dim=1)
+    got = cohort.deltas(list(start))
+    assert want.abs().max() > 1e-2  # the steps moved the weights
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="after CohortSGD.run"):
+        cohort.step(x[index[0]], y[index[0]], None, lr)
