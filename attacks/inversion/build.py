@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from privfl.attacks.inversion.config import InversionConfig, InversionMethod
 from privfl.attacks.inversion.labels import find_final_layer
 from privfl.attacks.inversion.observer import AttackSettings, InversionObserver
@@ -45,7 +47,10 @@ def create_inversion_observer(
             f"(federation.rounds = {config.federation.rounds})"
         )
     bundle = setup.data.bundle
-    method = InversionMethod(cfg.method)
+    train = getattr(bundle, "train", None)  # text: int64 token inputs (the text contract)
+    method = _resolve_method(cfg, config, train is not None and train.x.dtype == torch.int64)
+    if method == InversionMethod.TOKENS:
+        return _token_observer(cfg, config, setup, training)
     if method in (InversionMethod.IDLG, InversionMethod.IG):
         try:
             find_final_layer(setup.make_model(), bundle.num_classes)
@@ -77,6 +82,75 @@ def create_inversion_observer(
         noise=cfg.noise,
         noise_variance=cfg.noise_variance,
         images=cfg.images,
+    )
+
+
+def _resolve_method(cfg: InversionConfig, config: Config, text: bool) -> InversionMethod:
+    """``method``, with ``auto`` resolved by the data (``tokens`` on int64 token inputs,
+    ``idlg`` on images), checked against the data's kind.
+
+    Raises:
+        ConfigError: an image attack on text, the token attack (or its ``token_fpr``) on
+            images, or an image-only option on text.
+    """
+    method = InversionMethod(cfg.method)
+    name = config.data.name
+    if method == InversionMethod.AUTO:
+        method = InversionMethod.TOKENS if text else InversionMethod.IDLG
+    if text and method != InversionMethod.TOKENS:
+        raise ConfigError(
+            f"attack.inversion.method = '{method.value}' reconstructs images by optimizing "
+            f"continuous inputs; {name} is text (int64 tokens): use method = 'tokens' (or "
+            "leave method unset)"
+        )
+    if not text and method == InversionMethod.TOKENS:
+        raise ConfigError(
+            f"attack.inversion.method = 'tokens' reads a token embedding's update; {name} is "
+            "not text (float inputs): use dlg, idlg or ig"
+        )
+    if not text and "token_fpr" in cfg.model_fields_set and cfg.token_fpr != 0.05:
+        raise ConfigError(
+            f"attack.inversion.token_fpr applies only to the token attack on text; {name} is "
+            "not text"
+        )
+    if text:
+        from privfl.attacks.inversion.text import check_text_options
+
+        check_text_options(cfg, name)
+    return method
+
+
+def _token_observer(
+    cfg: InversionConfig, config: Config, setup: RunSetup, training: LocalTraining
+) -> InversionObserver:
+    """The embedding-gradient token attack (:mod:`privfl.attacks.inversion.text`) for a run
+    on text data; the server knows from the protocol whether the updates carry noise."""
+    from privfl.attacks.inversion.text import TokenAttackSettings, TokenLeakObserver, find_embedding
+
+    bundle = setup.data.bundle
+    try:
+        find_embedding(setup.make_model())
+    except PrivflError as e:
+        raise ConfigError(f"attack.inversion.method = 'tokens': {e}") from None
+    dp = config.defense.model_dump().get("dp")
+    mode = dp.get("mode") if isinstance(dp, dict) else None
+    vocab = getattr(bundle, "vocab", None)
+    return TokenLeakObserver(
+        rounds=frozenset(cfg.rounds),
+        max_targets=cfg.max_targets,
+        threat=InversionThreat(
+            training=training, input_shape=bundle.input_shape, num_classes=bundle.num_classes
+        ),
+        seed=config.seed,
+        token=TokenAttackSettings(
+            noisy=mode in ("sample", "local", "distributed") or cfg.noise != "none",
+            fpr=cfg.token_fpr,
+            schedule_known=mode != "sample",
+        ),
+        decode=None if vocab is None else vocab.decode,
+        notes=_view_notes(config),
+        noise=cfg.noise,
+        noise_variance=cfg.noise_variance,
     )
 
 

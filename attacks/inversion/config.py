@@ -24,11 +24,14 @@ from privfl.config_rules import SECTION_CONFIG, only_with
 
 class InversionMethod(StrEnum):
     """The attacks: DLG (Zhu et al. 2019), iDLG (Zhao et al. 2020), Inverting Gradients
-    (Geiping et al. 2020)."""
+    (Geiping et al. 2020) on images; the embedding-gradient token leak (Melis et al. 2019) on
+    text; ``auto`` picks ``tokens`` on text data (int64 token inputs) and ``idlg`` on images."""
 
+    AUTO = "auto"
     DLG = "dlg"
     IDLG = "idlg"
     IG = "ig"
+    TOKENS = "tokens"
 
 
 #: Per method: (iterations, learning rate) of the papers' settings (IG scaled down for CPUs).
@@ -36,6 +39,8 @@ METHOD_DEFAULTS: dict[InversionMethod, tuple[int, float]] = {
     InversionMethod.DLG: (300, 1.0),
     InversionMethod.IDLG: (300, 1.0),
     InversionMethod.IG: (1000, 0.1),
+    InversionMethod.AUTO: (300, 1.0),  # idlg's: auto is idlg on images
+    InversionMethod.TOKENS: (1, 1.0),  # reads the update; no optimizer
 }
 
 
@@ -48,8 +53,10 @@ class InversionConfig(BaseModel):
 
     model_config = SECTION_CONFIG
 
-    method: Literal["dlg", "idlg", "ig"] = Field(
-        "idlg", description="dlg (L-BFGS, soft labels), idlg (analytic labels), ig (cosine + TV)"
+    method: Literal["auto", "dlg", "idlg", "ig", "tokens"] = Field(
+        "auto",
+        description="dlg (L-BFGS, soft labels), idlg (analytic labels), ig (cosine + TV) on "
+        "images; tokens (embedding-gradient leak) on text; auto: tokens on text, idlg on images",
     )
     rounds: list[PositiveInt] = Field(
         default_factory=lambda: [1], description="rounds in which the server attacks"
@@ -87,12 +94,22 @@ class InversionConfig(BaseModel):
         "record (`images`: nested lists in [0, 1]; attacks.json grows)",
     )
 
+    token_fpr: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="tokens: under noisy updates (DP), the expected number of unused tokens "
+        "the row-norm threshold admits per update",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> InversionConfig:
         if len(set(self.rounds)) != len(self.rounds):
             raise ValueError(f"rounds lists a round twice: {self.rounds}")
         only_with(self, "tv", self.method == InversionMethod.IG, "method = 'ig'")
         only_with(self, "replay", self.method == InversionMethod.IG, "method = 'ig'")
+        text = self.method in (InversionMethod.AUTO, InversionMethod.TOKENS)
+        only_with(self, "token_fpr", text, "method = 'tokens' (or 'auto' on text data)")
         only_with(self, "noise_variance", self.noise != "none", "noise is 'gaussian' or 'laplace'")
         if self.noise != "none" and not self.noise_variance > 0:
             raise ValueError(f"noise = {self.noise!r} needs noise_variance > 0")
