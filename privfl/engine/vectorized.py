@@ -36,6 +36,7 @@ from torch.func import functional_call, vmap
 from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
+from privfl.engine.batched_cnn import BatchedCNN, CohortCNNSGD
 from privfl.engine.batched_mlp import BatchedMLP, CohortSGD, stacked_params
 from privfl.engine.schedule import cohort_schedule
 from privfl.engine.sequential import SequentialEngine
@@ -101,10 +102,15 @@ def sgd_update(
 class VectorizedEngine(Engine):
     """Trains a round's cohort in lock-step with ``torch.func.vmap`` over clients.
 
-    Models with convolutions are trained by the sequential engine (logged): vmap turns a
-    convolution with per-client weights into a grouped convolution, which PyTorch's CPU kernels
-    run slower than the per-client loop (W2's CNN: 0.4x; see benchmarks/RESULTS.md). Set
-    :attr:`vectorize_convolutions` to vectorize them anyway (same numbers).
+    CNNs (``nn.Sequential`` stacks of ``Conv2d``, ReLU/tanh/sigmoid, max/average pooling,
+    ``Flatten`` and ``Linear``: :class:`privfl.models.CNNConfig` with ``norm = "none"``) take
+    the hand-written kernel :class:`~privfl.engine.batched_cnn.BatchedCNN`: each convolution is
+    im2col and one batched GEMM over the cohort, with DP-SGD's per-example norms by mixed ghost
+    clipping. Other models with convolutions (GroupNorm, grouped convolutions, ...) are
+    trained by the sequential engine (logged): vmap turns a convolution with per-client weights
+    into a grouped convolution, which PyTorch's CPU kernels run slower than the per-client loop
+    (W2's CNN: 0.4x). Set :attr:`vectorize_convolutions` to vectorize those with torch.func
+    anyway (same numbers).
 
     Memory: the cohort's parameters (and momentum buffers) as ``(c, *shape)`` tensors plus one
     step's batch ``(c, B, *input_shape)``; client data stay index arrays until their batch is
@@ -118,6 +124,9 @@ class VectorizedEngine(Engine):
     #: Train multilayer perceptrons with :class:`~privfl.engine.batched_mlp.BatchedMLP`
     #: (False: with torch.func like every other model; the tests compare the two).
     use_batched_mlp: bool = True
+    #: Train CNNs with :class:`~privfl.engine.batched_cnn.BatchedCNN` (False: convolutions
+    #: fall back to the sequential engine unless :attr:`vectorize_convolutions`).
+    use_batched_cnn: bool = True
 
     def __init__(
         self,
@@ -146,6 +155,7 @@ class VectorizedEngine(Engine):
         # Multilayer perceptrons take the hand-written batched path (same arithmetic, faster
         # on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
         self._mlp = BatchedMLP.of(self._model) if self.use_batched_mlp else None
+        self._cnn = BatchedCNN.of(self._model) if self.use_batched_cnn else None
         self._dp: CohortDPSGD | None = None
         dp = _dpsgd_trainer_type()
         if isinstance(trainer, dp):
@@ -158,6 +168,7 @@ class VectorizedEngine(Engine):
                 noise_multiplier=trainer.noise_multiplier,
                 sgd_update=sgd_update,
                 mlp=self._mlp,
+                cnn=self._cnn,
             )
         else:
             self._training = trainer.config  # type: ignore[attr-defined]
@@ -218,10 +229,17 @@ class VectorizedEngine(Engine):
         if not self.vectorize_convolutions and any(
             isinstance(m, convs) for m in self._model.modules()
         ):
-            return (
-                "the model has convolutions, which vmap turns into grouped convolutions that "
-                "run slower on CPU than the per-client loop"
+            why = (
+                BatchedCNN.unsupported(self._model)
+                if self.use_batched_cnn
+                else "the batched CNN kernel is switched off"
             )
+            if why is not None:
+                return (
+                    f"the model has convolutions the batched CNN kernel does not take ({why}), "
+                    "and vmap turns them into grouped convolutions that run slower on CPU than "
+                    "the per-client loop"
+                )
         names = set(self.spec.names)
         if any(True for _ in self._model.buffers()):
             return "the model has buffers (running statistics), which differ per client"
@@ -280,6 +298,13 @@ class VectorizedEngine(Engine):
             losses = cohort.run(train_x, train_y, sched.index, mask, sched.active, cfg.lr)
             losses = losses.double()
             deltas = cohort.deltas(list(self.spec.names))
+        elif self._cnn is not None and plain and starts is None:
+            # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first
+            # step's convolutions are one GEMM, the dense head's updates deferred.
+            cnn_sgd = CohortCNNSGD(self._cnn, start, c, sched.index.shape[2])
+            for t, k, xb, yb in batches:
+                losses[t, :k] = cnn_sgd.step(xb, yb, mask_of(t, k), cfg.lr).double()
+            deltas = cnn_sgd.deltas(list(self.spec.names))
         else:
             if starts is None:
                 params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
@@ -292,6 +317,8 @@ class VectorizedEngine(Engine):
                 live = {n: w[:k] for n, w in params.items()}
                 if self._mlp is not None:
                     grads, loss = self._mlp.gradients(live, xb, yb, mask_of(t, k))
+                elif self._cnn is not None:
+                    grads, loss = self._cnn.gradients(live, xb, yb, mask_of(t, k))
                 else:
                     grads, loss = self._batched_grads(live, xb, yb, mask_of(t, k))
                 sgd_update(live, grads, start, momentum, cfg, first=t == 0)

@@ -6,7 +6,9 @@ Opacus (Abadi et al. 2016, Algorithm 1, with Opacus' ``DPOptimizer`` arithmetic)
 1. Poisson lot: ``rand(n) < q`` on the client's own generator;
 2. per-example gradients by nested ``vmap`` (over clients, then over the lot's examples) of
    ``grad`` of one example's cross-entropy (Opacus' per-sample gradients of a mean loss); for
-   MLPs, only their norms, from the batched kernel's ghost norms;
+   MLPs, only their norms, from the batched kernel's ghost norms; for CNNs, each layer's norms
+   by mixed ghost clipping (Bu et al. 2022: the ghost norm or the formed per-example gradient,
+   whichever is smaller; :meth:`privfl.engine.batched_cnn.BatchedCNN.clipped_gradient_sums`);
 3. flat clipping: factor ``min(1, C / (||g_j|| + 1e-6))`` over all layers (Opacus' formula),
    padded examples get factor 0; the clipped gradients are summed;
 4. noise ``N(0, (sigma C)^2)`` per parameter tensor drawn with ``torch.normal`` on the client's
@@ -31,6 +33,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from privfl.client import LocalTraining
+from privfl.engine.batched_cnn import BatchedCNN
 from privfl.engine.batched_mlp import BatchedMLP, stacked_params
 from privfl.seeding import torch_generator
 from privfl.update import ParamSpec
@@ -52,6 +55,8 @@ class CohortDPSGD:
         mlp: the batched MLP kernel of the model, if it has one: step 2-3 then come from
             its ghost norms (:meth:`BatchedMLP.clipped_gradient_sums`), with no per-example
             gradient formed; otherwise from nested ``vmap``.
+        cnn: the batched CNN kernel of the model, if it has one (and no MLP kernel): steps
+            2-3 from its mixed ghost clipping.
     """
 
     def __init__(
@@ -64,10 +69,12 @@ class CohortDPSGD:
         noise_multiplier: float,
         sgd_update: Callable[..., None],
         mlp: BatchedMLP | None = None,
+        cnn: BatchedCNN | None = None,
     ) -> None:
         self.spec, self.training, self.clip, self.sigma = spec, training, clip, noise_multiplier
         self._sgd_update = sgd_update
         self._mlp = mlp
+        self._cnn = cnn
 
         def one_example(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             logits = functional_call(model, p, (x.unsqueeze(0),))
@@ -191,8 +198,9 @@ class CohortDPSGD:
         def factor_of(norms: torch.Tensor) -> torch.Tensor:  # step 3, Opacus' flat clipping
             return (self.clip / (norms + _NORM_EPS)).clamp(max=1.0) * mask
 
-        if self._mlp is not None:
-            summed, losses, norms = self._mlp.clipped_gradient_sums(live, x, y, factor_of)
+        kernel = self._mlp if self._mlp is not None else self._cnn
+        if kernel is not None:
+            summed, losses, norms = kernel.clipped_gradient_sums(live, x, y, factor_of)
         else:
             grads, losses = self._per_example(live, x, y)  # (k, L, *shape), (k, L)
             with torch.no_grad():
