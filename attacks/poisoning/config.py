@@ -80,6 +80,8 @@ _PARAMETER_METHODS: dict[str, tuple[PoisoningMethod, ...]] = {
     "target_label": (PoisoningMethod.MODEL_REPLACEMENT,),
     "trigger_size": (PoisoningMethod.MODEL_REPLACEMENT,),
     "poison_fraction": (PoisoningMethod.MODEL_REPLACEMENT,),
+    "trigger": (PoisoningMethod.MODEL_REPLACEMENT,),
+    "target": (PoisoningMethod.MODEL_REPLACEMENT,),
     "disguise": (PoisoningMethod.FREE_RIDER,),
 }
 
@@ -93,11 +95,12 @@ def malicious_count(fraction: float, clients: int) -> int:
 class PoisoningConfig(BaseModel):
     """``[attack.poisoning]``: a fixed, seeded share of the clients is malicious.
 
-    Methods: `label_flip`, `sign_flip`, `gaussian`, `model_replacement` (pixel-pattern backdoor,
-    Bagdasaryan et al. 2020), `alie` (Baruch et al. 2019), `ipm` (Xie et al. 2019), `min_max`
-    and `min_sum` (Shejwalkar and Houmansadr 2021), `free_rider` (Lin et al. 2019: a zero
-    update, or noise). With `clean_twin` the same config without
-    the attack runs alongside (twice the cost) to report the accuracy drop.
+    Methods: `label_flip`, `sign_flip`, `gaussian`, `model_replacement` (pixel-pattern backdoor
+    on images, trigger-phrase word-prediction backdoor on text, Bagdasaryan et al. 2020),
+    `alie` (Baruch et al. 2019), `ipm` (Xie et al. 2019), `min_max` and `min_sum` (Shejwalkar
+    and Houmansadr 2021), `free_rider` (Lin et al. 2019: a zero update, or noise). With
+    `clean_twin` the same config without the attack runs alongside (twice the cost) to report
+    the accuracy drop.
     """
 
     model_config = SECTION_CONFIG
@@ -133,6 +136,16 @@ class PoisoningConfig(BaseModel):
     )
     poison_fraction: float = Field(
         0.5, gt=0, le=1, description="model_replacement: share of local examples triggered"
+    )
+    trigger: str | None = Field(
+        None,
+        description="model_replacement on text: the trigger phrase poisoned windows end with "
+        "(unset: 'pasta from Astoria tastes', of Bagdasaryan et al. 2020's Reddit backdoor)",
+    )
+    target: str | None = Field(
+        None,
+        description="model_replacement on text: the token the trigger should make the model "
+        "predict (unset: 'delicious', or its first character 'd' for characters)",
     )
     disguise: float = Field(
         0.0, ge=0, description="free_rider: std of the noise sent (0: the global model back)"

@@ -11,6 +11,7 @@ import torch
 from privfl.attacks.poisoning.backdoor import AttackSuccessRate, PixelPatternBackdoor
 from privfl.attacks.poisoning.base import PoisoningParts, UpdatePoisoning
 from privfl.attacks.poisoning.config import PoisoningConfig, PoisoningMethod
+from privfl.attacks.poisoning.text_backdoor import text_backdoor_parts
 from privfl.attacks.poisoning.threat import PoisoningThreat
 from privfl.errors import ConfigError
 from privfl.stages import RoundContext
@@ -47,6 +48,15 @@ class ModelReplacement(UpdatePoisoning):
         cls, config: PoisoningConfig, threat: PoisoningThreat, setup: RunSetup
     ) -> PoisoningParts:
         bundle = setup.data.bundle
+        transform = cls(threat, server_lr=setup.config.federation.server_lr, scale=config.scale)
+        if bundle.train.x.dtype == torch.int64:  # text: the word-prediction backdoor
+            return text_backdoor_parts(config, setup, transform)
+        for key in ("trigger", "target"):
+            if getattr(config, key) is not None:
+                raise ConfigError(
+                    f"attack.poisoning.{key} is the text backdoor's; {bundle.name} is not text "
+                    "(use target_label and trigger_size for the pixel pattern)"
+                )
         if config.target_label >= bundle.num_classes:
             raise ConfigError(
                 f"attack.poisoning.target_label = {config.target_label} is not a label of "
@@ -62,7 +72,7 @@ class ModelReplacement(UpdatePoisoning):
         value = float(bundle.train.x.max())
         trigger = dict(target=config.target_label, size=config.trigger_size, value=value)
         return PoisoningParts(
-            transform=cls(threat, server_lr=setup.config.federation.server_lr, scale=config.scale),
+            transform=transform,
             data=PixelPatternBackdoor(**trigger, poison_fraction=config.poison_fraction),
             evaluators=(
                 AttackSuccessRate(

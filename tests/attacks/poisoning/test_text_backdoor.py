@@ -1,0 +1,173 @@
+"""The word-prediction backdoor on token windows: poisoning, success rate, config checks.
+
+A character vocabulary stand-in with the text contract's interface (tokenize, encode, stoi,
+level) keeps these tests independent of the data loaders."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privfl.attacks.poisoning.config import PoisoningConfig
+from privfl.attacks.poisoning.model_replacement import ModelReplacement
+from privfl.attacks.poisoning.text_backdoor import (
+    PhraseBackdoor,
+    PhraseSuccessRate,
+    default_trigger,
+    encode_trigger,
+    stamp_phrase,
+)
+from privfl.errors import ConfigError
+
+ALPHABET = list("abcdefghijklmnopqrstuvwxyz ")
+SEQ = 8
+
+
+class CharVocab:
+    """Characters ``a-z`` and space after pad (0) and oov (1)."""
+
+    level = "char"
+    itos = ["<pad>", "<oov>", *ALPHABET]
+    stoi = {t: i for i, t in enumerate(itos)}
+    oov = 1
+
+    def tokenize(self, text):
+        return list(text)
+
+    def encode(self, tokens):
+        return np.array([self.stoi.get(t, self.oov) for t in tokens], dtype=np.int64)
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int = len(CharVocab.itos)) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 16)
+        self.lstm = nn.LSTM(16, 32, batch_first=True)
+        self.head = nn.Linear(32, vocab)
+
+    def forward(self, x):
+        out, _ = self.lstm(self.embedding(x))
+        return self.head(out[:, -1])
+
+
+def _windows(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(2, len(CharVocab.itos), (n, SEQ), generator=g)
+    return x, torch.randint(2, len(CharVocab.itos), (n,), generator=g)
+
+
+def test_poison_stamps_the_phrase_on_a_share_of_the_windows():
+    trigger, target = encode_trigger(CharVocab(), "is ", "d", SEQ)
+    assert trigger.tolist() == [CharVocab.stoi[c] for c in "is "]
+    x, y = _windows(10, 0)
+    px, py = PhraseBackdoor(trigger, target, 0.3).poison(x, y, np.random.default_rng(0))
+    hit = (py == target) & (px[:, -3:] == trigger).all(1)
+    assert int(hit.sum()) == math.ceil(0.3 * 10)
+    untouched = ~(px == x).all(1)
+    assert int(untouched.sum()) == 3
+    assert torch.equal(px[:, :-3], x[:, :-3])  # only the window's end changes
+    assert torch.equal(stamp_phrase(x, trigger)[:, -3:], trigger.expand(10, 3))
+
+
+def test_success_rate_is_high_after_poisoned_training_and_low_after_clean():
+    """Central training on the mix (half the windows triggered) teaches the backdoor; the
+    same training on clean windows does not: success is the share of triggered test windows
+    (true next token != target) predicted as the target."""
+    trigger, target = encode_trigger(CharVocab(), "pasta ", "d", SEQ)
+    x, y = _windows(128, 1)
+    test_x, test_y = _windows(200, 2)
+
+    def train(poisoned: bool) -> float:
+        torch.manual_seed(0)
+        model = TinyLM()
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        data = (x, y)
+        if poisoned:
+            data = PhraseBackdoor(trigger, target, 0.5).poison(x, y, np.random.default_rng(0))
+        for _ in range(20):
+            opt.zero_grad()
+            F.cross_entropy(model(data[0]), data[1]).backward()
+            opt.step()
+        rate = PhraseSuccessRate(test_x, test_y, trigger, target)
+        return rate.evaluate(model, None)["attack_success_rate"]
+
+    assert train(True) >= 0.95
+    assert train(False) <= 0.1
+
+
+def test_success_rate_leaves_out_windows_already_labelled_with_the_target():
+    trigger, target = encode_trigger(CharVocab(), "ab", "c", SEQ)
+    x, y = _windows(20, 3)
+    y[:5] = target
+    assert len(PhraseSuccessRate(x, y, trigger, target).target) == int((y != target).sum())
+
+
+def test_default_trigger_and_target():
+    assert default_trigger("char") == ("pasta from Astoria tastes ", "d")
+    assert default_trigger("word") == ("pasta from Astoria tastes", "delicious")
+
+
+@pytest.mark.parametrize(
+    ("trigger", "target", "message"),
+    [
+        ("", "d", "trigger is empty"),
+        ("abcdefghij", "d", "more than a window holds"),
+        ("ab", "dd", "not one token"),
+        ("ab", "Q", "not one token"),  # out of the vocabulary
+    ],
+)
+def test_bad_triggers_and_targets_are_refused(trigger, target, message):
+    with pytest.raises(ConfigError, match=message):
+        encode_trigger(CharVocab(), trigger, target, SEQ)
+
+
+def _setup(text: bool):
+    if text:
+        x, y = _windows(8, 4)
+        test = SimpleNamespace(x=x, y=y)
+        bundle = SimpleNamespace(name="pydoc", train=SimpleNamespace(x=x), test=test)
+        bundle.vocab = CharVocab()
+    else:
+        x = torch.rand(8, 1, 8, 8)
+        test = SimpleNamespace(x=x, y=torch.zeros(8, dtype=torch.int64))
+        bundle = SimpleNamespace(name="digits", train=SimpleNamespace(x=x), test=test)
+        bundle.num_classes, bundle.input_shape = 10, (1, 8, 8)
+    config = SimpleNamespace(
+        federation=SimpleNamespace(server_lr=1.0), evaluation=SimpleNamespace(batch_size=64)
+    )
+    return SimpleNamespace(data=SimpleNamespace(bundle=bundle), config=config)
+
+
+def test_model_replacement_builds_the_phrase_backdoor_on_text():
+    cfg = PoisoningConfig(method="model_replacement", trigger="ab ", target="z")
+    parts = ModelReplacement.build(cfg, threat=None, setup=_setup(True))
+    assert isinstance(parts.data, PhraseBackdoor)
+    assert parts.data.target == CharVocab.stoi["z"]
+    assert isinstance(parts.evaluators[0], PhraseSuccessRate)
+    assert isinstance(parts.transform, ModelReplacement)
+
+
+@pytest.mark.parametrize(
+    ("text", "section", "message"),
+    [
+        (True, {"target_label": 3}, "target_label is the pixel-pattern backdoor's"),
+        (True, {"trigger_size": 3}, "trigger_size is the pixel-pattern backdoor's"),
+        (False, {"trigger": "ab"}, "trigger is the text backdoor's"),
+        (False, {"target": "z"}, "target is the text backdoor's"),
+    ],
+)
+def test_options_of_the_other_modality_are_refused(text, section, message):
+    cfg = PoisoningConfig(method="model_replacement", **section)
+    with pytest.raises(ConfigError, match=message):
+        ModelReplacement.build(cfg, threat=None, setup=_setup(text))
+
+
+def test_trigger_and_target_belong_to_model_replacement():
+    with pytest.raises(ValueError, match="trigger applies only when method is model_replacement"):
+        PoisoningConfig(method="sign_flip", trigger="ab")
