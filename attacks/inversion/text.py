@@ -114,14 +114,17 @@ def idle_row_scale(training: LocalTraining, steps: int) -> float:
     return w
 
 
-def exact_tolerance(w0_rows: torch.Tensor, scale: float, steps: int) -> float:
-    """The largest row norm float32 rounding can leave in an unused row once its decay
-    ``(c - 1) w_0`` is subtracted: 0 when the row cannot move (``c = 1``), else a few ulps
-    per step of the largest row's norm (``64 * eps * (steps + 1) * max ||w_0 row||``)."""
+def exact_tolerance(w0_rows: torch.Tensor, scale: float, steps: int) -> torch.Tensor:
+    """Per row, float64 ``(V,)``: the norm float32 rounding may leave in an unused row once its
+    decay ``(c - 1) w_0`` is subtracted. Zero when the row cannot move (``c = 1``: the
+    update is exactly 0), else ``2 * eps * (steps + 1) * ||w_0 row||``: the rounding of
+    ``steps`` float32 SGD steps, one ulp of the row per step. (Measured on this project's
+    tests: unused rows stay under 0.11 of ``eps * (steps + 1) * ||w_0 row||``, used rows of
+    the tiny LSTM's first positions above 50 of it.)"""
     if scale == 1.0:
-        return 0.0
+        return torch.zeros(len(w0_rows), dtype=torch.float64)
     eps = float(torch.finfo(torch.float32).eps)
-    return 64.0 * eps * (steps + 1) * float(w0_rows.norm(dim=1).max())
+    return 2.0 * eps * (steps + 1) * w0_rows.double().norm(dim=1)
 
 
 def noise_floor(blocks: list[torch.Tensor], min_size: int = 256) -> float:
@@ -144,12 +147,10 @@ def noise_threshold(sigma: float, dim: int, rows: int, fpr: float = DEFAULT_FPR)
     return sigma * math.sqrt(float(chi2.isf(fpr / rows, dim)))
 
 
-def leaked_rows(residual: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
-    """Bool ``(..., V)``: the rows of ``residual`` (``(..., V, d)``) whose norm exceeds
-    ``threshold`` (a scalar, or one per leading index)."""
-    norms = residual.norm(dim=-1)
-    t = torch.as_tensor(threshold, dtype=norms.dtype)
-    return norms > (t.unsqueeze(-1) if t.ndim else t)
+def leaked_rows(residual: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Bool ``(T, V)``: the rows of ``residual`` (``(T, V, d)``) whose norm exceeds
+    ``threshold`` (``(T, V)``, or anything that broadcasts to it)."""
+    return residual.norm(dim=-1) > threshold
 
 
 def token_scores(recovered: np.ndarray, true: np.ndarray) -> tuple[float, float, int]:
@@ -289,20 +290,23 @@ class TokenLeakObserver(InversionObserver):
         v, d = w0.shape
         rows = g[:, off : off + v * d].reshape(len(targets), v, d)
         steps = [num_local_steps(t.threat.training, t.num_examples) for t in targets]
-        scales = torch.tensor(
-            [idle_row_scale(t.threat.training, k) for t, k in zip(targets, steps, strict=True)]
-        )
-        # an unused row's G is -(c - 1) / lr * w_0: subtract it
-        residual = rows + ((scales - 1.0) / lr).view(-1, 1, 1) * w0
+        scales = [idle_row_scale(t.threat.training, k) for t, k in zip(targets, steps, strict=True)]
+        # an unused row's G is -(c - 1) / lr * w_0: subtract it (in float64: c - 1 is small)
+        decay = torch.tensor([(c - 1.0) / lr for c in scales], dtype=torch.float64)
+        residual = rows.double() + decay.view(-1, 1, 1) * w0.double()
+        floors: list[float | None]
         if self.token.noisy:
             floors = [noise_floor(list(ctx.spec.unflatten(gi).values())) for gi in g]
-            thresholds = [noise_threshold(s, d, v, self.token.fpr) for s in floors]
+            limits = torch.tensor(
+                [noise_threshold(s, d, v, self.token.fpr) for s in floors], dtype=torch.float64
+            ).view(-1, 1)
         else:
             floors = [None] * len(targets)
-            thresholds = [
-                exact_tolerance(w0, float(c), k) / lr for c, k in zip(scales, steps, strict=True)
-            ]
-        leaked = leaked_rows(residual, torch.tensor(thresholds))
+            limits = torch.stack(
+                [exact_tolerance(w0, c, k) / lr for c, k in zip(scales, steps, strict=True)]
+            )
+        leaked = leaked_rows(residual, limits)
+        thresholds = [float(x.max()) for x in limits]
         if emb.padding_idx is not None:
             leaked[:, emb.padding_idx] = False  # its gradient is zero by construction
         seconds = (time.perf_counter() - t0) / len(targets)
