@@ -14,6 +14,7 @@ and optimizes only ``x'``. An "iteration" here is one L-BFGS step, as in both pa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -23,7 +24,14 @@ from privfl.attacks.inversion.labels import (
     labels_from_counts,
     mean_prediction,
 )
-from privfl.attacks.inversion.simulate import local_update, single_gradient_target
+from privfl.attacks.inversion.lbfgs import RowLBFGS
+from privfl.attacks.inversion.simulate import (
+    can_batch,
+    local_update,
+    local_updates,
+    num_local_steps,
+    single_gradient_target,
+)
 from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
 from privfl.errors import PrivflError
 
@@ -101,6 +109,211 @@ def idlg(
         labels=labels,
         callback=callback,
     )
+
+
+def dlg_batched(
+    targets: Sequence[InversionTarget],
+    *,
+    generators: Sequence[torch.Generator],
+    iterations: int = DLG_ITERATIONS,
+    lr: float = DLG_LR,
+    restarts: int = 1,
+    labels: Sequence[torch.Tensor] | None = None,
+    callbacks: Sequence[Callback | None] | None = None,
+) -> list[Reconstruction]:
+    """:func:`dlg` of several targets at once: the result of calling it on each
+    ``(targets[i], generators[i])``, target by target, up to float rounding.
+
+    The dummies of every (target, restart) are the rows of one stack, their objectives are
+    evaluated together (:func:`privfl.attacks.inversion.simulate.local_updates`) and each row
+    is moved by its own L-BFGS (:class:`privfl.attacks.inversion.lbfgs.RowLBFGS`: one
+    ``torch.optim.LBFGS`` over the stack would couple the rows), stopping on its own. The
+    draws come from each target's generator in the loop's order.
+
+    Args:
+        targets: updates of one model from the same global weights and local training, with
+            the same number of reconstructed examples.
+        generators: one per target.
+        labels: one int64 ``(D,)`` per target (iDLG), or None (DLG's soft labels).
+        callbacks: one per target (or None).
+
+    Returns:
+        One :class:`Reconstruction` per target, in order.
+    """
+    _check_settings(iterations, lr, restarts)
+    n = len(targets)
+    _check_lists(n, generators, labels, callbacks)
+    if n == 0:
+        return []
+    _check_group(targets)
+    first = targets[0]
+    threat = first.threat
+    d = first.num_reconstructed
+    if labels is not None and any(lab.shape != (d,) for lab in labels):
+        raise PrivflError(f"labels must have shape ({d},) per target")
+    if can_batch(first.model) is not None:
+        return [
+            dlg(
+                t,
+                generator=g,
+                iterations=iterations,
+                lr=lr,
+                restarts=restarts,
+                labels=None if labels is None else labels[i],
+                callback=None if callbacks is None else callbacks[i],
+            )
+            for i, (t, g) in enumerate(zip(targets, generators, strict=True))
+        ]
+    device = next(iter(first.params.values())).device
+    rows = n * restarts
+    shape, classes = threat.input_shape, threat.num_classes
+    nx = d * math.prod(shape)
+    starts = []
+    for g in generators:  # per target, restart after restart: x, then the soft labels
+        for _ in range(restarts):
+            x0 = torch.randn((d, *shape), generator=g).flatten()
+            soft0 = torch.randn((d, classes), generator=g).flatten() if labels is None else None
+            starts.append(x0 if soft0 is None else torch.cat([x0, soft0]))
+    flat = torch.stack(starts).to(device).requires_grad_(True)
+    per_target = [
+        single_gradient_target(t.update, list(t.params.values()), t.threat.training, t.num_examples)
+        for t in targets
+    ]
+    wanted = [
+        torch.stack([w[j] for w in per_target for _ in range(restarts)])
+        for j in range(len(first.update))
+    ]
+    fixed = (
+        None
+        if labels is None
+        else torch.stack([lab for lab in labels for _ in range(restarts)]).to(device)
+    )
+    best_loss = torch.full((rows,), math.inf, dtype=torch.float64, device=device)
+    best = flat.detach().clone()
+
+    def closure(evaluated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = flat[:, :nx].view(rows, d, *shape)
+        y = fixed if fixed is not None else torch.softmax(flat[:, nx:].view(rows, d, classes), -1)
+        got = local_updates(
+            first.model, first.params, x, y, threat.training, steps=1, batch_size=None
+        )
+        loss = sum(((g - w) ** 2).flatten(1).sum(1) for g, w in zip(got, wanted, strict=True))
+        (grad,) = torch.autograd.grad(loss.sum(), flat)
+        value = loss.detach().double()
+        better = evaluated & (value < best_loss)  # NaN compares False: never kept
+        best_loss.copy_(torch.where(better, value, best_loss))
+        best.copy_(torch.where(better[:, None], flat.detach(), best))
+        return loss.detach(), grad
+
+    opt = RowLBFGS(flat, lr=lr)  # moves the leaf in place, without recording it
+    running = torch.ones(rows, dtype=torch.bool, device=device)
+    done = torch.zeros(rows, dtype=torch.int64, device=device)
+    for _ in range(iterations):
+        if not bool(running.any()):
+            break
+        before = flat.detach().clone()
+        opt.step(closure, running)
+        done += running.long()
+        _advance(callbacks, running, restarts)
+        moved = (flat.detach() != before).any(dim=1)
+        finite = torch.isfinite(flat.detach()).all(dim=1)
+        running = running & moved & finite
+    out = []
+    for i in range(n):
+        runs = range(i * restarts, (i + 1) * restarts)
+        for r in runs:  # the per-target loop reports a stopped restart's remaining iterations
+            if callbacks is not None and callbacks[i] is not None and done[r] < iterations:
+                callbacks[i](iterations - int(done[r]))
+        k = min(runs, key=lambda r: float(best_loss[r]))
+        x = best[k, :nx].view(d, *shape).clone()
+        if labels is None:
+            y_out = best[k, nx:].view(d, classes).argmax(dim=-1)
+        else:
+            y_out = labels[i]
+        out.append(Reconstruction(x, y_out.to(torch.int64), float(best_loss[k]), int(done[k])))
+    return out
+
+
+def idlg_batched(
+    targets: Sequence[InversionTarget],
+    *,
+    generators: Sequence[torch.Generator],
+    iterations: int = DLG_ITERATIONS,
+    lr: float = DLG_LR,
+    restarts: int = 1,
+    callbacks: Sequence[Callback | None] | None = None,
+) -> list[Reconstruction]:
+    """:func:`idlg` of several targets at once (labels per target, then :func:`dlg_batched`):
+    each target's result is what :func:`idlg` gives it alone."""
+    _check_lists(len(targets), generators, None, callbacks)
+    labels = [recover_labels(t, g) for t, g in zip(targets, generators, strict=True)]
+    return dlg_batched(
+        targets,
+        generators=generators,
+        iterations=iterations,
+        lr=lr,
+        restarts=restarts,
+        labels=labels,
+        callbacks=callbacks,
+    )
+
+
+def _advance(
+    callbacks: Sequence[Callback | None] | None, running: torch.Tensor, restarts: int
+) -> None:
+    """Tell each target's callback how many of its restarts took a step."""
+    if callbacks is None:
+        return
+    per_target = running.view(-1, restarts).sum(dim=1).tolist()
+    for cb, k in zip(callbacks, per_target, strict=True):
+        if cb is not None and k:
+            cb(int(k))
+
+
+def _check_lists(
+    n: int,
+    generators: Sequence[torch.Generator],
+    labels: Sequence[torch.Tensor] | None,
+    callbacks: Sequence[Callback | None] | None,
+) -> None:
+    for name, seq in (("generators", generators), ("labels", labels), ("callbacks", callbacks)):
+        if seq is not None and len(seq) != n:
+            raise PrivflError(
+                f"the batched attack needs one of {name} per target: {n} targets, {len(seq)} {name}"
+            )
+
+
+def _check_group(targets: Sequence[InversionTarget]) -> None:
+    """Raise unless the targets can share one replay: the same model object, global weights,
+    local training and number of candidates (hence the same local steps)."""
+    first = targets[0]
+    key = _group_key(first)
+    for t in targets[1:]:
+        same_params = t.params.keys() == first.params.keys() and all(
+            a is b or torch.equal(a, b)
+            for a, b in zip(t.params.values(), first.params.values(), strict=True)
+        )
+        if t.model is not first.model or not same_params or _group_key(t) != key:
+            raise PrivflError(
+                "a batched attack needs targets of one model, from the same global weights, "
+                "with the same local training and number of reconstructed examples"
+            )
+
+
+def group_key(target: InversionTarget) -> tuple[object, ...]:
+    """What targets attacked in one batch must share besides the model and global weights:
+    the local training, the input shape, the number of reconstructed examples and of local
+    steps."""
+    training = target.threat.training
+    return (
+        training,
+        target.threat.input_shape,
+        target.num_reconstructed,
+        num_local_steps(training, target.num_examples),
+    )
+
+
+_group_key = group_key
 
 
 def recover_labels(target: InversionTarget, generator: torch.Generator) -> torch.Tensor:
@@ -184,4 +397,13 @@ def _check_settings(iterations: int, lr: float, restarts: int) -> None:
         raise PrivflError(f"restarts must be >= 1, got {restarts}")
 
 
-__all__ = ["DLG_ITERATIONS", "DLG_LR", "dlg", "idlg", "recover_labels"]
+__all__ = [
+    "DLG_ITERATIONS",
+    "DLG_LR",
+    "dlg",
+    "dlg_batched",
+    "group_key",
+    "idlg",
+    "idlg_batched",
+    "recover_labels",
+]

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from privfl.attacks.inversion.dlg import recover_labels
+from privfl.attacks.inversion.dlg import _check_group, recover_labels
 from privfl.attacks.inversion.simulate import (
     can_batch,
     local_update,
@@ -218,33 +218,6 @@ def _device(target: InversionTarget) -> torch.device:
 
 def _nth(callbacks: Sequence[Callback | None] | None, i: int) -> Callback | None:
     return None if callbacks is None else callbacks[i]
-
-
-def _check_group(targets: list[InversionTarget]) -> None:
-    """Raise unless the targets can share one replay: the same model object, global weights,
-    local training and number of candidates (hence the same local steps)."""
-    first = targets[0]
-    key = _group_key(first)
-    for t in targets[1:]:
-        same_params = t.params.keys() == first.params.keys() and all(
-            a is b or torch.equal(a, b)
-            for a, b in zip(t.params.values(), first.params.values(), strict=True)
-        )
-        if t.model is not first.model or not same_params or _group_key(t) != key:
-            raise PrivflError(
-                "inverting_gradients_batched needs targets of one model, from the same global "
-                "weights, with the same local training and number of reconstructed examples"
-            )
-
-
-def _group_key(target: InversionTarget) -> tuple[object, ...]:
-    training = target.threat.training
-    return (
-        training,
-        target.threat.input_shape,
-        target.num_reconstructed,
-        num_local_steps(training, target.num_examples),
-    )
 
 
 def _batched_run(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from privfl.attacks.inversion.config import InversionMethod
-from privfl.attacks.inversion.dlg import dlg, idlg
+from privfl.attacks.inversion.dlg import dlg, dlg_batched, group_key, idlg, idlg_batched
 from privfl.attacks.inversion.gallery import MAX_IMAGES, GalleryItem, plot_gallery
 from privfl.attacks.inversion.inverting_gradients import (
     IG_TV,
@@ -33,7 +33,7 @@ from privfl.attacks.inversion.inverting_gradients import (
     inverting_gradients_batched,
 )
 from privfl.attacks.inversion.metrics import score
-from privfl.attacks.inversion.simulate import can_batch, num_local_steps
+from privfl.attacks.inversion.simulate import can_batch
 from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
 from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import PrivflError
@@ -111,6 +111,61 @@ ATTACKS: dict[InversionMethod, AttackFn] = {
     InversionMethod.DLG: _run_dlg,
     InversionMethod.IDLG: _run_idlg,
     InversionMethod.IG: _run_ig,
+}
+
+
+BatchedAttackFn = Callable[
+    [list[InversionTarget], AttackSettings, list[torch.Generator], list[Callback | None]],
+    list[Reconstruction],
+]
+
+
+def _run_dlg_batched(
+    ts: list[InversionTarget],
+    s: AttackSettings,
+    gs: list[torch.Generator],
+    cbs: list[Callback | None],
+) -> list[Reconstruction]:
+    return dlg_batched(
+        ts, generators=gs, iterations=s.iterations, lr=s.lr, restarts=s.restarts, callbacks=cbs
+    )
+
+
+def _run_idlg_batched(
+    ts: list[InversionTarget],
+    s: AttackSettings,
+    gs: list[torch.Generator],
+    cbs: list[Callback | None],
+) -> list[Reconstruction]:
+    return idlg_batched(
+        ts, generators=gs, iterations=s.iterations, lr=s.lr, restarts=s.restarts, callbacks=cbs
+    )
+
+
+def _run_ig_batched(
+    ts: list[InversionTarget],
+    s: AttackSettings,
+    gs: list[torch.Generator],
+    cbs: list[Callback | None],
+) -> list[Reconstruction]:
+    return inverting_gradients_batched(
+        ts,
+        generators=gs,
+        iterations=s.iterations,
+        lr=s.lr,
+        tv=s.tv,
+        restarts=s.restarts,
+        callbacks=cbs,
+        replay=s.replay,
+    )
+
+
+#: The attacks on several targets in one optimization, by method name: each target's result
+#: is the one ``ATTACKS`` gives it alone, up to float rounding.
+BATCHED_ATTACKS: dict[InversionMethod, BatchedAttackFn] = {
+    InversionMethod.DLG: _run_dlg_batched,
+    InversionMethod.IDLG: _run_idlg_batched,
+    InversionMethod.IG: _run_ig_batched,
 }
 
 
@@ -278,22 +333,21 @@ class InversionObserver(Observer):
         return _Case(t, target, generator)
 
     def _groups(self, cases: list[_Case], model: torch.nn.Module) -> list[list[int]]:
-        """The targets attacked together: with Inverting Gradients (Adam, whose update is
-        element by element) the updates of equal size, batched into one optimization; each
-        target alone otherwise (L-BFGS couples everything it optimizes; see docs/design.md)."""
+        """The targets attacked together, in one batched optimization: those that share the
+        local training and the number of reconstructed examples and local steps (the updates
+        of a round's clients with equal example counts; the aggregate stays alone). Each
+        target alone when the model cannot be batched (:func:`can_batch`)."""
         singles = [[i] for i in range(len(cases))]
-        if self.method != InversionMethod.IG or len(cases) < 2:
+        if len(cases) < 2:
             return singles
         reason = can_batch(model)
         if reason is not None:
             log.info("inversion targets attacked one at a time: %s", reason)
             return singles
-        groups: dict[tuple[int, int, bool], list[int]] = {}
+        groups: dict[tuple[object, ...], list[int]] = {}
         for i, c in enumerate(cases):
-            training = c.target.threat.training
-            size = (c.target.num_reconstructed, num_local_steps(training, c.target.num_examples))
             # the aggregate's threat differs from the updates': it is never grouped with them
-            key = (*size, c.spec.kind == TargetKind.AGGREGATE)
+            key = (*group_key(c.target), c.spec.kind == TargetKind.AGGREGATE)
             groups.setdefault(key, []).append(i)
         return list(groups.values())
 
@@ -325,16 +379,11 @@ class InversionObserver(Observer):
                         ATTACKS[self.method](c.target, self.settings, c.generator, callbacks[0])
                     ]
                 else:
-                    s = self.settings
-                    recs = inverting_gradients_batched(
+                    recs = BATCHED_ATTACKS[self.method](
                         [c.target for c in cases],
-                        generators=[c.generator for c in cases],
-                        iterations=s.iterations,
-                        lr=s.lr,
-                        tv=s.tv,
-                        restarts=s.restarts,
-                        callbacks=callbacks,
-                        replay=s.replay,
+                        self.settings,
+                        [c.generator for c in cases],
+                        callbacks,
                     )
         finally:
             for task in tasks:
@@ -544,6 +593,7 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 __all__ = [
     "ATTACKS",
+    "BATCHED_ATTACKS",
     "AttackSettings",
     "InversionObserver",
     "NOISE_KINDS",

@@ -89,17 +89,20 @@ def test_the_attack_never_reads_the_ground_truth(digits_mlp, monkeypatch):
     batch, ctx, calls = _round(digits_mlp)
     view = ServerView(1, digits_mlp.w0, batch.client_ids, updates=batch)
     seen: list[int] = []
-    real = observer_module.ATTACKS[InversionMethod.IDLG]
 
-    def spy(*args):
-        seen.append(len(calls))
-        return real(*args)
+    def spy(real):
+        def run(*args):
+            seen.append(len(calls))
+            return real(*args)
 
-    monkeypatch.setitem(observer_module.ATTACKS, InversionMethod.IDLG, spy)
+        return run
+
+    for table in (observer_module.ATTACKS, observer_module.BATCHED_ATTACKS):
+        monkeypatch.setitem(table, InversionMethod.IDLG, spy(table[InversionMethod.IDLG]))
     first = _observer(digits_mlp, iterations=1).observe(view, ctx)
-    # ground_truth was called only after all the round's attacks had finished (they may run
-    # as one batch)
-    assert seen == [0, 0, 0] and len(calls) == 3
+    # ground_truth was called only after all the round's attacks had finished (the three
+    # clients' updates, of one example each, are attacked in one batch)
+    assert seen == [0] and len(calls) == 3
 
     lying = ObserverContext(
         ctx.make_model,
