@@ -4,7 +4,7 @@ MSE, PSNR, SSIM and label accuracy."""
 
 from privfl.attacks.inversion.build import CENTRAL_DP_NOTE, create_inversion_observer
 from privfl.attacks.inversion.config import METHOD_DEFAULTS, InversionConfig, InversionMethod
-from privfl.attacks.inversion.dlg import dlg, idlg, recover_labels
+from privfl.attacks.inversion.dlg import dlg, dlg_batched, idlg, idlg_batched, recover_labels
 from privfl.attacks.inversion.inverting_gradients import (
     inverting_gradients,
     inverting_gradients_batched,
@@ -18,6 +18,7 @@ from privfl.attacks.inversion.labels import (
     labels_from_counts,
     mean_prediction,
 )
+from privfl.attacks.inversion.lbfgs import RowLBFGS
 from privfl.attacks.inversion.metrics import (
     Score,
     label_accuracy,
@@ -56,6 +57,7 @@ __all__ = [
     "InversionTarget",
     "METHOD_DEFAULTS",
     "Reconstruction",
+    "RowLBFGS",
     "Score",
     "Status",
     "TargetKind",
@@ -63,10 +65,12 @@ __all__ = [
     "can_batch",
     "create_inversion_observer",
     "dlg",
+    "dlg_batched",
     "examples_used",
     "find_final_layer",
     "gradient_noise",
     "idlg",
+    "idlg_batched",
     "idlg_label",
     "inverting_gradients",
     "inverting_gradients_batched",

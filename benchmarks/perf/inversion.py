@@ -15,12 +15,13 @@ seconds per image, the baseline's, and their ratio (privfl / baseline). privfl's
 the replay's generality (``torch.func.functional_call``, one code path for one or several
 steps) and DLG's keeping of its best point: about 1 ms an evaluation.
 
-A second table times what the observer does with a round's targets: Inverting Gradients on
-``--targets`` clients (one image each, as the inversion suite) attacked one after another
-(the per-target loop) and in one batched optimization (``inverting_gradients_batched``), for
-one local step and for five (FedAvg's multi-step replay), alternating, medians; printed: the
-seconds of each and their ratio (batched / looped: below 1 is faster). Both sides reconstruct
-the same images (tests/attacks/inversion/test_inversion_batched.py).
+A second table times what the observer does with a round's targets: iDLG and Inverting
+Gradients on ``--targets`` clients (one image each, as the inversion suite) attacked one after
+another (the per-target loop) and in one batched optimization (``idlg_batched``,
+``inverting_gradients_batched``), for one local step and, for IG, five (FedAvg's multi-step
+replay), alternating, medians; printed: the seconds of each and their ratio (batched /
+looped: below 1 is faster). Both sides reconstruct the same images up to float rounding
+(tests/attacks/inversion/test_inversion_batched.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from privfl.attacks.inversion import (
     InversionTarget,
     InversionThreat,
     dlg,
+    idlg,
+    idlg_batched,
     inverting_gradients,
     inverting_gradients_batched,
 )
@@ -157,7 +160,7 @@ def main() -> None:
     its = {"dlg": max(1, round(300 * args.scale)), "ig": max(1, round(1000 * args.scale))}
     print(f"torch {torch.__version__}, 1 thread, {args.repeats} repeats (medians), CPU")
     if args.only_batched:
-        _batched_table(args.targets, its["ig"], args.repeats)
+        _batched_table(args.targets, its, args.repeats)
         return
     print(f"{'case':<16}{'iterations':>11}{'privfl s/img':>14}{'baseline s/img':>16}{'ratio':>8}")
     for data in ("digits", "patches"):
@@ -180,47 +183,55 @@ def main() -> None:
                     out.append(_timed(fn))
             a, b = statistics.median(ours), statistics.median(base)
             print(f"{method + ' ' + data:<16}{n:>11}{a:>14.2f}{b:>16.2f}{a / b:>8.2f}")
-    _batched_table(args.targets, its["ig"], args.repeats)
+    _batched_table(args.targets, its, args.repeats)
 
 
 def _looped(
-    targets: list[InversionTarget], ys: list[torch.Tensor], iterations: int, r: int
+    method: str, targets: list[InversionTarget], ys: list[torch.Tensor], its: int, r: int
 ) -> None:
     """Each target alone, as the observer attacks them without batching."""
     for i, (t, y) in enumerate(zip(targets, ys, strict=True)):
         g = torch.Generator().manual_seed(1000 * r + i)
-        inverting_gradients(t, generator=g, iterations=iterations, labels=y)
+        if method == "ig":
+            inverting_gradients(t, generator=g, iterations=its, labels=y)
+        else:
+            idlg(t, generator=g, iterations=its)
 
 
 def _batched(
-    targets: list[InversionTarget], ys: list[torch.Tensor], iterations: int, r: int
+    method: str, targets: list[InversionTarget], ys: list[torch.Tensor], its: int, r: int
 ) -> None:
     """All targets in one optimization, from the same generators."""
     gens = [torch.Generator().manual_seed(1000 * r + i) for i in range(len(targets))]
-    inverting_gradients_batched(targets, generators=gens, iterations=iterations, labels=ys)
+    if method == "ig":
+        inverting_gradients_batched(targets, generators=gens, iterations=its, labels=ys)
+    else:
+        idlg_batched(targets, generators=gens, iterations=its)
 
 
-def _batched_table(n_targets: int, iterations: int, repeats: int) -> None:
-    """Inverting Gradients on a round's targets: the per-target loop against one batched
-    optimization (the observer's two paths), same generators and labels."""
-    print(f"\nIG on {n_targets} targets of one round: per-target loop vs one batched optimization")
-    print(f"{'case':<22}{'iterations':>11}{'looped s':>10}{'batched s':>11}{'ratio':>8}")
+def _batched_table(n_targets: int, its: dict[str, int], repeats: int) -> None:
+    """iDLG and Inverting Gradients on a round's targets: the per-target loop against one
+    batched optimization (the observer's two paths), same generators."""
+    print(f"\n{n_targets} targets of one round: per-target loop vs one batched optimization")
+    print(f"{'case':<26}{'iterations':>11}{'looped s':>10}{'batched s':>11}{'ratio':>8}")
     five = LocalTraining(lr=0.1, steps=5, batch_size=1)
-    for data, training, label in (
-        ("digits", ONE_STEP, "1 step"),
-        ("digits", five, "5 steps"),
-        ("patches", ONE_STEP, "1 step"),
+    for method, data, training, label in (
+        ("idlg", "digits", ONE_STEP, "1 step"),
+        ("idlg", "patches", ONE_STEP, "1 step"),
+        ("ig", "digits", ONE_STEP, "1 step"),
+        ("ig", "digits", five, "5 steps"),
+        ("ig", "patches", ONE_STEP, "1 step"),
     ):
         _, targets, ys = _cases(data, list(range(n_targets)), training)
-
+        n = its["dlg" if method == "idlg" else "ig"]
         loop_s, batch_s = [], []
         for r in range(repeats):
             pair = [(loop_s, _looped), (batch_s, _batched)]
             for out, fn in pair if r % 2 == 0 else pair[::-1]:
-                out.append(_timed(partial(fn, targets, ys, iterations, r)))
+                out.append(_timed(partial(fn, method, targets, ys, n, r)))
         a, b = statistics.median(loop_s), statistics.median(batch_s)
-        name = f"{data} {label}"
-        print(f"{name:<22}{iterations:>11}{a:>10.2f}{b:>11.2f}{b / a:>8.2f}")
+        name = f"{method} {data} {label}"
+        print(f"{name:<26}{n:>11}{a:>10.2f}{b:>11.2f}{b / a:>8.2f}")
 
 
 if __name__ == "__main__":
