@@ -69,7 +69,9 @@ class DataConfig(StrictModel):
     name: Literal[DATASET_NAMES] = Field(  # type: ignore[valid-type]
         "digits", description="data set; digits, synthetic and patches need no files"
     )
-    dir: Path | None = Field(None, description="local folder of mnist / cifar10 / femnist files")
+    dir: Path | None = Field(
+        None, description="local folder of mnist / cifar10 / femnist / shakespeare / stackoverflow"
+    )
     partition: Literal[PARTITION_NAMES] = Field(  # type: ignore[valid-type]
         "iid", description="how examples are split among clients"
     )
@@ -93,6 +95,22 @@ class DataConfig(StrictModel):
     )
     classes: PositiveInt = Field(10, description="synthetic: number of classes")
     noise: NonNegativeFloat = Field(1.0, description="synthetic: cluster noise level")
+    seq_len: PositiveInt | None = Field(
+        None,
+        description="text: tokens per window (unset: 80 for characters as LEAF, 20 for words as "
+        "Stack Overflow)",
+    )
+    stride: PositiveInt = Field(
+        4, description="pydoc characters: a window starts every stride characters (1: all)"
+    )
+    level: Literal["char", "word"] = Field(
+        "char", description="pydoc: next-character or next-word prediction"
+    )
+    vocab_size: PositiveInt | None = Field(
+        None,
+        description="words: vocabulary size with its 4 special tokens (unset: pydoc every "
+        "training word, stackoverflow 10004)",
+    )
     class_fraction: dict[NonNegativeInt, float] = Field(
         default_factory=dict,
         description='share of a class\'s training examples kept, e.g. {"8" = 0.0855} '
@@ -117,17 +135,28 @@ class DataConfig(StrictModel):
         self._only_with("min_examples", self.partition == "dirichlet", "partition = 'dirichlet'")
         for key in ("samples", "shape", "classes", "noise"):
             self._only_with(key, self.name == "synthetic", "name = 'synthetic'")
-        needs_dir = self.name in ("mnist", "cifar10", "femnist")
-        self._only_with("dir", needs_dir, "name is mnist, cifar10 or femnist")
+        needs_dir = self.name in ("mnist", "cifar10", "femnist", "shakespeare", "stackoverflow")
+        self._only_with(
+            "dir", needs_dir, "name is mnist, cifar10, femnist, shakespeare or stackoverflow"
+        )
+        text = ("pydoc", "shakespeare", "stackoverflow")
+        self._only_with("seq_len", self.name in text, "a text data set (" + ", ".join(text) + ")")
+        self._only_with("stride", self.name == "pydoc", "name = 'pydoc'")
+        self._only_with("level", self.name == "pydoc", "name = 'pydoc'")
+        words = self.name == "stackoverflow" or (self.name == "pydoc" and self.level == "word")
+        self._only_with("vocab_size", words, "word-level text (stackoverflow, pydoc words)")
         if needs_dir and self.dir is None:
             raise ValueError(f"dir is required for name = '{self.name}' (the local folder)")
         self._only_with(
             "test_fraction",
-            self.name in ("digits", "synthetic", "patches"),
-            "name is digits, synthetic or patches (the others ship a test split)",
+            self.name in ("digits", "synthetic", "patches", "pydoc"),
+            "name is digits, synthetic, patches or pydoc (the others ship a test split)",
         )
-        if self.partition == "natural" and self.name != "femnist":
-            raise ValueError("partition = 'natural' needs writer ids: only femnist has them")
+        if self.partition == "natural" and self.name not in ("femnist", *text):
+            raise ValueError(
+                "partition = 'natural' needs writer or user ids: femnist and the text data sets "
+                "(pydoc, shakespeare, stackoverflow) have them"
+            )
         return self
 
 

@@ -7,11 +7,15 @@ so thousands of registered clients cost only their index arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from privfl.errors import DataError
+
+if TYPE_CHECKING:
+    from privfl.data.text import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,8 @@ class ArrayDataset:
     """Examples held as tensors.
 
     Attributes:
-        x: float32 tensor, shape ``(n, *input_shape)`` (images are ``(n, C, H, W)``).
+        x: float32 tensor, shape ``(n, *input_shape)`` (images are ``(n, C, H, W)``), or int64
+            token ids ``(n, seq_len)`` (text: see :mod:`privfl.data.text`).
         y: int64 tensor, shape ``(n,)``, class labels in ``[0, num_classes)``.
         groups: optional int64 array, shape ``(n,)``: the writer/user each example came from,
             used by the natural partitioner (LEAF FEMNIST).
@@ -30,8 +35,12 @@ class ArrayDataset:
     groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.x.dtype != torch.float32:
-            raise DataError(f"features must be float32, got {self.x.dtype}")
+        if self.x.dtype not in (torch.float32, torch.int64):
+            raise DataError(
+                f"features must be float32 (images) or int64 (tokens), got {self.x.dtype}"
+            )
+        if self.x.dtype == torch.int64 and self.x.ndim != 2:
+            raise DataError(f"token features must be (n, seq_len), got {tuple(self.x.shape)}")
         if self.y.dtype != torch.int64 or self.y.ndim != 1:
             raise DataError(
                 f"labels must be a 1-D int64 tensor, got {self.y.dtype} {tuple(self.y.shape)}"
@@ -44,6 +53,11 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def is_text(self) -> bool:
+        """Whether the features are token ids (int64) rather than float inputs."""
+        return self.x.dtype == torch.int64
+
 
 @dataclass(frozen=True)
 class DataBundle:
@@ -53,13 +67,20 @@ class DataBundle:
         name: registry name of the data set (``"digits"``, ``"mnist"``, ...).
         train: the training examples, partitioned among clients.
         test: the held-out examples of centralized evaluation.
-        num_classes: number of labels.
+        num_classes: number of labels (for text: the vocabulary size).
+        vocab: the :class:`privfl.data.text.Vocabulary` of a text data set, None for images.
     """
 
     name: str
     train: ArrayDataset
     test: ArrayDataset
     num_classes: int
+    vocab: Vocabulary | None = None
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the examples are token windows (next-token prediction)."""
+        return self.vocab is not None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

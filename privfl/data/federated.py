@@ -63,6 +63,34 @@ def _make_synthetic(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
     )
 
 
+def _load_pydoc(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.text import load_pydoc
+
+    return load_pydoc(
+        level=cfg.level,
+        seq_len=cfg.seq_len or (80 if cfg.level == "char" else 20),
+        stride=cfg.stride,
+        test_fraction=cfg.test_fraction,
+        vocab_size=cfg.vocab_size,
+    )
+
+
+def _load_shakespeare(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.shakespeare import load_shakespeare
+
+    return load_shakespeare(Path(cfg.dir), seq_len=cfg.seq_len or 80)  # type: ignore[arg-type]
+
+
+def _load_stackoverflow(cfg: DataConfig, rng: np.random.Generator) -> DataBundle:
+    from privfl.data.stackoverflow import load_stackoverflow
+
+    return load_stackoverflow(
+        Path(cfg.dir),  # type: ignore[arg-type]
+        seq_len=cfg.seq_len or 20,
+        vocab_size=cfg.vocab_size or 10004,
+    )
+
+
 LOADERS: Registry[str, Callable[[DataConfig, np.random.Generator], DataBundle]] = Registry.of(
     "data.name",
     (
@@ -72,6 +100,9 @@ LOADERS: Registry[str, Callable[[DataConfig, np.random.Generator], DataBundle]] 
         ("mnist", _load_mnist),
         ("cifar10", _load_cifar10),
         ("femnist", _load_femnist),
+        ("pydoc", _load_pydoc),
+        ("shakespeare", _load_shakespeare),
+        ("stackoverflow", _load_stackoverflow),
     ),
 )
 
