@@ -152,6 +152,28 @@ class EncodedUpdates:
         return replace(self, messages=tuple(self.messages[i] for i in keep))
 
 
+def _rows_of_one_tensor(deltas: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.stack(deltas)``, without the copy when the deltas already are the consecutive
+    rows of one tensor (as the vectorized engine returns its cohort's updates): then the
+    ``(n, dim)`` view of those rows. Nothing writes to updates or batches in place, so the
+    shared memory is never seen."""
+    first = deltas[0]
+    start = first.storage_offset()
+    ptr = first.untyped_storage().data_ptr()
+    if all(
+        d.dim() == 1
+        and len(d) == dim
+        and d.stride(0) == 1
+        and d.dtype == first.dtype
+        and d.device == first.device
+        and d.untyped_storage().data_ptr() == ptr
+        and d.storage_offset() == start + i * dim
+        for i, d in enumerate(deltas)
+    ):
+        return first.as_strided((len(deltas), dim), (dim, 1))
+    return torch.stack(deltas)
+
+
 @dataclass(frozen=True)
 class UpdateBatch:
     """The updates of a round stacked for vectorized stages.
@@ -178,7 +200,7 @@ class UpdateBatch:
         """Stack ``updates`` (all of length ``dim``) into one batch; an empty list gives n=0."""
         keys = sorted({k for u in updates for k in u.metrics})
         deltas = (
-            torch.stack([u.delta for u in updates])
+            _rows_of_one_tensor([u.delta for u in updates], dim)
             if updates
             else torch.zeros((0, dim), dtype=torch.float32)
         )

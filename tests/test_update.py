@@ -202,3 +202,29 @@ def test_with_deltas_replaces_only_the_deltas_and_checks_the_shape():
     assert doubled.client_ids is batch.client_ids and doubled.weights is batch.weights
     with pytest.raises(ValueError, match="deltas shape"):
         batch.with_deltas(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("rows", "shares"),
+    [
+        ([0, 1, 2, 3], True),  # the consecutive rows of one tensor: a view, no copy
+        ([1, 2, 3], True),  # consecutive from an offset
+        ([0, 2, 1, 3], False),  # out of order: stacked (a copy)
+        ([0, 2, 3], False),  # a gap
+    ],
+)
+def test_stack_of_one_tensors_rows_is_that_tensor_without_a_copy(rows, shares):
+    flat = torch.arange(20, dtype=torch.float32).reshape(4, 5)
+    batch = UpdateBatch.stack([Update(i, flat[r], 3, {}) for i, r in enumerate(rows)], 5)
+    assert torch.equal(batch.deltas, torch.stack([flat[r] for r in rows]))
+    assert (batch.deltas.data_ptr() == flat[rows[0]].data_ptr()) == shares
+
+
+def test_stack_copies_rows_of_different_tensors_and_strided_rows():
+    a, b = torch.ones(5), torch.zeros(5)
+    batch = UpdateBatch.stack([Update(0, a, 1, {}), Update(1, b, 1, {})], 5)
+    assert torch.equal(batch.deltas, torch.stack([a, b]))
+    assert batch.deltas.data_ptr() != a.data_ptr()
+    cols = torch.arange(20, dtype=torch.float32).reshape(5, 4).t()  # rows with stride 4
+    batch = UpdateBatch.stack([Update(i, cols[i], 1, {}) for i in range(4)], 5)
+    assert torch.equal(batch.deltas, cols) and batch.deltas.is_contiguous()

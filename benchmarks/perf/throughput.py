@@ -22,7 +22,11 @@ sequential engine against the vectorized engine's nested-vmap DP-SGD, seconds pe
         [--json PATH] [--threads N ...] [--dp-rounds 3]
 
 Targets: sequential >= 0.9x the hand-written loop (framework overhead under 10%);
-vectorized >= 1.5x the hand-written loop on W1.
+vectorized >= 1.5x the hand-written loop on W1, and >= 60% of the GEMM roofline: W1's
+arithmetic (``W1_FLOP_PER_UPDATE`` per client update: forward and backward of the three
+weight matrices) per second of the median round, over the rate of 1024^3 float32 GEMMs
+measured in the same process with the same threads (``gemm_flops``;
+../shared/acceptance/roofline computes it the same way).
 """
 
 from __future__ import annotations
@@ -141,6 +145,26 @@ class HandWritten:
             return float((self.model(self.test.x).argmax(1) == self.test.y).float().mean())
 
 
+#: W1's arithmetic per client update: 60 examples, forward and backward (the input gradient
+#: and the weight gradient), 2 flops per multiply-add, the three weight matrices.
+W1_FLOP_PER_UPDATE = 60 * 3 * 2 * (784 * 200 + 200 * 200 + 200 * 10)
+
+
+def gemm_flops(seconds: float = 0.4, repeats: int = 5) -> float:
+    """The machine's dense GEMM rate in this process (flop/s): the best of ``repeats`` runs
+    of 1024 x 1024 float32 products for ``seconds`` each, with torch's current threads (the
+    roofline of ../shared/acceptance/roofline)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = 0.0
+    for _ in range(repeats):
+        t, k = time.perf_counter(), 0
+        while time.perf_counter() - t < seconds:
+            a @ b
+            k += 1
+        best = max(best, 2 * 1024**3 * k / (time.perf_counter() - t))
+    return best
+
+
 def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -186,18 +210,25 @@ def run_w1(repeats: int, engines: tuple[str, ...], rounds: int | None = None) ->
         accuracy = {"hand-written": loop.accuracy} | {
             e: float(feds[e].metrics[-1]["test_accuracy"]) for e in engines
         }
+    peak = gemm_flops()
     print(
         f"W1: MLP 784-200-200-10, {per_round} clients x 60 examples a round, batch 10; "
         f"{len(times['hand-written'])} rounds each, alternating; torch threads "
-        f"{torch.get_num_threads()}"
+        f"{torch.get_num_threads()}; GEMM roofline {peak / 1e9:.0f} GFLOP/s (1024^3, same process)"
     )
-    out: dict[str, object] = {"rounds": len(times["hand-written"]), "engines": {}}
+    out: dict[str, object] = {
+        "rounds": len(times["hand-written"]),
+        "gemm_flops": peak,
+        "engines": {},
+    }
     for n in names:
         ups = per_round / statistics.median(times[n])
-        line = f"  {n:<14} {ups:8.1f} client updates/s (median round)"
+        share = ups * W1_FLOP_PER_UPDATE / peak
+        line = f"  {n:<14} {ups:8.1f} client updates/s (median round), {share:4.0%} of the roofline"
         rec: dict[str, float] = {
             "updates_per_s": ups,
             "median_round_s": statistics.median(times[n]),
+            "roofline_share": share,
             "test_accuracy": accuracy[n],
         }
         if n in ratios:

@@ -121,8 +121,8 @@ class _Dense:
     def descend(self, g: torch.Tensor, a: torch.Tensor, lr: float) -> None:
         self.weight[: len(g)].baddbmm_(g.transpose(1, 2), a, alpha=-lr)
 
-    def delta(self, start: torch.Tensor) -> torch.Tensor:
-        return self.weight - start
+    def delta(self, start: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sub(self.weight, start, out=out)
 
 
 class _Deferred:
@@ -183,10 +183,10 @@ class _Deferred:
         self.base.baddbmm_(self.g[:, :r].transpose(1, 2), self.a[:, :r])
         self.rank = 0
 
-    def delta(self, start: torch.Tensor) -> torch.Tensor:
+    def delta(self, start: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         r = self.rank
-        pending = torch.bmm(self.g[:, :r].transpose(1, 2), self.a[:, :r])
-        return pending.add_(self.base - start) if self.stacked else pending
+        out = torch.bmm(self.g[:, :r].transpose(1, 2), self.a[:, :r], out=out)
+        return out.add_(self.base).sub_(start) if self.stacked else out
 
 
 class _Windowed:
@@ -210,6 +210,8 @@ class _Windowed:
         self.stacked = False
         self.x: torch.Tensor | None = None
         self.g: torch.Tensor | None = None
+        self.p: torch.Tensor | None = None
+        self.gram: torch.Tensor | None = None
 
     def begin(self, x: torch.Tensor) -> None:
         """Start a window on the clients' inputs ``x`` ``(c, R, in)`` (its steps' batches,
@@ -223,21 +225,32 @@ class _Windowed:
         else:  # one product of the whole cohort's window with the shared weights
             flat = x.reshape(c * r, inp)
             p = (flat @ w.t() if b is None else torch.addmm(b, flat, w.t())).view(c, r, -1)
-        gram = torch.bmm(x, x.transpose(1, 2))
-        if b is not None:
-            gram.add_(1.0)  # the bias: a constant input 1
-        self.x, self.p, self.gram = x, p, gram
+        self.x, self.p, self.gram = x, p, None
         self.g = x.new_zeros((c, r, p.shape[2]))
+
+    def _gram(self, b: int) -> torch.Tensor:
+        """The window's Gram matrices where a step reads them: rows past the first batch,
+        columns before the last (``X_{>=1} X_{<last}^T + 1``), one batched product."""
+        if self.gram is None:
+            assert self.x is not None
+            r = self.x.shape[1]
+            gram = torch.bmm(self.x[:, b:], self.x[:, : r - b].transpose(1, 2))
+            if self.bias is not None:
+                gram.add_(1.0)  # the bias: a constant input 1
+            self.gram = gram
+        return self.gram
 
     def forward(self, j: int, k: int, b: int) -> torch.Tensor:
         """The layer's output on step ``j``'s batches (``b`` rows) of the first ``k``
         clients, ``(k, b, out)`` (step 0: a view of the window's products; not to be
         written)."""
         lo = j * b
+        assert self.p is not None and self.g is not None
         now = self.p[:k, lo : lo + b]
         if j == 0:
             return now
-        return torch.baddbmm(now, self.gram[:k, lo : lo + b, :lo], self.g[:k, :lo])
+        gram = self._gram(b)[:k, lo - b : lo, :lo]
+        return torch.baddbmm(now, gram, self.g[:k, :lo])
 
     def descend(self, j: int, g: torch.Tensor, lr: float) -> None:
         """Record step ``j``'s output gradients ``g`` ``(k, b, out)`` of the first ``k``
@@ -257,25 +270,30 @@ class _Windowed:
         self.weight.baddbmm_(self.g.transpose(1, 2), self.x)
         if self.bias is not None:
             self.bias.add_(self.g.sum(1))
-        self.x = self.g = None
+        self.x = self.g = self.p = self.gram = None
 
     def deltas(
-        self, weight: torch.Tensor, bias: torch.Tensor | None, clients: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each client's change of the weights and bias since ``weight``, ``bias`` (the
-        round's start)."""
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        out_weight: torch.Tensor,
+        out_bias: torch.Tensor | None,
+    ) -> None:
+        """Write each client's change of the weights and bias since ``weight``, ``bias`` (the
+        round's start) into ``out_weight`` ``(c, out, in)`` and ``out_bias`` ``(c, out)``."""
         if self.g is None:
-            dw = weight.new_zeros((clients, *weight.shape))
-            db = None if bias is None else bias.new_zeros((clients, *bias.shape))
+            out_weight.zero_()
+            if out_bias is not None:
+                out_bias.zero_()
         else:
             assert self.x is not None
-            dw = torch.bmm(self.g.transpose(1, 2), self.x)
-            db = None if bias is None else self.g.sum(1)
+            torch.bmm(self.g.transpose(1, 2), self.x, out=out_weight)
+            if out_bias is not None:
+                torch.sum(self.g, 1, out=out_bias)
         if self.stacked:
-            dw.add_(self.weight - weight)
-            if db is not None:
-                db.add_(self.bias - bias)
-        return dw, db
+            out_weight.add_(self.weight).sub_(weight)
+            if out_bias is not None:
+                out_bias.add_(self.bias).sub_(bias)
 
 
 class BatchedMLP:
@@ -524,6 +542,8 @@ class CohortSGD:
         if self._first.weight in self._weights:
             raise RuntimeError("CohortSGD.run after CohortSGD.step on the same cohort")
         t_max, c, b = index.shape
+        index = index.to(x.device)
+        mask = None if mask is None else mask.to(x.device)
         first = self._first
         w = self._start[first.weight]
         self._windowed = windowed = _Windowed(
@@ -534,7 +554,8 @@ class CohortSGD:
         labels = y[index]
         for t0 in range(0, t_max, window):
             t1 = min(t_max, t0 + window)
-            windowed.begin(x[index[t0:t1].transpose(0, 1)].reshape(c, (t1 - t0) * b, -1))
+            rows = index[t0:t1].transpose(0, 1).reshape(-1)  # client by client, step by step
+            windowed.begin(x.index_select(0, rows).view(c, (t1 - t0) * b, -1))
             for t in range(t0, t1):
                 k = active[t]
                 m = None if mask is None else mask[t, :k]
@@ -578,25 +599,28 @@ class CohortSGD:
 
     def deltas(self, names: list[str]) -> torch.Tensor:
         """Each client's update (final minus start parameters), flattened in ``names``'
-        order: ``(c, dim)``."""
+        order: ``(c, dim)``, each layer's block written in place (no concatenation)."""
+        c = self._clients
+        sizes = [self._start[n].numel() for n in names]
+        flat = self._start[names[0]].new_empty((c, sum(sizes)))
+        views: Params = {}
+        offset = 0
+        for n, size in zip(names, sizes, strict=True):
+            views[n] = flat[:, offset : offset + size].view(c, *self._start[n].shape)
+            offset += size
         first = self._first
-        own: Params = {}
-        if self._windowed is not None:
-            bias = None if first.bias is None else self._start[first.bias]
-            dw, db = self._windowed.deltas(self._start[first.weight], bias, self._clients)
-            own[first.weight] = dw
-            if first.bias is not None and db is not None:
-                own[first.bias] = db
-        parts = []
         for n in names:
-            if n in own:
-                d = own[n]
+            if self._windowed is not None and n == first.weight:
+                bias = None if first.bias is None else self._start[first.bias]
+                out_bias = None if first.bias is None else views[first.bias]
+                self._windowed.deltas(self._start[n], bias, views[n], out_bias)
+            elif self._windowed is not None and n == first.bias:
+                continue  # written with the weights
             elif n in self._weights:
-                d = self._weights[n].delta(self._start[n])
+                self._weights[n].delta(self._start[n], views[n])
             else:
-                d = self._biases[n] - self._start[n]
-            parts.append(d.reshape(len(d), -1))
-        return torch.cat(parts, dim=1)
+                torch.sub(self._biases[n], self._start[n], out=views[n])
+        return flat
 
 
 __all__ = ["BatchedMLP", "CohortSGD"]
