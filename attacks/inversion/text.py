@@ -50,7 +50,11 @@ from privfl.attacks.inversion.observer import (
     _Target,
     gradient_noise,
 )
-from privfl.attacks.inversion.simulate import num_local_steps, single_gradient_target
+from privfl.attacks.inversion.simulate import (
+    examples_used,
+    num_local_steps,
+    single_gradient_target,
+)
 from privfl.attacks.inversion.threat import InversionThreat
 from privfl.client import LocalTraining, batch_schedule
 from privfl.errors import ConfigError, PrivflError
@@ -364,7 +368,7 @@ class TokenLeakObserver(InversionObserver):
             "threshold": float(threshold),
             "threshold_rule": "noise floor" if self.token.noisy else "exact",
             "noise_floor": floor,
-            "label_accuracy": self._bag_of_labels(t, g, model, params, ctx, true_x, true_y),
+            "label_accuracy": self._bag_of_labels(t, g, model, params, ctx, true_y),
             "seconds": seconds,
             "examples": int(len(true_y)),
             "reported_examples": t.num_examples,
@@ -402,29 +406,30 @@ class TokenLeakObserver(InversionObserver):
         model: nn.Module,
         params: dict[str, torch.Tensor],
         ctx: ObserverContext,
-        true_x: torch.Tensor,
         true_y: torch.Tensor,
     ) -> float | None:
         """The bag of next tokens from the head's bias gradient (Geng et al. 2021's label
-        counts on the update read as one gradient), scored as the multiset overlap with the
-        true labels; None when the model's head has no bias or the shape is unknown."""
+        counts on the update read as one gradient over the examples the reported count says
+        the client touched), scored as the multiset overlap with the true labels; None when
+        the model's head has no bias."""
         try:
             layer = find_final_layer(model, ctx.num_classes)
         except PrivflError:
             return None
-        if layer.bias is None or true_x.ndim != 2:
+        if layer.bias is None or len(ctx.input_shape) != 1:
             return None
-        n = len(true_y)
+        training, n = t.threat.training, t.num_examples  # what the server knows
         grads = single_gradient_target(
-            list(ctx.spec.unflatten(g).values()), list(params.values()), t.threat.training, n
+            list(ctx.spec.unflatten(g).values()), list(params.values()), training, n
         )
         key = TargetKind.AGGREGATE.value if t.client is None else t.client
         gen = torch_generator(self.seed, "inversion-tokens", key)
         vocab = find_embedding(model)[1].num_embeddings
-        mean_p = random_token_prediction(model, params, int(true_x.shape[1]), vocab, gen)
-        est = label_counts(grads, layer, n, mean_p)
+        mean_p = random_token_prediction(model, params, ctx.input_shape[0], vocab, gen)
+        est = label_counts(grads, layer, examples_used(training, n), mean_p)
+        # scoring only
         truth = np.bincount(true_y.numpy(), minlength=len(est))
-        return float(np.minimum(est, truth).sum() / n) if n else None
+        return float(np.minimum(est, truth).sum() / len(true_y)) if len(true_y) else None
 
     def finish(self, federation: RunEnd) -> None:
         """Nothing to draw: the records hold the recovered tokens."""

@@ -120,6 +120,8 @@ def test_plain_sgd_recovers_exactly_the_tokens_used():
         assert r["status"] == Status.OK and r["threshold_rule"] == "exact"
         assert r["token_recall"] == 1.0 and r["token_precision"] == 1.0
         assert r["tokens_true"] == r["tokens_recovered"] == r["tokens_correct"] == len(true)
+        # the bag of next tokens from the head's bias (Geng et al.'s counts) on 6 examples
+        assert r["label_accuracy"] == 1.0 and r["examples"] == 6
 
 
 def test_weight_decay_and_momentum_are_subtracted():
