@@ -34,6 +34,7 @@ from privfl.combinations import check_combinations
 from privfl.compression.config import CompressionConfig
 from privfl.config_rules import SECTION_CONFIG, only_with
 from privfl.data import DATASET_NAMES, PARTITION_NAMES
+from privfl.data.text import check_text_model
 from privfl.decentralized.config import DecentralizedConfig, Topology
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.he.config import HEConfig
@@ -48,7 +49,7 @@ from privfl.engine.ray_config import RayConfig
 from privfl.errors import ConfigError
 from privfl.heterogeneity.config import HeterogeneityConfig
 from privfl.incentives.config import IncentivesConfig
-from privfl.models import MLPConfig, ModelConfig
+from privfl.models import TEXT_MODEL_NAMES, MLPConfig, ModelConfig
 from privfl.server_optim import SERVER_OPTIMIZER_NAMES
 
 
@@ -353,6 +354,7 @@ class Config(StrictModel):
                 f"federation.clients_per_round ({self.federation.clients_per_round}) must be "
                 f"<= data.clients ({self.data.clients})"
             )
+        check_text_model(self.data.name, self.model.name, TEXT_MODEL_NAMES)
         if self.defense.robust is not None:
             check_robust_cohort(self.defense.robust, self.federation.clients_per_round)
         if self.attack.poisoning is not None:

@@ -25,7 +25,7 @@ from privfl.data.federated import FederatedData, build_federated_data
 from privfl.device import resolve_device
 from privfl.engine import ENGINES
 from privfl.errors import ConfigError, PrivflError, RunFolderError
-from privfl.evaluation import evaluate, federated_evaluate
+from privfl.evaluation import evaluate, evaluate_text, federated_evaluate
 from privfl.ledger import Ledger, PrivacyEvent, client_party
 from privfl.models import create_model
 from privfl.pipeline import RunEnd, RunSetup
@@ -186,7 +186,14 @@ class Federation:
     def make_model(self) -> nn.Module:
         """A fresh module of the run's architecture with the run's initial weights."""
         b = self.data.bundle
-        return create_model(self.config.model, b.input_shape, b.num_classes, self._model_seed)
+        dp = self.config.defense.dp
+        return create_model(
+            self.config.model,
+            b.input_shape,
+            b.num_classes,
+            self._model_seed,
+            dp_layers=dp is not None and dp.mode == "sample",  # Opacus' DPLSTM for DP-SGD
+        )
 
     def _model_on_device(self) -> nn.Module:
         """The global model (``self.params``) on the run's device, for testing it there:
@@ -440,9 +447,14 @@ class Federation:
             self.spec.load_into(self.model, self.params)
             model = self._model_on_device()
             test = self.data.bundle.test
-            record["test_loss"], record["test_accuracy"] = evaluate(
-                model, test.x, test.y, ev.batch_size
-            )
+            vocab = self.data.bundle.vocab
+            if vocab is not None:  # text: perplexity; word accuracy without pad/oov/bos/eos
+                excluded = vocab.excluded_targets()
+                record.update(evaluate_text(model, test.x, test.y, excluded, ev.batch_size))
+            else:
+                record["test_loss"], record["test_accuracy"] = evaluate(
+                    model, test.x, test.y, ev.batch_size
+                )
             if ev.federated_every and (last or r % ev.federated_every == 0):
                 train = self.data.bundle.train
                 idx = self.data.partition.test_indices

@@ -1,7 +1,9 @@
-"""Models: logistic regression, MLP and a LeNet-style CNN with GroupNorm.
+"""Models: logistic regression, MLP, a LeNet-style CNN with GroupNorm, and next-token LSTMs
+(character and word level) for text.
 
 Every model here passes ``opacus.validators.ModuleValidator.validate`` (no BatchNorm, no
-buffers), so the same architecture runs with and without DP-SGD. Each model's config class
+buffers; the LSTMs when built with ``dp_layers``, which sample-level DP-SGD runs ask for), so
+the same architecture runs with and without DP-SGD. Each model's config class
 carries its own ``name`` tag and builds the module, so the name lives in one place.
 """
 
@@ -131,33 +133,144 @@ class CNNConfig(_ModelConfigBase):
         return nn.Sequential(*features, *head)
 
 
+class NextTokenLSTM(nn.Module):
+    """Next-token LSTM: embedding, LSTM layers, an optional linear projection of the last
+    step's output, and a linear head over the vocabulary (the logits of the token that follows
+    the window).
+
+    ``dp_layers`` builds the recurrent layers from Opacus' ``DPLSTM`` (the same maths as
+    ``nn.LSTM``, written with linear layers Opacus can take per-example gradients of; its
+    parameters come in another order than nn.LSTM's, so one run builds every model one way).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden: int,
+        layers: int,
+        projection: int | None = None,
+        *,
+        dp_layers: bool = False,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        #: the input embedding (the text attacks read its gradient rows)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        if dp_layers:
+            from privfl.accounting import import_opacus
+
+            import_opacus()  # Opacus' import-time logging setup is undone there
+            from opacus.layers import DPLSTM
+
+            self.lstm: nn.Module = DPLSTM(
+                embedding_dim, hidden, num_layers=layers, batch_first=True
+            )
+        else:
+            self.lstm = nn.LSTM(embedding_dim, hidden, num_layers=layers, batch_first=True)
+        self.projection = nn.Linear(hidden, projection) if projection else None
+        self.head = nn.Linear(projection or hidden, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, vocab_size)`` of the token after each window ``x`` ``(batch, T)``."""
+        out, _ = self.lstm(self.embedding(x))
+        h = out[:, -1]
+        if self.projection is not None:
+            h = self.projection(h)
+        return self.head(h)
+
+
+class _TextModelConfigBase(_ModelConfigBase):
+    """Options of the next-token models (inputs: int64 token windows ``(seq_len,)``)."""
+
+    embedding_dim: PositiveInt = Field(8, description="token embedding width")
+    hidden: PositiveInt = Field(256, description="LSTM hidden width")
+    layers: PositiveInt = Field(2, description="stacked LSTM layers")
+
+    def _projection(self) -> int | None:
+        return None
+
+    def build(
+        self, input_shape: tuple[int, ...], num_classes: int, *, dp_layers: bool = False
+    ) -> nn.Module:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{self.name} reads token windows (seq_len,), got inputs of shape {input_shape}; "
+                "use a text data set (pydoc, shakespeare, stackoverflow)"
+            )
+        return NextTokenLSTM(
+            num_classes,
+            self.embedding_dim,
+            self.hidden,
+            self.layers,
+            self._projection(),
+            dp_layers=dp_layers,
+        )
+
+
+class CharLSTMConfig(_TextModelConfigBase):
+    """Character LSTM of LEAF's Shakespeare baseline and McMahan et al. 2017 (AISTATS,
+    Sec. 3): an 8-dimensional character embedding, two LSTM layers of 256 units, and a linear
+    head on the last step's output over the characters."""
+
+    name: Literal["char_lstm"] = Field("char_lstm", description="model type")
+
+
+class WordLSTMConfig(_TextModelConfigBase):
+    """Word LSTM of the Stack Overflow / Reddit next-word tasks: a word embedding, one LSTM
+    layer, a linear projection back to the embedding width and a head over the vocabulary (the
+    shape of McMahan et al. 2018, ICLR, and Reddi et al. 2021, ICLR, App. C: there 96-dim
+    embedding and projection, 670 LSTM units on Stack Overflow; smaller defaults here)."""
+
+    name: Literal["word_lstm"] = Field("word_lstm", description="model type")
+    embedding_dim: PositiveInt = Field(96, description="word embedding width")
+    hidden: PositiveInt = Field(256, description="LSTM hidden width")
+    layers: PositiveInt = Field(1, description="stacked LSTM layers")
+    projection: PositiveInt | None = Field(
+        96, description="width of the projection of the LSTM output (unset: none)"
+    )
+
+    def _projection(self) -> int | None:
+        return self.projection
+
+
 def _num_groups(channels: int, max_groups: int = 8) -> int:
     """Largest divisor of ``channels`` not above ``max_groups`` (GroupNorm needs a divisor)."""
     return max(g for g in range(1, max_groups + 1) if channels % g == 0)
 
 
-_MODEL_CONFIGS = (LogisticRegressionConfig, MLPConfig, CNNConfig)
+_MODEL_CONFIGS = (LogisticRegressionConfig, MLPConfig, CNNConfig, CharLSTMConfig, WordLSTMConfig)
 ModelConfig = Annotated[
-    LogisticRegressionConfig | MLPConfig | CNNConfig, Field(discriminator="name")
+    LogisticRegressionConfig | MLPConfig | CNNConfig | CharLSTMConfig | WordLSTMConfig,
+    Field(discriminator="name"),
 ]
+#: the model names that read token windows (text data)
+TEXT_MODEL_NAMES: tuple[str, ...] = ("char_lstm", "word_lstm")
 MODEL_NAMES: tuple[str, ...] = tuple(c.model_fields["name"].default for c in _MODEL_CONFIGS)
 
 
 def create_model(
-    config: LogisticRegressionConfig | MLPConfig | CNNConfig,
+    config: LogisticRegressionConfig | MLPConfig | CNNConfig | CharLSTMConfig | WordLSTMConfig,
     input_shape: tuple[int, ...],
     num_classes: int,
     seed: int,
+    *,
+    dp_layers: bool = False,
 ) -> nn.Module:
     """Build the model ``config`` names, with weights drawn from ``seed``.
 
     The global torch RNG is used inside ``torch.random.fork_rng`` only, so building a model
     leaves the caller's random state untouched. All parameters are float32 and trainable.
+    ``dp_layers``: build recurrent layers from Opacus' DP layers (``DPLSTM``), for sample-level
+    DP-SGD; the other models ignore it.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            model = config.build(tuple(input_shape), num_classes)
+            if isinstance(config, _TextModelConfigBase):
+                model = config.build(tuple(input_shape), num_classes, dp_layers=dp_layers)
+            else:
+                model = config.build(tuple(input_shape), num_classes)
         except ValueError as e:
             raise ConfigError(
                 f"model {config.name!r} on inputs {tuple(input_shape)}: {e}"
@@ -186,10 +299,14 @@ DLG_LENET = CNNConfig(
 
 __all__ = [
     "CNNConfig",
+    "CharLSTMConfig",
     "DLG_LENET",
     "LogisticRegressionConfig",
     "MLPConfig",
     "MODEL_NAMES",
     "ModelConfig",
+    "NextTokenLSTM",
+    "TEXT_MODEL_NAMES",
+    "WordLSTMConfig",
     "create_model",
 ]

@@ -28,7 +28,13 @@ from privfl.config import (
 from privfl.decentralized.config import DecentralizedConfig
 from privfl.heterogeneity.config import HeterogeneityConfig
 from privfl.incentives.config import IncentivesConfig
-from privfl.models import CNNConfig, LogisticRegressionConfig, MLPConfig
+from privfl.models import (
+    CharLSTMConfig,
+    CNNConfig,
+    LogisticRegressionConfig,
+    MLPConfig,
+    WordLSTMConfig,
+)
 
 
 def _type_name(ann: Any) -> str:
@@ -115,6 +121,8 @@ def config_reference() -> str:
         ('[model] name = "logreg"', LogisticRegressionConfig),
         ('[model] name = "mlp"', MLPConfig),
         ('[model] name = "cnn"', CNNConfig),
+        ('[model] name = "char_lstm"', CharLSTMConfig),
+        ('[model] name = "word_lstm"', WordLSTMConfig),
         ("[federation]", FederationConfig),
         ("[federation.heterogeneity]", HeterogeneityConfig),
         ("[federation.decentralized]", DecentralizedConfig),

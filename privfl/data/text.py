@@ -135,6 +135,30 @@ class Vocabulary:
         return [i for i in (self.pad, self.oov, self.bos, self.eos) if i is not None]
 
 
+#: the data sets whose examples are token windows
+TEXT_DATASETS: tuple[str, ...] = ("pydoc", "shakespeare", "stackoverflow")
+
+
+def check_text_model(data_name: str, model_name: str, text_models: Sequence[str]) -> None:
+    """Refuse a text data set with an image model and a text model on images (the models
+    differ in their inputs: token ids vs float tensors).
+
+    Raises:
+        ValueError: naming the mismatch and the fix (the config reports it as a ConfigError).
+    """
+    if (data_name in TEXT_DATASETS) == (model_name in text_models):
+        return
+    if data_name in TEXT_DATASETS:
+        raise ValueError(
+            f"data.name = '{data_name}' holds token windows; model.name = '{model_name}' reads "
+            f"float inputs. Use a text model: {', '.join(text_models)}"
+        )
+    raise ValueError(
+        f"model.name = '{model_name}' reads token windows; data.name = '{data_name}' holds "
+        f"float inputs. Use a text data set: {', '.join(TEXT_DATASETS)}"
+    )
+
+
 def words(text: str) -> list[str]:
     """Lower-cased word tokens of ``text``: runs of letters, digits and underscores, and each
     punctuation character on its own.
@@ -269,7 +293,9 @@ def load_pydoc(
 
 
 __all__ = [
+    "TEXT_DATASETS",
     "BOS",
+    "check_text_model",
     "EOS",
     "OOV",
     "PAD",

@@ -225,6 +225,11 @@ class VectorizedEngine(Engine):
             from privfl.defenses.dp.dpsgd import check_model
 
             check_model(self._model)  # as DPSGDTrainer would: BatchNorm etc. are errors
+        if self.data.bundle.train.x.dtype == torch.int64:
+            return (
+                "the data are token windows for a recurrent model: the batched kernels take "
+                "float inputs, and vmap has no batching rule for the fused LSTM kernel"
+            )
         convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
         if not self.vectorize_convolutions and any(
             isinstance(m, convs) for m in self._model.modules()
