@@ -51,6 +51,7 @@ class RowLBFGS:
         self._state = {
             "n_iter": torch.zeros(rows, dtype=torch.int64, device=self.x.device),
             "count": torch.zeros(rows, dtype=torch.int64, device=self.x.device),
+            "start": torch.zeros(rows, dtype=torch.int64, device=self.x.device),
             "dirs": torch.zeros((rows, self.history_size, p), **kw),  # y_i
             "stps": torch.zeros((rows, self.history_size, p), **kw),  # s_i
             "ro": torch.zeros((rows, self.history_size), **kw),  # 1 / (y_i . s_i)
@@ -109,31 +110,35 @@ class RowLBFGS:
         ys = (y * s).sum(dim=1)
         keep = rows & (ys > 1e-10)
         if bool(keep.any()):
-            full = keep & (st["count"] == self.history_size)
-            if bool(full.any()):  # drop the oldest pair of the rows whose history is full
-                for name in ("dirs", "stps", "ro"):
-                    rolled = st[name].roll(-1, dims=1)
-                    mask = full.view(-1, *[1] * (st[name].dim() - 1))
-                    st[name] = torch.where(mask, rolled, st[name])
-                st["count"] = st["count"] - full.long()
+            # A ring of history_size slots per row: the oldest pair at slot `start`; a full
+            # row overwrites its oldest pair (torch pops it from the front of its lists).
             idx = torch.nonzero(keep).squeeze(1)
-            slot = st["count"][idx]
+            count, start = st["count"][idx], st["start"][idx]
+            slot = (start + count) % self.history_size
             st["dirs"][idx, slot] = y[idx]
             st["stps"][idx, slot] = s[idx]
             st["ro"][idx, slot] = 1.0 / ys[idx]
+            full = count == self.history_size
+            st["start"][idx] = torch.where(full, (start + 1) % self.history_size, start)
+            st["count"][idx] = torch.where(full, count, count + 1)
             st["h_diag"] = torch.where(keep, ys / (y * y).sum(dim=1), st["h_diag"])
-            st["count"] = st["count"] + keep.long()
-        # Empty slots hold zeros (ro = 0): they add exactly 0 to q and r.
+        # Rows with fewer pairs read slots never written: zeros (ro = 0), adding exactly 0.
         used = int(st["count"][rows].max())
+        stps, dirs, ro = st["stps"], st["dirs"], st["ro"]
+        if bool((st["start"] != 0).any()):  # unroll the rings once: oldest pair first
+            order = (st["start"][:, None] + torch.arange(used, device=grad.device)) % len(ro[0])
+            stps = stps.take_along_dim(order[:, :, None], dim=1)
+            dirs = dirs.take_along_dim(order[:, :, None], dim=1)
+            ro = ro.take_along_dim(order, dim=1)
         q = -grad
         al = [torch.zeros_like(st["h_diag"])] * used
         for i in range(used - 1, -1, -1):
-            al[i] = (st["stps"][:, i] * q).sum(dim=1) * st["ro"][:, i]
-            q = q - al[i][:, None] * st["dirs"][:, i]
+            al[i] = (stps[:, i] * q).sum(dim=1) * ro[:, i]
+            q = q - al[i][:, None] * dirs[:, i]
         r = q * st["h_diag"][:, None]
         for i in range(used):
-            be = (st["dirs"][:, i] * r).sum(dim=1) * st["ro"][:, i]
-            r = r + (al[i] - be)[:, None] * st["stps"][:, i]
+            be = (dirs[:, i] * r).sum(dim=1) * ro[:, i]
+            r = r + (al[i] - be)[:, None] * stps[:, i]
         return r
 
 
