@@ -29,10 +29,14 @@ from privfl.attacks.inversion.simulate import (
     can_batch,
     local_update,
     local_updates,
-    num_local_steps,
     single_gradient_target,
 )
-from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
+from privfl.attacks.inversion.target import (
+    Callback,
+    InversionTarget,
+    Reconstruction,
+    check_batch,
+)
 from privfl.errors import PrivflError
 
 #: The papers' settings.
@@ -145,7 +149,7 @@ def dlg_batched(
     _check_lists(n, generators, labels, callbacks)
     if n == 0:
         return []
-    _check_group(targets)
+    check_batch(targets)
     first = targets[0]
     threat = first.threat
     d = first.num_reconstructed
@@ -283,39 +287,6 @@ def _check_lists(
             )
 
 
-def _check_group(targets: Sequence[InversionTarget]) -> None:
-    """Raise unless the targets can share one replay: the same model object, global weights,
-    local training and number of candidates (hence the same local steps)."""
-    first = targets[0]
-    key = _group_key(first)
-    for t in targets[1:]:
-        same_params = t.params.keys() == first.params.keys() and all(
-            a is b or torch.equal(a, b)
-            for a, b in zip(t.params.values(), first.params.values(), strict=True)
-        )
-        if t.model is not first.model or not same_params or _group_key(t) != key:
-            raise PrivflError(
-                "a batched attack needs targets of one model, from the same global weights, "
-                "with the same local training and number of reconstructed examples"
-            )
-
-
-def group_key(target: InversionTarget) -> tuple[object, ...]:
-    """What targets attacked in one batch must share besides the model and global weights:
-    the local training, the input shape, the number of reconstructed examples and of local
-    steps."""
-    training = target.threat.training
-    return (
-        training,
-        target.threat.input_shape,
-        target.num_reconstructed,
-        num_local_steps(training, target.num_examples),
-    )
-
-
-_group_key = group_key
-
-
 def recover_labels(target: InversionTarget, generator: torch.Generator) -> torch.Tensor:
     """The labels of the ``D`` examples ``target``'s update touched, int64 ``(D,)`` sorted."""
     threat = target.threat
@@ -402,7 +373,6 @@ __all__ = [
     "DLG_LR",
     "dlg",
     "dlg_batched",
-    "group_key",
     "idlg",
     "idlg_batched",
     "recover_labels",

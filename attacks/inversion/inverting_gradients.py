@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from privfl.attacks.inversion.dlg import _check_group, recover_labels
+from privfl.attacks.inversion.dlg import recover_labels
 from privfl.attacks.inversion.simulate import (
     can_batch,
     local_update,
@@ -29,7 +29,12 @@ from privfl.attacks.inversion.simulate import (
     num_local_steps,
     single_gradient_target,
 )
-from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
+from privfl.attacks.inversion.target import (
+    Callback,
+    InversionTarget,
+    Reconstruction,
+    check_batch,
+)
 from privfl.errors import PrivflError
 
 #: Defaults for small images on a CPU: Geiping et al. run 4,800-24,000 iterations on GPUs.
@@ -162,7 +167,7 @@ def inverting_gradients_batched(
         for i, (t, g) in enumerate(zip(targets, generators, strict=True))
     ]
     first = prepared[0][0]
-    _check_group([t for t, _ in prepared])
+    check_batch([t for t, _ in prepared])
     if can_batch(first.model) is not None:
         # the per-target loop on the prepared targets: the same numbers, one at a time
         return [

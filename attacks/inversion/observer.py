@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from privfl.attacks.inversion.config import InversionMethod
-from privfl.attacks.inversion.dlg import dlg, dlg_batched, group_key, idlg, idlg_batched
+from privfl.attacks.inversion.dlg import dlg, dlg_batched, idlg, idlg_batched
 from privfl.attacks.inversion.gallery import MAX_IMAGES, GalleryItem, plot_gallery
 from privfl.attacks.inversion.inverting_gradients import (
     IG_TV,
@@ -34,7 +34,12 @@ from privfl.attacks.inversion.inverting_gradients import (
 )
 from privfl.attacks.inversion.metrics import score
 from privfl.attacks.inversion.simulate import can_batch
-from privfl.attacks.inversion.target import Callback, InversionTarget, Reconstruction
+from privfl.attacks.inversion.target import (
+    Callback,
+    InversionTarget,
+    Reconstruction,
+    batch_key,
+)
 from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import PrivflError
 from privfl.seeding import numpy_rng, torch_generator
@@ -347,7 +352,7 @@ class InversionObserver(Observer):
         groups: dict[tuple[object, ...], list[int]] = {}
         for i, c in enumerate(cases):
             # the aggregate's threat differs from the updates': it is never grouped with them
-            key = (*group_key(c.target), c.spec.kind == TargetKind.AGGREGATE)
+            key = (*batch_key(c.target), c.spec.kind == TargetKind.AGGREGATE)
             groups.setdefault(key, []).append(i)
         return list(groups.values())
 

@@ -7,13 +7,17 @@ model. Nothing in it comes from the client's data (breaching's separation of att
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from privfl.attacks.inversion.simulate import examples_used, gradient_equivalent
+from privfl.attacks.inversion.simulate import (
+    examples_used,
+    gradient_equivalent,
+    num_local_steps,
+)
 from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import PrivflError
 from privfl.update import ParamSpec
@@ -92,4 +96,38 @@ class Reconstruction:
     iterations: int
 
 
-__all__ = ["Callback", "InversionTarget", "Reconstruction"]
+def batch_key(target: InversionTarget) -> tuple[object, ...]:
+    """What targets attacked in one batch must share besides the model and the global
+    weights: the local training, the input shape, the number of reconstructed examples and
+    of local steps (see docs/design.md, "Batched inversion targets")."""
+    training = target.threat.training
+    return (
+        training,
+        target.threat.input_shape,
+        target.num_reconstructed,
+        num_local_steps(training, target.num_examples),
+    )
+
+
+def check_batch(targets: Sequence[InversionTarget]) -> None:
+    """Raise unless ``targets`` can share one batched replay: the same model object, equal
+    global weights and the same :func:`batch_key`.
+
+    Raises:
+        PrivflError: they cannot.
+    """
+    first = targets[0]
+    key = batch_key(first)
+    for t in targets[1:]:
+        same_params = t.params.keys() == first.params.keys() and all(
+            a is b or torch.equal(a, b)
+            for a, b in zip(t.params.values(), first.params.values(), strict=True)
+        )
+        if t.model is not first.model or not same_params or batch_key(t) != key:
+            raise PrivflError(
+                "a batched attack needs targets of one model, from the same global weights, "
+                "with the same local training and number of reconstructed examples"
+            )
+
+
+__all__ = ["Callback", "InversionTarget", "Reconstruction", "batch_key", "check_batch"]
