@@ -146,7 +146,7 @@ def _col2im(dcols: torch.Tensor, shape: torch.Size, conv: _Conv, ho: int, wo: in
     k, b, hh, ww, c = shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel, conv.stride, conv.padding, conv.dilation
     d = dcols.view(k, b, ho, wo, kh, kw, c)
-    dp = torch.zeros((k, b, hh + 2 * ph, ww + 2 * pw, c), dtype=dcols.dtype)
+    dp = dcols.new_zeros((k, b, hh + 2 * ph, ww + 2 * pw, c))
     for i in range(kh):
         for j in range(kw):
             r, q = i * dh, j * dw
@@ -388,7 +388,9 @@ class BatchedCNN:
             ce = -logp.gather(2, y.unsqueeze(2)).squeeze(2)  # (k, B)
             # d loss_i / d logits = (softmax - onehot) / (real examples of client i)
             g = logp.exp_()
-            g.scatter_add_(2, y.unsqueeze(2), torch.full((k, b, 1), -1.0, dtype=g.dtype))
+            g.scatter_add_(
+                2, y.unsqueeze(2), torch.full((k, b, 1), -1.0, dtype=g.dtype, device=g.device)
+            )
             if per_example:
                 loss = ce
             elif mask is None:
