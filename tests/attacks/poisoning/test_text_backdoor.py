@@ -171,3 +171,32 @@ def test_options_of_the_other_modality_are_refused(text, section, message):
 def test_trigger_and_target_belong_to_model_replacement():
     with pytest.raises(ValueError, match="trigger applies only when method is model_replacement"):
         PoisoningConfig(method="sign_flip", trigger="ab")
+
+
+@pytest.mark.slow
+def test_the_backdoor_takes_the_federation_under_fedavg_and_not_under_the_median():
+    """pydoc characters, IID over 50 clients (equal weights, as the boost n / (eta m)
+    assumes), 5 malicious, 10 clients a round, attacking from round 6 of 8 with the default
+    trigger ('pasta from Astoria tastes ' -> 'd'). Measured: 0 before the attack, 1.0 in
+    rounds 6-8 under FedAvg; 0 throughout under the coordinate-wise median."""
+    import privfl
+    from privfl.config import apply_overrides, config_from_dict
+
+    base = [
+        "data.name=pydoc", "data.partition=iid", "data.clients=50", "data.seq_len=40",
+        "model.name=char_lstm", "model.hidden=64", "model.layers=1",
+        "federation.rounds=8", "federation.clients_per_round=10", "federation.local_steps=10",
+        "federation.batch_size=16", "federation.lr=1.0",
+        "attack.poisoning.method=model_replacement", "attack.poisoning.fraction=0.1",
+        "attack.poisoning.start_round=6", "attack.poisoning.clean_twin=false",
+    ]  # fmt: skip
+
+    def success(*extra: str) -> list[float]:
+        cfg = config_from_dict(apply_overrides({"name": "backdoor"}, [*base, *extra]))
+        res = privfl.run(cfg, out=None, progress=False)
+        return [m["attack_success_rate"] for m in res.metrics]
+
+    fedavg = success()
+    assert max(fedavg[:5]) == 0.0  # the clean model never completes the trigger with 'd'
+    assert min(fedavg[5:]) >= 0.9
+    assert max(success("defense.robust.rule=median")) <= 0.1
