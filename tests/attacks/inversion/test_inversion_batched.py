@@ -4,6 +4,7 @@ same generator)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
 
 import pytest
@@ -320,3 +321,22 @@ def test_batched_dlg_follows_each_targets_own_trajectory(digits_mlp, method):
         assert float((b.x - a.x).norm() / a.x.norm()) < 1e-3
         assert b.loss == pytest.approx(a.loss, rel=2e-2)
     assert not torch.allclose(batched[0].x, batched[1].x, atol=1e-2)
+
+
+def test_models_that_cannot_be_batched_get_the_loop_exactly(digits_mlp, monkeypatch):
+    # the submodules (the package's names dlg and inverting_gradients are the functions)
+    dlg_module = importlib.import_module("privfl.attacks.inversion.dlg")
+    ig_module = importlib.import_module("privfl.attacks.inversion.inverting_gradients")
+
+    for module in (dlg_module, ig_module):
+        monkeypatch.setattr(module, "can_batch", lambda model: "the model has dropout")
+    targets = _targets(digits_mlp, [[0], [5]], LocalTraining(lr=0.1, steps=1, batch_size=1))
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    for alone, together in (
+        (dlg_module.idlg, dlg_module.idlg_batched),
+        (ig_module.inverting_gradients, ig_module.inverting_gradients_batched),
+    ):
+        batched = together(targets, generators=gens(), iterations=3)
+        for t, g, b in zip(targets, gens(), batched, strict=True):
+            a = alone(t, generator=g, iterations=3)
+            assert torch.equal(a.x, b.x) and torch.equal(a.labels, b.labels)
