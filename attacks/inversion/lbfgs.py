@@ -32,8 +32,11 @@ class RowLBFGS:
     """The state of one L-BFGS per row of ``x`` ``(rows, P)`` (updated in place by :meth:`step`).
 
     Attributes:
-        x: the stacked variables, one problem per row.
+        x: the stacked variables ``(rows, P)``, one problem per row, moved in place (outside
+            autograd: it may be a leaf that requires grad).
         lr: the step length (DLG: 1).
+        max_iter, max_eval, tolerance_grad, tolerance_change, history_size: those of
+            ``torch.optim.LBFGS``, with its defaults, per row.
     """
 
     x: torch.Tensor
@@ -43,7 +46,7 @@ class RowLBFGS:
     tolerance_grad: float = 1e-7
     tolerance_change: float = 1e-9
     history_size: int = 100
-    _state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _state: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         rows, p = self.x.shape
