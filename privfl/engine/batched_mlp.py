@@ -23,6 +23,16 @@ Each client's weights are formed once, at the end of the round, as its update
 folded into per-client weights and collection starts again, so a step never costs more than
 about twice the dense one; layers too narrow for it (the 10-logit output) are updated densely.
 
+A whole round (:meth:`CohortSGD.run`) goes further still for the first layer, whose inputs are
+the data and so known before the round starts (:class:`_Windowed`): the forward products of
+all its steps are one ``(c T B x in) @ (in x out)`` product, the low-rank corrections need
+only each client's Gram matrix ``X X^T`` (one batched product), and a step touches nothing
+``in`` wide. What is left per step is the narrower layers; the round's weight gradients of the
+first layer are one batched ``G^T X`` at the end, written straight into the cohort's flat
+``(c, dim)`` update. On W1 about three quarters of the arithmetic is then in four large
+products (the first layer's forward, its updates, the Gram matrices, the second layer's
+updates).
+
 The arithmetic is SGD's (the same sums, in another order, so equal to float rounding): the
 gradient of each client's mean cross-entropy over its real (unmasked) examples.
 ``tests/engine/test_batched_mlp.py`` checks both against ``torch.func`` and plain SGD, and the
