@@ -41,6 +41,8 @@ class Metric(StrEnum):
     PSNR = "psnr"  # median over the inversion records with a reconstruction
     SSIM = "ssim"
     LABEL_ACCURACY = "label_accuracy"
+    PERPLEXITY = "perplexity"  # text: final test perplexity, exp(mean cross-entropy)
+    TOKEN_RECALL = "token_recall"  # text inversion: median share of a client's tokens recovered
     MEMBERSHIP_AUC = "membership_auc"  # the best membership record's AUC
     MEMBERSHIP_TPR = "membership_tpr_at_fpr_0.001"  # its TPR at 0.1% FPR
     EPSILON = "epsilon"  # the ledger's headline epsilon (worst party)
@@ -118,6 +120,8 @@ def summarize(result: RunResult) -> dict[str, float | None]:
         Metric.PSNR: _median(r.get("psnr") for r in ok),
         Metric.SSIM: _median(r.get("ssim") for r in ok),
         Metric.LABEL_ACCURACY: _median(r.get("label_accuracy") for r in ok),
+        Metric.PERPLEXITY: last.get("test_perplexity"),
+        Metric.TOKEN_RECALL: _median(r.get("token_recall") for r in ok),
         **_membership(ok),
         Metric.EPSILON: _epsilon(result),
         Metric.BYTES_UP: float(sum(m.get("bytes_up", 0) for m in metrics)),

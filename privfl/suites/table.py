@@ -20,6 +20,8 @@ FORMATS: dict[Metric, str] = {
     Metric.PSNR: ".1f",
     Metric.SSIM: ".3f",
     Metric.LABEL_ACCURACY: ".2f",
+    Metric.PERPLEXITY: ".2f",
+    Metric.TOKEN_RECALL: ".2f",
     Metric.MEMBERSHIP_AUC: ".3f",
     Metric.MEMBERSHIP_TPR: ".3f",
     Metric.EPSILON: ".3g",
