@@ -9,6 +9,12 @@ import torch
 from privfl.attacks.inversion.config import InversionConfig, InversionMethod
 from privfl.attacks.inversion.labels import find_final_layer
 from privfl.attacks.inversion.observer import AttackSettings, InversionObserver
+from privfl.attacks.inversion.text import (
+    TokenAttackSettings,
+    TokenLeakObserver,
+    check_text_options,
+    find_embedding,
+)
 from privfl.attacks.inversion.threat import InversionThreat
 from privfl.errors import ConfigError, PrivflError
 
@@ -114,8 +120,6 @@ def _resolve_method(cfg: InversionConfig, config: Config, text: bool) -> Inversi
             "not text"
         )
     if text:
-        from privfl.attacks.inversion.text import check_text_options
-
         check_text_options(cfg, name)
     return method
 
@@ -125,8 +129,6 @@ def _token_observer(
 ) -> InversionObserver:
     """The embedding-gradient token attack (:mod:`privfl.attacks.inversion.text`) for a run
     on text data; the server knows from the protocol whether the updates carry noise."""
-    from privfl.attacks.inversion.text import TokenAttackSettings, TokenLeakObserver, find_embedding
-
     bundle = setup.data.bundle
     try:
         find_embedding(setup.make_model())
