@@ -196,18 +196,26 @@ def dlg_batched(
     best = flat.detach().clone()
 
     def closure(evaluated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = flat[:, :nx].view(rows, d, *shape)
-        y = fixed if fixed is not None else torch.softmax(flat[:, nx:].view(rows, d, classes), -1)
+        """The objective and its gradient of the rows ``evaluated`` (the others: 0): rows
+        whose L-BFGS has stopped are not computed."""
+        idx = torch.nonzero(evaluated).squeeze(1)
+        k = len(idx)
+        if k == 0:
+            return torch.zeros(rows, dtype=torch.float64, device=device), torch.zeros_like(flat)
+        part = flat[idx]
+        x = part[:, :nx].view(k, d, *shape)
+        y = fixed[idx] if fixed is not None else torch.softmax(part[:, nx:].view(k, d, classes), -1)
         got = local_updates(
             first.model, first.params, x, y, threat.training, steps=1, batch_size=None
         )
-        loss = sum(((g - w) ** 2).flatten(1).sum(1) for g, w in zip(got, wanted, strict=True))
+        loss = sum(((g - w[idx]) ** 2).flatten(1).sum(1) for g, w in zip(got, wanted, strict=True))
         (grad,) = torch.autograd.grad(loss.sum(), flat)
-        value = loss.detach().double()
+        value = torch.zeros(rows, dtype=torch.float64, device=device)
+        value[idx] = loss.detach().double()
         better = evaluated & (value < best_loss)  # NaN compares False: never kept
         best_loss.copy_(torch.where(better, value, best_loss))
         best.copy_(torch.where(better[:, None], flat.detach(), best))
-        return loss.detach(), grad
+        return value, grad
 
     opt = RowLBFGS(flat, lr=lr)  # moves the leaf in place, without recording it
     running = torch.ones(rows, dtype=torch.bool, device=device)
