@@ -337,13 +337,12 @@ class TokenLeakObserver(InversionObserver):
     ) -> dict[str, Any]:
         recovered = torch.nonzero(leaked).flatten().numpy()
         # Scoring only: the attack above never saw the ground truth.
-        xs, ys, touched_all = [], [], True
+        xs, ys = [], []
         for c in t.clients:
             truth = ctx.ground_truth(c)
             x, y = truth.x, truth.y
-            if self.token.schedule_known and t.kind == TargetKind.UPDATE:
+            if self.token.schedule_known:  # each client's own schedule, aggregate or not
                 idx = touched_examples(self.threat.training, len(y), self.seed, view.round, c)
-                touched_all = touched_all and len(idx) == len(y)
                 x, y = x[idx], y[idx]
             xs.append(x)
             ys.append(y)
@@ -410,8 +409,8 @@ class TokenLeakObserver(InversionObserver):
     ) -> float | None:
         """The bag of next tokens from the head's bias gradient (Geng et al. 2021's label
         counts on the update read as one gradient over the examples the reported count says
-        the client touched), scored as the multiset overlap with the true labels; None when
-        the model's head has no bias."""
+        the client touched), scored as the overlap of its distribution with the true labels';
+        None when the model's head has no bias."""
         try:
             layer = find_final_layer(model, ctx.num_classes)
         except PrivflError:
@@ -427,9 +426,13 @@ class TokenLeakObserver(InversionObserver):
         vocab = find_embedding(model)[1].num_embeddings
         mean_p = random_token_prediction(model, params, ctx.input_shape[0], vocab, gen)
         est = label_counts(grads, layer, examples_used(training, n), mean_p)
-        # scoring only
+        # scoring only: the overlap of the two label distributions (the multiset overlap over
+        # the count when both bags have the same size, as for one client's update; the
+        # aggregate's count is assumed, so only its distribution is scored)
         truth = np.bincount(true_y.numpy(), minlength=len(est))
-        return float(np.minimum(est, truth).sum() / len(true_y)) if len(true_y) else None
+        if not len(true_y) or not est.sum():
+            return None
+        return float(np.minimum(est / est.sum(), truth / truth.sum()).sum())
 
     def finish(self, federation: RunEnd) -> None:
         """Nothing to draw: the records hold the recovered tokens."""
