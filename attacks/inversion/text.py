@@ -225,7 +225,7 @@ class TokenLeakObserver(InversionObserver):
     Per attacked update (or the aggregate under secure aggregation; nothing under HE) one
     record with ``token_recall``, ``token_precision``, the counts, the threshold, and the
     bag-of-words estimate of the labels (the next tokens) from the head's bias gradient as
-    ``label_accuracy`` (multiset overlap, as the image attacks' label accuracy). Target
+    ``label_accuracy`` (the overlap of the recovered and true label distributions). Target
     selection, the no-plaintext record and the ``noise`` what-if are
     :class:`InversionObserver`'s.
     """
