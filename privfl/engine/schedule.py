@@ -67,12 +67,10 @@ def cohort_schedule(
     order = np.argsort(-steps, kind="stable")
     t_max = int(steps.max(initial=0))
     width = max((layouts[n][0].shape[1] for n in layouts if n), default=0)
-    index = torch.zeros((c, t_max, width), dtype=torch.int64)
-    mask = torch.zeros((c, t_max, width), dtype=torch.float32)
     # Padding: a batch narrower than the widest (a smaller client's, or an epoch's last).
-    padded = any(
-        bool((v == 0).any()) or v.shape[1] < width for _, v, _ in layouts.values() if v.numel()
-    )
+    padded = any(not v.all() or v.shape[1] < width for _, v, _ in layouts.values() if v.size)
+    index = np.zeros((t_max, c, width), dtype=np.int64)
+    mask = np.zeros((t_max, c, width), dtype=np.float32)
     for row, i in enumerate(order.tolist()):
         n = int(sizes[i])
         if n == 0:
@@ -80,28 +78,27 @@ def cohort_schedule(
         pos, valid, perms = layouts[n]
         if perms:  # the same permutations privfl.client.batch_schedule draws, in the same order
             g = torch_generator(seed, "client", round, clients[i])
-            drawn = torch.cat([torch.randperm(n, generator=g) for _ in range(perms)])
+            drawn = torch.cat([torch.randperm(n, generator=g) for _ in range(perms)]).numpy()
             pos = drawn[pos]
         s, w = pos.shape
-        index[row, :s, :w] = torch.from_numpy(parts[i])[pos]
-        index[row, :s, w:] = index[row, :s, :1]  # padding past a narrow client's batches
-        mask[row, :s, :w] = valid
-    index = index.transpose(0, 1).contiguous()
-    mask = mask.transpose(0, 1).contiguous()
+        index[:s, row, :w] = parts[i][pos]
+        index[:s, row, w:] = index[:s, row, :1]  # padding past a narrow client's batches
+        mask[:s, row, :w] = valid
     sorted_steps = steps[order]
     active = [int(a) for a in (sorted_steps[None, :] > np.arange(t_max)[:, None]).sum(1)]
+    index_t, mask_t = torch.from_numpy(index), torch.from_numpy(mask)
     return CohortSchedule(
         order=order,
         steps=sorted_steps,
-        index=index,
-        mask=mask,
-        sizes=mask.sum(dim=2, dtype=torch.float64),
+        index=index_t,
+        mask=mask_t,
+        sizes=mask_t.sum(dim=2, dtype=torch.float64),
         active=active,
         padded=padded,
     )
 
 
-def _layout(n: int, training: LocalTraining) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _layout(n: int, training: LocalTraining) -> tuple[np.ndarray, np.ndarray, int]:
     """Where each step's batch slots of a client with ``n`` examples read in the concatenation
     of its epochs' permutations, as :func:`~privfl.client.batch_schedule` cuts them.
 
@@ -111,20 +108,19 @@ def _layout(n: int, training: LocalTraining) -> tuple[torch.Tensor, torch.Tensor
         full batches, which are the examples in order and draw none).
     """
     if n == 0:
-        return torch.zeros((0, 0), dtype=torch.int64), torch.zeros((0, 0)), 0
+        return np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.float32), 0
     bs = n if training.batch_size is None else min(training.batch_size, n)
     per_epoch = -(-n // bs)
     total = training.steps if training.steps is not None else training.epochs * per_epoch
-    slot = torch.arange(bs)
+    slot = np.arange(bs)
     if bs == n:  # full batches: every step is all examples, in order
-        return slot.expand(total, bs).clone(), torch.ones((total, bs)), 0
-    step = torch.arange(total)
-    start = step % per_epoch * bs  # the batch's first position within its epoch
-    within = start[:, None] + slot[None, :]
+        return np.tile(slot, (total, 1)), np.ones((total, bs), dtype=np.float32), 0
+    step = np.arange(total)
+    within = (step % per_epoch * bs)[:, None] + slot[None, :]  # position within the epoch
     valid = within < n
-    pos = torch.where(valid, (step // per_epoch * n)[:, None] + within, 0)
-    pos = torch.where(valid, pos, pos[:, :1])
-    return pos, valid.float(), -(-total // per_epoch)
+    pos = np.where(valid, (step // per_epoch * n)[:, None] + within, 0)
+    pos = np.where(valid, pos, pos[:, :1])
+    return pos, valid.astype(np.float32), -(-total // per_epoch)
 
 
 __all__ = ["CohortSchedule", "cohort_schedule"]
