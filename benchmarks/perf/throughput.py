@@ -25,8 +25,7 @@ Targets: sequential >= 0.9x the hand-written loop (framework overhead under 10%)
 vectorized >= 1.5x the hand-written loop on W1, and >= 60% of the GEMM roofline: W1's
 arithmetic (``W1_FLOP_PER_UPDATE`` per client update: forward and backward of the three
 weight matrices) per second of the median round, over the rate of 1024^3 float32 GEMMs
-measured in the same process with the same threads (``gemm_flops``;
-../shared/acceptance/roofline computes it the same way).
+measured in the same process with the same threads (``gemm_flops``).
 """
 
 from __future__ import annotations
@@ -153,7 +152,7 @@ W1_FLOP_PER_UPDATE = 60 * 3 * 2 * (784 * 200 + 200 * 200 + 200 * 10)
 def gemm_flops(seconds: float = 0.4, repeats: int = 5) -> float:
     """The machine's dense GEMM rate in this process (flop/s): the best of ``repeats`` runs
     of 1024 x 1024 float32 products for ``seconds`` each, with torch's current threads (the
-    roofline of ../shared/acceptance/roofline)."""
+    roofline W1's share is measured against)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     best = 0.0
     for _ in range(repeats):
