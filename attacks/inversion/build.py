@@ -141,7 +141,10 @@ def _token_observer(
         rounds=frozenset(cfg.rounds),
         max_targets=cfg.max_targets,
         threat=InversionThreat(
-            training=training, input_shape=bundle.input_shape, num_classes=bundle.num_classes
+            training=training,
+            input_shape=bundle.input_shape,
+            num_classes=bundle.num_classes,
+            input_range=(0.0, float(bundle.num_classes - 1)),  # token ids (vocabulary size)
         ),
         seed=config.seed,
         token=TokenAttackSettings(
