@@ -300,9 +300,10 @@ class TokenLeakObserver(InversionObserver):
         residual = rows.double() + decay.view(-1, 1, 1) * w0.double()
         floors: list[float | None]
         if self.token.noisy:
-            floors = [noise_floor(list(ctx.spec.unflatten(gi).values())) for gi in g]
+            sigmas = [noise_floor(list(ctx.spec.unflatten(gi).values())) for gi in g]
+            floors = list(sigmas)
             limits = torch.tensor(
-                [noise_threshold(s, d, v, self.token.fpr) for s in floors], dtype=torch.float64
+                [noise_threshold(s, d, v, self.token.fpr) for s in sigmas], dtype=torch.float64
             ).view(-1, 1)
         else:
             floors = [None] * len(targets)
