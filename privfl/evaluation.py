@@ -22,7 +22,8 @@ def per_example(
     the batches go to the model's device)."""
     model.eval()
     losses, correct = [], []
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)  # a parameter-free model runs where x is
+    device = x.device if first is None else first.device
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
