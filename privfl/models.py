@@ -9,6 +9,7 @@ carries its own ``name`` tag and builds the module, so the name lives in one pla
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Annotated, Literal
 
@@ -158,10 +159,14 @@ class NextTokenLSTM(nn.Module):
         #: the input embedding (the text attacks read its gradient rows)
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         if dp_layers:
-            from privfl.accounting import import_opacus
-
-            import_opacus()  # Opacus' import-time logging setup is undone there
+            # Importing Opacus adds a root logging handler (logging.basicConfig); it is removed
+            # as privfl.accounting.import_opacus does (models sit below accounting's layer).
+            root = logging.getLogger()
+            before = list(root.handlers)
             from opacus.layers import DPLSTM
+
+            for handler in [h for h in root.handlers if h not in before]:
+                root.removeHandler(handler)
 
             self.lstm: nn.Module = DPLSTM(
                 embedding_dim, hidden, num_layers=layers, batch_first=True
