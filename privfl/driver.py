@@ -16,6 +16,7 @@ from pathlib import Path
 from privfl.config import Config, load_config
 from privfl.decentralized.runner import resume_run, runner_class
 from privfl.device import resolve_device
+from privfl.errors import PrivflError
 from privfl.federation import Federation, RunResult
 from privfl.progress import progress_bar
 from privfl.runfolder import RunFile, RunFolder
@@ -60,7 +61,13 @@ def _run(
     folder = None
     if out is not None:
         folder = RunFolder.create(out, config.name, overwrite=overwrite)
-    fed = runner_class(config)(config, folder=folder)  # a server, or D-PSGD's nodes
+    try:
+        fed = runner_class(config)(config, folder=folder)  # a server, or D-PSGD's nodes
+    except PrivflError:
+        # A config refused while the run is built leaves no folder behind (one it made empty).
+        if folder is not None and not any(folder.path.iterdir()):
+            folder.path.rmdir()
+        raise
     if folder is not None:
         folder.write_toml(RunFile.CONFIG, config.to_toml_dict())
     return _drive(fed, progress)

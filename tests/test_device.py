@@ -102,3 +102,12 @@ def test_the_quickstart_runs_on_the_gpu_end_to_end(tmp_path):
         progress=False,
     )
     assert r.metrics[-1]["test_accuracy"] > 0.5
+
+
+def test_a_config_refused_while_the_run_is_built_leaves_no_folder(tmp_path):
+    # An attacked round past the run's last is refused when the plan is built.
+    args = ["run", "examples/quickstart.toml", "--out", str(tmp_path), "-q", "--set", "name=b"]
+    late = ["--set", "federation.rounds=2", "--set", "attack.inversion.rounds=[5]"]
+    r = CliRunner().invoke(app, [*args, *late])
+    assert r.exit_code == 2, r.output
+    assert not (tmp_path / "b").exists()
