@@ -112,3 +112,21 @@ def test_a_run_on_the_bundled_text_reports_perplexity(level: str) -> None:
     rec = result.metrics[-1]
     assert rec["test_perplexity"] == pytest.approx(math.exp(rec["test_loss"]))
     assert 0 <= rec["test_accuracy"] <= 1
+
+
+def test_the_vectorized_engine_names_token_data_when_it_falls_back(caplog) -> None:
+    import logging
+
+    from privfl.config import Config
+    from privfl.federation import Federation
+
+    cfg = Config(
+        name="lm",
+        data={"name": "pydoc", "clients": 4, "seq_len": 8, "stride": 64},
+        model={"name": "char_lstm", "hidden": 8, "layers": 1},
+        federation={"rounds": 1, "clients_per_round": 2, "engine": "vectorized"},
+    )
+    with caplog.at_level(logging.WARNING):
+        fed = Federation(cfg)
+    assert fed.engine.trains_with == "sequential"
+    assert "token windows" in caplog.text
