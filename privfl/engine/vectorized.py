@@ -150,7 +150,7 @@ class VectorizedEngine(Engine):
                 self.name,
                 reason,
             )
-            self._fallback = SequentialEngine(make_model, spec, data, trainer, seed)
+            self._fallback = SequentialEngine(make_model, spec, data, trainer, seed, federation)
             return
         # Multilayer perceptrons take the hand-written batched path (same arithmetic, faster
         # on CPU: see privfl.engine.batched_mlp); other models the torch.func one.
@@ -199,6 +199,15 @@ class VectorizedEngine(Engine):
         loss = ce.mean(1) if mask is None else (ce * mask).sum(1) / mask.sum(1)
         grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
         return dict(zip(leaves, grads, strict=True)), loss
+
+    def _train_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training tensors on the engine's device (copied there once per run)."""
+        b = self.data.bundle.train
+        if self.device.type == "cpu":
+            return b.x, b.y
+        if getattr(self, "_device_train", None) is None:
+            self._device_train = (b.x.to(self.device), b.y.to(self.device))
+        return self._device_train
 
     @property
     def falls_back(self) -> bool:
@@ -274,33 +283,36 @@ class VectorizedEngine(Engine):
         clients = [int(c) for c in clients]
         if not clients:
             return []
+        dev = self.device  # everything below is on it; the updates go back to the CPU
+        global_params = global_params.to(dev)
+        starts = None if starts is None else starts.to(dev)
+        train_x, train_y = self._train_data()
         if self._dp is not None:
             parts = [self.data.partition.indices[cid] for cid in clients]
-            b = self.data.bundle.train
             deltas, metrics = self._dp.train(
-                global_params, parts, b.x, b.y, self.seed, round, clients, starts=starts
+                global_params, parts, train_x, train_y, self.seed, round, clients, starts=starts
             )
+            deltas = deltas.cpu()
             return [
                 Update(cid, deltas[i], len(parts[i]), metrics[i]) for i, cid in enumerate(clients)
             ]
         c, cfg = len(clients), self._training
         sched = cohort_schedule(self.data.partition.indices, clients, cfg, self.seed, round)
         start = self.spec.unflatten(global_params)
-        train_x, train_y = self.data.bundle.train.x, self.data.bundle.train.y
-        losses = torch.zeros((len(sched.active), c), dtype=torch.float64)
+        index, mask_all = sched.index.to(dev), sched.mask.to(dev)
+        losses = torch.zeros((len(sched.active), c), dtype=torch.float64, device=dev)
         batches = (
-            (t, k, train_x[sched.index[t, :k]], train_y[sched.index[t, :k]])
-            for t, k in enumerate(sched.active)
+            (t, k, train_x[index[t, :k]], train_y[index[t, :k]]) for t, k in enumerate(sched.active)
         )
-        mask_of = lambda t, k: sched.mask[t, :k] if sched.padded else None  # noqa: E731
+        mask_of = lambda t, k: mask_all[t, :k] if sched.padded else None  # noqa: E731
         plain = not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0)
         if self._mlp is not None and plain and starts is None:
             # Plain SGD on an MLP from one shared start: deferred low-rank updates
             # (privfl.engine.batched_mlp); per-client starts take the dense path below.
             t_max, _, width = sched.index.shape
             cohort = CohortSGD(self._mlp, start, c, width, rows=t_max * width)
-            mask = sched.mask if sched.padded else None
-            losses = cohort.run(train_x, train_y, sched.index, mask, sched.active, cfg.lr)
+            mask = mask_all if sched.padded else None
+            losses = cohort.run(train_x, train_y, index, mask, sched.active, cfg.lr)
             losses = losses.double()
             deltas = cohort.deltas(list(self.spec.names))
         elif self._cnn is not None and plain and starts is None:
@@ -330,6 +342,7 @@ class VectorizedEngine(Engine):
                 losses[t, :k] = loss.detach().double()
             flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
             deltas = flat - (global_params if starts is None else origin)
+        deltas, losses = deltas.cpu(), losses.cpu()  # one transfer each (none on the CPU)
         example_sum = sched.sizes.sum(dim=0)
         mean_loss = ((losses * sched.sizes).sum(dim=0) / example_sum).tolist()
         out: list[Update | None] = [None] * c

@@ -113,7 +113,9 @@ class CohortDPSGD:
         gens = [torch_generator(seed, "client", round, int(clients[i])) for i in order]
         idx_parts = [torch.from_numpy(np.asarray(parts[i], dtype=np.int64)) for i in order]
         q = [plans[i].sample_rate for i in order]
-        denom = torch.tensor([float(plans[i].expected_batch_size) for i in order])
+        denom = torch.tensor(
+            [float(plans[i].expected_batch_size) for i in order], device=global_params.device
+        )
         start = self.spec.unflatten(global_params)
         params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}
         anchor = start  # FedProx's: the global model, or each row's own start
@@ -149,8 +151,9 @@ class CohortDPSGD:
                         ]
                         for r in range(k)
                     ]
-                    for j, n in enumerate(self.spec.names):
-                        summed[n] = summed[n] + torch.stack([noises[r][j] for r in range(k)])
+                    for j, n in enumerate(self.spec.names):  # drawn on the CPU streams
+                        noise = torch.stack([noises[r][j] for r in range(k)])
+                        summed[n] = summed[n] + noise.to(summed[n].device)
                 scale = denom[:k]
                 grads = {n: g / scale.view(k, *([1] * (g.ndim - 1))) for n, g in summed.items()}
             self._sgd_update(live, grads, anchor, momentum, cfg, first=t == 0)
@@ -193,6 +196,7 @@ class CohortDPSGD:
             index[r, : len(lot)] = glob[: len(lot)]
             index[r, len(lot) :] = glob[0]  # a valid example, masked out
             mask[r, : len(lot)] = 1.0
+        mask = mask.to(train_x.device)
         x, y = train_x[index], train_y[index]
 
         def factor_of(norms: torch.Tensor) -> torch.Tensor:  # step 3, Opacus' flat clipping
@@ -210,8 +214,8 @@ class CohortDPSGD:
                 factor = factor_of(norms)
                 summed = {n: torch.einsum("kl,kl...->k...", factor, g) for n, g in grads.items()}
         with torch.no_grad():
-            loss_sum = (losses * mask).sum(1).double().numpy()
-            n_clipped = ((norms > self.clip) & (mask > 0)).sum(1).double().numpy()
+            loss_sum = (losses * mask).sum(1).double().cpu().numpy()
+            n_clipped = ((norms > self.clip) & (mask > 0)).sum(1).double().cpu().numpy()
         return summed, loss_sum, n_clipped
 
 
