@@ -22,6 +22,7 @@ they are not part of the mechanism.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -58,6 +59,9 @@ class ClientSchedule:
     sample_rate: float
     steps: int
     expected_batch_size: int
+
+
+log = logging.getLogger(__name__)
 
 
 def client_schedule(num_examples: int, training: LocalTraining) -> ClientSchedule:
@@ -126,6 +130,7 @@ class DPSGDTrainer(LocalTrainer):
         self.training, self.clip = training, clip
         self.noise_multiplier, self.grad_sample_mode = noise_multiplier, grad_sample_mode
         self._checked: set[int] = set()
+        self._modes: dict[int, str] = {}
 
     def train(
         self,
@@ -145,6 +150,7 @@ class DPSGDTrainer(LocalTrainer):
 
         if id(model) not in self._checked:
             check_model(model)
+            self._modes[id(model)] = self._working_mode(model, x[:2], y[:2])
             self._checked.add(id(model))
         c = self.training
         n = len(y)
@@ -152,7 +158,8 @@ class DPSGDTrainer(LocalTrainer):
         b = plan.expected_batch_size
         spec.load_into(model, global_params)
         model.train()
-        gsm = wrap_model(model, self.grad_sample_mode, batch_first=True, loss_reduction="mean")
+        mode = self._modes.get(id(model), self.grad_sample_mode)
+        gsm = wrap_model(model, mode, batch_first=True, loss_reduction="mean")
         try:
             params = [p for p in model.parameters() if p.requires_grad]
             sgd = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -210,6 +217,35 @@ class DPSGDTrainer(LocalTrainer):
             "dp_steps": float(plan.steps),
             "dp_clipped_fraction": clipped / seen if seen else float("nan"),
         }
+
+    def _working_mode(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> str:
+        """The configured ``grad_sample_mode``, or ``"functorch"`` when it is ``"ew"`` and
+        PyTorch's ExpandedWeights fails on ``model`` (its convolution per-sample rule views
+        a non-contiguous gradient, e.g. a convolution after a max-pool, torch 2.13); found
+        with one backward pass on two examples, logged once."""
+        if self.grad_sample_mode != "ew" or len(y) == 0:
+            return self.grad_sample_mode
+        from opacus.grad_sample import wrap_model
+
+        gsm = wrap_model(model, "ew", batch_first=True, loss_reduction="mean")
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Full backward hook", UserWarning)
+                F.cross_entropy(gsm(x), y).backward()
+        except RuntimeError as e:
+            log.warning(
+                "defense.dp.grad_sample_mode = 'ew': PyTorch's ExpandedWeights fails on this "
+                "model (%s); per-example gradients by 'functorch' instead (same numbers)",
+                str(e).split(".")[0],
+            )
+            return "functorch"
+        finally:
+            gsm._close()
+            for p in model.parameters():
+                p.grad = None
+                if hasattr(p, "grad_sample"):
+                    del p.grad_sample
+        return "ew"
 
     def _lot_draws(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` uniform draws of a Poisson lot (example ``j`` joins when draw ``j < q``)."""
