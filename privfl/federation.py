@@ -181,6 +181,7 @@ class Federation:
             input_shape=bundle.input_shape,
             num_classes=bundle.num_classes,
             ground_truth=self._ground_truth,
+            device=self.device,
         )
 
     def make_model(self) -> nn.Module:

@@ -199,6 +199,8 @@ class ObserverContext:
             the attack itself must use nothing but the view.
         progress: the run's rich progress display, to which long observers may add a task
             (None when the run shows no progress).
+        device: where an attack's optimisation runs (``[federation] device``); the view's
+            vectors are CPU tensors.
     """
 
     make_model: Callable[[], torch.nn.Module]
@@ -207,6 +209,7 @@ class ObserverContext:
     num_classes: int
     ground_truth: Callable[[int], GroundTruth]
     progress: Progress | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 class Observer(Stateful, ABC):

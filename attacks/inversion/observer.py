@@ -262,7 +262,7 @@ class InversionObserver(Observer):
         targets = self._targets(view)
         if targets is None:
             return [self._no_plaintext(view)]
-        model = ctx.make_model()
+        model = ctx.make_model().to(ctx.device)  # the attack optimises on the run's device
         cases = [self._case(view, t, model, ctx) for t in targets]
         results: dict[int, tuple[Reconstruction, float]] = {}
         for group in self._groups(cases, model):
@@ -321,8 +321,9 @@ class InversionObserver(Observer):
         self, view: ServerView, t: _Target, model: torch.nn.Module, ctx: ObserverContext
     ) -> _Case:
         """``t`` as the attack sees it: its (noised) gradient equivalent and its generator."""
+        dev = ctx.device
         target = InversionTarget.from_delta(
-            model, ctx.spec, view.global_params, t.delta, t.num_examples, t.threat
+            model, ctx.spec, view.global_params.to(dev), t.delta.to(dev), t.num_examples, t.threat
         )
         key = TargetKind.AGGREGATE.value if t.client is None else t.client
         if self.noise != "none":
@@ -330,7 +331,7 @@ class InversionObserver(Observer):
             target = replace(
                 target,
                 update=[
-                    g + gradient_noise(self.noise, self.noise_variance, g.shape, noise_gen)
+                    g + gradient_noise(self.noise, self.noise_variance, g.shape, noise_gen).to(dev)
                     for g in target.update
                 ],
             )
