@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +40,7 @@ from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
 from privfl.engine.batched_cnn import BatchedCNN, CohortCNNSGD
 from privfl.engine.batched_mlp import BatchedMLP, CohortSGD, stacked_params
-from privfl.engine.schedule import cohort_schedule
+from privfl.engine.schedule import CohortSchedule, cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
 from privfl.update import ParamSpec, Update
@@ -200,6 +202,92 @@ class VectorizedEngine(Engine):
         grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
         return dict(zip(leaves, grads, strict=True)), loss
 
+    def _mlp_round(
+        self,
+        start: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor | None,
+        sched: CohortSchedule,
+        lr: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain SGD on an MLP for the whole cohort (:meth:`CohortSGD.run`): float64 losses
+        ``(T, c)`` and the deltas ``(c, dim)``, rows in the schedule's order.
+
+        On the CPU with ``n > 1`` torch threads the cohort is dealt into ``n`` groups (rows
+        ``g, g + n, ...``, so each keeps the non-increasing step order) trained side by side
+        by ``n`` Python threads, each single-threaded inside torch. The clients are
+        independent, so the numbers are the one-group run's. W1's products are too small for
+        torch's intra-op threads (every operation ends at a barrier, and one busy core stalls
+        them all), while a group per core keeps each core busy: measured on W1's cohort with
+        the other core half busy, 42 ms a round split against 424 ms for one group on two
+        threads (benchmarks/RESULTS.md has the idle figures)."""
+        c = len(sched.steps)
+        groups = min(torch.get_num_threads(), c // 2) if x.device.type == "cpu" else 1
+        if groups <= 1:
+            return self._mlp_group(start, x, y, index, mask, sched.steps, lr)
+        rows = [np.arange(g, c, groups) for g in range(groups)]
+        pool = self._pool(groups)
+        threads = torch.get_num_threads()
+
+        def work(r: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
+            sel = torch.from_numpy(r)
+            m = None if mask is None else mask[:, sel]
+            return self._mlp_group(start, x, y, index[:, sel], m, sched.steps[r], lr)
+
+        try:
+            torch.set_num_threads(1)
+            parts = list(pool.map(work, rows))
+        finally:
+            torch.set_num_threads(threads)
+        losses = torch.zeros((index.shape[0], c), dtype=torch.float64)
+        deltas = torch.empty((c, self.spec.dim), dtype=parts[0][1].dtype)
+        for r, (loss, delta) in zip(rows, parts, strict=True):
+            sel = torch.from_numpy(r)
+            losses[: len(loss), sel] = loss
+            deltas[sel] = delta
+        return losses, deltas
+
+    def _mlp_group(
+        self,
+        start: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor | None,
+        steps: np.ndarray,
+        lr: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`CohortSGD.run` on the rows of ``index`` (their ``steps``, non-increasing):
+        losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``."""
+        t_max, k, width = int(steps.max(initial=0)), index.shape[1], index.shape[2]
+        if t_max == 0:  # nobody in the group trains (clients without examples)
+            dim = self.spec.dim
+            return torch.zeros((0, k), dtype=torch.float64), torch.zeros((k, dim))
+        active = [int((steps > t).sum()) for t in range(t_max)]
+        cohort = CohortSGD(self._mlp, start, k, width, rows=t_max * width)
+        m = None if mask is None else mask[:t_max]
+        losses = cohort.run(x, y, index[:t_max], m, active, lr)
+        return losses.double(), cohort.deltas(list(self.spec.names))
+
+    def _pool(self, workers: int) -> ThreadPoolExecutor:
+        """This engine's worker threads (made once, grown if torch's thread count grows)."""
+        pool = getattr(self, "_threads", None)
+        if pool is None or pool._max_workers < workers:
+            if pool is not None:
+                pool.shutdown()
+            pool = self._threads = ThreadPoolExecutor(workers, thread_name_prefix="privfl-mlp")
+        return pool
+
+    def close(self) -> None:
+        """Stop the worker threads of the split cohort (if any)."""
+        pool = getattr(self, "_threads", None)
+        if pool is not None:
+            pool.shutdown()
+            self._threads = None
+
     def _train_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training tensors on the engine's device (copied there once per run)."""
         b = self.data.bundle.train
@@ -309,12 +397,8 @@ class VectorizedEngine(Engine):
         if self._mlp is not None and plain and starts is None:
             # Plain SGD on an MLP from one shared start: deferred low-rank updates
             # (privfl.engine.batched_mlp); per-client starts take the dense path below.
-            t_max, _, width = sched.index.shape
-            cohort = CohortSGD(self._mlp, start, c, width, rows=t_max * width)
             mask = mask_all if sched.padded else None
-            losses = cohort.run(train_x, train_y, index, mask, sched.active, cfg.lr)
-            losses = losses.double()
-            deltas = cohort.deltas(list(self.spec.names))
+            losses, deltas = self._mlp_round(start, train_x, train_y, index, mask, sched, cfg.lr)
         elif self._cnn is not None and plain and starts is None:
             # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first
             # step's convolutions are one GEMM, the dense head's updates deferred.
