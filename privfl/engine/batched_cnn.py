@@ -1,28 +1,29 @@
-"""A cohort's local SGD step for convolutional networks, written out as batched matrix products.
+"""A cohort's local SGD step for convolutional networks, without autograd or optimizers.
 
 The vectorized engine's general path (``vmap(functional_call)``) turns a convolution with
 per-client weights into a grouped convolution, which PyTorch's CPU kernels run slower than the
 sequential engine's per-client loop. This module trains the FL CNNs
 (:class:`privfl.models.CNNConfig` without GroupNorm, and any ``nn.Sequential`` of the same
-layers) for ``k`` clients at once with large GEMMs instead:
+layers) for ``k`` clients at once:
 
-- activations are kept channels-last, ``(k, B, H, W, C)``;
-- a convolution is im2col (an ``as_strided`` view of the zero-padded input, copied once into
-  ``(k, B*Ho*Wo, kh*kw*Cin)``) times each client's ``(kh*kw*Cin, Cout)`` weight matrix, one
-  ``bmm`` over the cohort whose output is already channels-last; in the first step of plain SGD
-  every client has the round's start weights, so the whole cohort's batch is one ``mm``;
-- its backward is written by hand: the weight gradient is ``cols^T g`` (``bmm``), the input
-  gradient ``g W^T`` followed by col2im as ``kh*kw`` strided additions into the padded
-  gradient, all clients at once. (Autograd through the ``as_strided`` view would do the col2im
-  as a scatter with index bookkeeping; and DP-SGD needs each layer's input and output gradient
-  in hand anyway, as the MLP kernel does.)
-- ReLU, tanh, sigmoid are elementwise with saved outputs; max/average pooling run PyTorch's own
-  channels-last kernels and their backward ops on the ``(k*B, C, H, W)`` view, so ties go where
-  PyTorch sends them; a ReLU directly before a max-pool is applied after it instead (the same
-  function and the same gradient, since ReLU is monotone and zero where the max is not positive,
-  on a 4x smaller map);
-- ``Flatten`` permutes to the NCHW order of the sequential model; the dense head uses
-  :mod:`privfl.engine.batched_mlp`'s per-client and deferred low-rank weights.
+- the layers before ``Flatten`` (convolutions, activations, pooling) run client by client
+  with PyTorch's own kernels on channels-last ``(B, C, H, W)`` tensors: ``F.conv2d`` forward,
+  ``aten.convolution_backward`` for the input gradient (skipped for the first layer) and the
+  weight and bias gradients in one call, ``max_pool2d_with_indices`` and its backward (so ties
+  go where autograd sends them), ``threshold_backward`` for ReLU. At FL batch sizes PyTorch's
+  (oneDNN's) convolution runs near the GEMM rate, where im2col + ``bmm`` over the cohort (this
+  kernel's first version) and one grouped convolution do not; a client's maps stay small enough
+  to be reused by the allocator and to stay in cache, where the cohort's ``(k, B, C, H, W)``
+  maps cost a fresh allocation (page faults) and a trip through memory per operation. What the
+  loop saves against the sequential engine is the rest of a step: autograd, the optimizer,
+  the dense head, the loss and the Python around them;
+- a ReLU directly before a max-pool is applied after it instead (the same function and the
+  same gradient, since ReLU is monotone and zero where the max is not positive, on a 4x
+  smaller map);
+- ``Flatten`` writes each client's features, in the sequential model's NCHW order, into one
+  ``(k, B, features)`` tensor; the dense head, loss and masks run batched over the cohort with
+  :mod:`privfl.engine.batched_mlp`'s per-client and deferred low-rank weights; SGD updates a
+  client's conv weights in place right after its backward.
 
 For DP-SGD, :meth:`BatchedCNN.clipped_gradient_sums` computes per-example gradient norms layer
 by layer with the "mixed ghost clipping" rule of Bu et al. 2022 ("Scalable and Efficient
@@ -30,12 +31,14 @@ Training of Large Convolutional Neural Networks with Differential Privacy", Neur
 arXiv:2205.10683): for a layer with ``T`` output positions, input width ``D = kh*kw*Cin`` and
 output width ``p``, the ghost norm ``<A A^T, G G^T>`` (two ``T x T`` Gram matrices per example)
 when ``2 T^2 <= p D``, otherwise the per-example gradient ``A^T G`` (``p D`` numbers) is formed
-(the rule as released in the authors' code, ``use_gc = 2*T**2 <= D*p``).
+(the rule as released in the authors' code, ``use_gc = 2*T**2 <= D*p``). Those need each
+example's patches ``A`` (im2col, :func:`_im2col`), formed from the saved layer inputs.
 
-The arithmetic is SGD's, the sums in another order, so equal to float rounding;
-``tests/engine/test_batched_cnn.py`` checks it against ``torch.func``, plain SGD, the sequential
-engine and Opacus' per-sample gradients. Written by hand because no library offers a
-client-batched convolution with per-client weights that runs near GEMM speed on CPU.
+The arithmetic is SGD's, with PyTorch's own kernels for the spatial layers, so equal to the
+sequential engine to float rounding; ``tests/engine/test_batched_cnn.py`` checks it against
+``torch.func``, plain SGD, the sequential engine and Opacus' per-sample gradients. Written by
+hand because no library offers a client-batched convolution with per-client weights that runs
+near GEMM speed on CPU.
 """
 
 from __future__ import annotations
@@ -108,24 +111,17 @@ class _Flatten:
 _Layer = _Conv | _Linear | _Activation | _Pool | _Flatten
 
 
-def _conv_matrix(w: torch.Tensor) -> torch.Tensor:
-    """``(..., Cout, Cin, kh, kw)`` conv weights as ``(..., kh*kw*Cin, Cout)`` matrices (the
-    column order of :func:`_im2col`)."""
-    lead = w.shape[:-4]
-    n = len(lead)
-    order = (*range(n), n + 2, n + 3, n + 1, n)
-    return w.permute(*order).reshape(*lead, -1, w.shape[n])
-
-
 def _conv_weight(m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Inverse of :func:`_conv_matrix`: ``(k, kh*kw*Cin, Cout)`` -> ``(k, Cout, Cin, kh, kw)``."""
+    """``(k, kh*kw*Cin, Cout)`` matrices (the column order of :func:`_im2col`) as
+    ``(k, Cout, Cin, kh, kw)`` conv weights."""
     cout, cin, kh, kw = shape
     return m.view(len(m), kh, kw, cin, cout).permute(0, 4, 3, 1, 2).contiguous()
 
 
-def _im2col(h: torch.Tensor, conv: _Conv) -> tuple[torch.Tensor, int, int]:
-    """``(k, B, H, W, C)`` -> the patches ``(k, B*Ho*Wo, kh*kw*C)``, columns ordered
-    ``(kh, kw, C)``, and ``(Ho, Wo)``."""
+def _im2col(h: torch.Tensor, conv: _Conv) -> torch.Tensor:
+    """``(k, B, C, H, W)`` -> the patches ``(k, B*Ho*Wo, kh*kw*C)``, columns ordered
+    ``(kh, kw, C)`` (DP-SGD's per-example norms need them; training does not)."""
+    h = h.permute(0, 1, 3, 4, 2)  # channels-last
     k, b, hh, ww, c = h.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel, conv.stride, conv.padding, conv.dilation
     hp = F.pad(h, (0, 0, pw, pw, ph, ph)) if ph or pw else h
@@ -137,23 +133,7 @@ def _im2col(h: torch.Tensor, conv: _Conv) -> tuple[torch.Tensor, int, int]:
         (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw, s[4]),
         hp.storage_offset(),
     )
-    return view.reshape(k, b * ho * wo, kh * kw * c), ho, wo
-
-
-def _col2im(dcols: torch.Tensor, shape: torch.Size, conv: _Conv, ho: int, wo: int) -> torch.Tensor:
-    """The adjoint of :func:`_im2col`: patch gradients ``(k, B*Ho*Wo, kh*kw*C)`` summed back
-    into the input's ``(k, B, H, W, C)``, as ``kh*kw`` strided additions."""
-    k, b, hh, ww, c = shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel, conv.stride, conv.padding, conv.dilation
-    d = dcols.view(k, b, ho, wo, kh, kw, c)
-    dp = dcols.new_zeros((k, b, hh + 2 * ph, ww + 2 * pw, c))
-    for i in range(kh):
-        for j in range(kw):
-            r, q = i * dh, j * dw
-            dp[:, :, r : r + sh * (ho - 1) + 1 : sh, q : q + sw * (wo - 1) + 1 : sw] += d[
-                :, :, :, :, i, j
-            ]
-    return dp[:, :, ph : ph + hh, pw : pw + ww]
+    return view.reshape(k, b * ho * wo, kh * kw * c)
 
 
 def _ghost_norm_pays(t: int, p: int, d: int) -> bool:
@@ -163,38 +143,50 @@ def _ghost_norm_pays(t: int, p: int, d: int) -> bool:
     return 2 * t * t <= p * d
 
 
-class _ConvWeights:
-    """A conv layer's per-client weights as ``(c, K, Cout)`` matrices, or one shared
-    ``(K, Cout)`` matrix until the first update (then the cohort's batch is one ``mm``)."""
+def _conv_args(conv: _Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    return conv.stride, conv.padding, conv.dilation
 
-    def __init__(self, matrix: torch.Tensor, clients: int | None = None) -> None:
-        self.matrix = matrix
-        self.clients = clients  # set while shared: the stack to expand to on the first update
 
-    @property
-    def shared(self) -> bool:
-        return self.matrix.ndim == 2
+def _pool(m: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """PyTorch's pooling of ``h`` ``(B, C, H, W)``, with the argmax indices of a max-pool."""
+    if isinstance(m, nn.MaxPool2d):
+        return F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)
+    return m(h), None
 
-    def forward(self, cols: torch.Tensor) -> torch.Tensor:
-        k = len(cols)
-        if self.shared:
-            return (cols.reshape(-1, cols.shape[2]) @ self.matrix).view(k, -1, self.matrix.shape[1])
-        return torch.bmm(cols, self.matrix[:k])
 
-    def below(self, g: torch.Tensor) -> torch.Tensor:
-        k = len(g)
-        if self.shared:
-            return (g.reshape(-1, g.shape[2]) @ self.matrix.t()).view(k, -1, self.matrix.shape[0])
-        return torch.bmm(g, self.matrix[:k].transpose(1, 2))
+def _pool_backward(
+    m: nn.Module, g: torch.Tensor, h: torch.Tensor, idx: torch.Tensor | None
+) -> torch.Tensor:
+    """The gradient of :func:`_pool`'s input ``h`` from its output's ``g``: PyTorch's own
+    backward kernels, so ties go where autograd sends them."""
+    if idx is not None:
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            g,
+            h,
+            _pair(m.kernel_size),
+            _pair(m.stride or m.kernel_size),
+            _pair(m.padding),
+            _pair(m.dilation),
+            m.ceil_mode,
+            idx,
+        )
+    return torch.ops.aten.avg_pool2d_backward(
+        g,
+        h,
+        _pair(m.kernel_size),
+        _pair(m.stride or m.kernel_size),
+        _pair(m.padding),
+        m.ceil_mode,
+        m.count_include_pad,
+        m.divisor_override,
+    )
 
-    def gradient(self, g: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(cols.transpose(1, 2), g)
 
-    def descend(self, g: torch.Tensor, cols: torch.Tensor, lr: float) -> None:
-        if self.shared:
-            assert self.clients is not None
-            self.matrix = self.matrix.expand(self.clients, *self.matrix.shape).clone()
-        self.matrix[: len(g)].baddbmm_(cols.transpose(1, 2), g, alpha=-lr)
+def _activation_backward(m: nn.Module, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The gradient of an activation's input from its output ``y`` and output gradient."""
+    if type(m) is nn.ReLU:
+        return torch.ops.aten.threshold_backward(g, y, 0)  # autograd's own ReLU backward
+    return g * _DERIVATIVES[type(m)](y)
 
 
 class BatchedCNN:
@@ -293,12 +285,10 @@ class BatchedCNN:
     def weighted_layers(self) -> list[_Conv | _Linear]:
         return [layer for layer in self._layers if isinstance(layer, _Conv | _Linear)]
 
-    def _stacked_weights(self, params: Params) -> dict[str, _ConvWeights | _Dense]:
+    def _stacked_weights(self, params: Params) -> dict[str, torch.Tensor | _Dense]:
         return {
             layer.weight: (
-                _ConvWeights(_conv_matrix(params[layer.weight]))
-                if isinstance(layer, _Conv)
-                else _Dense(params[layer.weight])
+                params[layer.weight] if isinstance(layer, _Conv) else _Dense(params[layer.weight])
             )
             for layer in self.weighted_layers
         }
@@ -315,75 +305,93 @@ class BatchedCNN:
         Returns:
             ``(grads, loss)``: grads with the shapes of ``params``; loss float32 ``(k,)``.
         """
+        k = len(y)
         grads: Params = {}
         weights = self._stacked_weights(params)
         biases = {layer.bias: params[layer.bias] for layer in self.weighted_layers if layer.bias}
+        for layer in self.weighted_layers:
+            if isinstance(layer, _Conv):
+                grads[layer.weight] = params[layer.weight].new_empty(params[layer.weight].shape)
+                if layer.bias is not None:
+                    grads[layer.bias] = params[layer.bias].new_empty(params[layer.bias].shape)
 
         def take(layer: _Conv | _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
-            gw = weights[layer.weight].gradient(g, a)
-            if isinstance(layer, _Conv):
-                gw = _conv_weight(gw, self._shapes[layer.weight])
-            grads[layer.weight] = gw
+            grads[layer.weight] = weights[layer.weight].gradient(g, a)  # type: ignore[union-attr]
             if layer.bias is not None:
                 grads[layer.bias] = g.sum(1)
 
-        loss = self._pass(weights, biases, x, y, mask, take)
-        return grads, loss
+        def take_conv(layer: _Conv, i: int, gw: torch.Tensor, gb: torch.Tensor | None) -> None:
+            grads[layer.weight][i].copy_(gw)
+            if gb is not None:
+                grads[layer.bias][i].copy_(gb)  # type: ignore[index]
+
+        loss = self._pass(weights, biases, x, y, mask, take, take_conv)
+        return {n: g[:k] for n, g in grads.items()}, loss
 
     def _pass(
         self,
-        weights: dict[str, _ConvWeights | _Dense | _Deferred],
+        weights: dict[str, torch.Tensor | _Dense | _Deferred],
         biases: dict[str, torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
         mask: torch.Tensor | None,
         take: Callable[[_Conv | _Linear, torch.Tensor, torch.Tensor], None],
+        take_conv: Callable[[_Conv, int, torch.Tensor, torch.Tensor | None], None] | None = None,
         *,
         per_example: bool = False,
     ) -> torch.Tensor:
-        """Forward, loss and backward for the first ``k = len(y)`` clients; hands each weighted
-        layer's output gradient ``g`` and input ``a`` to ``take`` (after the gradient for the
-        layer below was computed from its weights as they were): for a conv, ``g`` is
-        ``(k, B*Ho*Wo, Cout)`` and ``a`` the patches ``(k, B*Ho*Wo, kh*kw*Cin)``; for a Linear
-        layer ``(k, B, out)`` and ``(k, B, in)``. Returns the losses.
+        """Forward, loss and backward for the first ``k = len(y)`` clients.
+
+        The layers before ``Flatten`` run client by client with PyTorch's own kernels
+        (channels-last), their outputs written into one ``(k, B, features)`` tensor; the dense
+        head runs batched over the cohort. Each Linear layer's output gradient ``g``
+        ``(k, B, out)`` and input ``a`` ``(k, B, in)`` go to ``take``, after the gradient for
+        the layer below was computed from its weights as they were. Client ``i``'s conv
+        weight and bias gradients go to ``take_conv(layer, i, gw, gb)``, after its input
+        gradient was computed; without ``take_conv``, ``take`` gets each conv layer's output
+        gradients ``(k, B, Cout, Ho, Wo)`` and inputs ``(k, B, Cin, H, W)`` once all clients
+        are done. Returns the losses.
 
         ``per_example``: differentiate each example's own cross-entropy (``mask`` ignored) and
         return the ``(k, B)`` per-example losses, instead of each client's masked mean."""
         k, b = y.shape
-        h = x.permute(0, 1, 3, 4, 2)  # channels-last (k, B, H, W, C)
-        saved: list[object] = []
+        flat = next(j for j, la in enumerate(self._layers) if isinstance(la, _Flatten))
+        spatial, head = self._layers[:flat], self._layers[flat + 1 :]
+        first = next(j for j, la in enumerate(spatial) if isinstance(la, _Conv))
+        kept: list[list[object]] = []  # per client, what each spatial layer's backward needs
         with torch.no_grad():
-            for layer in self._layers:
-                if isinstance(layer, _Conv):
-                    cols, ho, wo = _im2col(h, layer)
-                    saved.append((cols, h.shape, ho, wo))
-                    out = weights[layer.weight].forward(cols)
-                    if layer.bias is not None:
-                        out.add_(biases[layer.bias][:k].unsqueeze(1))
-                    h = out.view(k, b, ho, wo, -1)
-                elif isinstance(layer, _Linear):
-                    saved.append(h)
-                    h = weights[layer.weight].forward(h)
+            feats = None
+            for i in range(k):
+                h = x[i].contiguous(memory_format=torch.channels_last)
+                saved: list[object] = []
+                for layer in spatial:
+                    if isinstance(layer, _Conv):
+                        saved.append(h)
+                        bias = biases[layer.bias][i] if layer.bias is not None else None
+                        h = F.conv2d(h, weights[layer.weight][i], bias, *_conv_args(layer))  # type: ignore[index]
+                    elif isinstance(layer, _Activation):
+                        h = layer.module(h)
+                        saved.append(h)
+                    else:
+                        out, idx = _pool(layer.module, h)  # type: ignore[union-attr]
+                        saved.append((h, idx))
+                        h = out
+                kept.append(saved)
+                if feats is None:
+                    feats = h.new_empty((k, b, h[0].numel()))
+                    shape = h.shape
+                feats[i].view(shape).copy_(h)  # Flatten: the sequential model's NCHW order
+            h = feats
+            saved_head: list[torch.Tensor] = []
+            for layer in head:
+                if isinstance(layer, _Linear):
+                    saved_head.append(h)
+                    h = weights[layer.weight].forward(h)  # type: ignore[union-attr]
                     if layer.bias is not None:
                         h.add_(biases[layer.bias][:k].unsqueeze(1))
-                elif isinstance(layer, _Activation):
-                    h = layer.module(h)
-                    saved.append(h)
-                elif isinstance(layer, _Pool):
-                    _, _, hh, ww, c = h.shape
-                    x4 = h.reshape(k * b, hh, ww, c).permute(0, 3, 1, 2)  # NCHW, channels-last
-                    m = layer.module
-                    if isinstance(m, nn.MaxPool2d):
-                        out4, idx = F.max_pool2d(
-                            x4, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True
-                        )
-                    else:
-                        out4, idx = m(x4), None
-                    saved.append((x4, idx))
-                    h = out4.permute(0, 2, 3, 1).reshape(k, b, *out4.shape[2:], c)
-                else:  # Flatten, in the NCHW order of the sequential model
-                    saved.append(h.shape)
-                    h = h.permute(0, 1, 4, 2, 3).reshape(k, b, -1)
+                else:
+                    h = layer.module(h)  # type: ignore[union-attr]
+                    saved_head.append(h)
             logp = torch.log_softmax(h, dim=2)
             ce = -logp.gather(2, y.unsqueeze(2)).squeeze(2)  # (k, B)
             # d loss_i / d logits = (softmax - onehot) / (real examples of client i)
@@ -400,53 +408,48 @@ class BatchedCNN:
                 count = mask.sum(1, keepdim=True)
                 loss = (ce * mask).sum(1) / count.squeeze(1)
                 g.mul_((mask / count).unsqueeze(2))
-            first = next(i for i, la in enumerate(self._layers) if isinstance(la, _Conv | _Linear))
-            for i in range(len(self._layers) - 1, first - 1, -1):
-                layer, s = self._layers[i], saved[i]
+            for layer, s in zip(reversed(head), reversed(saved_head), strict=True):
                 if isinstance(layer, _Activation):
                     g = g * _DERIVATIVES[type(layer.module)](s)
-                elif isinstance(layer, _Flatten):
-                    kk, bb, hh, ww, c = s  # type: ignore[misc]
-                    g = g.view(kk, bb, c, hh, ww).permute(0, 1, 3, 4, 2)
-                elif isinstance(layer, _Pool):
-                    x4, idx = s  # type: ignore[misc]
-                    ho, wo, c = g.shape[2:]
-                    g4 = g.reshape(k * b, ho, wo, c).permute(0, 3, 1, 2)
-                    m = layer.module
-                    if idx is not None:
-                        gi = torch.ops.aten.max_pool2d_with_indices_backward(
-                            g4,
-                            x4,
-                            _pair(m.kernel_size),
-                            _pair(m.stride or m.kernel_size),
-                            _pair(m.padding),
-                            _pair(m.dilation),
-                            m.ceil_mode,
-                            idx,
-                        )
-                    else:
-                        gi = torch.ops.aten.avg_pool2d_backward(
-                            g4,
-                            x4,
-                            _pair(m.kernel_size),
-                            _pair(m.stride or m.kernel_size),
-                            _pair(m.padding),
-                            m.ceil_mode,
-                            m.count_include_pad,
-                            m.divisor_override,
-                        )
-                    g = gi.permute(0, 2, 3, 1).reshape(k, b, *x4.shape[2:], c)
-                elif isinstance(layer, _Conv):
-                    cols, shape, ho, wo = s  # type: ignore[misc]
-                    gm = g.reshape(k, b * ho * wo, -1)
-                    w = weights[layer.weight]
-                    below = _col2im(w.below(gm), shape, layer, ho, wo) if i > first else None
-                    take(layer, gm, cols)
-                    g = below
                 else:
-                    below = weights[layer.weight].below(g) if i > first else None
+                    below = weights[layer.weight].below(g)  # type: ignore[union-attr]
                     take(layer, g, s)  # type: ignore[arg-type]
                     g = below
+            per_conv: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+            for i in range(k):
+                gi = g[i].view(shape)
+                saved, kept[i] = kept[i], []
+                for j in range(len(spatial) - 1, first - 1, -1):
+                    layer, s = spatial[j], saved[j]
+                    if isinstance(layer, _Activation):
+                        gi = _activation_backward(layer.module, gi, s)  # type: ignore[arg-type]
+                    elif isinstance(layer, _Pool):
+                        gi = _pool_backward(layer.module, gi, *s)  # type: ignore[misc]
+                    else:
+                        assert isinstance(layer, _Conv)
+                        weight = weights[layer.weight][i]  # type: ignore[index]
+                        need_weight = take_conv is not None
+                        has_bias = need_weight and layer.bias is not None
+                        gx, gw, gb = torch.ops.aten.convolution_backward(
+                            gi,
+                            s,
+                            weight,
+                            [weight.shape[0]] if has_bias else None,
+                            *_conv_args(layer),
+                            False,
+                            (0, 0),
+                            1,
+                            (j > first, need_weight, has_bias),
+                        )
+                        if take_conv is None:
+                            gs, inputs = per_conv.setdefault(j, ([], []))
+                            gs.append(gi)
+                            inputs.append(s)  # type: ignore[arg-type]
+                        else:
+                            take_conv(layer, i, gw, gb if has_bias else None)
+                        gi = gx
+            for j, (gs, inputs) in per_conv.items():
+                take(spatial[j], torch.stack(gs), torch.stack(inputs))  # type: ignore[arg-type]
         return loss
 
     def clipped_gradient_sums(
@@ -478,9 +481,14 @@ class BatchedCNN:
         weights = self._stacked_weights(params)
         biases = {layer.bias: params[layer.bias] for layer in self.weighted_layers if layer.bias}
         taken: list[tuple[_Conv | _Linear, torch.Tensor, torch.Tensor]] = []
-        losses = self._pass(
-            weights, biases, x, y, None, lambda *t: taken.append(t), per_example=True
-        )
+
+        def take(layer: _Conv | _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
+            if isinstance(layer, _Conv):  # as patches: (k, L*T, Cout) and (k, L*T, D)
+                a = _im2col(a, layer)
+                g = g.permute(0, 1, 3, 4, 2).reshape(k, -1, g.shape[2])
+            taken.append((layer, g, a))
+
+        losses = self._pass(weights, biases, x, y, None, take, per_example=True)
         with torch.no_grad():
             squared = torch.zeros_like(losses)
             formed: dict[str, torch.Tensor] = {}
@@ -527,8 +535,8 @@ class BatchedCNN:
 
 class CohortCNNSGD:
     """Plain SGD (no momentum, weight decay or proximal term) for a cohort that starts a round
-    from the same weights: the conv layers' first step is one shared GEMM, the dense layers
-    use :mod:`privfl.engine.batched_mlp`'s deferred low-rank updates where they pay.
+    from the same weights; the dense layers use :mod:`privfl.engine.batched_mlp`'s deferred
+    low-rank updates where they pay, the conv layers are updated in place client by client.
 
     Args:
         cnn: the kernel of the run's model.
@@ -539,11 +547,11 @@ class CohortCNNSGD:
 
     def __init__(self, cnn: BatchedCNN, start: Params, clients: int, batch: int) -> None:
         self._cnn, self._start = cnn, start
-        self._weights: dict[str, _ConvWeights | _Dense | _Deferred] = {}
+        self._weights: dict[str, torch.Tensor | _Dense | _Deferred] = {}
         for layer in cnn.weighted_layers:
             w = start[layer.weight]
             if isinstance(layer, _Conv):
-                self._weights[layer.weight] = _ConvWeights(_conv_matrix(w), clients)
+                self._weights[layer.weight] = w.expand(clients, *w.shape).clone()
                 continue
             capacity = (min(w.shape) // 2 // batch) * batch
             self._weights[layer.weight] = (
@@ -565,27 +573,25 @@ class CohortCNNSGD:
         their mean losses ``(k,)``. Arguments as :meth:`BatchedCNN.gradients`."""
 
         def take(layer: _Conv | _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
-            self._weights[layer.weight].descend(g, a, lr)
+            self._weights[layer.weight].descend(g, a, lr)  # type: ignore[union-attr]
             if layer.bias is not None:
                 self._biases[layer.bias][: len(g)].sub_(g.sum(1), alpha=lr)
 
-        return self._cnn._pass(self._weights, self._biases, x, y, mask, take)
+        def take_conv(layer: _Conv, i: int, gw: torch.Tensor, gb: torch.Tensor | None) -> None:
+            self._weights[layer.weight][i].sub_(gw, alpha=lr)  # type: ignore[index]
+            if gb is not None:
+                self._biases[layer.bias][i].sub_(gb, alpha=lr)  # type: ignore[index]
+
+        return self._cnn._pass(self._weights, self._biases, x, y, mask, take, take_conv)
 
     def deltas(self, names: list[str]) -> torch.Tensor:
         """Each client's update (final minus start parameters), flattened in ``names``'
         order: ``(c, dim)``."""
         parts = []
-        c = self._clients
         for n in names:
-            w = self._weights.get(n)
-            if isinstance(w, _ConvWeights):
-                m = w.matrix if not w.shared else w.matrix.expand(c, *w.matrix.shape)
-                d = _conv_weight(m, self._cnn._shapes[n]) - self._start[n]
-            elif w is not None:
-                d = w.delta(self._start[n])
-            else:
-                d = self._biases[n] - self._start[n]
-            parts.append(d.reshape(c, -1))
+            w = self._weights.get(n, self._biases.get(n))
+            d = w.delta(self._start[n]) if isinstance(w, _Dense | _Deferred) else w - self._start[n]  # type: ignore[operator]
+            parts.append(d.reshape(self._clients, -1))
         return torch.cat(parts, dim=1)
 
 
