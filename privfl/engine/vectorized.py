@@ -202,8 +202,9 @@ class VectorizedEngine(Engine):
         grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
         return dict(zip(leaves, grads, strict=True)), loss
 
-    def _mlp_round(
+    def _split_round(
         self,
+        group: Callable[..., tuple[torch.Tensor, torch.Tensor]],
         start: Params,
         x: torch.Tensor,
         y: torch.Tensor,
@@ -212,8 +213,9 @@ class VectorizedEngine(Engine):
         sched: CohortSchedule,
         lr: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plain SGD on an MLP for the whole cohort (:meth:`CohortSGD.run`): float64 losses
-        ``(T, c)`` and the deltas ``(c, dim)``, rows in the schedule's order.
+        """Plain SGD for the whole cohort by ``group`` (:meth:`_mlp_group` or
+        :meth:`_cnn_group`): float64 losses ``(T, c)`` and the deltas ``(c, dim)``, rows in
+        the schedule's order.
 
         On the CPU with ``n > 1`` torch threads the cohort is dealt into ``n`` groups (rows
         ``g, g + n, ...``, so each keeps the non-increasing step order) trained side by side
@@ -226,7 +228,7 @@ class VectorizedEngine(Engine):
         c = len(sched.steps)
         groups = min(torch.get_num_threads(), c // 2) if x.device.type == "cpu" else 1
         if groups <= 1:
-            return self._mlp_group(start, x, y, index, mask, sched.steps, lr)
+            return group(start, x, y, index, mask, sched.steps, lr)
         rows = [np.arange(g, c, groups) for g in range(groups)]
         pool = self._pool(groups)
         threads = torch.get_num_threads()
@@ -235,7 +237,7 @@ class VectorizedEngine(Engine):
             torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
             sel = torch.from_numpy(r)
             m = None if mask is None else mask[:, sel]
-            return self._mlp_group(start, x, y, index[:, sel], m, sched.steps[r], lr)
+            return group(start, x, y, index[:, sel], m, sched.steps[r], lr)
 
         try:
             torch.set_num_threads(1)
@@ -271,6 +273,30 @@ class VectorizedEngine(Engine):
         m = None if mask is None else mask[:t_max]
         losses = cohort.run(x, y, index[:t_max], m, active, lr)
         return losses.double(), cohort.deltas(list(self.spec.names))
+
+    def _cnn_group(
+        self,
+        start: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor | None,
+        steps: np.ndarray,
+        lr: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:class:`CohortCNNSGD` steps on the rows of ``index`` (their ``steps``,
+        non-increasing): losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``."""
+        t_max, k = int(steps.max(initial=0)), index.shape[1]
+        losses = torch.zeros((t_max, k), dtype=torch.float64, device=x.device)
+        if t_max == 0:
+            return losses, torch.zeros((k, self.spec.dim), device=x.device)
+        cohort = CohortCNNSGD(self._cnn, start, k, index.shape[2])
+        for t in range(t_max):
+            a = int((steps > t).sum())
+            rows = index[t, :a]
+            m = None if mask is None else mask[t, :a]
+            losses[t, :a] = cohort.step(x[rows], y[rows], m, lr).double()
+        return losses, cohort.deltas(list(self.spec.names))
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """This engine's worker threads (made once, grown if torch's thread count grows)."""
@@ -398,14 +424,16 @@ class VectorizedEngine(Engine):
             # Plain SGD on an MLP from one shared start: deferred low-rank updates
             # (privfl.engine.batched_mlp); per-client starts take the dense path below.
             mask = mask_all if sched.padded else None
-            losses, deltas = self._mlp_round(start, train_x, train_y, index, mask, sched, cfg.lr)
+            losses, deltas = self._split_round(
+                self._mlp_group, start, train_x, train_y, index, mask, sched, cfg.lr
+            )
         elif self._cnn is not None and plain and starts is None:
             # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first
             # step's convolutions are one GEMM, the dense head's updates deferred.
-            cnn_sgd = CohortCNNSGD(self._cnn, start, c, sched.index.shape[2])
-            for t, k, xb, yb in batches:
-                losses[t, :k] = cnn_sgd.step(xb, yb, mask_of(t, k), cfg.lr).double()
-            deltas = cnn_sgd.deltas(list(self.spec.names))
+            mask = mask_all if sched.padded else None
+            losses, deltas = self._split_round(
+                self._cnn_group, start, train_x, train_y, index, mask, sched, cfg.lr
+            )
         else:
             if starts is None:
                 params = {n: w.unsqueeze(0).repeat(c, *([1] * w.ndim)) for n, w in start.items()}

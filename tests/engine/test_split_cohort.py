@@ -34,9 +34,19 @@ def _params(cfg, n_threads: int) -> tuple[torch.Tensor, list[float]]:
     ],
 )
 @pytest.mark.parametrize("n_threads", [2, 3])
-def test_the_split_cohort_gives_the_one_group_numbers(data, n_threads, threads):
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "mlp", "hidden": [32]},
+        {"name": "cnn", "channels": [4, 6], "hidden": [8], "norm": "none"},
+    ],
+    ids=["mlp", "cnn"],
+)
+def test_the_split_cohort_gives_the_one_group_numbers(data, n_threads, model, threads):
     cfg = small_config(
-        data=data, federation={"clients_per_round": 7, "batch_size": 16, "engine": "vectorized"}
+        data=data,
+        model=model,
+        federation={"clients_per_round": 7, "batch_size": 16, "engine": "vectorized"},
     )
     one, one_losses = _params(cfg, 1)
     split, split_losses = _params(cfg, n_threads)
