@@ -43,7 +43,9 @@ near GEMM speed on CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -189,6 +191,40 @@ def _activation_backward(m: nn.Module, g: torch.Tensor, y: torch.Tensor) -> torc
     return g * _DERIVATIVES[type(m)](y)
 
 
+_workers: ThreadPoolExecutor | None = None
+
+
+def _for_each_client(k: int, x: torch.Tensor, work: Callable[[int], None]) -> None:
+    """``work(i)`` for clients ``0 .. k-1``. On the CPU with ``n > 1`` torch threads the
+    clients are dealt into ``n`` groups (``g, g + n, ...``) run side by side by ``n`` Python
+    threads, each single-threaded inside torch (the kernels release the GIL): a client's
+    convolutions at FL batch sizes are too small for torch's intra-op threads, whose barriers
+    stall whenever one core is busy elsewhere (the MLP kernel's split in
+    :meth:`privfl.engine.vectorized.VectorizedEngine._mlp_round` does the same). The clients
+    are independent, so the numbers do not depend on the grouping."""
+    global _workers
+    threads = torch.get_num_threads()
+    groups = min(threads, k) if x.device.type == "cpu" else 1
+    if groups <= 1:
+        for i in range(k):
+            work(i)
+        return
+    if _workers is None or _workers._max_workers < groups:
+        _workers = ThreadPoolExecutor(groups, thread_name_prefix="privfl-cnn")
+
+    def run(group: int) -> None:
+        torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
+        with torch.no_grad():
+            for i in range(group, k, groups):
+                work(i)
+
+    try:
+        torch.set_num_threads(1)
+        list(_workers.map(run, range(groups)))
+    finally:
+        torch.set_num_threads(threads)
+
+
 class BatchedCNN:
     """Forward and backward passes of an ``nn.Sequential`` CNN (``Conv2d``, activations,
     ``MaxPool2d``/``AvgPool2d``, one ``Flatten``, then ``Linear`` layers with activations) for
@@ -328,6 +364,18 @@ class BatchedCNN:
         loss = self._pass(weights, biases, x, y, mask, take, take_conv)
         return {n: g[:k] for n, g in grads.items()}, loss
 
+    def _feature_map(self, spatial: list[_Layer], size: torch.Size) -> torch.Size:
+        """The ``(C, H, W)`` map that the layers before ``Flatten`` make of one ``size``
+        input (worked out on the meta device, no arithmetic)."""
+        h = torch.empty((1, *size), device="meta")
+        for layer in spatial:
+            if isinstance(layer, _Conv):
+                w = torch.empty(self._shapes[layer.weight], device="meta")
+                h = F.conv2d(h, w, None, *_conv_args(layer))
+            elif isinstance(layer, _Pool):
+                h = _pool(layer.module, h)[0]
+        return h.shape[1:]
+
     def _pass(
         self,
         weights: dict[str, torch.Tensor | _Dense | _Deferred],
@@ -358,29 +406,30 @@ class BatchedCNN:
         flat = next(j for j, la in enumerate(self._layers) if isinstance(la, _Flatten))
         spatial, head = self._layers[:flat], self._layers[flat + 1 :]
         first = next(j for j, la in enumerate(spatial) if isinstance(la, _Conv))
-        kept: list[list[object]] = []  # per client, what each spatial layer's backward needs
+        kept: list[list[object]] = [[] for _ in range(k)]  # per client, for the backward
+        shape = (b, *self._feature_map(spatial, x.shape[2:]))
+        feats = x.new_empty((k, b, math.prod(shape[1:])))
+
+        def forward(i: int) -> None:
+            h = x[i].contiguous(memory_format=torch.channels_last)
+            saved: list[object] = []
+            for layer in spatial:
+                if isinstance(layer, _Conv):
+                    saved.append(h)
+                    bias = biases[layer.bias][i] if layer.bias is not None else None
+                    h = F.conv2d(h, weights[layer.weight][i], bias, *_conv_args(layer))  # type: ignore[index]
+                elif isinstance(layer, _Activation):
+                    h = layer.module(h)
+                    saved.append(h)
+                else:
+                    out, idx = _pool(layer.module, h)  # type: ignore[union-attr]
+                    saved.append((h, idx))
+                    h = out
+            kept[i] = saved
+            feats[i].view(shape).copy_(h)  # Flatten: the sequential model's NCHW order
+
         with torch.no_grad():
-            feats = None
-            for i in range(k):
-                h = x[i].contiguous(memory_format=torch.channels_last)
-                saved: list[object] = []
-                for layer in spatial:
-                    if isinstance(layer, _Conv):
-                        saved.append(h)
-                        bias = biases[layer.bias][i] if layer.bias is not None else None
-                        h = F.conv2d(h, weights[layer.weight][i], bias, *_conv_args(layer))  # type: ignore[index]
-                    elif isinstance(layer, _Activation):
-                        h = layer.module(h)
-                        saved.append(h)
-                    else:
-                        out, idx = _pool(layer.module, h)  # type: ignore[union-attr]
-                        saved.append((h, idx))
-                        h = out
-                kept.append(saved)
-                if feats is None:
-                    feats = h.new_empty((k, b, h[0].numel()))
-                    shape = h.shape
-                feats[i].view(shape).copy_(h)  # Flatten: the sequential model's NCHW order
+            _for_each_client(k, x, forward)
             h = feats
             saved_head: list[torch.Tensor] = []
             for layer in head:
@@ -415,39 +464,45 @@ class BatchedCNN:
                     below = weights[layer.weight].below(g)  # type: ignore[union-attr]
                     take(layer, g, s)  # type: ignore[arg-type]
                     g = below
-            per_conv: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-            for i in range(k):
-                gi = g[i].view(shape)
-                saved, kept[i] = kept[i], []
-                for j in range(len(spatial) - 1, first - 1, -1):
-                    layer, s = spatial[j], saved[j]
-                    if isinstance(layer, _Activation):
-                        gi = _activation_backward(layer.module, gi, s)  # type: ignore[arg-type]
-                    elif isinstance(layer, _Pool):
-                        gi = _pool_backward(layer.module, gi, *s)  # type: ignore[misc]
+
+        convs = [j for j, la in enumerate(spatial) if isinstance(la, _Conv)]
+        per_conv: dict[int, tuple[list, list]] = {  # DP-SGD: (g, a) of each client's convs
+            j: ([None] * k, [None] * k) for j in (convs[::-1] if take_conv is None else [])
+        }
+
+        def backward(i: int) -> None:
+            gi = g[i].view(shape)
+            saved, kept[i] = kept[i], []
+            for j in range(len(spatial) - 1, first - 1, -1):
+                layer, s = spatial[j], saved[j]
+                if isinstance(layer, _Activation):
+                    gi = _activation_backward(layer.module, gi, s)  # type: ignore[arg-type]
+                elif isinstance(layer, _Pool):
+                    gi = _pool_backward(layer.module, gi, *s)  # type: ignore[misc]
+                else:
+                    assert isinstance(layer, _Conv)
+                    weight = weights[layer.weight][i]  # type: ignore[index]
+                    need_weight = take_conv is not None
+                    has_bias = need_weight and layer.bias is not None
+                    gx, gw, gb = torch.ops.aten.convolution_backward(
+                        gi,
+                        s,
+                        weight,
+                        [weight.shape[0]] if has_bias else None,
+                        *_conv_args(layer),
+                        False,
+                        (0, 0),
+                        1,
+                        (j > first, need_weight, has_bias),
+                    )
+                    if take_conv is None:
+                        per_conv[j][0][i], per_conv[j][1][i] = gi, s
                     else:
-                        assert isinstance(layer, _Conv)
-                        weight = weights[layer.weight][i]  # type: ignore[index]
-                        need_weight = take_conv is not None
-                        has_bias = need_weight and layer.bias is not None
-                        gx, gw, gb = torch.ops.aten.convolution_backward(
-                            gi,
-                            s,
-                            weight,
-                            [weight.shape[0]] if has_bias else None,
-                            *_conv_args(layer),
-                            False,
-                            (0, 0),
-                            1,
-                            (j > first, need_weight, has_bias),
-                        )
-                        if take_conv is None:
-                            gs, inputs = per_conv.setdefault(j, ([], []))
-                            gs.append(gi)
-                            inputs.append(s)  # type: ignore[arg-type]
-                        else:
-                            take_conv(layer, i, gw, gb if has_bias else None)
-                        gi = gx
+                        take_conv(layer, i, gw, gb if has_bias else None)
+                    gi = gx
+
+        with torch.no_grad():
+            _for_each_client(k, x, backward)
             for j, (gs, inputs) in per_conv.items():
                 take(spatial[j], torch.stack(gs), torch.stack(inputs))  # type: ignore[arg-type]
         return loss

@@ -141,6 +141,33 @@ def test_cohort_sgd_is_plain_sgd(name):
         assert torch.allclose(deltas[i], want, atol=2e-6), i
 
 
+@pytest.mark.parametrize("name", ["relu-pool", "misc"])
+def test_clients_split_over_threads_give_the_one_thread_numbers(name):
+    # With n > 1 torch threads the spatial layers run in n groups of clients side by side,
+    # each single-threaded: the same per-client arithmetic as one thread, in any grouping.
+    model, params, x, y, mask = _cohort(name, k=5)
+    kernel = BatchedCNN.of(model)
+    start = {n: w[0].clone() for n, w in params.items()}
+    threads = torch.get_num_threads()
+    results = []
+    for n in (1, 3):
+        torch.set_num_threads(n)
+        try:
+            grads, loss = kernel.gradients(params, x, y, mask)
+            cohort = CohortCNNSGD(kernel, start, 5, x.shape[1])
+            cohort.step(x, y, mask, 0.3)
+            cohort.step(x[:3], y[:3], None, 0.3)
+            results.append((grads, loss, cohort.deltas(list(start))))
+        finally:
+            torch.set_num_threads(threads)
+    (g1, l1, d1), (g3, l3, d3) = results
+    assert d1.abs().max() > 1e-3
+    assert torch.allclose(d1, d3, atol=1e-6, rtol=0)
+    assert torch.allclose(l1, l3, atol=1e-6)
+    for n in g1:
+        assert torch.allclose(g1[n], g3[n], atol=1e-6, rtol=1e-5), n
+
+
 def test_takes_only_the_layers_it_batches():
     assert BatchedCNN.of(MODELS["relu-pool"]()) is not None
     grouped = CNNConfig(channels=[4], hidden=[8]).build((1, 8, 8), 3)  # norm = "group"
