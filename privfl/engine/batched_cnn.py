@@ -200,7 +200,7 @@ def _for_each_client(k: int, x: torch.Tensor, work: Callable[[int], None]) -> No
     threads, each single-threaded inside torch (the kernels release the GIL): a client's
     convolutions at FL batch sizes are too small for torch's intra-op threads, whose barriers
     stall whenever one core is busy elsewhere (the MLP kernel's split in
-    :meth:`privfl.engine.vectorized.VectorizedEngine._mlp_round` does the same). The clients
+    :meth:`privfl.engine.vectorized.VectorizedEngine._split_round` does the same). The clients
     are independent, so the numbers do not depend on the grouping."""
     global _workers
     threads = torch.get_num_threads()

@@ -106,9 +106,10 @@ class VectorizedEngine(Engine):
 
     CNNs (``nn.Sequential`` stacks of ``Conv2d``, ReLU/tanh/sigmoid, max/average pooling,
     ``Flatten`` and ``Linear``: :class:`privfl.models.CNNConfig` with ``norm = "none"``) take
-    the hand-written kernel :class:`~privfl.engine.batched_cnn.BatchedCNN`: each convolution is
-    im2col and one batched GEMM over the cohort, with DP-SGD's per-example norms by mixed ghost
-    clipping. Other models with convolutions (GroupNorm, grouped convolutions, ...) are
+    the hand-written kernel :class:`~privfl.engine.batched_cnn.BatchedCNN`: the layers before
+    ``Flatten`` run client by client on PyTorch's own convolution and pooling kernels (no
+    autograd, no optimizer), the dense head, loss and updates batched over the cohort, with
+    DP-SGD's per-example norms by mixed ghost clipping. Other models with convolutions (GroupNorm, grouped convolutions, ...) are
     trained by the sequential engine (logged): vmap turns a convolution with per-client weights
     into a grouped convolution, which PyTorch's CPU kernels run slower than the per-client loop
     (W2's CNN: 0.4x). Set :attr:`vectorize_convolutions` to vectorize those with torch.func
