@@ -109,10 +109,10 @@ class VectorizedEngine(Engine):
     the hand-written kernel :class:`~privfl.engine.batched_cnn.BatchedCNN`: the layers before
     ``Flatten`` run client by client on PyTorch's own convolution and pooling kernels (no
     autograd, no optimizer), the dense head, loss and updates batched over the cohort, with
-    DP-SGD's per-example norms by mixed ghost clipping. Other models with convolutions (GroupNorm, grouped convolutions, ...) are
-    trained by the sequential engine (logged): vmap turns a convolution with per-client weights
-    into a grouped convolution, which PyTorch's CPU kernels run slower than the per-client loop
-    (W2's CNN: 0.4x). Set :attr:`vectorize_convolutions` to vectorize those with torch.func
+    DP-SGD's per-example norms by mixed ghost clipping. Other models with convolutions
+    (GroupNorm, grouped convolutions, ...) are trained by the sequential engine (logged): vmap
+    turns a convolution with per-client weights into a grouped convolution, which PyTorch's
+    CPU kernels run slower than the per-client loop (W2's CNN: 0.4x). Set :attr:`vectorize_convolutions` to vectorize those with torch.func
     anyway (same numbers).
 
     Memory: the cohort's parameters (and momentum buffers) as ``(c, *shape)`` tensors plus one
