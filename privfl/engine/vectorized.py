@@ -112,8 +112,8 @@ class VectorizedEngine(Engine):
     DP-SGD's per-example norms by mixed ghost clipping. Other models with convolutions
     (GroupNorm, grouped convolutions, ...) are trained by the sequential engine (logged): vmap
     turns a convolution with per-client weights into a grouped convolution, which PyTorch's
-    CPU kernels run slower than the per-client loop (W2's CNN: 0.4x). Set :attr:`vectorize_convolutions` to vectorize those with torch.func
-    anyway (same numbers).
+    CPU kernels run slower than the per-client loop (W2's CNN: 0.4x). Set
+    :attr:`vectorize_convolutions` to vectorize those with torch.func anyway (same numbers).
 
     Memory: the cohort's parameters (and momentum buffers) as ``(c, *shape)`` tensors plus one
     step's batch ``(c, B, *input_shape)``; client data stay index arrays until their batch is
