@@ -42,15 +42,21 @@ CASES = {
         "model": {"name": "cnn", "channels": [4], "hidden": [8]},
         "federation": {"rounds": 1, "clients_per_round": 3, "batch_size": 16},
     },
+    # the batched CNN kernel's models (no GroupNorm), here through torch.func
+    "cnn_no_norm": {
+        "model": {"name": "cnn", "channels": [4], "hidden": [8], "norm": "none"},
+        "federation": {"rounds": 1, "clients_per_round": 3, "batch_size": 16},
+    },
 }
 
 
 @pytest.mark.parametrize("path", ["batched-mlp", "torch.func"])
 @pytest.mark.parametrize("case", CASES)
 def test_vectorized_gives_the_sequential_model(case, path, monkeypatch):
-    if case == "cnn" and path == "batched-mlp":
+    if case.startswith("cnn") and path == "batched-mlp":
         pytest.skip("the batched MLP kernel does not take CNNs")
-    monkeypatch.setattr(VectorizedEngine, "vectorize_convolutions", True)  # the CNN case
+    monkeypatch.setattr(VectorizedEngine, "vectorize_convolutions", True)  # the CNN cases
+    monkeypatch.setattr(VectorizedEngine, "use_batched_cnn", False)  # torch.func for them
     monkeypatch.setattr(VectorizedEngine, "use_batched_mlp", path == "batched-mlp")
     base = {"federation": {"rounds": 3, "clients_per_round": 5, "batch_size": 16, "lr": 0.1}}
     sections = {**base, **CASES[case]}
@@ -58,7 +64,7 @@ def test_vectorized_gives_the_sequential_model(case, path, monkeypatch):
     cfg = small_config(**sections)
     seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
     assert not vec.engine.falls_back
-    assert (vec.engine._mlp is not None) == (path == "batched-mlp")
+    assert (vec.engine._mlp is not None) == (path == "batched-mlp") and vec.engine._cnn is None
     moved = (seq.params - Federation(cfg).params).abs().max()
     assert moved > 1e-2  # training did something
     assert torch.allclose(vec.params, seq.params, atol=2e-5, rtol=0)
