@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from privfl.data.base import ArrayDataset, DataBundle
+from privfl.data.leaf import read_leaf_json, split_folders
 from privfl.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -28,40 +27,11 @@ LEAF_HINT = (
 )
 
 
-def _split_folders(directory: Path) -> tuple[Path, Path]:
-    layouts = (
-        (directory / "train", directory / "test"),
-        (directory / "data" / "train", directory / "data" / "test"),
-    )
-    for train, test in layouts:
-        if any(train.glob("*.json")) and any(test.glob("*.json")):
-            return train, test
-    expected = " or ".join(f"{tr}/*.json and {te}/*.json" for tr, te in layouts)
-    state = "does not exist" if not directory.is_dir() else "has no such JSON files"
-    raise DataError(f"FEMNIST not found: {directory} {state}; expected {expected}. {LEAF_HINT}")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"FEMNIST file {path} is not valid JSON: {e}") from e
-    except OSError as e:
-        raise DataError(f"cannot read FEMNIST file {path}: {e}") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("user_data"), dict):
-        raise DataError(
-            f"FEMNIST file {path} has no 'user_data' object; expected LEAF's "
-            '{"users": [...], "num_samples": [...], "user_data": {user: {"x": ..., "y": ...}}}'
-        )
-    return doc
-
-
 def _read_split(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Return user -> (x float32 ``(n, 784)``, y int64 ``(n,)``), merged over the folder's files."""
     per_user: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for path in sorted(folder.glob("*.json")):
-        doc = _read_json(path)
+        doc = read_leaf_json(path, "FEMNIST")
         for user, record in doc["user_data"].items():
             if not isinstance(record, dict) or "x" not in record or "y" not in record:
                 raise DataError(f"FEMNIST file {path}: user {user!r} has no 'x' and 'y' lists")
@@ -127,7 +97,7 @@ def load_femnist(directory: str | Path) -> DataBundle:
             where they must be) or malformed.
     """
     directory = Path(directory)
-    train_folder, test_folder = _split_folders(directory)
+    train_folder, test_folder = split_folders(directory, "FEMNIST", LEAF_HINT)
     train = _read_split(train_folder)
     test = _read_split(test_folder)
     index = {user: i for i, user in enumerate(sorted(set(train) | set(test)))}
