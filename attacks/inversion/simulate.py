@@ -91,17 +91,7 @@ def local_update(
             prox = sum(((p - a) ** 2).sum() for p, a in zip(w, w0, strict=True))
             loss = loss + 0.5 * training.prox_mu * prox
         grads = torch.autograd.grad(loss, w, create_graph=create_graph)
-        d = [
-            g + training.weight_decay * p if training.weight_decay else g
-            for g, p in zip(grads, w, strict=True)
-        ]
-        if training.momentum:
-            buf = (
-                d
-                if buf is None
-                else [training.momentum * m + di for m, di in zip(buf, d, strict=True)]
-            )
-            d = buf
+        d, buf = _sgd_direction(grads, w, buf, training)
         total = d if total is None else [t + di for t, di in zip(total, d, strict=True)]
         if k + 1 < steps:
             w = [p - training.lr * di for p, di in zip(w, d, strict=True)]
@@ -171,17 +161,7 @@ def local_updates(
             prox = sum(((p - a) ** 2).flatten(1).sum(1) for p, a in zip(w, w0, strict=True))
             loss = loss + 0.5 * training.prox_mu * prox
         grads = torch.autograd.grad(loss.sum(), w, create_graph=create_graph)
-        d = [
-            g + training.weight_decay * p if training.weight_decay else g
-            for g, p in zip(grads, w, strict=True)
-        ]
-        if training.momentum:
-            buf = (
-                d
-                if buf is None
-                else [training.momentum * m + di for m, di in zip(buf, d, strict=True)]
-            )
-            d = buf
+        d, buf = _sgd_direction(grads, w, buf, training)
         total = d if total is None else [s + di for s, di in zip(total, d, strict=True)]
         if k + 1 < steps:
             w = [p - training.lr * di for p, di in zip(w, d, strict=True)]
@@ -231,6 +211,26 @@ def single_gradient_target(
     return [
         (g - k * wd * w) * scale if wd else g * scale for g, w in zip(update, params, strict=True)
     ]
+
+
+def _sgd_direction(
+    grads: Sequence[torch.Tensor],
+    w: Sequence[torch.Tensor],
+    buf: list[torch.Tensor] | None,
+    training: LocalTraining,
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """``torch.optim.SGD``'s step direction (weight decay, then momentum with the first-step
+    buffer, no dampening or Nesterov) and the new momentum buffer, differentiably."""
+    d = [
+        g + training.weight_decay * p if training.weight_decay else g
+        for g, p in zip(grads, w, strict=True)
+    ]
+    if training.momentum:
+        buf = (
+            d if buf is None else [training.momentum * m + di for m, di in zip(buf, d, strict=True)]
+        )
+        d = buf
+    return d, buf
 
 
 __all__ = [
