@@ -44,9 +44,10 @@ near GEMM speed on CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +150,7 @@ def _conv_args(conv: _Conv) -> tuple[tuple[int, int], tuple[int, int], tuple[int
     return conv.stride, conv.padding, conv.dilation
 
 
-def _pool(m: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _pool(m: Any, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """PyTorch's pooling of ``h`` ``(B, C, H, W)``, with the argmax indices of a max-pool."""
     if isinstance(m, nn.MaxPool2d):
         return F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)
@@ -157,7 +158,7 @@ def _pool(m: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | N
 
 
 def _pool_backward(
-    m: nn.Module, g: torch.Tensor, h: torch.Tensor, idx: torch.Tensor | None
+    m: Any, g: torch.Tensor, h: torch.Tensor, idx: torch.Tensor | None
 ) -> torch.Tensor:
     """The gradient of :func:`_pool`'s input ``h`` from its output's ``g``: PyTorch's own
     backward kernels, so ties go where autograd sends them."""
@@ -293,7 +294,7 @@ class BatchedCNN:
                         bias,
                         _pair(m.kernel_size),
                         _pair(m.stride),
-                        _pair(m.padding),
+                        _pair(m.padding),  # type: ignore[arg-type]  # str padding: refused above
                         _pair(m.dilation),
                     )
                 )
@@ -378,7 +379,7 @@ class BatchedCNN:
 
     def _pass(
         self,
-        weights: dict[str, torch.Tensor | _Dense | _Deferred],
+        weights: Mapping[str, torch.Tensor | _Dense | _Deferred],
         biases: dict[str, torch.Tensor],
         x: torch.Tensor,
         y: torch.Tensor,
