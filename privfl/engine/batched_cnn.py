@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privfl.engine.batched_mlp import _Deferred, _Dense
+from privfl.engine.batched_mlp import _Activation, _Deferred, _Dense, _Linear
 
 Params = dict[str, torch.Tensor]
 
@@ -89,16 +89,6 @@ class _Conv:
             w + 2 * pw - dw * (kw - 1) - 1
         ) // sw + 1
 
-
-@dataclass(frozen=True)
-class _Linear:
-    weight: str
-    bias: str | None
-
-
-@dataclass(frozen=True)
-class _Activation:
-    module: nn.Module
 
 
 @dataclass(frozen=True)
