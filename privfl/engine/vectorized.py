@@ -124,6 +124,8 @@ class VectorizedEngine(Engine):
     #: How loudly a fallback to the sequential loop is logged (asked for, so a warning).
     fallback_log_level: int = logging.WARNING
     vectorize_convolutions: bool = False
+    #: Split a plain-SGD CNN cohort into one group per torch thread (:meth:`_split_round`).
+    split_cohort: bool = True
     #: Train multilayer perceptrons with :class:`~privfl.engine.batched_mlp.BatchedMLP`
     #: (False: with torch.func like every other model; the tests compare the two).
     use_batched_mlp: bool = True
@@ -214,20 +216,22 @@ class VectorizedEngine(Engine):
         sched: CohortSchedule,
         lr: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Plain SGD for the whole cohort by ``group`` (:meth:`_mlp_group` or
-        :meth:`_cnn_group`): float64 losses ``(T, c)`` and the deltas ``(c, dim)``, rows in
+        """Plain SGD for the whole cohort by ``group`` (:meth:`_cnn_group`, or any function
+        of that signature): float64 losses ``(T, c)`` and the deltas ``(c, dim)``, rows in
         the schedule's order.
 
-        On the CPU with ``n > 1`` torch threads the cohort is dealt into ``n`` groups (rows
-        ``g, g + n, ...``, so each keeps the non-increasing step order) trained side by side
-        by ``n`` Python threads, each single-threaded inside torch. The clients are
-        independent, so the numbers are the one-group run's. W1's products are too small for
-        torch's intra-op threads (every operation ends at a barrier, and one busy core stalls
-        them all), while a group per core keeps each core busy: measured on W1's cohort with
-        the other core half busy, 42 ms a round split against 424 ms for one group on two
-        threads (benchmarks/RESULTS.md has the idle figures)."""
+        On the CPU with ``n > 1`` torch threads (and :attr:`split_cohort`) the cohort is dealt
+        into ``n`` groups (rows ``g, g + n, ...``, so each keeps the non-increasing step
+        order) trained side by side by ``n`` Python threads, each single-threaded inside
+        torch. The clients are independent, so the numbers are the one-group run's. A
+        client's convolutions are too small for torch's intra-op threads: on an idle machine
+        W2's round took 1.38 s split against 1.72 s as one group on two threads (and under
+        load the gap is far larger: every intra-op barrier waits for a busy core). W1's MLP
+        rounds are not split: there one group on two threads was faster (21 ms against
+        28 ms split, idle)."""
         c = len(sched.steps)
-        groups = min(torch.get_num_threads(), c // 2) if x.device.type == "cpu" else 1
+        split = self.split_cohort and x.device.type == "cpu"
+        groups = min(torch.get_num_threads(), c // 2) if split else 1
         if groups <= 1:
             return group(start, x, y, index, mask, sched.steps, lr)
         rows = [np.arange(g, c, groups) for g in range(groups)]
@@ -425,8 +429,10 @@ class VectorizedEngine(Engine):
             # Plain SGD on an MLP from one shared start: deferred low-rank updates
             # (privfl.engine.batched_mlp); per-client starts take the dense path below.
             mask = mask_all if sched.padded else None
-            losses, deltas = self._split_round(
-                self._mlp_group, start, train_x, train_y, index, mask, sched, cfg.lr
+            # One group on torch's own threads: on an idle machine W1's round took 21 ms so
+            # against 28 ms split into a group per thread (the CNN rounds below split).
+            losses, deltas = self._mlp_group(
+                start, train_x, train_y, index, mask, sched.steps, cfg.lr
             )
         elif self._cnn is not None and plain and starts is None:
             # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first

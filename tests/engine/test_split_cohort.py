@@ -1,4 +1,4 @@
-"""The vectorized engine's MLP cohort split over torch's threads (one group of clients per
+"""The vectorized engine's CNN cohort split over torch's threads (one group of clients per
 thread, each single-threaded inside torch): the same numbers as one group, whatever the
 thread count, with unequal client sizes (padding, clients stopping early, empty groups)."""
 
@@ -34,15 +34,8 @@ def _params(cfg, n_threads: int) -> tuple[torch.Tensor, list[float]]:
     ],
 )
 @pytest.mark.parametrize("n_threads", [2, 3])
-@pytest.mark.parametrize(
-    "model",
-    [
-        {"name": "mlp", "hidden": [32]},
-        {"name": "cnn", "channels": [4, 6], "hidden": [8], "norm": "none"},
-    ],
-    ids=["mlp", "cnn"],
-)
-def test_the_split_cohort_gives_the_one_group_numbers(data, n_threads, model, threads):
+def test_the_split_cohort_gives_the_one_group_numbers(data, n_threads, threads):
+    model = {"name": "cnn", "channels": [4, 6], "hidden": [8], "norm": "none"}
     cfg = small_config(
         data=data,
         model=model,
@@ -55,17 +48,22 @@ def test_the_split_cohort_gives_the_one_group_numbers(data, n_threads, model, th
     assert torch.get_num_threads() == n_threads  # restored after each round
 
 
-def test_the_split_happens_only_with_several_threads(threads, monkeypatch):
+def test_only_cnn_rounds_split_and_only_with_several_threads(threads, monkeypatch):
     from privfl.engine.vectorized import VectorizedEngine
 
     calls = []
-    real = VectorizedEngine._mlp_group
+    real = VectorizedEngine._cnn_group
     monkeypatch.setattr(
-        VectorizedEngine, "_mlp_group", lambda self, *a: calls.append(len(a[5])) or real(self, *a)
+        VectorizedEngine, "_cnn_group", lambda self, *a: calls.append(len(a[5])) or real(self, *a)
     )
-    cfg = small_config(federation={"clients_per_round": 6, "engine": "vectorized"})
+    cnn = {"name": "cnn", "channels": [4], "hidden": [8], "norm": "none"}
+    cfg = small_config(model=cnn, federation={"clients_per_round": 6, "engine": "vectorized"})
     _params(cfg, 1)
     assert calls == [6, 6]
     calls.clear()
     _params(cfg, 2)
     assert calls == [3, 3, 3, 3]
+    calls.clear()
+    monkeypatch.setattr(VectorizedEngine, "split_cohort", False)
+    _params(cfg, 2)
+    assert calls == [6, 6]
