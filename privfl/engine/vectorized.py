@@ -271,8 +271,8 @@ class VectorizedEngine(Engine):
         losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``."""
         t_max, k, width = int(steps.max(initial=0)), index.shape[1], index.shape[2]
         if t_max == 0:  # nobody in the group trains (clients without examples)
-            dim = self.spec.dim
-            return torch.zeros((0, k), dtype=torch.float64), torch.zeros((k, dim))
+            losses = torch.zeros((0, k), dtype=torch.float64, device=x.device)
+            return losses, torch.zeros((k, self.spec.dim), device=x.device)
         active = [int((steps > t).sum()) for t in range(t_max)]
         cohort = CohortSGD(self._mlp, start, k, width, rows=t_max * width)
         m = None if mask is None else mask[:t_max]
