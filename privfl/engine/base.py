@@ -12,6 +12,7 @@ from torch import nn
 from privfl.client import LocalTrainer
 from privfl.data.federated import FederatedData
 from privfl.device import resolve_device
+from privfl.engine.allocator import keep_freed_memory
 from privfl.update import ParamSpec, Update
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Engine(ABC):
         self.trainer, self.seed, self.federation = trainer, seed, federation
         #: Where the clients train (``[federation] device``); updates come back on the CPU.
         self.device = resolve_device(federation.device) if federation else torch.device("cpu")
+        # Rounds reuse the same large buffers: keep them out of mmap/trim (see the module).
+        keep_freed_memory()
 
     @abstractmethod
     def train(

@@ -462,7 +462,8 @@ class BatchedCNN:
         }
 
         def backward(i: int) -> None:
-            gi = g[i].view(shape)
+            # channels-last like the saved maps: mixed layouts make every kernel below slow
+            gi = g[i].view(shape).contiguous(memory_format=torch.channels_last)
             saved, kept[i] = kept[i], []
             for j in range(len(spatial) - 1, first - 1, -1):
                 layer, s = spatial[j], saved[j]
@@ -630,15 +631,23 @@ class CohortCNNSGD:
 
         return self._cnn._pass(self._weights, self._biases, x, y, mask, take, take_conv)
 
-    def deltas(self, names: list[str]) -> torch.Tensor:
+    def deltas(self, names: list[str], out: torch.Tensor | None = None) -> torch.Tensor:
         """Each client's update (final minus start parameters), flattened in ``names``'
-        order: ``(c, dim)``."""
-        parts = []
-        for n in names:
+        order: ``(c, dim)``, each block written in place into ``out`` (a new tensor if None;
+        rows may be strided, each row's values contiguous)."""
+        c = self._clients
+        sizes = [self._start[n].numel() for n in names]
+        flat = self._start[names[0]].new_empty((c, sum(sizes))) if out is None else out
+        offset = 0
+        for n, size in zip(names, sizes, strict=True):
+            view = flat[:, offset : offset + size].view(c, *self._start[n].shape)
+            offset += size
             w = self._weights.get(n, self._biases.get(n))
-            d = w.delta(self._start[n]) if isinstance(w, _Dense | _Deferred) else w - self._start[n]  # type: ignore[operator]
-            parts.append(d.reshape(self._clients, -1))
-        return torch.cat(parts, dim=1)
+            if isinstance(w, _Dense | _Deferred):
+                w.delta(self._start[n], out=view)
+            else:
+                torch.sub(w, self._start[n], out=view)  # type: ignore[arg-type]
+        return flat
 
 
 __all__ = ["BatchedCNN", "CohortCNNSGD"]

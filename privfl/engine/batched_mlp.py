@@ -204,19 +204,20 @@ class _Windowed:
     time: its inputs are known before the window starts, so everything that touches them is
     done in a few large products instead of at every step.
 
-    A client's weights at step ``j`` of the window are ``W + G_{<j}^T X_{<j}`` (``X``: its
-    window's examples, ``G``: ``-lr`` times their output gradients), and its bias ``b +
-    1^T G_{<j}``. The layer's output on step ``j``'s batch ``X_j`` is therefore ``P_j +
-    (X_j X_{<j}^T + 1) G_{<j}`` with ``P = X W^T + b`` computed for the whole window at once
-    (one matrix product of all clients' examples with the shared ``W``) and ``X X^T + 1`` each
-    client's Gram matrix of its window (one batched product). A step costs one ``(B x jB) @
-    (jB x out)`` product per client, whatever the input width; the update only writes ``G``'s
-    rows. At the end of a window the pending steps are folded into per-client weights ``W_i
-    += G_i^T X_i`` (one batched product: the round's weight gradients, in one piece).
+    A client's weights at step ``j`` of the window are ``W + alpha G_{<j}^T X_{<j}`` (``X``:
+    its window's examples, ``G``: their output gradients, ``alpha``: minus the step size), and
+    its bias ``b + alpha 1^T G_{<j}``. The layer's output on step ``j``'s batch ``X_j`` is
+    therefore ``P_j + alpha (X_j X_{<j}^T + 1) G_{<j}`` with ``P = X W^T + b`` computed for
+    the whole window at once (one matrix product of all clients' examples with the shared
+    ``W``) and ``X X^T + 1`` each client's Gram matrix of its window (one batched product). A
+    step costs one ``(B x jB) @ (jB x out)`` product per client, whatever the input width; the
+    update only writes ``G``'s rows (:meth:`slot`, where the layer above's backward writes
+    them). At the end of a window the pending steps are folded into per-client weights ``W_i
+    += alpha G_i^T X_i`` (one batched product: the round's weight gradients, in one piece).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        self.weight, self.bias = weight, bias
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, alpha: float) -> None:
+        self.weight, self.bias, self.alpha = weight, bias, alpha
         self.stacked = False
         self.x: torch.Tensor | None = None
         self.g: torch.Tensor | None = None
@@ -236,6 +237,7 @@ class _Windowed:
             flat = x.reshape(c * r, inp)
             p = (flat @ w.t() if b is None else torch.addmm(b, flat, w.t())).view(c, r, -1)
         self.x, self.p, self.gram = x, p, None
+        # Zeros: the rows of clients that stopped stay 0 (they take no step).
         self.g = x.new_zeros((c, r, p.shape[2]))
 
     def _gram(self, b: int) -> torch.Tensor:
@@ -260,13 +262,13 @@ class _Windowed:
         if j == 0:
             return now
         gram = self._gram(b)[:k, lo - b : lo, :lo]
-        return torch.baddbmm(now, gram, self.g[:k, :lo])
+        return torch.baddbmm(now, gram, self.g[:k, :lo], alpha=self.alpha)
 
-    def descend(self, j: int, g: torch.Tensor, lr: float) -> None:
-        """Record step ``j``'s output gradients ``g`` ``(k, b, out)`` of the first ``k``
-        clients (the others' rows stay 0: they take no step)."""
-        k, b, _ = g.shape
-        torch.mul(g, -lr, out=self.g[:k, j * b : (j + 1) * b])
+    def slot(self, j: int, k: int, b: int) -> torch.Tensor:
+        """Where step ``j``'s output gradients of the first ``k`` clients go, ``(k, b, out)``
+        (the others' rows stay 0: they take no step)."""
+        assert self.g is not None
+        return self.g[:k, j * b : (j + 1) * b]
 
     def fold(self) -> None:
         """Add the window's steps into per-client weights (before the next window)."""
@@ -277,9 +279,9 @@ class _Windowed:
             if self.bias is not None:
                 self.bias = self.bias.expand(c, -1).clone()
             self.stacked = True
-        self.weight.baddbmm_(self.g.transpose(1, 2), self.x)
+        self.weight.baddbmm_(self.g.transpose(1, 2), self.x, alpha=self.alpha)
         if self.bias is not None:
-            self.bias.add_(self.g.sum(1))
+            self.bias.add_(self.g.sum(1), alpha=self.alpha)
         self.x = self.g = self.p = self.gram = None
 
     def deltas(
@@ -297,13 +299,174 @@ class _Windowed:
                 out_bias.zero_()
         else:
             assert self.x is not None
-            torch.bmm(self.g.transpose(1, 2), self.x, out=out_weight)
+            g = self.g.transpose(1, 2)
+            torch.baddbmm(out_weight, g, self.x, beta=0, alpha=self.alpha, out=out_weight)
             if out_bias is not None:
-                torch.sum(self.g, 1, out=out_bias)
+                torch.sum(self.g, 1, out=out_bias).mul_(self.alpha)
         if self.stacked:
             out_weight.add_(self.weight).sub_(weight)
             if out_bias is not None:
                 out_bias.add_(self.bias).sub_(bias)
+
+
+class _RoundDeferred:
+    """A hidden Linear layer's per-client weights during :meth:`CohortSGD.run`, as
+    :class:`_Deferred` keeps them (``W + alpha G^T A``, ``b + alpha 1^T G``) but with the
+    step's inputs and output gradients written straight into the factors' buffers by the
+    layers around it (:meth:`input_slot`, :meth:`grad_slot`), the bias carried by the same
+    factors (a constant input 1), and ``alpha`` (minus the step size, over the batch when no
+    example is padded) applied where the factors are read: a step costs three products each
+    way and nothing else."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, clients: int, capacity: int,
+        alpha: float,
+    ) -> None:
+        out, inp = weight.shape
+        self.start_weight, self.start_bias = weight, bias
+        self.base, self.bias = weight, bias
+        self.stacked = False
+        self.alpha = alpha
+        # Zeros: the rows of clients that stopped stay 0 (they take no step).
+        self.a = weight.new_zeros((clients, capacity, inp))
+        self.g = weight.new_zeros((clients, capacity, out))
+        self.rank = 0
+        self._ones = weight.new_ones((1, 1, 1))
+
+    def prepare(self, b: int) -> None:
+        """Make room for a step of ``b`` rows (folding the pending steps if it is full)."""
+        if self.rank + b > self.a.shape[1]:
+            self._fold()
+
+    def input_slot(self, k: int, b: int) -> torch.Tensor:
+        return self.a[:k, self.rank : self.rank + b]
+
+    def grad_slot(self, k: int, b: int) -> torch.Tensor:
+        return self.g[:k, self.rank : self.rank + b]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        k, b, _ = h.shape
+        if self.stacked:
+            base = self.base[:k].transpose(1, 2)
+            out = torch.bmm(h, base) if self.bias is None else torch.baddbmm(
+                self.bias[:k].unsqueeze(1), h, base
+            )
+        else:  # one product for the whole cohort's batch
+            flat = h.reshape(k * b, -1)
+            out = flat @ self.base.t() if self.bias is None else torch.addmm(
+                self.bias, flat, self.base.t()
+            )
+            out = out.view(k, b, -1)
+        if self.rank:
+            r = self.rank
+            a = self.a[:k, :r].transpose(1, 2)
+            inner = torch.bmm(h, a) if self.bias is None else torch.baddbmm(
+                self._ones.expand(k, b, r), h, a
+            )
+            out.baddbmm_(inner, self.g[:k, :r], alpha=self.alpha)
+        return out
+
+    def below(self, g: torch.Tensor) -> torch.Tensor:
+        """The gradient of the layer's input from its output's ``g`` (the current weights;
+        call before :meth:`commit`)."""
+        k, b, _ = g.shape
+        if self.stacked:
+            out = torch.bmm(g, self.base[:k])
+        else:
+            out = (g.reshape(k * b, -1) @ self.base).view(k, b, -1)
+        if self.rank:
+            r = self.rank
+            out.baddbmm_(
+                torch.bmm(g, self.g[:k, :r].transpose(1, 2)), self.a[:k, :r], alpha=self.alpha
+            )
+        return out
+
+    def commit(self, b: int) -> None:
+        """The step's inputs and output gradients are in their slots: take the step."""
+        self.rank += b
+
+    def _fold(self) -> None:
+        c, r = len(self.a), self.rank
+        if not self.stacked:
+            self.base = self.base.expand(c, *self.base.shape).clone()
+            if self.bias is not None:
+                self.bias = self.bias.expand(c, -1).clone()
+            self.stacked = True
+        self.base.baddbmm_(self.g[:, :r].transpose(1, 2), self.a[:, :r], alpha=self.alpha)
+        if self.bias is not None:
+            self.bias.add_(self.g[:, :r].sum(1), alpha=self.alpha)
+        self.a.zero_()
+        self.g.zero_()
+        self.rank = 0
+
+    def deltas(self, out_weight: torch.Tensor, out_bias: torch.Tensor | None) -> None:
+        r = self.rank
+        g, a = self.g[:, :r].transpose(1, 2), self.a[:, :r]
+        torch.baddbmm(out_weight, g, a, beta=0, alpha=self.alpha, out=out_weight)
+        if out_bias is not None:
+            torch.sum(self.g[:, :r], 1, out=out_bias).mul_(self.alpha)
+        if self.stacked:
+            out_weight.add_(self.base).sub_(self.start_weight)
+            if out_bias is not None:
+                out_bias.add_(self.bias).sub_(self.start_bias)
+
+
+class _RoundDense:
+    """A Linear layer too narrow to defer (the logits), per-client weights updated at every
+    step of :meth:`CohortSGD.run` (bias fused into the products)."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, clients: int, alpha: float
+    ) -> None:
+        self.start_weight, self.start_bias = weight, bias
+        self.weight = weight.expand(clients, *weight.shape).clone()
+        self.bias = None if bias is None else bias.expand(clients, -1).clone()
+        self.alpha = alpha
+        self._ones = weight.new_ones((1, 1, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        k = len(h)
+        w = self.weight[:k].transpose(1, 2)
+        if self.bias is None:
+            return torch.bmm(h, w)
+        return torch.baddbmm(self.bias[:k].unsqueeze(1), h, w)
+
+    def below(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(g, self.weight[: len(g)])
+
+    def descend(self, g: torch.Tensor, a: torch.Tensor) -> None:
+        k, b, _ = g.shape
+        self.weight[:k].baddbmm_(g.transpose(1, 2), a, alpha=self.alpha)
+        if self.bias is not None:
+            self.bias[:k].unsqueeze(1).baddbmm_(self._ones.expand(k, 1, b), g, alpha=self.alpha)
+
+    def deltas(self, out_weight: torch.Tensor, out_bias: torch.Tensor | None) -> None:
+        torch.sub(self.weight, self.start_weight, out=out_weight)
+        if out_bias is not None:
+            torch.sub(self.bias, self.start_bias, out=out_bias)
+
+
+def _activate(module: nn.Module, h: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """``module(h)``, written into ``out`` when given."""
+    if out is None:
+        return module(h)
+    if type(module) is nn.ReLU:
+        return torch.clamp_min(h, 0, out=out)
+    return out.copy_(module(h))
+
+
+def _activation_backward_into(
+    module: nn.Module | None, g: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`_activation_backward` (``g`` itself without an activation), written into
+    ``out`` when given."""
+    if module is None:
+        return g if out is None else out.copy_(g)
+    if out is None:
+        return _activation_backward(module, g, y)
+    if type(module) is nn.ReLU:
+        return torch.ops.aten.threshold_backward.grad_input(g, y, 0, grad_input=out)
+    return torch.mul(g, _DERIVATIVES[type(module)](y), out=out)
 
 
 class BatchedMLP:
@@ -340,6 +503,18 @@ class BatchedMLP:
     @property
     def linear_layers(self) -> list[_Linear]:
         return [layer for layer in self._layers if isinstance(layer, _Linear)]
+
+    @property
+    def activations(self) -> list[nn.Module | None]:
+        """The activation after each Linear layer but the last (None where one Linear feeds
+        the next directly)."""
+        out: list[nn.Module | None] = []
+        for layer in self._layers[:-1]:
+            if isinstance(layer, _Linear):
+                out.append(None)
+            else:
+                out[-1] = layer.module
+        return out
 
     def gradients(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
@@ -483,16 +658,10 @@ class CohortSGD:
         self._mlp, self._start, self._clients, self._batch = mlp, start, clients, batch
         self._rows = rows
         self._weights: dict[str, _Dense | _Deferred] = {}
-        first, *rest = mlp.linear_layers
-        self._first = first
+        self._biases: Params = {}
+        self._first = mlp.linear_layers[0]
         self._windowed: _Windowed | None = None
-        for layer in rest:
-            self._weights[layer.weight] = self._layer(start[layer.weight])
-        self._biases = {
-            layer.bias: start[layer.bias].expand(clients, -1).clone()
-            for layer in rest
-            if layer.bias is not None
-        }
+        self._round: list[_RoundDeferred | _RoundDense] = []  # layers 2.. under run()
 
     def _capacity(self, weight: torch.Tensor) -> int:
         """Rows of pending updates a layer collects before folding them (a multiple of the
@@ -515,12 +684,12 @@ class CohortSGD:
         their mean losses ``(k,)``. Arguments as :meth:`BatchedMLP.gradients`."""
         if self._windowed is not None:
             raise RuntimeError("CohortSGD.step after CohortSGD.run on the same cohort")
-        first = self._first
-        if first.weight not in self._weights:
-            self._weights[first.weight] = self._layer(self._start[first.weight])
-            if first.bias is not None:
-                b = self._start[first.bias]
-                self._biases[first.bias] = b.expand(self._clients, -1).clone()
+        if not self._weights:
+            for layer in self._mlp.linear_layers:
+                self._weights[layer.weight] = self._layer(self._start[layer.weight])
+                if layer.bias is not None:
+                    b = self._start[layer.bias]
+                    self._biases[layer.bias] = b.expand(self._clients, -1).clone()
 
         def take(layer: _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
             self._weights[layer.weight].descend(g, a, lr)
@@ -541,6 +710,12 @@ class CohortSGD:
         """The round's SGD steps: at step ``t`` the first ``active[t]`` clients train on the
         examples ``index[t, i]`` of ``(x, y)``.
 
+        Each step writes every layer's input and output gradient straight where the next
+        product reads them (the deferred factors' buffers), folds ``-lr`` (and the
+        ``1 / B`` of an unpadded batch's mean) into the products' scale instead of scaling
+        gradients, and keeps each example's log-likelihood for one loss reduction at the
+        end: what is left per step is the products themselves and an activation each way.
+
         Args:
             x, y: the train set (``(n, *input_shape)``, ``(n,)``).
             index: int64 ``(T, c, B)``, each step's batch of each client (rows of ``x``).
@@ -549,87 +724,143 @@ class CohortSGD:
         Returns:
             float32 ``(T, c)``: each client's mean loss at each step (0 once it stopped).
         """
-        if self._first.weight in self._weights:
+        if self._weights:
             raise RuntimeError("CohortSGD.run after CohortSGD.step on the same cohort")
         t_max, c, b = index.shape
         index = index.to(x.device)
-        mask = None if mask is None else mask.to(x.device)
-        first = self._first
+        labels = y[index]
+        if mask is None:  # each client's mean over b examples: 1/b goes into the step size
+            scale, alpha = None, -lr / b
+        else:
+            mask = mask.to(x.device)
+            count = mask.sum(2, keepdim=True).clamp_min_(1.0)
+            scale, alpha = (mask / count).unsqueeze(3), -lr
+        first, *rest = self._mlp.linear_layers
         w = self._start[first.weight]
         self._windowed = windowed = _Windowed(
-            w, None if first.bias is None else self._start[first.bias]
+            w, None if first.bias is None else self._start[first.bias], alpha
         )
+        for layer in rest:
+            weight = self._start[layer.weight]
+            bias = None if layer.bias is None else self._start[layer.bias]
+            capacity = self._capacity(weight)
+            self._round.append(
+                _RoundDeferred(weight, bias, c, capacity, alpha)
+                if capacity
+                else _RoundDense(weight, bias, c, alpha)
+            )
+        classes = self._start[self._mlp.linear_layers[-1].weight].shape[0]
+        onehot = x.new_zeros((t_max, c, b, classes)).scatter_(3, labels.unsqueeze(3), 1.0)
+        likelihood = x.new_zeros((t_max, c, b, 1))  # each example's log p(label)
         window = max(1, self._capacity(w) // b)  # steps
-        losses = x.new_zeros((t_max, c))
-        labels = y[index]
         for t0 in range(0, t_max, window):
             t1 = min(t_max, t0 + window)
             rows = index[t0:t1].transpose(0, 1).reshape(-1)  # client by client, step by step
             windowed.begin(x.index_select(0, rows).view(c, (t1 - t0) * b, -1))
             for t in range(t0, t1):
                 k = active[t]
-                m = None if mask is None else mask[t, :k]
-                losses[t, :k] = self._run_step(windowed, t - t0, labels[t, :k], m, lr)
+                self._run_step(
+                    t - t0,
+                    k,
+                    b,
+                    labels[t, :k].unsqueeze(2),
+                    onehot[t, :k],
+                    None if scale is None else scale[t, :k],
+                    likelihood[t, :k],
+                )
             if t1 < t_max:
                 windowed.fold()
-        return losses
+        per_example = likelihood.squeeze(3)
+        if scale is None:
+            return per_example.mean(2).neg_()
+        return (per_example * scale.squeeze(3)).sum(2).neg_()
 
     def _run_step(
-        self, first: _Windowed, j: int, y: torch.Tensor, mask: torch.Tensor | None, lr: float
-    ) -> torch.Tensor:
-        """Step ``j`` of the window for the first ``k = len(y)`` clients: :meth:`BatchedMLP._pass`
-        with the first layer's output and update taken from the window."""
-        k, b = y.shape
-        layers = self._mlp._layers
+        self,
+        j: int,
+        k: int,
+        b: int,
+        labels: torch.Tensor,
+        onehot: torch.Tensor,
+        scale: torch.Tensor | None,
+        likelihood: torch.Tensor,
+    ) -> None:
+        """Step ``j`` of the window for the first ``k`` clients: forward, the logits'
+        gradient ``(softmax - onehot) * scale`` and backward, each layer's factors written
+        in place (``labels`` ``(k, b, 1)``; ``likelihood`` receives each example's log
+        p(label))."""
+        mlp, first, layers = self._mlp, self._windowed, self._round
+        assert first is not None
+        acts = mlp.activations  # the activation after each Linear layer (None: none)
         with torch.no_grad():
+            for layer in layers:
+                if isinstance(layer, _RoundDeferred):
+                    layer.prepare(b)
             h = first.forward(j, k, b)
-            outputs = [h]  # the output of each layer
-            for layer in layers[1:]:
-                if isinstance(layer, _Linear):
-                    h = self._weights[layer.weight].forward(h)
-                    if layer.bias is not None:
-                        h.add_(self._biases[layer.bias][:k].unsqueeze(1))
+            inputs = []  # the input of each layer past the first
+            for i, layer in enumerate(layers):
+                slot = layer.input_slot(k, b) if isinstance(layer, _RoundDeferred) else None
+                act = acts[i]
+                if act is None:
+                    h = h if slot is None else slot.copy_(h)
                 else:
-                    h = layer.module(h)
-                outputs.append(h)
-            g, loss = _logit_gradient(h, y, mask, False)
-            for i in range(len(layers) - 1, 0, -1):
+                    h = _activate(act, h, slot)
+                inputs.append(h)
+                h = layer.forward(h)
+            logp = torch.log_softmax(h, dim=2)
+            torch.gather(logp, 2, labels, out=likelihood)
+            g = logp.exp_().sub_(onehot)
+            if scale is not None:
+                g.mul_(scale)
+            top = layers[-1] if layers else first
+            if isinstance(top, _RoundDeferred):
+                g = top.grad_slot(k, b).copy_(g)
+            elif isinstance(top, _Windowed):
+                g = top.slot(j, k, b).copy_(g)
+            for i in range(len(layers) - 1, -1, -1):
                 layer = layers[i]
-                if isinstance(layer, _Activation):
-                    g = _activation_backward(layer.module, g, outputs[i])
-                    continue
-                weights = self._weights[layer.weight]
-                below = weights.below(g)
-                weights.descend(g, outputs[i - 1], lr)
-                if layer.bias is not None:
-                    self._biases[layer.bias][:k].sub_(g.sum(1), alpha=lr)
-                g = below
-            first.descend(j, g, lr)
-        return loss
+                below = layer.below(g)
+                if isinstance(layer, _RoundDeferred):
+                    layer.commit(b)
+                else:
+                    layer.descend(g, inputs[i])
+                under = layers[i - 1] if i else first
+                if isinstance(under, _RoundDeferred):
+                    out = under.grad_slot(k, b)
+                elif isinstance(under, _Windowed):
+                    out = under.slot(j, k, b)
+                else:
+                    out = None
+                g = _activation_backward_into(acts[i], below, inputs[i], out)
 
-    def deltas(self, names: list[str]) -> torch.Tensor:
+    def deltas(self, names: list[str], out: torch.Tensor | None = None) -> torch.Tensor:
         """Each client's update (final minus start parameters), flattened in ``names``'
-        order: ``(c, dim)``, each layer's block written in place (no concatenation)."""
+        order: ``(c, dim)``, each layer's block written in place into ``out`` (a new tensor
+        if None; rows may be strided, each row's values contiguous)."""
         c = self._clients
         sizes = [self._start[n].numel() for n in names]
-        flat = self._start[names[0]].new_empty((c, sum(sizes)))
+        flat = self._start[names[0]].new_empty((c, sum(sizes))) if out is None else out
         views: Params = {}
         offset = 0
         for n, size in zip(names, sizes, strict=True):
             views[n] = flat[:, offset : offset + size].view(c, *self._start[n].shape)
             offset += size
-        first = self._first
+        if self._windowed is not None:
+            layers = self._mlp.linear_layers
+            first = layers[0]
+            bias = None if first.bias is None else self._start[first.bias]
+            out_bias = None if first.bias is None else views[first.bias]
+            self._windowed.deltas(self._start[first.weight], bias, views[first.weight], out_bias)
+            for layer, state in zip(layers[1:], self._round, strict=True):
+                state.deltas(views[layer.weight], None if layer.bias is None else views[layer.bias])
+            return flat
         for n in names:
-            if self._windowed is not None and n == first.weight:
-                bias = None if first.bias is None else self._start[first.bias]
-                out_bias = None if first.bias is None else views[first.bias]
-                self._windowed.deltas(self._start[n], bias, views[n], out_bias)
-            elif self._windowed is not None and n == first.bias:
-                continue  # written with the weights
-            elif n in self._weights:
+            if n in self._weights:
                 self._weights[n].delta(self._start[n], views[n])
-            else:
+            elif n in self._biases:
                 torch.sub(self._biases[n], self._start[n], out=views[n])
+            else:  # no step was taken
+                views[n].zero_()
         return flat
 
 

@@ -237,24 +237,24 @@ class VectorizedEngine(Engine):
         rows = [np.arange(g, c, groups) for g in range(groups)]
         pool = self._pool(groups)
         threads = torch.get_num_threads()
+        # Each group writes its clients' deltas straight into their rows (a strided view).
+        deltas = torch.empty((c, self.spec.dim), device=x.device)
 
-        def work(r: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        def work(g: int) -> torch.Tensor:
             torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
-            sel = torch.from_numpy(r)
+            sel = torch.from_numpy(rows[g])
             m = None if mask is None else mask[:, sel]
-            return group(start, x, y, index[:, sel], m, sched.steps[r], lr)
+            steps = sched.steps[rows[g]]
+            return group(start, x, y, index[:, sel], m, steps, lr, out=deltas[g::groups])[0]
 
         try:
             torch.set_num_threads(1)
-            parts = list(pool.map(work, rows))
+            parts = list(pool.map(work, range(groups)))
         finally:
             torch.set_num_threads(threads)
         losses = torch.zeros((index.shape[0], c), dtype=torch.float64)
-        deltas = torch.empty((c, self.spec.dim), dtype=parts[0][1].dtype)
-        for r, (loss, delta) in zip(rows, parts, strict=True):
-            sel = torch.from_numpy(r)
-            losses[: len(loss), sel] = loss
-            deltas[sel] = delta
+        for g, loss in enumerate(parts):
+            losses[: len(loss), g::groups] = loss
         return losses, deltas
 
     def _mlp_group(
@@ -266,18 +266,22 @@ class VectorizedEngine(Engine):
         mask: torch.Tensor | None,
         steps: np.ndarray,
         lr: float,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`CohortSGD.run` on the rows of ``index`` (their ``steps``, non-increasing):
-        losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``."""
+        losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)`` (written into ``out``
+        when given)."""
         t_max, k, width = int(steps.max(initial=0)), index.shape[1], index.shape[2]
         if t_max == 0:  # nobody in the group trains (clients without examples)
             losses = torch.zeros((0, k), dtype=torch.float64, device=x.device)
-            return losses, torch.zeros((k, self.spec.dim), device=x.device)
+            if out is None:
+                return losses, torch.zeros((k, self.spec.dim), device=x.device)
+            return losses, out.zero_()
         active = [int((steps > t).sum()) for t in range(t_max)]
         cohort = CohortSGD(self._mlp, start, k, width, rows=t_max * width)
         m = None if mask is None else mask[:t_max]
         losses = cohort.run(x, y, index[:t_max], m, active, lr)
-        return losses.double(), cohort.deltas(list(self.spec.names))
+        return losses.double(), cohort.deltas(list(self.spec.names), out)
 
     def _cnn_group(
         self,
@@ -288,20 +292,24 @@ class VectorizedEngine(Engine):
         mask: torch.Tensor | None,
         steps: np.ndarray,
         lr: float,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:class:`CohortCNNSGD` steps on the rows of ``index`` (their ``steps``,
-        non-increasing): losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``."""
+        non-increasing): losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``
+        (written into ``out`` when given)."""
         t_max, k = int(steps.max(initial=0)), index.shape[1]
         losses = torch.zeros((t_max, k), dtype=torch.float64, device=x.device)
         if t_max == 0:
-            return losses, torch.zeros((k, self.spec.dim), device=x.device)
+            if out is None:
+                return losses, torch.zeros((k, self.spec.dim), device=x.device)
+            return losses, out.zero_()
         cohort = CohortCNNSGD(self._cnn, start, k, index.shape[2])
         for t in range(t_max):
             a = int((steps > t).sum())
             rows = index[t, :a]
             m = None if mask is None else mask[t, :a]
             losses[t, :a] = cohort.step(x[rows], y[rows], m, lr).double()
-        return losses, cohort.deltas(list(self.spec.names))
+        return losses, cohort.deltas(list(self.spec.names), out)
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """This engine's worker threads (made once, grown if torch's thread count grows)."""
