@@ -90,7 +90,6 @@ class _Conv:
         ) // sw + 1
 
 
-
 @dataclass(frozen=True)
 class _Pool:
     module: nn.Module
@@ -182,6 +181,19 @@ def _activation_backward(m: nn.Module, g: torch.Tensor, y: torch.Tensor) -> torc
     return g * _DERIVATIVES[type(m)](y)
 
 
+def _patch_weight_grad(
+    conv: _Conv, g: torch.Tensor, a: torch.Tensor, shape: torch.Size, bias: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One client's conv weight (and bias) gradient from its output gradient ``g``
+    ``(B, Cout, Ho, Wo)`` and input ``a`` ``(B, Cin, H, W)``: the patches' product
+    ``A^T G`` (:func:`_im2col`), as a ``(Cout, Cin, kh, kw)`` view."""
+    cout, cin, kh, kw = shape
+    patches = _im2col(a.unsqueeze(0), conv)[0]  # (B*T, kh*kw*Cin)
+    gm = g.permute(0, 2, 3, 1).reshape(-1, cout)  # a view when g is channels-last
+    gw = (patches.t() @ gm).view(kh, kw, cin, cout).permute(3, 2, 0, 1)
+    return gw, (gm.sum(0) if bias else None)
+
+
 _workers: ThreadPoolExecutor | None = None
 
 
@@ -224,6 +236,10 @@ class BatchedCNN:
     Build it with :meth:`of`, which returns None for any other model (:meth:`unsupported` says
     why).
     """
+
+    #: Weight gradients of the convolutions past the first from their patches
+    #: (:func:`_patch_weight_grad`) instead of oneDNN's backward (False: oneDNN's).
+    weight_grad_by_patches: bool = True
 
     def __init__(self, layers: list[_Layer], shapes: dict[str, torch.Size]) -> None:
         self._layers = layers
@@ -476,17 +492,23 @@ class BatchedCNN:
                     weight = weights[layer.weight][i]  # type: ignore[index]
                     need_weight = take_conv is not None
                     has_bias = need_weight and layer.bias is not None
+                    # A conv whose input gradient is needed too: its weight gradient as one
+                    # (D x B*T) @ (B*T x Cout) product of its patches (oneDNN's fused
+                    # backward ran the weight part at about half the GEMM rate).
+                    by_patches = need_weight and j > first and self.weight_grad_by_patches
                     gx, gw, gb = torch.ops.aten.convolution_backward(
                         gi,
                         s,
                         weight,
-                        [weight.shape[0]] if has_bias else None,
+                        [weight.shape[0]] if has_bias and not by_patches else None,
                         *_conv_args(layer),
                         False,
                         (0, 0),
                         1,
-                        (j > first, need_weight, has_bias),
+                        (j > first, need_weight and not by_patches, has_bias and not by_patches),
                     )
+                    if by_patches:
+                        gw, gb = _patch_weight_grad(layer, gi, s, weight.shape, has_bias)
                     if take_conv is None:
                         per_conv[j][0][i], per_conv[j][1][i] = gi, s
                     else:

@@ -33,6 +33,13 @@ first layer are one batched ``G^T X`` at the end, written straight into the coho
 products (the first layer's forward, its updates, the Gram matrices, the second layer's
 updates).
 
+Inside :meth:`CohortSGD.run` a step does nothing but its products and an activation each way:
+each layer's input and output gradient are written by the operation that makes them straight
+into the deferred factors' buffers (:class:`_RoundDeferred`), the bias rides in the factors as
+a constant input 1, ``-lr`` (and an unpadded batch's ``1 / B``) is the products' scale rather
+than a pass over the gradients, and the losses are reduced once a round from each example's
+log-likelihood.
+
 The arithmetic is SGD's (the same sums, in another order, so equal to float rounding): the
 gradient of each client's mean cross-entropy over its real (unmasked) examples.
 ``tests/engine/test_batched_mlp.py`` checks both against ``torch.func`` and plain SGD, and the
@@ -319,7 +326,11 @@ class _RoundDeferred:
     way and nothing else."""
 
     def __init__(
-        self, weight: torch.Tensor, bias: torch.Tensor | None, clients: int, capacity: int,
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        clients: int,
+        capacity: int,
         alpha: float,
     ) -> None:
         out, inp = weight.shape
@@ -348,20 +359,26 @@ class _RoundDeferred:
         k, b, _ = h.shape
         if self.stacked:
             base = self.base[:k].transpose(1, 2)
-            out = torch.bmm(h, base) if self.bias is None else torch.baddbmm(
-                self.bias[:k].unsqueeze(1), h, base
+            out = (
+                torch.bmm(h, base)
+                if self.bias is None
+                else torch.baddbmm(self.bias[:k].unsqueeze(1), h, base)
             )
         else:  # one product for the whole cohort's batch
             flat = h.reshape(k * b, -1)
-            out = flat @ self.base.t() if self.bias is None else torch.addmm(
-                self.bias, flat, self.base.t()
+            out = (
+                flat @ self.base.t()
+                if self.bias is None
+                else torch.addmm(self.bias, flat, self.base.t())
             )
             out = out.view(k, b, -1)
         if self.rank:
             r = self.rank
             a = self.a[:k, :r].transpose(1, 2)
-            inner = torch.bmm(h, a) if self.bias is None else torch.baddbmm(
-                self._ones.expand(k, b, r), h, a
+            inner = (
+                torch.bmm(h, a)
+                if self.bias is None
+                else torch.baddbmm(self._ones.expand(k, b, r), h, a)
             )
             out.baddbmm_(inner, self.g[:k, :r], alpha=self.alpha)
         return out

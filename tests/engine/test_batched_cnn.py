@@ -45,8 +45,23 @@ MODELS = {
         nn.Sigmoid(),
         nn.Linear(7, 4, bias=False),
     ),
+    # a second conv (weight gradient from its patches) with stride, dilation, a rectangular
+    # kernel and uneven padding
+    "patches": lambda: nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 5 * 9, 4),
+    ),
 }
-SHAPES = {"relu-pool": (3, 12, 12), "sigmoid-stride": (3, 12, 12), "misc": (2, 11, 7)}
+SHAPES = {
+    "relu-pool": (3, 12, 12),
+    "sigmoid-stride": (3, 12, 12),
+    "misc": (2, 11, 7),
+    "patches": (2, 9, 7),
+}
 
 
 def _cohort(name: str, k: int = 3, b: int = 5, seed: int = 0):

@@ -134,13 +134,24 @@ def test_clipped_sums_equal_clipping_per_example_gradients():
         ((2, 3, 3), [40, 30], 4, True, 5),  # 18 inputs: windows of 2 steps (8 rows), 4 folds
         ((4, 8, 8), [200], 5, True, 1),  # 256 inputs: one window (100 rows) for the round
         ((2, 3, 3), [6], 3, False, 10),  # too narrow to defer: windows of one step, no biases
+        ((2, 3, 3), [], 4, True, 10),  # one Linear (4 logits, too narrow: one-step windows)
+        ((2, 3, 3), [40, "none", 30], 4, True, 5),  # Linear into Linear, no activation
     ],
 )
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_cohort_run_is_plain_sgd_on_each_clients_batches(
-    shape, hidden, batch, bias, windows, monkeypatch
+    shape, hidden, batch, bias, windows, activation, monkeypatch
 ):
     g = torch.Generator().manual_seed(3)
-    model = MLPConfig(hidden=hidden, activation="relu").build(shape, 4)
+    if "none" in hidden:  # hidden Linear layers without an activation between the first two
+        widths = [w for w in hidden if w != "none"]
+        model = MLPConfig(hidden=widths, activation=activation).build(shape, 4)
+        first_act = next(
+            i for i, m in enumerate(model) if not isinstance(m, (nn.Linear, nn.Flatten))
+        )
+        model = nn.Sequential(*[m for i, m in enumerate(model) if i != first_act])
+    else:
+        model = MLPConfig(hidden=hidden, activation=activation).build(shape, 4)
     if not bias:
         model = nn.Sequential(
             *[

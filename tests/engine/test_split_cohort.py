@@ -54,7 +54,9 @@ def test_only_cnn_rounds_split_and_only_with_several_threads(threads, monkeypatc
     calls = []
     real = VectorizedEngine._cnn_group
     monkeypatch.setattr(
-        VectorizedEngine, "_cnn_group", lambda self, *a, **kw: calls.append(len(a[5])) or real(self, *a, **kw)
+        VectorizedEngine,
+        "_cnn_group",
+        lambda self, *a, **kw: calls.append(len(a[5])) or real(self, *a, **kw),
     )
     cnn = {"name": "cnn", "channels": [4], "hidden": [8], "norm": "none"}
     cfg = small_config(model=cnn, federation={"clients_per_round": 6, "engine": "vectorized"})
