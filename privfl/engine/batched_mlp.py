@@ -168,7 +168,12 @@ class _Deferred:
             out.baddbmm_(torch.bmm(h, self.a[:k, :r].transpose(1, 2)), self.g[:k, :r])
         return out
 
+    #: The scale of ``G``'s rows where they are read (1: they hold ``-lr`` times the output
+    #: gradients; :class:`_RoundDeferred` keeps the gradients and ``-lr`` here).
+    alpha: float = 1.0
+
     def below(self, g: torch.Tensor) -> torch.Tensor:
+        """The gradient of the layer's input from its output's ``g`` (the current weights)."""
         k, b, _ = g.shape
         if self.stacked:
             out = torch.bmm(g, self.base[:k])
@@ -176,7 +181,9 @@ class _Deferred:
             out = (g.reshape(k * b, -1) @ self.base).view(k, b, -1)
         if self.rank:
             r = self.rank
-            out.baddbmm_(torch.bmm(g, self.g[:k, :r].transpose(1, 2)), self.a[:k, :r])
+            out.baddbmm_(
+                torch.bmm(g, self.g[:k, :r].transpose(1, 2)), self.a[:k, :r], alpha=self.alpha
+            )
         return out
 
     def descend(self, g: torch.Tensor, a: torch.Tensor, lr: float) -> None:
@@ -316,7 +323,7 @@ class _Windowed:
                 out_bias.add_(self.bias).sub_(bias)
 
 
-class _RoundDeferred:
+class _RoundDeferred(_Deferred):
     """A hidden Linear layer's per-client weights during :meth:`CohortSGD.run`, as
     :class:`_Deferred` keeps them (``W + alpha G^T A``, ``b + alpha 1^T G``) but with the
     step's inputs and output gradients written straight into the factors' buffers by the
@@ -333,15 +340,13 @@ class _RoundDeferred:
         capacity: int,
         alpha: float,
     ) -> None:
-        out, inp = weight.shape
+        super().__init__(weight, clients, capacity)
         self.start_weight, self.start_bias = weight, bias
-        self.base, self.bias = weight, bias
-        self.stacked = False
+        self.bias = bias
         self.alpha = alpha
         # Zeros: the rows of clients that stopped stay 0 (they take no step).
-        self.a = weight.new_zeros((clients, capacity, inp))
-        self.g = weight.new_zeros((clients, capacity, out))
-        self.rank = 0
+        self.a.zero_()
+        self.g.zero_()
         self._ones = weight.new_ones((1, 1, 1))
 
     def prepare(self, b: int) -> None:
@@ -381,21 +386,6 @@ class _RoundDeferred:
                 else torch.baddbmm(self._ones.expand(k, b, r), h, a)
             )
             out.baddbmm_(inner, self.g[:k, :r], alpha=self.alpha)
-        return out
-
-    def below(self, g: torch.Tensor) -> torch.Tensor:
-        """The gradient of the layer's input from its output's ``g`` (the current weights;
-        call before :meth:`commit`)."""
-        k, b, _ = g.shape
-        if self.stacked:
-            out = torch.bmm(g, self.base[:k])
-        else:
-            out = (g.reshape(k * b, -1) @ self.base).view(k, b, -1)
-        if self.rank:
-            r = self.rank
-            out.baddbmm_(
-                torch.bmm(g, self.g[:k, :r].transpose(1, 2)), self.a[:k, :r], alpha=self.alpha
-            )
         return out
 
     def commit(self, b: int) -> None:
