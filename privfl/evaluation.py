@@ -24,8 +24,18 @@ def per_example(
     losses, correct = [], []
     first = next(model.parameters(), None)  # a parameter-free model runs where x is
     device = x.device if first is None else first.device
+    # Images into a CNN go channels-last: PyTorch's CPU max-pool is ~10x faster so (and
+    # oneDNN's convolutions no faster NCHW); the model's weights and numbers are unchanged
+    # up to float rounding (the W2 CNN's test loss moved 5e-7, its predictions not at all).
+    layout = (
+        torch.channels_last
+        if x.dim() == 4
+        and x.is_floating_point()
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        else torch.contiguous_format
+    )
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-        xb, yb = xb.to(device), yb.to(device)
+        xb, yb = xb.to(device).contiguous(memory_format=layout), yb.to(device)
         logits = model(xb)
         losses.append(F.cross_entropy(logits, yb, reduction="none").double().cpu())
         correct.append((logits.argmax(1) == yb).double().cpu())
