@@ -15,7 +15,14 @@ def test_cnn_evaluation_equals_its_nchw_forward():
     model = CNNConfig(channels=[4, 6], hidden=[8], norm="none").build((3, 12, 12), 5)
     x = torch.randn((37, 3, 12, 12), generator=g)
     y = torch.randint(0, 5, (37,), generator=g)
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_pre_hook(
+        lambda _, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last))
+    )
     losses, correct = per_example(model, x, y, batch_size=16)
+    hook.remove()
+    assert seen == [True, True, True]  # three batches, each channels-last
     with torch.no_grad():
         logits = model(x)  # NCHW throughout
     want = F.cross_entropy(logits, y, reduction="none").double()

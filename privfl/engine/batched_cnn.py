@@ -237,10 +237,6 @@ class BatchedCNN:
     why).
     """
 
-    #: Weight gradients of the convolutions past the first from their patches
-    #: (:func:`_patch_weight_grad`) instead of oneDNN's backward (False: oneDNN's).
-    weight_grad_by_patches: bool = True
-
     def __init__(self, layers: list[_Layer], shapes: dict[str, torch.Size]) -> None:
         self._layers = layers
         self._shapes = shapes  # parameter shapes of the conv weights
@@ -495,7 +491,7 @@ class BatchedCNN:
                     # A conv whose input gradient is needed too: its weight gradient as one
                     # (D x B*T) @ (B*T x Cout) product of its patches (oneDNN's fused
                     # backward ran the weight part at about half the GEMM rate).
-                    by_patches = need_weight and j > first and self.weight_grad_by_patches
+                    by_patches = need_weight and j > first
                     gx, gw, gb = torch.ops.aten.convolution_backward(
                         gi,
                         s,

@@ -204,13 +204,27 @@ class _Deferred:
             self.base = self.base.expand(len(self.a), *self.base.shape).clone()
             self.stacked = True
         r = self.rank
-        self.base.baddbmm_(self.g[:, :r].transpose(1, 2), self.a[:, :r])
+        self.base.baddbmm_(self.g[:, :r].transpose(1, 2), self.a[:, :r], alpha=self.alpha)
         self.rank = 0
 
     def delta(self, start: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         r = self.rank
         out = torch.bmm(self.g[:, :r].transpose(1, 2), self.a[:, :r], out=out)
         return out.add_(self.base).sub_(start) if self.stacked else out
+
+
+def _factor_deltas(
+    g: torch.Tensor,
+    a: torch.Tensor,
+    alpha: float,
+    out_weight: torch.Tensor,
+    out_bias: torch.Tensor | None,
+) -> None:
+    """Write the pending steps' change ``alpha G^T A`` of each client's weights into
+    ``out_weight`` ``(c, out, in)`` and ``alpha 1^T G`` of its bias into ``out_bias``."""
+    torch.baddbmm(out_weight, g.transpose(1, 2), a, beta=0, alpha=alpha, out=out_weight)
+    if out_bias is not None:
+        torch.sum(g, 1, out=out_bias).mul_(alpha)
 
 
 class _Windowed:
@@ -313,10 +327,7 @@ class _Windowed:
                 out_bias.zero_()
         else:
             assert self.x is not None
-            g = self.g.transpose(1, 2)
-            torch.baddbmm(out_weight, g, self.x, beta=0, alpha=self.alpha, out=out_weight)
-            if out_bias is not None:
-                torch.sum(self.g, 1, out=out_bias).mul_(self.alpha)
+            _factor_deltas(self.g, self.x, self.alpha, out_weight, out_bias)
         if self.stacked:
             out_weight.add_(self.weight).sub_(weight)
             if out_bias is not None:
@@ -393,25 +404,18 @@ class _RoundDeferred(_Deferred):
         self.rank += b
 
     def _fold(self) -> None:
-        c, r = len(self.a), self.rank
-        if not self.stacked:
-            self.base = self.base.expand(c, *self.base.shape).clone()
-            if self.bias is not None:
-                self.bias = self.bias.expand(c, -1).clone()
-            self.stacked = True
-        self.base.baddbmm_(self.g[:, :r].transpose(1, 2), self.a[:, :r], alpha=self.alpha)
+        """:meth:`_Deferred._fold`, with the bias, and the buffers zeroed for the next steps."""
         if self.bias is not None:
-            self.bias.add_(self.g[:, :r].sum(1), alpha=self.alpha)
+            if not self.stacked:
+                self.bias = self.bias.expand(len(self.a), -1).clone()
+            self.bias.add_(self.g[:, : self.rank].sum(1), alpha=self.alpha)
+        super()._fold()
         self.a.zero_()
         self.g.zero_()
-        self.rank = 0
 
     def deltas(self, out_weight: torch.Tensor, out_bias: torch.Tensor | None) -> None:
         r = self.rank
-        g, a = self.g[:, :r].transpose(1, 2), self.a[:, :r]
-        torch.baddbmm(out_weight, g, a, beta=0, alpha=self.alpha, out=out_weight)
-        if out_bias is not None:
-            torch.sum(self.g[:, :r], 1, out=out_bias).mul_(self.alpha)
+        _factor_deltas(self.g[:, :r], self.a[:, :r], self.alpha, out_weight, out_bias)
         if self.stacked:
             out_weight.add_(self.base).sub_(self.start_weight)
             if out_bias is not None:
@@ -485,6 +489,14 @@ class BatchedMLP:
 
     def __init__(self, layers: list[_Linear | _Activation]) -> None:
         self._layers = layers
+        #: The activation after each Linear layer but the last (None where one Linear feeds
+        #: the next directly).
+        self.activations: list[nn.Module | None] = []
+        for layer in layers[:-1]:
+            if isinstance(layer, _Linear):
+                self.activations.append(None)
+            else:
+                self.activations[-1] = layer.module
 
     @classmethod
     def of(cls, model: nn.Module) -> BatchedMLP | None:
@@ -510,18 +522,6 @@ class BatchedMLP:
     @property
     def linear_layers(self) -> list[_Linear]:
         return [layer for layer in self._layers if isinstance(layer, _Linear)]
-
-    @property
-    def activations(self) -> list[nn.Module | None]:
-        """The activation after each Linear layer but the last (None where one Linear feeds
-        the next directly)."""
-        out: list[nn.Module | None] = []
-        for layer in self._layers[:-1]:
-            if isinstance(layer, _Linear):
-                out.append(None)
-            else:
-                out[-1] = layer.module
-        return out
 
     def gradients(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None

@@ -272,11 +272,8 @@ class VectorizedEngine(Engine):
         losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)`` (written into ``out``
         when given)."""
         t_max, k, width = int(steps.max(initial=0)), index.shape[1], index.shape[2]
-        if t_max == 0:  # nobody in the group trains (clients without examples)
-            losses = torch.zeros((0, k), dtype=torch.float64, device=x.device)
-            if out is None:
-                return losses, torch.zeros((k, self.spec.dim), device=x.device)
-            return losses, out.zero_()
+        if t_max == 0:
+            return self._untrained(k, x.device, out)
         active = [int((steps > t).sum()) for t in range(t_max)]
         cohort = CohortSGD(self._mlp, start, k, width, rows=t_max * width)
         m = None if mask is None else mask[:t_max]
@@ -298,11 +295,9 @@ class VectorizedEngine(Engine):
         non-increasing): losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)``
         (written into ``out`` when given)."""
         t_max, k = int(steps.max(initial=0)), index.shape[1]
-        losses = torch.zeros((t_max, k), dtype=torch.float64, device=x.device)
         if t_max == 0:
-            if out is None:
-                return losses, torch.zeros((k, self.spec.dim), device=x.device)
-            return losses, out.zero_()
+            return self._untrained(k, x.device, out)
+        losses = torch.zeros((t_max, k), dtype=torch.float64, device=x.device)
         cohort = CohortCNNSGD(self._cnn, start, k, index.shape[2])
         for t in range(t_max):
             a = int((steps > t).sum())
@@ -310,6 +305,16 @@ class VectorizedEngine(Engine):
             m = None if mask is None else mask[t, :a]
             losses[t, :a] = cohort.step(x[rows], y[rows], m, lr).double()
         return losses, cohort.deltas(list(self.spec.names), out)
+
+    def _untrained(
+        self, k: int, device: torch.device, out: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A group in which nobody trains (clients without examples): no losses ``(0, k)``
+        and zero deltas ``(k, dim)`` (``out`` zeroed when given)."""
+        losses = torch.zeros((0, k), dtype=torch.float64, device=device)
+        if out is None:
+            return losses, torch.zeros((k, self.spec.dim), device=device)
+        return losses, out.zero_()
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """This engine's worker threads (made once, grown if torch's thread count grows)."""
