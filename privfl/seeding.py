@@ -55,6 +55,20 @@ def derive_seed(root: int, *path: PathPart) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
+def derive_seeds(root: int, *path: PathPart, last: list[int]) -> list[int]:
+    """``[derive_seed(root, *path, i) for i in last]``, the common prefix encoded once (a
+    cohort's per-client streams, drawn every round).
+
+    >>> derive_seeds(0, "client", last=[1, 2]) == [derive_seed(0, "client", i) for i in (1, 2)]
+    True
+    """
+    prefix = _encode(root) + b"|" + b"".join(_encode(p) for p in path)
+    return [
+        int.from_bytes(hashlib.blake2b(prefix + _encode(i), digest_size=8).digest(), "little") >> 1
+        for i in last
+    ]
+
+
 def numpy_rng(root: int, *path: PathPart) -> np.random.Generator:
     """A numpy Generator for the stream ``path`` under ``root``.
 

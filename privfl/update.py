@@ -154,23 +154,24 @@ class EncodedUpdates:
 
 def _rows_of_one_tensor(deltas: list[torch.Tensor], dim: int) -> torch.Tensor:
     """``torch.stack(deltas)``, without the copy when the deltas already are the consecutive
-    rows of one tensor (as the vectorized engine returns its cohort's updates): then the
-    ``(n, dim)`` view of those rows. Nothing writes to updates or batches in place, so the
-    shared memory is never seen."""
+    rows of one tensor (as the vectorized engine returns its cohort's updates, rows perhaps
+    padded to an aligned stride): then the ``(n, dim)`` view of those rows. Nothing writes to
+    updates or batches in place, so the shared memory is never seen."""
     first = deltas[0]
     start = first.storage_offset()
     ptr = first.untyped_storage().data_ptr()
-    if all(
+    stride = deltas[1].storage_offset() - start if len(deltas) > 1 else dim
+    if stride >= dim and all(
         d.dim() == 1
         and len(d) == dim
         and d.stride(0) == 1
         and d.dtype == first.dtype
         and d.device == first.device
         and d.untyped_storage().data_ptr() == ptr
-        and d.storage_offset() == start + i * dim
+        and d.storage_offset() == start + i * stride
         for i, d in enumerate(deltas)
     ):
-        return first.as_strided((len(deltas), dim), (dim, 1))
+        return first.as_strided((len(deltas), dim), (stride, 1))
     return torch.stack(deltas)
 
 

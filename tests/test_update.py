@@ -220,6 +220,15 @@ def test_stack_of_one_tensors_rows_is_that_tensor_without_a_copy(rows, shares):
     assert (batch.deltas.data_ptr() == flat[rows[0]].data_ptr()) == shares
 
 
+def test_stack_of_rows_padded_to_an_aligned_stride_is_a_view():
+    padded = torch.arange(32, dtype=torch.float32).reshape(4, 8)[:, :5]  # rows 8 apart
+    batch = UpdateBatch.stack([Update(i, padded[i], 3, {}) for i in range(4)], 5)
+    assert torch.equal(batch.deltas, padded) and batch.deltas.stride() == (8, 1)
+    assert batch.deltas.data_ptr() == padded.data_ptr()
+    backwards = UpdateBatch.stack([Update(i, padded[3 - i], 3, {}) for i in range(4)], 5)
+    assert torch.equal(backwards.deltas, padded.flip(0)) and backwards.deltas.is_contiguous()
+
+
 def test_stack_copies_rows_of_different_tensors_and_strided_rows():
     a, b = torch.ones(5), torch.zeros(5)
     batch = UpdateBatch.stack([Update(0, a, 1, {}), Update(1, b, 1, {})], 5)

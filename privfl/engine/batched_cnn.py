@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privfl.engine.batched_mlp import _Activation, _Deferred, _Dense, _Linear
+from privfl.engine.batched_mlp import _Activation, _Deferred, _Dense, _Linear, cohort_rows
 
 Params = dict[str, torch.Tensor]
 
@@ -655,7 +655,7 @@ class CohortCNNSGD:
         rows may be strided, each row's values contiguous)."""
         c = self._clients
         sizes = [self._start[n].numel() for n in names]
-        flat = self._start[names[0]].new_empty((c, sum(sizes))) if out is None else out
+        flat = cohort_rows(c, sum(sizes), self._start[names[0]]) if out is None else out
         offset = 0
         for n, size in zip(names, sizes, strict=True):
             view = flat[:, offset : offset + size].view(c, *self._start[n].shape)

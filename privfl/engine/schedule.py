@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from privfl.client import LocalTraining
-from privfl.seeding import torch_generator
+from privfl.seeding import derive_seeds
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class CohortSchedule:
         steps: int64 ``(c,)``: local steps of each row, non-increasing.
         index: int64 ``(T, c, B)``: global example indices (into the train tensors) of step
             ``t``'s batch of row ``i``; padding repeats a valid index of the same client.
+        positions: int64 ``(T, c, B)``: the same examples as positions in their client's
+            own list (``partition_indices[cid][positions] == index``).
         mask: float32 ``(T, c, B)``: 1 for real examples, 0 for padding.
         sizes: float64 ``(T, c)``: real examples per batch (0 after a row's last step).
         active: list of ``T`` ints: rows ``[0, active[t])`` train at step ``t``.
@@ -36,6 +38,7 @@ class CohortSchedule:
     order: np.ndarray
     steps: np.ndarray
     index: torch.Tensor
+    positions: torch.Tensor
     mask: torch.Tensor
     sizes: torch.Tensor
     active: list[int]
@@ -70,20 +73,32 @@ def cohort_schedule(
     # Padding: a batch narrower than the widest (a smaller client's, or an epoch's last).
     padded = any(not v.all() or v.shape[1] < width for _, v, _ in layouts.values() if v.size)
     index = np.zeros((t_max, c, width), dtype=np.int64)
+    positions = np.zeros((t_max, c, width), dtype=np.int64)
     mask = np.zeros((t_max, c, width), dtype=np.float32)
-    for row, i in enumerate(order.tolist()):
-        n = int(sizes[i])
-        if n == 0:
+    seeds = derive_seeds(seed, "client", round, last=[int(cid) for cid in clients])
+    g = torch.Generator()
+    for n, (pos, valid, perms) in layouts.items():  # the clients of each size together
+        rows = np.flatnonzero(sizes[order] == n)
+        if n == 0 or not len(rows):
             continue
-        pos, valid, perms = layouts[n]
+        members = order[rows]
         if perms:  # the same permutations privfl.client.batch_schedule draws, in the same order
-            g = torch_generator(seed, "client", round, clients[i])
-            drawn = torch.cat([torch.randperm(n, generator=g) for _ in range(perms)]).numpy()
-            pos = drawn[pos]
+            drawn = torch.empty((len(members), perms * n), dtype=torch.int64)
+            for j, i in enumerate(members.tolist()):
+                g.manual_seed(seeds[i])  # torch_generator(seed, "client", round, cid)
+                for p in range(perms):
+                    torch.randperm(n, generator=g, out=drawn[j, p * n : (p + 1) * n])
+            at = drawn.numpy()[:, pos]  # (clients, steps, w)
+        else:
+            at = np.broadcast_to(pos, (len(members), *pos.shape))
         s, w = pos.shape
-        index[:s, row, :w] = parts[i][pos]
-        index[:s, row, w:] = index[:s, row, :1]  # padding past a narrow client's batches
-        mask[:s, row, :w] = valid
+        own = np.stack([parts[i] for i in members.tolist()])  # (clients, n)
+        picked = np.take_along_axis(own, at.reshape(len(members), -1), axis=1)
+        index[:s, rows, :w] = picked.reshape(len(members), s, w).transpose(1, 0, 2)
+        index[:s, rows, w:] = index[:s, rows, :1]  # padding past a narrow client's batches
+        positions[:s, rows, :w] = at.transpose(1, 0, 2)
+        positions[:s, rows, w:] = positions[:s, rows, :1]
+        mask[:s, rows, :w] = valid[:, None, :]
     sorted_steps = steps[order]
     active = [int(a) for a in (sorted_steps[None, :] > np.arange(t_max)[:, None]).sum(1)]
     index_t, mask_t = torch.from_numpy(index), torch.from_numpy(mask)
@@ -91,6 +106,7 @@ def cohort_schedule(
         order=order,
         steps=sorted_steps,
         index=index_t,
+        positions=torch.from_numpy(positions),
         mask=mask_t,
         sizes=mask_t.sum(dim=2, dtype=torch.float64),
         active=active,

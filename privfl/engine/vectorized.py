@@ -39,7 +39,13 @@ from privfl.client import LocalTrainer, LocalTraining, SGDTrainer
 from privfl.data.federated import FederatedData
 from privfl.engine.base import Engine
 from privfl.engine.batched_cnn import BatchedCNN, CohortCNNSGD
-from privfl.engine.batched_mlp import BatchedMLP, CohortSGD, stacked_params
+from privfl.engine.batched_mlp import (
+    BatchedMLP,
+    ClientGrams,
+    CohortSGD,
+    cohort_rows,
+    stacked_params,
+)
 from privfl.engine.schedule import CohortSchedule, cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
@@ -238,7 +244,7 @@ class VectorizedEngine(Engine):
         pool = self._pool(groups)
         threads = torch.get_num_threads()
         # Each group writes its clients' deltas straight into their rows (a strided view).
-        deltas = torch.empty((c, self.spec.dim), device=x.device)
+        deltas = cohort_rows(c, self.spec.dim, x.new_empty(0, dtype=torch.float32))
 
         def work(g: int) -> torch.Tensor:
             torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
@@ -267,6 +273,7 @@ class VectorizedEngine(Engine):
         steps: np.ndarray,
         lr: float,
         out: torch.Tensor | None = None,
+        grams: Callable[[int, int], torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`CohortSGD.run` on the rows of ``index`` (their ``steps``, non-increasing):
         losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)`` (written into ``out``
@@ -277,7 +284,7 @@ class VectorizedEngine(Engine):
         active = [int((steps > t).sum()) for t in range(t_max)]
         cohort = CohortSGD(self._mlp, start, k, width, rows=t_max * width)
         m = None if mask is None else mask[:t_max]
-        losses = cohort.run(x, y, index[:t_max], m, active, lr)
+        losses = cohort.run(x, y, index[:t_max], m, active, lr, grams)
         return losses.double(), cohort.deltas(list(self.spec.names), out)
 
     def _cnn_group(
@@ -305,6 +312,13 @@ class VectorizedEngine(Engine):
             m = None if mask is None else mask[t, :a]
             losses[t, :a] = cohort.step(x[rows], y[rows], m, lr).double()
         return losses, cohort.deltas(list(self.spec.names), out)
+
+    def _client_grams(self, train_x: torch.Tensor) -> ClientGrams:
+        """The run's cache of each client's Gram matrix (made on first use)."""
+        cache = getattr(self, "_grams", None)
+        if cache is None:
+            cache = self._grams = ClientGrams(train_x, self.data.partition.indices)
+        return cache
 
     def _untrained(
         self, k: int, device: torch.device, out: torch.Tensor | None
@@ -442,10 +456,17 @@ class VectorizedEngine(Engine):
             # Plain SGD on an MLP from one shared start: deferred low-rank updates
             # (privfl.engine.batched_mlp); per-client starts take the dense path below.
             mask = mask_all if sched.padded else None
+            rows = [clients[i] for i in sched.order.tolist()]
+            positions = sched.positions
+
+            def grams(t0: int, t1: int) -> torch.Tensor | None:
+                window = positions[t0:t1].transpose(0, 1).reshape(c, -1)
+                return self._client_grams(train_x).window(rows, window)
+
             # One group on torch's own threads: on an idle machine W1's round took 21 ms so
             # against 28 ms split into a group per thread (the CNN rounds below split).
             losses, deltas = self._mlp_group(
-                start, train_x, train_y, index, mask, sched.steps, cfg.lr
+                start, train_x, train_y, index, mask, sched.steps, cfg.lr, grams=grams
             )
         elif self._cnn is not None and plain and starts is None:
             # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first

@@ -41,6 +41,8 @@ def test_cohort_schedule_is_each_clients_batch_schedule(batch_size, epochs, step
             for idx in batch_schedule(len(part), batch_size, epochs, steps, g)
         ]
         assert sched.steps[row] == len(expected)
+        s = len(expected)  # positions name the same examples in the client's own list
+        assert torch.equal(part[sched.positions[:s, row]], sched.index[:s, row])
         for t, b in enumerate(expected):
             real = sched.mask[t, row] > 0
             assert torch.equal(sched.index[t, row][real], b)
