@@ -132,6 +132,42 @@ def test_resume_discards_records_after_the_checkpoint(tmp_path):
     assert [m["round"] for m in res.metrics] == [1, 2, 3, 4]
 
 
+def test_the_checkpoint_leaves_the_metrics_to_metrics_jsonl_and_stays_one_size(tmp_path):
+    sizes = {}
+    for rounds in (2, 20):
+        cfg = small_config(name=f"n{rounds}", federation={"rounds": rounds})
+        privfl.run(cfg, out=tmp_path, progress=False)
+        ckpt = tmp_path / f"n{rounds}" / "checkpoint.pt"
+        assert "metrics" not in torch.load(ckpt, weights_only=True)
+        sizes[rounds] = ckpt.stat().st_size
+    # The metrics held in it made each checkpoint ~1 KB a round larger than the last (and
+    # its write time grew with the rounds run).
+    assert abs(sizes[20] - sizes[2]) < 2000
+
+
+def test_resume_reads_the_metrics_back_from_metrics_jsonl(tmp_path):
+    cfg = small_config(name="m", federation={"rounds": 4}, checkpoint_every=2)
+    full = privfl.run(cfg, out=tmp_path, progress=False)
+    folder = RunFolder(tmp_path / "m")
+    fed = privfl.Federation.resume(tmp_path / "m")
+    assert fed.round == 4 and fed.metrics == folder.read_jsonl(RunFile.METRICS) == full.metrics
+    # A checkpoint of the first format (the metrics inside) still resumes, with its metrics.
+    old = {**fed.state_dict(), "format": 1}
+    old["metrics"] = [{**m, "marker": True} for m in old["metrics"]]
+    folder.save_checkpoint(old)
+    assert all(m["marker"] for m in privfl.Federation.resume(tmp_path / "m").metrics)
+
+
+def test_resume_refuses_a_metrics_file_that_lost_records(tmp_path):
+    cfg = small_config(name="lost", federation={"rounds": 3})
+    privfl.run(cfg, out=tmp_path, progress=False)
+    metrics = tmp_path / "lost" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text(lines[0] + lines[2])  # round 2's record gone
+    with pytest.raises(RunFolderError, match="one record for each round 1..3"):
+        privfl.resume(tmp_path / "lost", progress=False)
+
+
 def test_resume_of_a_non_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(RunFolderError, match="not a run folder"):
         privfl.resume(tmp_path)

@@ -203,9 +203,9 @@ class DecentralizedRun(Federation):
 
     # ------------------------------------------------------------ persistence
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, metrics: bool = True) -> dict[str, Any]:
         """The star run's state (the average model as ``params``) and every node's model."""
-        return {**super().state_dict(), "nodes": self.nodes.clone()}
+        return {**super().state_dict(metrics=metrics), "nodes": self.nodes.clone()}
 
     def _load_state_dict(self, state: dict[str, Any]) -> None:
         nodes = state["nodes"]
