@@ -3,8 +3,8 @@
 The vectorized engine's general path (``vmap(functional_call)``) turns a convolution with
 per-client weights into a grouped convolution, which PyTorch's CPU kernels run slower than the
 sequential engine's per-client loop. This module trains the FL CNNs
-(:class:`privfl.models.CNNConfig` without GroupNorm, and any ``nn.Sequential`` of the same
-layers) for ``k`` clients at once:
+(:class:`privfl.models.CNNConfig`, and any ``nn.Sequential`` of the same layers; affine
+``GroupNorm`` under plain SGD only, :class:`CohortCNNSGD`) for ``k`` clients at once:
 
 - the layers before ``Flatten`` (convolutions, activations, pooling) run client by client
   with PyTorch's own kernels on channels-last ``(B, C, H, W)`` tensors: ``F.conv2d`` forward,
@@ -17,6 +17,8 @@ layers) for ``k`` clients at once:
   maps cost a fresh allocation (page faults) and a trip through memory per operation. What the
   loop saves against the sequential engine is the rest of a step: autograd, the optimizer,
   the dense head, the loss and the Python around them;
+- ``GroupNorm`` runs client by client on ``aten.native_group_norm`` and its backward
+  (autograd's own kernels, channels-last kept), with each client's own scale and shift;
 - a ReLU directly before a max-pool is applied after it instead (the same function and the
   same gradient, since ReLU is monotone and zero where the max is not positive, on a 4x
   smaller map);
@@ -100,7 +102,42 @@ class _Flatten:
     pass
 
 
-_Layer = _Conv | _Linear | _Activation | _Pool | _Flatten
+@dataclass(frozen=True)
+class _Norm:
+    """An affine ``GroupNorm`` (each client its own scale and shift)."""
+
+    weight: str
+    bias: str
+    groups: int
+    eps: float
+
+
+_Layer = _Conv | _Linear | _Activation | _Pool | _Flatten | _Norm
+
+
+def _group_norm(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: _Norm
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch's own GroupNorm of one client's ``(B, C, H, W)`` map (channels-last kept):
+    the output and the per-group mean and reciprocal deviation its backward needs."""
+    b, c = h.shape[:2]
+    return torch.ops.aten.native_group_norm(
+        h, weight, bias, b, c, h[0, 0].numel(), norm.groups, norm.eps
+    )
+
+
+def _group_norm_backward(
+    g: torch.Tensor,
+    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    weight: torch.Tensor,
+    norm: _Norm,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The input, scale and shift gradients of :func:`_group_norm` (autograd's own kernel)."""
+    h, mean, rstd = saved
+    b, c = h.shape[:2]
+    return torch.ops.aten.native_group_norm_backward(
+        g, h, mean, rstd, weight, b, c, h[0, 0].numel(), norm.groups, [True, True, True]
+    )
 
 
 def _conv_weight(m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -263,6 +300,11 @@ class BatchedCNN:
                     return f"layer {name}: pooling after Flatten"
                 if t is nn.MaxPool2d and m.return_indices:
                     return f"layer {name}: a MaxPool2d that returns indices"
+            elif t is nn.GroupNorm:
+                if not spatial:
+                    return f"layer {name}: GroupNorm after Flatten"
+                if not m.affine:
+                    return f"layer {name}: only GroupNorm with affine = True is batched"
             elif t is nn.Flatten:
                 if not spatial or (m.start_dim, m.end_dim) != (1, -1):
                     return f"layer {name}: only one Flatten(1, -1) is batched"
@@ -305,6 +347,8 @@ class BatchedCNN:
                 layers.append(_Linear(f"{name}.weight", bias))
             elif type(m) is nn.Flatten:
                 layers.append(_Flatten())
+            elif type(m) is nn.GroupNorm:
+                layers.append(_Norm(f"{name}.weight", f"{name}.bias", m.num_groups, m.eps))
             elif type(m) in _DERIVATIVES:
                 layers.append(_Activation(m))
             else:
@@ -324,7 +368,15 @@ class BatchedCNN:
     def weighted_layers(self) -> list[_Conv | _Linear]:
         return [layer for layer in self._layers if isinstance(layer, _Conv | _Linear)]
 
+    @property
+    def norm_layers(self) -> list[_Norm]:
+        """The GroupNorm layers: batched for plain SGD (:class:`CohortCNNSGD`) only; the
+        engine trains such models sequentially otherwise."""
+        return [layer for layer in self._layers if isinstance(layer, _Norm)]
+
     def _stacked_weights(self, params: Params) -> dict[str, torch.Tensor | _Dense]:
+        if self.norm_layers:  # gradients() and DP-SGD's sums: plain SGD only takes them
+            raise NotImplementedError("GroupNorm layers are batched for plain SGD only")
         return {
             layer.weight: (
                 params[layer.weight] if isinstance(layer, _Conv) else _Dense(params[layer.weight])
@@ -359,7 +411,9 @@ class BatchedCNN:
             if layer.bias is not None:
                 grads[layer.bias] = g.sum(1)
 
-        def take_conv(layer: _Conv, i: int, gw: torch.Tensor, gb: torch.Tensor | None) -> None:
+        def take_conv(
+            layer: _Conv | _Norm, i: int, gw: torch.Tensor, gb: torch.Tensor | None
+        ) -> None:
             grads[layer.weight][i].copy_(gw)
             if gb is not None:
                 grads[layer.bias][i].copy_(gb)  # type: ignore[index]
@@ -424,6 +478,11 @@ class BatchedCNN:
                 elif isinstance(layer, _Activation):
                     h = layer.module(h)
                     saved.append(h)
+                elif isinstance(layer, _Norm):
+                    w, shift = weights[layer.weight][i], biases[layer.bias][i]  # type: ignore[index]
+                    out, mean, rstd = _group_norm(h, w, shift, layer)  # type: ignore[arg-type]
+                    saved.append((h, mean, rstd))
+                    h = out
                 else:
                     out, idx = _pool(layer.module, h)  # type: ignore[union-attr]
                     saved.append((h, idx))
@@ -481,6 +540,12 @@ class BatchedCNN:
                 layer, s = spatial[j], saved[j]
                 if isinstance(layer, _Activation):
                     gi = _activation_backward(layer.module, gi, s)  # type: ignore[arg-type]
+                elif isinstance(layer, _Norm):
+                    if take_conv is None:
+                        raise NotImplementedError("GroupNorm layers are batched for plain SGD only")
+                    weight = weights[layer.weight][i]  # type: ignore[index]
+                    gi, gw, gb = _group_norm_backward(gi, s, weight, layer)  # type: ignore[arg-type]
+                    take_conv(layer, i, gw, gb)
                 elif isinstance(layer, _Pool):
                     gi = _pool_backward(layer.module, gi, *s)  # type: ignore[misc]
                 else:
@@ -629,6 +694,9 @@ class CohortCNNSGD:
             for layer in cnn.weighted_layers
             if layer.bias is not None
         }
+        for norm in cnn.norm_layers:  # each client's own scale and shift, updated in place
+            self._weights[norm.weight] = start[norm.weight].expand(clients, -1).clone()
+            self._biases[norm.bias] = start[norm.bias].expand(clients, -1).clone()
         self._clients = clients
 
     def step(

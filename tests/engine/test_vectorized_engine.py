@@ -102,7 +102,8 @@ class _OwnTrainer(SGDTrainer):
     """A trainer the vectorized engine does not know (as a poisoner's would be)."""
 
 
-def test_cnn_falls_back_by_default(caplog):
+def test_cnn_falls_back_without_the_batched_kernel(caplog, monkeypatch):
+    monkeypatch.setattr(VectorizedEngine, "use_batched_cnn", False)
     cfg = small_config(model={"name": "cnn", "channels": [4], "hidden": [8]})
     with caplog.at_level(logging.WARNING, logger="privfl.engine.vectorized"):
         fed = Federation(
@@ -111,6 +112,7 @@ def test_cnn_falls_back_by_default(caplog):
             )
         )
     assert fed.engine.falls_back and "convolutions" in caplog.text
+    assert "the batched CNN kernel is switched off" in caplog.text
 
 
 def test_unknown_trainer_falls_back_to_sequential_with_a_logged_reason(caplog):
