@@ -161,7 +161,7 @@ def test_cohort_sgd_is_plain_sgd(name):
         assert torch.allclose(deltas[i], want, atol=2e-6), i
 
 
-@pytest.mark.parametrize("name", ["relu-pool", "misc"])
+@pytest.mark.parametrize("name", ["relu-pool", "misc", "group-norm"])
 def test_clients_split_over_threads_give_the_one_thread_numbers(name):
     # With n > 1 torch threads the spatial layers run in n groups of clients side by side,
     # each single-threaded: the same per-client arithmetic as one thread, in any grouping.
@@ -173,7 +173,10 @@ def test_clients_split_over_threads_give_the_one_thread_numbers(name):
     for n in (1, 3):
         torch.set_num_threads(n)
         try:
-            grads, loss = kernel.gradients(params, x, y, mask)
+            if name in ALL_PATHS:
+                grads, loss = kernel.gradients(params, x, y, mask)
+            else:  # GroupNorm: plain SGD (CohortCNNSGD) only
+                grads, loss = {}, torch.zeros(5)
             cohort = CohortCNNSGD(kernel, start, 5, x.shape[1])
             cohort.step(x, y, mask, 0.3)
             cohort.step(x[:3], y[:3], None, 0.3)
@@ -186,25 +189,6 @@ def test_clients_split_over_threads_give_the_one_thread_numbers(name):
     assert torch.allclose(l1, l3, atol=1e-6)
     for n in g1:
         assert torch.allclose(g1[n], g3[n], atol=1e-6, rtol=1e-5), n
-
-
-def test_group_norm_clients_split_over_threads_give_the_one_thread_numbers():
-    model, params, x, y, mask = _cohort("group-norm", k=5)
-    kernel = BatchedCNN.of(model)
-    start = {n: w[0].clone() for n, w in params.items()}
-    threads = torch.get_num_threads()
-    deltas = []
-    for n in (1, 3):
-        torch.set_num_threads(n)
-        try:
-            cohort = CohortCNNSGD(kernel, start, 5, x.shape[1])
-            cohort.step(x, y, mask, 0.3)
-            cohort.step(x[:3], y[:3], None, 0.3)
-            deltas.append(cohort.deltas(list(start)))
-        finally:
-            torch.set_num_threads(threads)
-    assert deltas[0].abs().max() > 1e-3
-    assert torch.allclose(deltas[0], deltas[1], atol=1e-6, rtol=0)
 
 
 def test_group_norm_is_taken_for_plain_sgd_only():
