@@ -3,8 +3,8 @@
 The vectorized engine's general path (``vmap(functional_call)``) turns a convolution with
 per-client weights into a grouped convolution, which PyTorch's CPU kernels run slower than the
 sequential engine's per-client loop. This module trains the FL CNNs
-(:class:`privfl.models.CNNConfig`, and any ``nn.Sequential`` of the same layers; affine
-``GroupNorm`` under plain SGD only, :class:`CohortCNNSGD`) for ``k`` clients at once:
+(:class:`privfl.models.CNNConfig`, and any ``nn.Sequential`` of the same layers) for ``k``
+clients at once:
 
 - the layers before ``Flatten`` (convolutions, activations, pooling) run client by client
   with PyTorch's own kernels on channels-last ``(B, C, H, W)`` tensors: ``F.conv2d`` forward,
@@ -17,8 +17,10 @@ sequential engine's per-client loop. This module trains the FL CNNs
   maps cost a fresh allocation (page faults) and a trip through memory per operation. What the
   loop saves against the sequential engine is the rest of a step: autograd, the optimizer,
   the dense head, the loss and the Python around them;
-- ``GroupNorm`` runs client by client on ``aten.native_group_norm`` and its backward
-  (autograd's own kernels, channels-last kept), with each client's own scale and shift;
+- an affine ``GroupNorm`` runs client by client on ``aten.native_group_norm`` and its
+  backward (autograd's own kernels, channels-last kept) with each client's own scale and
+  shift; DP-SGD takes each example's scale and shift gradients as they are (``C`` numbers
+  each: ``sum_hw g * x_hat`` and ``sum_hw g``, GroupNorm normalizing each example by itself);
 - a ReLU directly before a max-pool is applied after it instead (the same function and the
   same gradient, since ReLU is monotone and zero where the max is not positive, on a 4x
   smaller map);
@@ -131,13 +133,39 @@ def _group_norm_backward(
     saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     weight: torch.Tensor,
     norm: _Norm,
+    *,
+    input_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The input, scale and shift gradients of :func:`_group_norm` (autograd's own kernel)."""
+    """The input, scale and shift gradients of :func:`_group_norm` (autograd's own kernel;
+    ``input_only``: the input's alone, the others None)."""
     h, mean, rstd = saved
     b, c = h.shape[:2]
     return torch.ops.aten.native_group_norm_backward(
-        g, h, mean, rstd, weight, b, c, h[0, 0].numel(), norm.groups, [True, True, True]
+        g,
+        h,
+        mean,
+        rstd,
+        weight,
+        b,
+        c,
+        h[0, 0].numel(),
+        norm.groups,
+        [True, not input_only, not input_only],
     )
+
+
+def _group_norm_per_example(
+    g: torch.Tensor, saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each example's own scale and shift gradients ``(B, C)`` of a GroupNorm from its output
+    gradient ``g``: ``sum_hw g * x_hat`` and ``sum_hw g`` (GroupNorm normalizes each example
+    by itself, so example ``j``'s gradient is its own terms)."""
+    h, mean, rstd = saved
+    b, c = h.shape[:2]
+    groups = mean.shape[1]
+    by_group = (b, groups, c // groups, *h.shape[2:])
+    x_hat = (h.view(by_group) - mean.view(b, groups, 1, 1, 1)) * rstd.view(b, groups, 1, 1, 1)
+    return (g.view(by_group) * x_hat).sum((3, 4)).view(b, c), g.sum((2, 3))
 
 
 def _conv_weight(m: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -370,19 +398,21 @@ class BatchedCNN:
 
     @property
     def norm_layers(self) -> list[_Norm]:
-        """The GroupNorm layers: batched for plain SGD (:class:`CohortCNNSGD`) only; the
-        engine trains such models sequentially otherwise."""
+        """The GroupNorm layers (each client its own scale and shift)."""
         return [layer for layer in self._layers if isinstance(layer, _Norm)]
 
     def _stacked_weights(self, params: Params) -> dict[str, torch.Tensor | _Dense]:
-        if self.norm_layers:  # gradients() and DP-SGD's sums: plain SGD only takes them
-            raise NotImplementedError("GroupNorm layers are batched for plain SGD only")
-        return {
+        weights: dict[str, torch.Tensor | _Dense] = {
             layer.weight: (
                 params[layer.weight] if isinstance(layer, _Conv) else _Dense(params[layer.weight])
             )
             for layer in self.weighted_layers
         }
+        return weights | {norm.weight: params[norm.weight] for norm in self.norm_layers}
+
+    def _stacked_biases(self, params: Params) -> Params:
+        biases = {layer.bias: params[layer.bias] for layer in self.weighted_layers if layer.bias}
+        return biases | {norm.bias: params[norm.bias] for norm in self.norm_layers}
 
     def gradients(
         self, params: Params, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None
@@ -399,9 +429,9 @@ class BatchedCNN:
         k = len(y)
         grads: Params = {}
         weights = self._stacked_weights(params)
-        biases = {layer.bias: params[layer.bias] for layer in self.weighted_layers if layer.bias}
-        for layer in self.weighted_layers:
-            if isinstance(layer, _Conv):
+        biases = self._stacked_biases(params)
+        for layer in [*self.weighted_layers, *self.norm_layers]:
+            if isinstance(layer, _Conv | _Norm):  # written client by client (take_conv)
                 grads[layer.weight] = params[layer.weight].new_empty(params[layer.weight].shape)
                 if layer.bias is not None:
                     grads[layer.bias] = params[layer.bias].new_empty(params[layer.bias].shape)
@@ -531,6 +561,10 @@ class BatchedCNN:
         per_conv: dict[int, tuple[list, list]] = {  # DP-SGD: (g, a) of each client's convs
             j: ([None] * k, [None] * k) for j in (convs[::-1] if take_conv is None else [])
         }
+        norms = [j for j, la in enumerate(spatial) if isinstance(la, _Norm)]
+        per_norm: dict[int, tuple[list, list]] = {  # DP-SGD: each client's (k, L, C) pairs
+            j: ([None] * k, [None] * k) for j in (norms if take_conv is None else [])
+        }
 
         def backward(i: int) -> None:
             # channels-last like the saved maps: mixed layouts make every kernel below slow
@@ -541,11 +575,13 @@ class BatchedCNN:
                 if isinstance(layer, _Activation):
                     gi = _activation_backward(layer.module, gi, s)  # type: ignore[arg-type]
                 elif isinstance(layer, _Norm):
-                    if take_conv is None:
-                        raise NotImplementedError("GroupNorm layers are batched for plain SGD only")
                     weight = weights[layer.weight][i]  # type: ignore[index]
-                    gi, gw, gb = _group_norm_backward(gi, s, weight, layer)  # type: ignore[arg-type]
-                    take_conv(layer, i, gw, gb)
+                    if take_conv is None:  # DP-SGD: each example's own scale/shift gradients
+                        per_norm[j][0][i], per_norm[j][1][i] = _group_norm_per_example(gi, s)
+                        gi = _group_norm_backward(gi, s, weight, layer, input_only=True)[0]
+                    else:
+                        gi, gw, gb = _group_norm_backward(gi, s, weight, layer)  # type: ignore[arg-type]
+                        take_conv(layer, i, gw, gb)
                 elif isinstance(layer, _Pool):
                     gi = _pool_backward(layer.module, gi, *s)  # type: ignore[misc]
                 else:
@@ -580,6 +616,8 @@ class BatchedCNN:
             _for_each_client(k, x, backward)
             for j, (gs, inputs) in per_conv.items():
                 take(spatial[j], torch.stack(gs), torch.stack(inputs))  # type: ignore[arg-type]
+            for j, (gws, gbs) in per_norm.items():
+                take(spatial[j], torch.stack(gws), torch.stack(gbs))  # type: ignore[arg-type]
         return loss
 
     def clipped_gradient_sums(
@@ -609,10 +647,14 @@ class BatchedCNN:
         """
         k, n = y.shape
         weights = self._stacked_weights(params)
-        biases = {layer.bias: params[layer.bias] for layer in self.weighted_layers if layer.bias}
+        biases = self._stacked_biases(params)
         taken: list[tuple[_Conv | _Linear, torch.Tensor, torch.Tensor]] = []
+        norms_taken: list[tuple[_Norm, torch.Tensor, torch.Tensor]] = []
 
-        def take(layer: _Conv | _Linear, g: torch.Tensor, a: torch.Tensor) -> None:
+        def take(layer: _Conv | _Linear | _Norm, g: torch.Tensor, a: torch.Tensor) -> None:
+            if isinstance(layer, _Norm):  # each example's scale and shift gradients (k, L, C)
+                norms_taken.append((layer, g, a))
+                return
             if isinstance(layer, _Conv):  # as patches: (k, L*T, Cout) and (k, L*T, D)
                 a = _im2col(a, layer)
                 g = g.permute(0, 1, 3, 4, 2).reshape(k, -1, g.shape[2])
@@ -640,9 +682,14 @@ class BatchedCNN:
                     formed[layer.weight] = per
                 if layer.bias is not None:
                     squared += ge.sum(1).square().sum(1).view(k, n)
+            for _, gw, gb in norms_taken:  # GroupNorm: the per-example gradients themselves
+                squared += gw.square().sum(2) + gb.square().sum(2)
             norms = squared.sqrt()
             factor = factor_of(norms)
             sums: Params = {}
+            for norm, gw, gb in norms_taken:
+                sums[norm.weight] = torch.bmm(factor.unsqueeze(1), gw).squeeze(1)
+                sums[norm.bias] = torch.bmm(factor.unsqueeze(1), gb).squeeze(1)
             for layer, g, a in taken:
                 if isinstance(layer, _Linear):
                     scaled = g * factor.unsqueeze(2)

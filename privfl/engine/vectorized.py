@@ -110,15 +110,13 @@ def sgd_update(
 class VectorizedEngine(Engine):
     """Trains a round's cohort in lock-step with ``torch.func.vmap`` over clients.
 
-    CNNs (``nn.Sequential`` stacks of ``Conv2d``, ReLU/tanh/sigmoid, max/average pooling,
-    ``Flatten`` and ``Linear``: :class:`privfl.models.CNNConfig`; with its default GroupNorm
-    under plain SGD only) take the hand-written kernel
-    :class:`~privfl.engine.batched_cnn.BatchedCNN`: the layers before ``Flatten`` run client
-    by client on PyTorch's own convolution, normalization and pooling kernels (no autograd, no
-    optimizer), the dense head, loss and updates batched over the cohort, with DP-SGD's
-    per-example norms by mixed ghost clipping. Other models with convolutions (grouped
-    convolutions, GroupNorm with momentum or DP-SGD, ...) are trained by the sequential engine
-    (logged): vmap
+    CNNs (``nn.Sequential`` stacks of ``Conv2d``, affine GroupNorm, ReLU/tanh/sigmoid,
+    max/average pooling, ``Flatten`` and ``Linear``: :class:`privfl.models.CNNConfig`) take
+    the hand-written kernel :class:`~privfl.engine.batched_cnn.BatchedCNN`: the layers before
+    ``Flatten`` run client by client on PyTorch's own convolution, normalization and pooling
+    kernels (no autograd, no optimizer), the dense head, loss and updates batched over the
+    cohort, with DP-SGD's per-example norms by mixed ghost clipping. Other models with
+    convolutions (grouped convolutions, ...) are trained by the sequential engine (logged): vmap
     turns a convolution with per-client weights into a grouped convolution, which PyTorch's
     CPU kernels run slower than the per-client loop (W2's CNN: 0.4x). Set
     :attr:`vectorize_convolutions` to vectorize those with torch.func anyway (same numbers).
@@ -364,9 +362,7 @@ class VectorizedEngine(Engine):
 
     @property
     def trains_with(self) -> str:
-        if self._fallback is not None:
-            return "sequential"
-        return getattr(self, "_last", "vectorized")
+        return "sequential" if self._fallback is not None else "vectorized"
 
     def _unsupported_reason(self) -> str | None:
         """Why this run cannot be vectorized, or None when it can."""
@@ -404,16 +400,6 @@ class VectorizedEngine(Engine):
                     "and vmap turns them into grouped convolutions that run slower on CPU than "
                     "the per-client loop"
                 )
-        if (
-            self.use_batched_cnn
-            and not self.vectorize_convolutions
-            and any(isinstance(m, nn.GroupNorm) for m in self._model.modules())
-            and not self._plain_sgd()
-        ):
-            return (
-                "the model has GroupNorm layers, which the batched CNN kernel takes under plain "
-                "SGD only (not with momentum, weight decay, FedProx or DP-SGD)"
-            )
         names = set(self.spec.names)
         if any(True for _ in self._model.buffers()):
             return "the model has buffers (running statistics), which differ per client"
@@ -430,28 +416,6 @@ class VectorizedEngine(Engine):
             return f"torch.func cannot vectorize the model ({type(e).__name__}: {e})"
         return None
 
-    def _plain_sgd(self) -> bool:
-        """Whether clients train by plain SGD (no momentum, weight decay or proximal term)."""
-        if type(self.trainer) is not SGDTrainer:
-            return False
-        cfg = self.trainer.config
-        return not (cfg.momentum or cfg.weight_decay or cfg.prox_mu > 0)
-
-    def _sequential_rounds(self) -> SequentialEngine:
-        """The sequential engine for the rounds this one cannot batch though it batches the
-        run (a GroupNorm CNN given per-client starts: the decentralized runner's rounds)."""
-        engine = getattr(self, "_per_round_fallback", None)
-        if engine is None:
-            log.log(
-                self.fallback_log_level,
-                "engine = %r: GroupNorm CNNs with per-client starts are trained sequentially",
-                self.name,
-            )
-            engine = self._per_round_fallback = SequentialEngine(
-                self.make_model, self.spec, self.data, self.trainer, self.seed, self.federation
-            )
-        return engine
-
     def train(
         self,
         global_params: torch.Tensor,
@@ -462,10 +426,6 @@ class VectorizedEngine(Engine):
     ) -> list[Update]:
         if self._fallback is not None:
             return self._fallback.train(global_params, clients, round, starts=starts)
-        self._last = "vectorized"
-        if starts is not None and self._cnn is not None and self._cnn.norm_layers:
-            self._last = "sequential"
-            return self._sequential_rounds().train(global_params, clients, round, starts=starts)
         clients = [int(c) for c in clients]
         if not clients:
             return []

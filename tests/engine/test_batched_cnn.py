@@ -5,8 +5,6 @@ weight decay, FedProx, unequal clients, and DP-SGD on Opacus); which models it t
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 from conftest import small_config
@@ -55,7 +53,7 @@ MODELS = {
         nn.Flatten(),
         nn.Linear(3 * 5 * 9, 4),
     ),
-    # privfl's default CNN: conv, GroupNorm, ReLU, max-pool (plain SGD only)
+    # privfl's default CNN: conv, GroupNorm, ReLU, max-pool
     "group-norm": lambda: CNNConfig(channels=[4, 6], hidden=[8]).build((3, 12, 12), 5),
 }
 SHAPES = {
@@ -65,8 +63,6 @@ SHAPES = {
     "patches": (2, 9, 7),
     "group-norm": (3, 12, 12),
 }
-#: The models every path takes (GroupNorm: plain SGD, CohortCNNSGD, only).
-ALL_PATHS = [name for name in MODELS if name != "group-norm"]
 
 
 def _cohort(name: str, k: int = 3, b: int = 5, seed: int = 0):
@@ -97,7 +93,7 @@ def _reference_grads(model, params, x, y, mask):
     return dict(zip(leaves, grads, strict=True)), loss
 
 
-@pytest.mark.parametrize("name", ALL_PATHS)
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("masked", [False, True])
 def test_gradients_and_losses_equal_torch_func(name, masked):
     model, params, x, y, mask = _cohort(name)
@@ -173,10 +169,7 @@ def test_clients_split_over_threads_give_the_one_thread_numbers(name):
     for n in (1, 3):
         torch.set_num_threads(n)
         try:
-            if name in ALL_PATHS:
-                grads, loss = kernel.gradients(params, x, y, mask)
-            else:  # GroupNorm: plain SGD (CohortCNNSGD) only
-                grads, loss = {}, torch.zeros(5)
+            grads, loss = kernel.gradients(params, x, y, mask)
             cohort = CohortCNNSGD(kernel, start, 5, x.shape[1])
             cohort.step(x, y, mask, 0.3)
             cohort.step(x[:3], y[:3], None, 0.3)
@@ -191,15 +184,10 @@ def test_clients_split_over_threads_give_the_one_thread_numbers(name):
         assert torch.allclose(g1[n], g3[n], atol=1e-6, rtol=1e-5), n
 
 
-def test_group_norm_is_taken_for_plain_sgd_only():
-    model, params, x, y, mask = _cohort("group-norm")
-    kernel = BatchedCNN.of(model)
+def test_takes_affine_group_norm_only():
+    model = MODELS["group-norm"]()
     groups = [m.num_groups for m in model if isinstance(m, nn.GroupNorm)]
-    assert kernel is not None and [n.groups for n in kernel.norm_layers] == groups
-    with pytest.raises(NotImplementedError, match="plain SGD"):
-        kernel.gradients(params, x, y, mask)
-    with pytest.raises(NotImplementedError, match="plain SGD"):
-        kernel.clipped_gradient_sums(params, x, y, torch.ones_like)
+    assert [n.groups for n in BatchedCNN.of(model).norm_layers] == groups
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GroupNorm(1, 2, affine=False), nn.Flatten())
     assert "affine" in BatchedCNN.unsupported(nn.Sequential(*plain, nn.Linear(72, 2)))
 
@@ -234,7 +222,7 @@ def _opacus_clipped_sums(model, params, x, y, clip):
 MODELS_BY_ID: dict[int, object] = {}
 
 
-@pytest.mark.parametrize("name", ALL_PATHS)
+@pytest.mark.parametrize("name", MODELS)
 def test_clipped_sums_equal_opacus_per_sample_clipping(name, monkeypatch):
     model, params, x, y, mask = _cohort(name, k=3, b=6)
     MODELS_BY_ID[id(model)] = MODELS[name]
@@ -300,11 +288,12 @@ ENGINE_CASES = {
 }
 
 
+@pytest.mark.parametrize("norm", ["none", "group"])
 @pytest.mark.parametrize("case", ENGINE_CASES)
-def test_vectorized_cnn_gives_the_sequential_model(case):
+def test_vectorized_cnn_gives_the_sequential_model(case, norm):
     extra = ENGINE_CASES[case]
     cfg = small_config(
-        model=CNN,
+        model={**CNN, "norm": norm},
         data=extra.get("data", {}),
         federation={
             "rounds": 2,
@@ -323,63 +312,12 @@ def test_vectorized_cnn_gives_the_sequential_model(case):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
 
-@pytest.mark.parametrize("case", ["plain", "dirichlet"])
-def test_vectorized_group_norm_cnn_gives_the_sequential_model(case):
-    extra = ENGINE_CASES[case]
-    cfg = small_config(
-        model={**CNN, "norm": "group"},
-        data=extra.get("data", {}),
-        federation={"rounds": 2, "clients_per_round": 4, "batch_size": 16, "lr": 0.1},
-    )
-    seq, vec = _run(cfg, "sequential"), _run(cfg, "auto")
-    assert not vec.engine.falls_back and vec.engine._cnn.norm_layers
-    assert [t["engine"] for t in vec.timings] == ["vectorized"] * 2
-    assert (seq.params - Federation(cfg).params).abs().max() > 1e-2
-    assert torch.allclose(vec.params, seq.params, atol=2e-5, rtol=0)
-
-
-@pytest.mark.parametrize("federation", [{"momentum": 0.9}, {"weight_decay": 1e-3}])
-def test_group_norm_cnn_without_plain_sgd_falls_back_with_the_reason(caplog, federation):
-    cfg = small_config(
-        model={"name": "cnn", "channels": [4], "hidden": [8]},
-        federation={**federation, "engine": "vectorized"},
-    )
-    with caplog.at_level(logging.WARNING, logger="privfl.engine.vectorized"):
-        fed = Federation(cfg)
-    assert fed.engine.falls_back and "GroupNorm" in caplog.text and "plain SGD" in caplog.text
-
-
-def test_group_norm_cnn_with_per_client_starts_trains_those_rounds_sequentially():
-    # The decentralized runner's rounds (each node its own start): the sequential engine's.
-    cfg = small_config(
-        model={**CNN, "norm": "group"}, federation={"clients_per_round": 3, "lr": 0.1}
-    )
-    fed = Federation(
-        cfg.model_copy(update={"federation": cfg.federation.model_copy(update={"engine": "auto"})})
-    )
-    starts = fed.params + 0.01 * torch.randn(
-        (3, fed.spec.dim), generator=torch.Generator().manual_seed(0)
-    )
-    got = fed.engine.train(fed.params, [0, 1, 2], 1, starts=starts)
-    assert fed.engine.trains_with == "sequential"
-    ref = Federation(
-        cfg.model_copy(
-            update={"federation": cfg.federation.model_copy(update={"engine": "sequential"})}
-        )
-    )
-    want = ref.engine.train(ref.params, [0, 1, 2], 1, starts=starts)
-    for a, b in zip(got, want, strict=True):
-        assert torch.equal(a.delta, b.delta)
-    fed.engine.train(fed.params, [0, 1, 2], 2)
-    assert fed.engine.trains_with == "vectorized"
-
-
-@pytest.mark.parametrize("noise", [0.0, 1.0])
-def test_vectorized_cnn_dp_sgd_gives_the_opacus_model(noise):
+@pytest.mark.parametrize(("noise", "norm"), [(0.0, "none"), (1.0, "none"), (1.0, "group")])
+def test_vectorized_cnn_dp_sgd_gives_the_opacus_model(noise, norm):
     # Same seed: the same Poisson lots and noise draws as DPSGDTrainer on Opacus, so the
     # models agree to float rounding (noise 0: Opacus' clipping alone).
     cfg = small_config(
-        model=CNN,
+        model={**CNN, "norm": norm},
         data={"partition": "dirichlet", "alpha": 0.5, "clients": 10},
         federation={
             "rounds": 2,
