@@ -603,10 +603,9 @@ class Federation:
         state = folder.load_checkpoint()
         if state is not None:
             fed.load_state_dict(state)
-        for name in (RunFile.METRICS, RunFile.TIMINGS):
-            folder.truncate_jsonl(name, fed.round)
+        records = folder.truncate_jsonl(RunFile.METRICS, fed.round)
+        folder.truncate_jsonl(RunFile.TIMINGS, fed.round)
         if state is not None and "metrics" not in state:
-            records = folder.read_jsonl(RunFile.METRICS)
             if [r.get("round") for r in records] != list(range(1, fed.round + 1)):
                 raise RunFolderError(
                     f"{folder.file(RunFile.METRICS)}: refused: the checkpoint is at round "

@@ -146,11 +146,12 @@ class RunFolder:
                 break
         return out
 
-    def truncate_jsonl(self, name: RunFile, last_round: int) -> None:
-        """Keep only the records of rounds ``<= last_round`` (used on resume)."""
+    def truncate_jsonl(self, name: RunFile, last_round: int) -> list[dict[str, Any]]:
+        """Keep only the records of rounds ``<= last_round`` (used on resume); returns them."""
         keep = [r for r in self.read_jsonl(name) if r.get("round", 0) <= last_round]
         text = "".join(json.dumps(r) + "\n" for r in keep)
         _atomic_write(self.file(name), lambda f: f.write(text))
+        return keep
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _atomic_write(self.file(RunFile.CHECKPOINT), lambda f: torch.save(state, f), binary=True)

@@ -51,7 +51,14 @@ def derive_seed(root: int, *path: PathPart) -> int:
     >>> derive_seed(0, "client", 1) == derive_seed(1, "client", 1)  # another root seed
     False
     """
-    data = _encode(root) + b"|" + b"".join(_encode(p) for p in path)
+    return _seed_of(_path_bytes(root, path))
+
+
+def _path_bytes(root: int, path: tuple[PathPart, ...]) -> bytes:
+    return _encode(root) + b"|" + b"".join(_encode(p) for p in path)
+
+
+def _seed_of(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
@@ -62,11 +69,8 @@ def derive_seeds(root: int, *path: PathPart, last: list[int]) -> list[int]:
     >>> derive_seeds(0, "client", last=[1, 2]) == [derive_seed(0, "client", i) for i in (1, 2)]
     True
     """
-    prefix = _encode(root) + b"|" + b"".join(_encode(p) for p in path)
-    return [
-        int.from_bytes(hashlib.blake2b(prefix + _encode(i), digest_size=8).digest(), "little") >> 1
-        for i in last
-    ]
+    prefix = _path_bytes(root, path)
+    return [_seed_of(prefix + _encode(i)) for i in last]
 
 
 def numpy_rng(root: int, *path: PathPart) -> np.random.Generator:

@@ -425,7 +425,8 @@ class _RoundDeferred(_Deferred):
         self.rank += b
 
     def _fold(self) -> None:
-        """:meth:`_Deferred._fold`, with the bias, and the buffers zeroed for the next steps."""
+        """:meth:`_Deferred._fold`, with the bias (the buffers are written over by the next
+        steps)."""
         if self.bias is not None:
             if not self.stacked:
                 self.bias = self.bias.expand(len(self.a), -1).clone()
