@@ -9,7 +9,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from privfl.engine.batched_mlp import BatchedMLP, CohortSGD, _Windowed
+from privfl.engine.batched_mlp import (
+    BatchedMLP,
+    CohortSGD,
+    _RoundDeferred,
+    _Windowed,
+    cohort_rows,
+)
 from privfl.models import MLPConfig
 
 
@@ -163,7 +169,7 @@ def test_cohort_run_is_plain_sgd_on_each_clients_batches(
         )
     start = {n: w.detach().clone() for n, w in model.named_parameters()}
     c, lr, n = 5, 0.3, 200
-    active = [5, 5, 5, 4, 4, 4, 3, 2, 2, 1]  # clients stop early
+    active = [5, 4, 4, 4, 4, 3, 3, 2, 2, 1]  # clients stop early (one after its first step)
     x = torch.randn((n, *shape), generator=g)
     y = torch.randint(0, 4, (n,), generator=g)
     index = torch.randint(0, n, (len(active), c, batch), generator=g)
@@ -192,3 +198,28 @@ def test_cohort_run_is_plain_sgd_on_each_clients_batches(
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
     with pytest.raises(RuntimeError, match="after CohortSGD.run"):
         cohort.step(x[index[0]], y[index[0]], None, lr)
+    # The factors' buffers start uninitialized: with NaN in them (what reused memory may
+    # hold), the rows of clients that stopped must still be written (zeros), not read.
+    real_init, real_begin = _RoundDeferred.__init__, _Windowed.begin
+
+    def nan_init(self, *args):
+        real_init(self, *args)
+        self.a.fill_(float("nan"))
+        self.g.fill_(float("nan"))
+
+    def nan_begin(self, *args):
+        real_begin(self, *args)
+        self.g.fill_(float("nan"))
+
+    monkeypatch.setattr(_RoundDeferred, "__init__", nan_init)
+    monkeypatch.setattr(_Windowed, "begin", nan_begin)
+    again = CohortSGD(BatchedMLP.of(model), start, c, batch, rows=len(active) * batch)
+    again.run(x, y, index, mask, active, lr)
+    assert torch.equal(again.deltas(list(start)), got)
+
+
+def test_cohort_rows_start_on_cache_lines():
+    rows = cohort_rows(3, 199210, torch.empty(0))  # W1's dim: 199210 floats, 8 bytes off
+    assert rows.shape == (3, 199210) and rows.stride() == (199216, 1)
+    assert all(row.data_ptr() % 64 == 0 for row in rows)
+    assert cohort_rows(2, 16, torch.empty(0, dtype=torch.float64)).stride() == (16, 1)

@@ -42,9 +42,10 @@ def test_a_run_with_the_cache_trains_the_model_of_one_without_it(monkeypatch):
     cfg = privfl.Config(
         name="grams",
         seed=3,
-        data={"name": "synthetic", "samples": 600, "shape": [1, 6, 6], "classes": 4,
+        data={"name": "synthetic", "samples": 600, "shape": [1, 8, 8], "classes": 4,
               "test_fraction": 0.2, "partition": "dirichlet", "alpha": 0.5, "clients": 12},
-        model={"name": "mlp", "hidden": [16]},
+        # 64 inputs and 64 hidden: a window spans six steps of 5, so steps read the Grams
+        model={"name": "mlp", "hidden": [64]},
         federation={"rounds": 4, "clients_per_round": 6, "batch_size": 5, "lr": 0.1},
     )  # fmt: skip
     calls = []
@@ -52,14 +53,14 @@ def test_a_run_with_the_cache_trains_the_model_of_one_without_it(monkeypatch):
 
     def counted(self, clients, positions):
         got = window(self, clients, positions)
-        calls.append(got is not None)
+        calls.append(got is not None and positions.shape[1] > 5)
         return got
 
     monkeypatch.setattr(ClientGrams, "window", counted)
     cached = Federation(cfg)
     for _ in range(4):
         cached.run_round()
-    assert calls and all(calls)  # every window came from the cache
+    assert calls and all(calls)  # every window (of several steps) came from the cache
     monkeypatch.setattr(ClientGrams, "window", lambda self, c, p: None)
     fresh = Federation(cfg)
     for _ in range(4):
