@@ -228,10 +228,11 @@ class Federation:
         ctx = RoundContext(
             r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled, self.ledger
         )
-        updates = self.engine.train(self.params, sampled.tolist(), r)
         if getattr(self.stages.aggregator, "needs_start_loss", False):
-            updates = self._with_start_loss(updates)
-        batch = UpdateBatch.stack(updates, self.spec.dim)
+            updates = self._with_start_loss(self.engine.train(self.params, sampled.tolist(), r))
+            batch = UpdateBatch.stack(updates, self.spec.dim)
+        else:
+            batch = self.engine.train_batch(self.params, sampled.tolist(), r)
         # What the clients trained on, before transforms may reweight (DP) or add rows (canaries).
         trained = {"train_loss": _weighted(batch, "loss"), "examples": int(batch.weights.sum())}
         t_train = time.perf_counter()
@@ -621,12 +622,7 @@ def _drop_nonfinite(batch: UpdateBatch, r: int) -> tuple[UpdateBatch, np.ndarray
     """Remove updates holding NaN or Inf; returns the rest and the dropped client ids."""
     if len(batch) == 0:
         return batch, np.zeros(0, dtype=np.int64)
-    # NaN and Inf propagate through a row sum (one cheap pass); only rows whose sum is not
-    # finite (which includes finite rows that overflow) are checked element by element.
-    finite = torch.isfinite(batch.deltas.sum(dim=1)).numpy()
-    if not finite.all():
-        suspect = np.flatnonzero(~finite)
-        finite[suspect] = torch.isfinite(batch.deltas[suspect]).all(dim=1).numpy()
+    finite = batch.finite_rows()
     if finite.all():
         return batch, np.zeros(0, dtype=np.int64)
     bad = batch.client_ids[~finite]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -175,26 +175,89 @@ def _rows_of_one_tensor(deltas: list[torch.Tensor], dim: int) -> torch.Tensor:
     return torch.stack(deltas)
 
 
+class RowFactors(Protocol):
+    """A cohort's updates not (yet) written out as rows, in a form the server's weighted mean
+    can use directly (the batched MLP kernel's low-rank factors,
+    :class:`privfl.engine.factored.FactoredDeltas`). Row ``k`` is client ``k`` of the batch."""
+
+    #: The length of each row.
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def rows(self) -> torch.Tensor:
+        """The updates written out, float32 ``(n, dim)`` on the CPU."""
+        ...
+
+    def weighted_sum(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """``sum_k coefficients[k] * row_k``, float32 ``(dim,)`` on the CPU."""
+        ...
+
+    def finite(self) -> np.ndarray:
+        """Per row, whether it holds neither NaN nor inf (bool ``(n,)``)."""
+        ...
+
+    def take(self, index: np.ndarray) -> RowFactors:
+        """The rows at ``index``, in that order."""
+        ...
+
+
+class _Rows:
+    """:attr:`UpdateBatch.deltas`: the rows given, or written out from the batch's
+    ``factors`` the first time a stage reads them (then kept)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, batch: UpdateBatch | None, owner: type | None = None) -> torch.Tensor:
+        if batch is None:
+            raise AttributeError("deltas has no default")  # a required dataclass field
+        rows = batch.__dict__.get(self._slot)
+        if rows is None:
+            rows = batch.factors.rows()  # type: ignore[union-attr]
+            batch.__dict__[self._slot] = rows
+        return rows
+
+    def __set__(self, batch: UpdateBatch, rows: torch.Tensor | None) -> None:
+        batch.__dict__[self._slot] = rows
+
+
 @dataclass(frozen=True)
 class UpdateBatch:
     """The updates of a round stacked for vectorized stages.
 
     Attributes:
         client_ids: int64, shape ``(n,)``.
-        deltas: float32, shape ``(n, dim)``; row ``i`` belongs to ``client_ids[i]``.
+        deltas: float32, shape ``(n, dim)``; row ``i`` belongs to ``client_ids[i]``. Built
+            with ``deltas=None`` and ``factors``, the rows are written out from the factors
+            the first time a stage reads them.
         weights: float64, shape ``(n,)``: aggregation weights (example counts by default).
         metrics: per-client scalar arrays, each shape ``(n,)``.
         info: round-level figures that client transforms attach for the round's metrics
             (e.g. the share of updates clipped).
+        factors: the same updates in factored form (:class:`RowFactors`), or None. FedAvg's
+            weighted mean and the finiteness check use them without writing the rows; a
+            transform that changes the deltas (:meth:`with_deltas`) drops them.
     """
 
     client_ids: np.ndarray
-    deltas: torch.Tensor
-    weights: np.ndarray
+    # A descriptor, not a default (it has none: reading it on the class is an AttributeError).
+    deltas: torch.Tensor = _Rows()  # type: ignore[assignment]
+    weights: np.ndarray  # type: ignore[misc]
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     encoded: EncodedUpdates | None = None
     dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    factors: RowFactors | None = None
+
+    def __post_init__(self) -> None:
+        rows = self.__dict__.get("_deltas")
+        if rows is None and self.factors is None:
+            raise ValueError("an UpdateBatch needs its deltas or their factors")
+        if self.factors is not None and len(self.factors) != len(self.client_ids):
+            raise ValueError(
+                f"{len(self.factors)} factored rows for {len(self.client_ids)} clients"
+            )
 
     @classmethod
     def stack(cls, updates: Sequence[Update], dim: int) -> UpdateBatch:
@@ -212,28 +275,55 @@ class UpdateBatch:
             metrics={k: np.array([u.metrics.get(k, np.nan) for u in updates]) for k in keys},
         )
 
+    @property
+    def rows_written(self) -> bool:
+        """Whether the rows exist (given, or written out from the factors already)."""
+        return self.__dict__.get("_deltas") is not None
+
+    def finite_rows(self) -> np.ndarray:
+        """Per row, whether it holds neither NaN nor inf (bool ``(n,)``), from the factors
+        while the rows are not written."""
+        if len(self) == 0:
+            return np.zeros(0, dtype=bool)
+        if self.factors is not None and not self.rows_written:
+            return self.factors.finite()
+        # NaN and Inf propagate through a row sum (one cheap pass); only rows whose sum is
+        # not finite (which includes finite rows that overflow) are checked element by element.
+        finite = torch.isfinite(self.deltas.sum(dim=1)).numpy()
+        if not finite.all():
+            suspect = np.flatnonzero(~finite)
+            finite[suspect] = torch.isfinite(self.deltas[suspect]).all(dim=1).numpy()
+        return finite
+
     def __len__(self) -> int:
         return len(self.client_ids)
 
     def select(self, mask: np.ndarray) -> UpdateBatch:
         """The rows where the boolean ``mask`` (shape ``(n,)``) is true."""
         m = torch.from_numpy(np.asarray(mask, dtype=bool))
+        rows = self.__dict__.get("_deltas")
         return UpdateBatch(
             client_ids=self.client_ids[mask],
-            deltas=self.deltas[m],
+            deltas=None if rows is None else rows[m],  # type: ignore[arg-type]
             weights=self.weights[mask],
             metrics={k: v[mask] for k, v in self.metrics.items()},
             info=dict(self.info),
             encoded=None if self.encoded is None else self.encoded.select(mask),
             dropped=self.dropped,
+            factors=None if self.factors is None else self.factors.take(np.flatnonzero(m)),
         )
 
     def with_deltas(self, deltas: torch.Tensor) -> UpdateBatch:
         """A copy with the deltas replaced (same clients, weights and metrics; any
-        ``encoded`` payload is dropped, as it encodes the old deltas)."""
-        if deltas.shape != self.deltas.shape:
-            raise ValueError(f"deltas shape {tuple(deltas.shape)} != {tuple(self.deltas.shape)}")
-        return replace(self, deltas=deltas, encoded=None)
+        ``encoded`` payload and ``factors`` are dropped, as they describe the old deltas)."""
+        shape: tuple[int, ...]
+        if self.factors is not None and not self.rows_written:
+            shape = (len(self), self.factors.dim)
+        else:
+            shape = tuple(self.deltas.shape)
+        if tuple(deltas.shape) != shape:
+            raise ValueError(f"deltas shape {tuple(deltas.shape)} != {shape}")
+        return replace(self, deltas=deltas, encoded=None, factors=None)
 
     def __iter__(self) -> Iterator[Update]:
         for i, cid in enumerate(self.client_ids):
@@ -291,4 +381,12 @@ class GroundTruth:
     y: torch.Tensor
 
 
-__all__ = ["EncodedUpdates", "GroundTruth", "ParamSpec", "ServerView", "Update", "UpdateBatch"]
+__all__ = [
+    "EncodedUpdates",
+    "GroundTruth",
+    "ParamSpec",
+    "RowFactors",
+    "ServerView",
+    "Update",
+    "UpdateBatch",
+]

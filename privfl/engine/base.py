@@ -13,7 +13,7 @@ from privfl.client import LocalTrainer
 from privfl.data.federated import FederatedData
 from privfl.device import resolve_device
 from privfl.engine.allocator import keep_freed_memory
-from privfl.update import ParamSpec, Update
+from privfl.update import ParamSpec, Update, UpdateBatch
 
 if TYPE_CHECKING:
     from privfl.config import FederationConfig
@@ -64,6 +64,20 @@ class Engine(ABC):
         client's trained model minus its own row. None: every client starts from
         ``global_params``.
         """
+
+    def train_batch(
+        self,
+        global_params: torch.Tensor,
+        clients: Sequence[int],
+        round: int,
+        *,
+        starts: torch.Tensor | None = None,
+    ) -> UpdateBatch:
+        """:meth:`train`'s updates as one :class:`~privfl.update.UpdateBatch` (rows in
+        ``clients``' order), which is what the round loop asks for; an engine that holds its
+        updates in a cheaper form (the vectorized engine's factors) overrides it."""
+        updates = self.train(global_params, clients, round, starts=starts)
+        return UpdateBatch.stack(updates, self.spec.dim)
 
     @property
     def trains_with(self) -> str:

@@ -58,6 +58,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from privfl.engine.factored import Dense, FactoredDeltas, LowRank, cohort_rows
+
 if TYPE_CHECKING:
     from privfl.update import ParamSpec
 
@@ -214,30 +216,6 @@ class _Deferred:
         return out.add_(self.base).sub_(start) if self.stacked else out
 
 
-def cohort_rows(clients: int, dim: int, like: torch.Tensor) -> torch.Tensor:
-    """An uninitialized ``(clients, dim)`` tensor (``like``'s dtype and device) whose rows
-    start on 64-byte boundaries (each padded to a multiple of 64 bytes): a batched product
-    writing into a row's blocks ran 10-20% slower on rows starting off a cache line (W1's
-    first-layer deltas, 2.9 against 3.3 ms). Each row is contiguous, the rows a strided
-    view."""
-    align = max(1, 64 // like.element_size())
-    return like.new_empty((clients, -(-dim // align) * align))[:, :dim]
-
-
-def _factor_deltas(
-    g: torch.Tensor,
-    a: torch.Tensor,
-    alpha: float,
-    out_weight: torch.Tensor,
-    out_bias: torch.Tensor | None,
-) -> None:
-    """Write the pending steps' change ``alpha G^T A`` of each client's weights into
-    ``out_weight`` ``(c, out, in)`` and ``alpha 1^T G`` of its bias into ``out_bias``."""
-    torch.baddbmm(out_weight, g.transpose(1, 2), a, beta=0, alpha=alpha, out=out_weight)
-    if out_bias is not None:
-        torch.sum(g, 1, out=out_bias).mul_(alpha)
-
-
 class _Windowed:
     """The first Linear layer (on the data themselves) under plain SGD, a window of steps at a
     time: its inputs are known before the window starts, so everything that touches them is
@@ -332,27 +310,6 @@ class _Windowed:
             self.bias.add_(self.g.sum(1), alpha=self.alpha)
         self.x = self.g = self.p = self.gram = self._known = None
 
-    def deltas(
-        self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        out_weight: torch.Tensor,
-        out_bias: torch.Tensor | None,
-    ) -> None:
-        """Write each client's change of the weights and bias since ``weight``, ``bias`` (the
-        round's start) into ``out_weight`` ``(c, out, in)`` and ``out_bias`` ``(c, out)``."""
-        if self.g is None:
-            out_weight.zero_()
-            if out_bias is not None:
-                out_bias.zero_()
-        else:
-            assert self.x is not None
-            _factor_deltas(self.g, self.x, self.alpha, out_weight, out_bias)
-        if self.stacked:
-            out_weight.add_(self.weight).sub_(weight)
-            if out_bias is not None:
-                out_bias.add_(self.bias).sub_(bias)
-
 
 class _RoundDeferred(_Deferred):
     """A hidden Linear layer's per-client weights during :meth:`CohortSGD.run`, as
@@ -433,14 +390,6 @@ class _RoundDeferred(_Deferred):
             self.bias.add_(self.g[:, : self.rank].sum(1), alpha=self.alpha)
         super()._fold()
 
-    def deltas(self, out_weight: torch.Tensor, out_bias: torch.Tensor | None) -> None:
-        r = self.rank
-        _factor_deltas(self.g[:, :r], self.a[:, :r], self.alpha, out_weight, out_bias)
-        if self.stacked:
-            out_weight.add_(self.base).sub_(self.start_weight)
-            if out_bias is not None:
-                out_bias.add_(self.bias).sub_(self.start_bias)
-
 
 class _RoundDense:
     """A Linear layer too narrow to defer (the logits), per-client weights updated at every
@@ -470,11 +419,6 @@ class _RoundDense:
         self.weight[:k].baddbmm_(g.transpose(1, 2), a, alpha=self.alpha)
         if self.bias is not None:
             self.bias[:k].unsqueeze(1).baddbmm_(self._ones.expand(k, 1, b), g, alpha=self.alpha)
-
-    def deltas(self, out_weight: torch.Tensor, out_bias: torch.Tensor | None) -> None:
-        torch.sub(self.weight, self.start_weight, out=out_weight)
-        if out_bias is not None:
-            torch.sub(self.bias, self.start_bias, out=out_bias)
 
 
 def _activate(module: nn.Module, h: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
@@ -906,6 +850,59 @@ class CohortSGD:
                     out = None
                 g = _activation_backward_into(acts[i], below, inputs[i], out)
 
+    def factored(self, names: list[str]) -> FactoredDeltas:
+        """Each client's update after :meth:`run`, flattened in ``names``' order, in factored
+        form (:class:`~privfl.engine.factored.FactoredDeltas`: the rows :meth:`deltas`
+        writes, which the server's weighted mean does not need)."""
+        if self._windowed is None:
+            raise RuntimeError("CohortSGD.factored is for a cohort trained by CohortSGD.run")
+        offsets, blocks, offset = {}, [], 0
+        for n in names:
+            size = self._start[n].numel()
+            offsets[n] = offset
+            blocks.append((offset, size))
+            offset += size
+        terms: list[LowRank | Dense] = []
+
+        def add(
+            layer: _Linear,
+            g: torch.Tensor | None,
+            a: torch.Tensor | None,
+            alpha: float,
+            weight: torch.Tensor | None,
+            bias: torch.Tensor | None,
+        ) -> None:
+            """A layer's terms: its pending steps' factors, then its per-client weights
+            (``weight``, ``bias``) minus the start, when it has them."""
+            b = None if layer.bias is None else offsets[layer.bias]
+            if g is not None and a is not None:
+                shape = tuple(self._start[layer.weight].shape)
+                terms.append(LowRank(offsets[layer.weight], shape, g, a, alpha, b))  # type: ignore[arg-type]
+            if weight is not None:
+                terms.append(Dense(offsets[layer.weight], weight, self._start[layer.weight]))
+            if bias is not None and b is not None:
+                terms.append(Dense(b, bias, self._start[layer.bias]))  # type: ignore[index]
+
+        first, *rest = self._mlp.linear_layers
+        w = self._windowed
+        stacked = w.stacked
+        add(first, w.g, w.x, w.alpha, w.weight if stacked else None, w.bias if stacked else None)
+        for layer, state in zip(rest, self._round, strict=True):
+            if isinstance(state, _RoundDense):
+                add(layer, None, None, state.alpha, state.weight, state.bias)
+            else:
+                r = state.rank
+                held = state.stacked
+                add(
+                    layer,
+                    state.g[:, :r],
+                    state.a[:, :r],
+                    state.alpha,
+                    state.base if held else None,
+                    state.bias if held else None,
+                )
+        return FactoredDeltas(self._clients, offset, terms, blocks)
+
     def deltas(self, names: list[str], out: torch.Tensor | None = None) -> torch.Tensor:
         """Each client's update (final minus start parameters), flattened in ``names``'
         order: ``(c, dim)``, each layer's block written in place into ``out`` (a new tensor
@@ -913,20 +910,13 @@ class CohortSGD:
         c = self._clients
         sizes = [self._start[n].numel() for n in names]
         flat = cohort_rows(c, sum(sizes), self._start[names[0]]) if out is None else out
+        if self._windowed is not None:
+            return self.factored(names).rows(flat)
         views: Params = {}
         offset = 0
         for n, size in zip(names, sizes, strict=True):
             views[n] = flat[:, offset : offset + size].view(c, *self._start[n].shape)
             offset += size
-        if self._windowed is not None:
-            layers = self._mlp.linear_layers
-            first = layers[0]
-            bias = None if first.bias is None else self._start[first.bias]
-            out_bias = None if first.bias is None else views[first.bias]
-            self._windowed.deltas(self._start[first.weight], bias, views[first.weight], out_bias)
-            for layer, state in zip(layers[1:], self._round, strict=True):
-                state.deltas(views[layer.weight], None if layer.bias is None else views[layer.bias])
-            return flat
         for n in names:
             if n in self._weights:
                 self._weights[n].delta(self._start[n], views[n])

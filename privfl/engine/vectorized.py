@@ -46,10 +46,11 @@ from privfl.engine.batched_mlp import (
     cohort_rows,
     stacked_params,
 )
+from privfl.engine.factored import FactoredDeltas
 from privfl.engine.schedule import CohortSchedule, cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
-from privfl.update import ParamSpec, Update
+from privfl.update import ParamSpec, Update, UpdateBatch
 
 if TYPE_CHECKING:
     from privfl.config import FederationConfig
@@ -274,10 +275,11 @@ class VectorizedEngine(Engine):
         lr: float,
         out: torch.Tensor | None = None,
         grams: Callable[[int, int], torch.Tensor | None] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        factored: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | FactoredDeltas]:
         """:meth:`CohortSGD.run` on the rows of ``index`` (their ``steps``, non-increasing):
         losses ``(T_group, rows)`` float64 and deltas ``(rows, dim)`` (written into ``out``
-        when given)."""
+        when given; kept factored with ``factored``)."""
         t_max, k, width = int(steps.max(initial=0)), index.shape[1], index.shape[2]
         if t_max == 0:
             return self._untrained(k, x.device, out)
@@ -285,7 +287,8 @@ class VectorizedEngine(Engine):
         cohort = CohortSGD(self._mlp, start, k, width, rows=t_max * width)
         m = None if mask is None else mask[:t_max]
         losses = cohort.run(x, y, index[:t_max], m, active, lr, grams)
-        return losses.double(), cohort.deltas(list(self.spec.names), out)
+        names = list(self.spec.names)
+        return losses.double(), cohort.factored(names) if factored else cohort.deltas(names, out)
 
     def _cnn_group(
         self,
@@ -426,9 +429,24 @@ class VectorizedEngine(Engine):
     ) -> list[Update]:
         if self._fallback is not None:
             return self._fallback.train(global_params, clients, round, starts=starts)
+        return list(self.train_batch(global_params, clients, round, starts=starts))
+
+    def train_batch(
+        self,
+        global_params: torch.Tensor,
+        clients: Sequence[int],
+        round: int,
+        *,
+        starts: torch.Tensor | None = None,
+    ) -> UpdateBatch:
+        """:meth:`train`'s updates as one batch. Plain SGD on an MLP keeps them factored
+        (:class:`~privfl.engine.factored.FactoredDeltas`): FedAvg's mean is then one product
+        of the cohort's factors, and the rows are written only if a stage reads them."""
+        if self._fallback is not None:
+            return self._fallback.train_batch(global_params, clients, round, starts=starts)
         clients = [int(c) for c in clients]
         if not clients:
-            return []
+            return UpdateBatch.stack([], self.spec.dim)
         dev = self.device  # everything below is on it; the updates go back to the CPU
         global_params = global_params.to(dev)
         starts = None if starts is None else starts.to(dev)
@@ -439,9 +457,10 @@ class VectorizedEngine(Engine):
                 global_params, parts, train_x, train_y, self.seed, round, clients, starts=starts
             )
             deltas = deltas.cpu()
-            return [
+            updates = [
                 Update(cid, deltas[i], len(parts[i]), metrics[i]) for i, cid in enumerate(clients)
             ]
+            return UpdateBatch.stack(updates, self.spec.dim)
         c, cfg = len(clients), self._training
         sched = cohort_schedule(self.data.partition.indices, clients, cfg, self.seed, round)
         start = self.spec.unflatten(global_params)
@@ -465,8 +484,16 @@ class VectorizedEngine(Engine):
 
             # One group on torch's own threads: on an idle machine W1's round took 21 ms so
             # against 28 ms split into a group per thread (the CNN rounds below split).
-            losses, deltas = self._mlp_group(
-                start, train_x, train_y, index, mask, sched.steps, cfg.lr, grams=grams
+            losses, deltas = self._mlp_group(  # type: ignore[assignment]
+                start,
+                train_x,
+                train_y,
+                index,
+                mask,
+                sched.steps,
+                cfg.lr,
+                grams=grams,
+                factored=True,
             )
         elif self._cnn is not None and plain and starts is None:
             # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first
@@ -495,20 +522,21 @@ class VectorizedEngine(Engine):
                 losses[t, :k] = loss.detach().double()
             flat = torch.cat([params[n].reshape(c, -1) for n in self.spec.names], dim=1)
             deltas = flat - (global_params if starts is None else origin)
-        deltas, losses = deltas.cpu(), losses.cpu()  # one transfer each (none on the CPU)
-        example_sum = sched.sizes.sum(dim=0)
-        mean_loss = ((losses * sched.sizes).sum(dim=0) / example_sum).tolist()
-        out: list[Update | None] = [None] * c
-        for row, i in enumerate(sched.order.tolist()):
-            cid = clients[i]
-            n_steps = int(sched.steps[row])
-            out[i] = Update(
-                cid,
-                deltas[row],
-                len(self.data.partition.indices[cid]),
-                {"loss": mean_loss[row] if n_steps else float("nan"), "steps": float(n_steps)},
-            )
-        return out  # type: ignore[return-value]
+        # Row ``row`` of the schedule is client ``order[row]``: the batch is in ``clients``' order.
+        row_of = np.empty(c, dtype=np.int64)
+        row_of[sched.order] = np.arange(c)
+        mean_loss = ((losses.cpu() * sched.sizes).sum(dim=0) / sched.sizes.sum(dim=0)).numpy()
+        steps = sched.steps[row_of].astype(np.float64)
+        ids = np.asarray(clients, dtype=np.int64)
+        weights = np.array([len(self.data.partition.indices[i]) for i in clients], dtype=np.float64)
+        figures = {"loss": np.where(steps > 0, mean_loss[row_of], np.nan), "steps": steps}
+        if isinstance(deltas, FactoredDeltas):
+            factors = deltas.take(row_of)
+            return UpdateBatch(ids, None, weights, figures, factors=factors)  # type: ignore[arg-type]
+        written = deltas.cpu()  # one transfer (none on the CPU)
+        if not np.array_equal(row_of, np.arange(c)):
+            written = written[torch.from_numpy(row_of)]
+        return UpdateBatch(ids, written, weights, figures)
 
 
 class AutoEngine(VectorizedEngine):

@@ -196,6 +196,13 @@ def test_cohort_run_is_plain_sgd_on_each_clients_batches(
     got = cohort.deltas(list(start))
     assert want.abs().max() > 1e-2  # the steps moved the weights
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+    # The same updates kept factored: written out, averaged without the rows, checked.
+    factored = cohort.factored(list(start))
+    assert torch.allclose(factored.rows(), want, atol=1e-5, rtol=1e-4)
+    coef = torch.tensor([0.1, 0.3, 0.2, 0.25, 0.15])
+    mean = factored.weighted_sum(coef)
+    assert torch.allclose(mean.double(), coef.double() @ want.double(), atol=1e-6, rtol=1e-4)
+    assert factored.finite().tolist() == [True] * c
     with pytest.raises(RuntimeError, match="after CohortSGD.run"):
         cohort.step(x[index[0]], y[index[0]], None, lr)
     # The factors' buffers start uninitialized: with NaN in them (what reused memory may
@@ -216,6 +223,7 @@ def test_cohort_run_is_plain_sgd_on_each_clients_batches(
     again = CohortSGD(BatchedMLP.of(model), start, c, batch, rows=len(active) * batch)
     again.run(x, y, index, mask, active, lr)
     assert torch.equal(again.deltas(list(start)), got)
+    assert torch.equal(again.factored(list(start)).rows(), factored.rows())
 
 
 def test_cohort_rows_start_on_cache_lines():
