@@ -139,6 +139,9 @@ class VectorizedEngine(Engine):
     #: Train CNNs with :class:`~privfl.engine.batched_cnn.BatchedCNN` (False: convolutions
     #: fall back to the sequential engine unless :attr:`vectorize_convolutions`).
     use_batched_cnn: bool = True
+    #: Keep plain-SGD MLP updates factored (:class:`~privfl.engine.factored.FactoredDeltas`;
+    #: False: write every client's row, as before; benchmarks compare the two).
+    factored_updates: bool = True
 
     def __init__(
         self,
@@ -493,7 +496,7 @@ class VectorizedEngine(Engine):
                 sched.steps,
                 cfg.lr,
                 grams=grams,
-                factored=True,
+                factored=self.factored_updates,
             )
         elif self._cnn is not None and plain and starts is None:
             # Plain SGD on a CNN from one shared start (privfl.engine.batched_cnn): the first
