@@ -176,6 +176,9 @@ class Federation:
         self.round = 0
         self.metrics: list[dict[str, Any]] = []
         self.attacks: list[dict[str, Any]] = []
+        #: How many attack records attacks.json holds (None: unknown, write it at the next
+        #: checkpoint); a checkpoint rewrites the file only when records were added.
+        self._attacks_saved: int | None = None
         self.timings: list[dict[str, Any]] = []
         #: a rich Progress the driver shows; observers may add tasks to it (None: no display).
         self.progress: Progress | None = None
@@ -480,7 +483,9 @@ class Federation:
         self.folder.append_jsonl(RunFile.METRICS, record)
         self.folder.append_jsonl(RunFile.TIMINGS, timing)
         if last or self.round % self.config.checkpoint_every == 0:
-            self.folder.write_json(RunFile.ATTACKS, self.attacks)
+            if self._attacks_saved != len(self.attacks):  # observers only ever add records
+                self.folder.write_json(RunFile.ATTACKS, self.attacks)
+                self._attacks_saved = len(self.attacks)
             # Without the metrics: metrics.jsonl holds them (appended above), and a checkpoint
             # that pickled them all cost a time growing with the rounds (W1: 27 ms a round by
             # round 600, more than the round itself).
@@ -535,6 +540,7 @@ class Federation:
         if "metrics" in state:  # else the run folder's metrics.jsonl (see resume)
             self.metrics = list(state["metrics"])
         self.attacks = list(state["attacks"])
+        self._attacks_saved = None  # the file may hold records past the checkpoint
 
     def finish(self) -> RunResult:
         """Write the end-of-run files (ledger, partition, plots) and return the result."""

@@ -224,3 +224,63 @@ def test_a_malformed_checkpoint_is_a_run_folder_error(tmp_path, state):
     torch.save(state, tmp_path / "bad" / "checkpoint.pt")
     with pytest.raises(RunFolderError):
         privfl.resume(tmp_path / "bad", progress=False)
+
+
+class _OneRecordPerRound:
+    """Test observer: one attack record each round (as an inversion attack writes)."""
+
+    def observe(self, view, ctx):
+        return [{"attack": "probe", "round": view.round}]
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def _count_attack_writes(fed, monkeypatch) -> list[int]:
+    writes: list[int] = []
+    real = fed.folder.write_json
+
+    def counting(name, data):
+        if name == RunFile.ATTACKS:
+            writes.append(len(data))
+        real(name, data)
+
+    monkeypatch.setattr(fed.folder, "write_json", counting)
+    return writes
+
+
+def test_attacks_json_is_rewritten_only_when_records_were_added(tmp_path, monkeypatch):
+    cfg = small_config(name="quiet", federation={"rounds": 4})
+    fed = privfl.Federation(cfg, folder=RunFolder.create(tmp_path, "quiet"))
+    writes = _count_attack_writes(fed, monkeypatch)
+    for _ in range(4):
+        fed.run_round()
+    assert writes == [0]  # the first checkpoint's empty list, then nothing to add
+    assert json.loads(fed.folder.file(RunFile.ATTACKS).read_text()) == []
+    cfg = small_config(name="loud", federation={"rounds": 3})
+    fed = privfl.Federation(cfg, folder=RunFolder.create(tmp_path, "loud"))
+    fed.stages.observers.append(_OneRecordPerRound())  # type: ignore[arg-type]
+    writes = _count_attack_writes(fed, monkeypatch)
+    for _ in range(3):
+        fed.run_round()
+    assert writes == [1, 2, 3]
+
+
+def test_resume_rewrites_attacks_json_to_the_checkpoints_records(tmp_path):
+    """A crash after attacks.json was written but before the checkpoint leaves records past
+    the checkpoint in the file; the resumed run's next checkpoint writes the file again."""
+    cfg = small_config(name="a", federation={"rounds": 4})
+    privfl.run(cfg, out=tmp_path, progress=False)
+    folder = RunFolder(tmp_path / "a")
+    fed = privfl.Federation(cfg, folder=None)
+    fed.run_round()
+    fed.run_round()
+    folder.save_checkpoint(fed.state_dict())  # the last checkpoint: round 2, no records
+    folder.write_json(RunFile.ATTACKS, [{"attack": "probe", "round": 3}])  # round 3's, lost
+    again = privfl.Federation.resume(tmp_path / "a")
+    assert again.round == 2 and again.attacks == []
+    again.run_round()
+    assert json.loads(folder.file(RunFile.ATTACKS).read_text()) == []
