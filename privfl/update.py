@@ -300,7 +300,8 @@ class UpdateBatch:
 
     def select(self, mask: np.ndarray) -> UpdateBatch:
         """The rows where the boolean ``mask`` (shape ``(n,)``) is true."""
-        m = torch.from_numpy(np.asarray(mask, dtype=bool))
+        keep = np.asarray(mask, dtype=bool)
+        m = torch.from_numpy(keep)
         rows = self.__dict__.get("_deltas")
         return UpdateBatch(
             client_ids=self.client_ids[mask],
@@ -310,7 +311,7 @@ class UpdateBatch:
             info=dict(self.info),
             encoded=None if self.encoded is None else self.encoded.select(mask),
             dropped=self.dropped,
-            factors=None if self.factors is None else self.factors.take(np.flatnonzero(m)),
+            factors=None if self.factors is None else self.factors.take(np.flatnonzero(keep)),
         )
 
     def with_deltas(self, deltas: torch.Tensor) -> UpdateBatch:
