@@ -211,8 +211,13 @@ class _Deferred:
         self.rank = 0
 
     def delta(self, start: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Each client's weights minus ``start``, ``(c, out, in)`` (into ``out`` if given)."""
         r = self.rank
-        out = torch.bmm(self.g[:, :r].transpose(1, 2), self.a[:, :r], out=out)
+        g, a = self.g[:, :r].transpose(1, 2), self.a[:, :r]
+        if out is None:
+            out = torch.bmm(g, a).mul_(self.alpha)
+        else:
+            torch.baddbmm(out, g, a, beta=0, alpha=self.alpha, out=out)
         return out.add_(self.base).sub_(start) if self.stacked else out
 
 
@@ -333,6 +338,12 @@ class _RoundDeferred(_Deferred):
         self.bias = bias
         self.alpha = alpha
         self._ones = weight.new_ones((1, 1, 1))
+
+    def descend(self, g: torch.Tensor, a: torch.Tensor, lr: float) -> None:
+        raise TypeError(
+            "_RoundDeferred takes its steps through input_slot, grad_slot and commit (its "
+            "factors hold the gradients, -lr is alpha), not descend"
+        )
 
     def prepare(self, b: int) -> None:
         """Make room for a step of ``b`` rows (folding the pending steps if it is full)."""

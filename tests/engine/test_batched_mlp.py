@@ -231,3 +231,25 @@ def test_cohort_rows_start_on_cache_lines():
     assert rows.shape == (3, 199210) and rows.stride() == (199216, 1)
     assert all(row.data_ptr() % 64 == 0 for row in rows)
     assert cohort_rows(2, 16, torch.empty(0, dtype=torch.float64)).stride() == (16, 1)
+
+
+def test_a_round_layers_delta_applies_its_step_size_and_it_refuses_descend():
+    """_RoundDeferred keeps raw gradients with -lr as alpha: its (inherited) delta must apply
+    alpha, before and after a fold; descend (which stores -lr g) is the step path's only."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn((3, 5), generator=g)
+    layer = _RoundDeferred(start, None, clients=2, capacity=2, alpha=-0.5)
+    want = torch.zeros((2, 3, 5), dtype=torch.float64)
+    for _ in range(3):  # 3 steps of 1 row into a capacity of 2: one fold on the way
+        layer.prepare(1)
+        a, gr = torch.randn((2, 1, 5), generator=g), torch.randn((2, 1, 3), generator=g)
+        layer.input_slot(2, 1).copy_(a)
+        layer.grad_slot(2, 1).copy_(gr)
+        layer.commit(2, 1)
+        want += -0.5 * gr.double().transpose(1, 2) @ a.double()
+    assert layer.stacked  # the fold happened
+    torch.testing.assert_close(layer.delta(start).double(), want, rtol=1e-5, atol=1e-6)
+    out = torch.empty((2, 3, 5))
+    torch.testing.assert_close(layer.delta(start, out).double(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="commit"):
+        layer.descend(gr, a, 0.1)
