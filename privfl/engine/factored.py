@@ -81,6 +81,18 @@ def cohort_rows(clients: int, dim: int, like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((clients, -(-dim // align) * align))[:, :dim]
 
 
+def _put(
+    view: torch.Tensor, value: torch.Tensor, alpha: float, block: int, written: set[int]
+) -> None:
+    """``view = alpha * value``, or ``view += alpha * value`` when a term wrote the block
+    starting at ``block`` already; records it as written."""
+    if block in written:
+        view.add_(value, alpha=alpha)
+    else:
+        torch.mul(value, alpha, out=view)
+        written.add(block)
+
+
 def _abs_max(t: torch.Tensor) -> torch.Tensor:
     """Per client (leading axis), the largest absolute value of ``t``; NaN propagates."""
     flat = t.reshape(len(t), -1)
@@ -141,12 +153,7 @@ class FactoredDeltas:
                 written.add(o)
                 if term.bias is not None:
                     b = out[:, term.bias : term.bias + p]
-                    s = term.g.sum(1)
-                    if term.bias in written:
-                        b.add_(s, alpha=term.alpha)
-                    else:
-                        torch.mul(s, term.alpha, out=b)
-                    written.add(term.bias)
+                    _put(b, term.g.sum(1), term.alpha, term.bias, written)
             else:
                 n = term.current[0].numel()
                 view = out[:, term.offset : term.offset + n].view_as(term.current)
@@ -182,12 +189,7 @@ class FactoredDeltas:
                 written.add(o)
                 if term.bias is not None:
                     b = out[term.bias : term.bias + p]
-                    total = sg.sum(0)
-                    if term.bias in written:
-                        b.add_(total, alpha=term.alpha)
-                    else:
-                        torch.mul(total, term.alpha, out=b)
-                    written.add(term.bias)
+                    _put(b, sg.sum(0), term.alpha, term.bias, written)
             else:
                 flat = term.current.reshape(len(term.current), -1)
                 view = out[term.offset : term.offset + flat.shape[1]]
