@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privfl.engine.batched_mlp import _Activation, _Deferred, _Dense, _Linear, cohort_rows
+from privfl.engine.groups import side_by_side
 
 Params = dict[str, torch.Tensor]
 
@@ -259,38 +259,21 @@ def _patch_weight_grad(
     return gw, (gm.sum(0) if bias else None)
 
 
-_workers: ThreadPoolExecutor | None = None
-
-
 def _for_each_client(k: int, x: torch.Tensor, work: Callable[[int], None]) -> None:
     """``work(i)`` for clients ``0 .. k-1``. On the CPU with ``n > 1`` torch threads the
-    clients are dealt into ``n`` groups (``g, g + n, ...``) run side by side by ``n`` Python
-    threads, each single-threaded inside torch (the kernels release the GIL): a client's
-    convolutions at FL batch sizes are too small for torch's intra-op threads, whose barriers
-    stall whenever one core is busy elsewhere (the MLP kernel's split in
-    :meth:`privfl.engine.vectorized.VectorizedEngine._split_round` does the same). The clients
-    are independent, so the numbers do not depend on the grouping."""
-    global _workers
-    threads = torch.get_num_threads()
-    groups = min(threads, k) if x.device.type == "cpu" else 1
+    clients are dealt into ``n`` groups (``g, g + n, ...``) run side by side, each
+    single-threaded inside torch (:func:`privfl.engine.groups.side_by_side`)."""
+    groups = min(torch.get_num_threads(), k) if x.device.type == "cpu" else 1
     if groups <= 1:
         for i in range(k):
             work(i)
         return
-    if _workers is None or _workers._max_workers < groups:
-        _workers = ThreadPoolExecutor(groups, thread_name_prefix="privfl-cnn")
 
     def run(group: int) -> None:
-        torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
-        with torch.no_grad():
-            for i in range(group, k, groups):
-                work(i)
+        for i in range(group, k, groups):
+            work(i)
 
-    try:
-        torch.set_num_threads(1)
-        list(_workers.map(run, range(groups)))
-    finally:
-        torch.set_num_threads(threads)
+    side_by_side(groups, run)
 
 
 class BatchedCNN:

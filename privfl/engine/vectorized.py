@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +46,7 @@ from privfl.engine.batched_mlp import (
     stacked_params,
 )
 from privfl.engine.factored import FactoredDeltas
+from privfl.engine.groups import side_by_side
 from privfl.engine.schedule import CohortSchedule, cohort_schedule
 from privfl.engine.sequential import SequentialEngine
 from privfl.engine.vectorized_dp import CohortDPSGD
@@ -245,23 +245,16 @@ class VectorizedEngine(Engine):
         if groups <= 1:
             return group(start, x, y, index, mask, sched.steps, lr)
         rows = [np.arange(g, c, groups) for g in range(groups)]
-        pool = self._pool(groups)
-        threads = torch.get_num_threads()
         # Each group writes its clients' deltas straight into their rows (a strided view).
         deltas = cohort_rows(c, self.spec.dim, x.new_empty(0, dtype=torch.float32))
 
         def work(g: int) -> torch.Tensor:
-            torch.set_num_threads(1)  # per thread (OpenMP's setting is the calling thread's)
             sel = torch.from_numpy(rows[g])
             m = None if mask is None else mask[:, sel]
             steps = sched.steps[rows[g]]
             return group(start, x, y, index[:, sel], m, steps, lr, out=deltas[g::groups])[0]
 
-        try:
-            torch.set_num_threads(1)
-            parts = list(pool.map(work, range(groups)))
-        finally:
-            torch.set_num_threads(threads)
+        parts = side_by_side(groups, work)
         losses = torch.zeros((index.shape[0], c), dtype=torch.float64)
         for g, loss in enumerate(parts):
             losses[: len(loss), g::groups] = loss
@@ -335,22 +328,6 @@ class VectorizedEngine(Engine):
         if out is None:
             return losses, torch.zeros((k, self.spec.dim), device=device)
         return losses, out.zero_()
-
-    def _pool(self, workers: int) -> ThreadPoolExecutor:
-        """This engine's worker threads (made once, grown if torch's thread count grows)."""
-        pool = getattr(self, "_threads", None)
-        if pool is None or pool._max_workers < workers:
-            if pool is not None:
-                pool.shutdown()
-            pool = self._threads = ThreadPoolExecutor(workers, thread_name_prefix="privfl-mlp")
-        return pool
-
-    def close(self) -> None:
-        """Stop the worker threads of the split cohort (if any)."""
-        pool = getattr(self, "_threads", None)
-        if pool is not None:
-            pool.shutdown()
-            self._threads = None
 
     def _train_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training tensors on the engine's device (copied there once per run)."""
