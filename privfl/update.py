@@ -251,8 +251,7 @@ class UpdateBatch:
     factors: RowFactors | None = None
 
     def __post_init__(self) -> None:
-        rows = self.__dict__.get("_deltas")
-        if rows is None and self.factors is None:
+        if self._written_rows() is None and self.factors is None:
             raise ValueError("an UpdateBatch needs its deltas or their factors")
         if self.factors is not None and len(self.factors) != len(self.client_ids):
             raise ValueError(
@@ -275,10 +274,14 @@ class UpdateBatch:
             metrics={k: np.array([u.metrics.get(k, np.nan) for u in updates]) for k in keys},
         )
 
+    def _written_rows(self) -> torch.Tensor | None:
+        """The rows if they exist, without writing them out (:class:`_Rows`' slot)."""
+        return self.__dict__.get("_deltas")
+
     @property
     def rows_written(self) -> bool:
         """Whether the rows exist (given, or written out from the factors already)."""
-        return self.__dict__.get("_deltas") is not None
+        return self._written_rows() is not None
 
     def finite_rows(self) -> np.ndarray:
         """Per row, whether it holds neither NaN nor inf (bool ``(n,)``), from the factors
@@ -302,7 +305,7 @@ class UpdateBatch:
         """The rows where the boolean ``mask`` (shape ``(n,)``) is true."""
         keep = np.asarray(mask, dtype=bool)
         m = torch.from_numpy(keep)
-        rows = self.__dict__.get("_deltas")
+        rows = self._written_rows()
         return UpdateBatch(
             client_ids=self.client_ids[mask],
             deltas=None if rows is None else rows[m],  # type: ignore[arg-type]
