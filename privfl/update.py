@@ -236,8 +236,9 @@ class UpdateBatch:
         info: round-level figures that client transforms attach for the round's metrics
             (e.g. the share of updates clipped).
         factors: the same updates in factored form (:class:`RowFactors`), or None. FedAvg's
-            weighted mean and the finiteness check use them without writing the rows; a
-            transform that changes the deltas (:meth:`with_deltas`) drops them.
+            weighted mean and the finiteness check use them without writing the rows. A stage
+            that changes the deltas must drop them: :meth:`with_deltas` does, and
+            ``dataclasses.replace(batch, deltas=...)`` needs ``factors=None``.
     """
 
     client_ids: np.ndarray

@@ -238,7 +238,7 @@ class SecAggChannel(Channel):
         support_scale = 1.0 if compressed is None else compressed.support_scale
         if support is not None:
             raw = batch.deltas[:, support] / support_scale  # the values as sent
-            batch = replace(batch, deltas=raw.contiguous(), encoded=None)
+            batch = replace(batch, deltas=raw.contiguous(), encoded=None, factors=None)
         order = np.argsort(batch.client_ids, kind="stable")
         n, d = len(batch), batch.deltas.shape[1]
         ids = batch.client_ids[order]

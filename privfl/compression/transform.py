@@ -86,7 +86,8 @@ class CompressUpdates(ClientTransform):
             "compression_bytes_per_client": encoded.nbytes / len(batch),
             "compression_relative_error": float(err.mean()),
         }
-        return replace(batch, deltas=sent, encoded=encoded, info=info)
+        # factors=None: the factors (if any) describe the deltas before compression.
+        return replace(batch, deltas=sent, encoded=encoded, info=info, factors=None)
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.feedback is None else self.feedback.state_dict()

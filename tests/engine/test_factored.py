@@ -229,3 +229,36 @@ def test_nonfinite_factors_drop_exactly_their_clients():
     w = torch.tensor([u.num_examples for u in keep], dtype=torch.float64)
     mean = (w / w.sum()).float() @ torch.stack([u.delta for u in keep])
     assert torch.allclose(fed.params, reference.params + mean, atol=1e-6)
+
+
+def test_compression_drops_the_factors_of_the_deltas_it_replaced():
+    """A top-k compressed batch must not keep the factors of the uncompressed updates: a mean
+    taken from them would undo the compression."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import small_config
+
+    from privfl.federation import Federation
+
+    cfg = small_config(
+        federation={"rounds": 1, "clients_per_round": 5, "engine": "vectorized"},
+        compression={"method": "topk", "ratio": 0.1},
+    )
+    fed = Federation(cfg)
+    batch = fed.engine.train_batch(fed.params, [0, 1, 2, 3, 4], 1)
+    assert batch.factors is not None
+    from privfl.stages import RoundContext
+
+    ctx = RoundContext(
+        1, cfg.seed, fed.params, fed.spec, fed.data.num_clients, np.arange(5), fed.ledger
+    )
+    for transform in fed.stages.client_transforms:
+        batch = transform.apply(batch, ctx)
+    assert batch.factors is None
+    kept = (batch.deltas != 0).float().mean().item()
+    assert kept <= 0.11  # the rows are the compressed ones
+    mean = WeightedMean().aggregate(batch, ctx).delta
+    w = torch.from_numpy(batch.weights)
+    assert torch.allclose(mean, (w / w.sum()).float() @ batch.deltas, atol=1e-7)
