@@ -103,6 +103,20 @@ class LocalTrainer(ABC):
         """
 
 
+def _channels_last_for_convolutions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """On the CPU, a model with 2-d convolutions trains in channels-last layout (its 4-d
+    weights and the images ``x``): oneDNN's convolution, pooling and activation kernels run
+    faster on it (W2's CNN on the sequential engine: 1.48 against 1.73 s a round). The same
+    function in another memory layout: the numbers change by float rounding only. Returns
+    ``x`` in the layout the model now expects."""
+    if x.dim() != 4 or x.device.type != "cpu":
+        return x
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return x
+    model.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class SGDTrainer(LocalTrainer):
     """Mini-batch SGD on the cross-entropy loss (the client of FedAvg, McMahan et al. 2017)."""
 
@@ -122,6 +136,7 @@ class SGDTrainer(LocalTrainer):
         round: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
+        x = _channels_last_for_convolutions(model, x)
         spec.load_into(model, global_params)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
