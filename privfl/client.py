@@ -107,11 +107,16 @@ def _channels_last_for_convolutions(model: nn.Module, x: torch.Tensor) -> torch.
     """On the CPU, a model with 2-d convolutions trains in channels-last layout (its 4-d
     weights and the images ``x``): oneDNN's convolution, pooling and activation kernels run
     faster on it (W2's CNN on the sequential engine: 1.48 against 1.73 s a round). The same
-    function in another memory layout: the numbers change by float rounding only. Returns
+    function in another memory layout: the numbers change by float rounding only. Only models
+    built from ``torch.nn``'s own modules are moved (privfl's CNNs): a hand-written
+    ``forward`` may ``.view`` a feature map, which fails on channels-last strides. Returns
     ``x`` in the layout the model now expects."""
     if x.dim() != 4 or x.device.type != "cpu":
         return x
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    modules = list(model.modules())
+    if not any(isinstance(m, nn.Conv2d) for m in modules):
+        return x
+    if not all(type(m).__module__.startswith("torch.nn.") for m in modules):
         return x
     model.to(memory_format=torch.channels_last)
     return x.contiguous(memory_format=torch.channels_last)

@@ -52,3 +52,32 @@ def test_an_mlp_keeps_its_layout_and_inputs():
         model, spec, start, x, y, torch.Generator().manual_seed(0), client_id=0, round=1
     )
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+class _ViewsItsMaps(torch.nn.Module):
+    """A hand-written CNN whose forward ``.view``s its feature map (fine in NCHW, an error
+    on channels-last strides)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.head(h.view(h.shape[0], -1))
+
+
+def test_a_hand_written_cnn_keeps_nchw():
+    torch.manual_seed(0)
+    model = _ViewsItsMaps()
+    spec = ParamSpec.of(model)
+    start = spec.flatten(model)
+    x, y = torch.randn(12, 1, 4, 4), torch.randint(0, 3, (12,))
+    training = LocalTraining(lr=0.1, batch_size=4)
+    delta, _ = SGDTrainer(training).train(
+        model, spec, start, x, y, torch.Generator().manual_seed(2), client_id=0, round=1
+    )
+    assert model.conv.weight.is_contiguous()
+    want = _nchw_reference(_ViewsItsMaps(), start, spec, x, y, training, 2)
+    torch.testing.assert_close(delta, want, rtol=1e-5, atol=1e-7)
