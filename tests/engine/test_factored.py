@@ -262,3 +262,13 @@ def test_compression_drops_the_factors_of_the_deltas_it_replaced():
     mean = WeightedMean().aggregate(batch, ctx).delta
     w = torch.from_numpy(batch.weights)
     assert torch.allclose(mean, (w / w.sum()).float() @ batch.deltas, atol=1e-7)
+
+
+def test_the_factored_and_written_row_paths_train_the_same_model():
+    factored, rows = _federation(), _federation()
+    rows.engine.factored_updates = False  # type: ignore[attr-defined]
+    for _ in range(2):
+        a, b = factored.run_round(), rows.run_round()
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    assert rows.engine.train_batch(rows.params, [0, 1], 3).factors is None
+    torch.testing.assert_close(factored.params, rows.params, rtol=1e-5, atol=1e-7)
