@@ -35,7 +35,7 @@ from privfl.seeding import derive_seed
 from privfl.server_optim import create_server_optimizer
 from privfl.stages import AggregationResult, ChannelResult, ObserverContext, RoundContext
 from privfl.threat import threat_record
-from privfl.update import GroundTruth, ParamSpec, Update, UpdateBatch
+from privfl.update import GroundTruth, ParamSpec, UpdateBatch
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -231,11 +231,9 @@ class Federation:
         ctx = RoundContext(
             r, self.config.seed, self.params, self.spec, self.data.num_clients, sampled, self.ledger
         )
+        batch = self.engine.train_batch(self.params, sampled.tolist(), r)
         if getattr(self.stages.aggregator, "needs_start_loss", False):
-            updates = self._with_start_loss(self.engine.train(self.params, sampled.tolist(), r))
-            batch = UpdateBatch.stack(updates, self.spec.dim)
-        else:
-            batch = self.engine.train_batch(self.params, sampled.tolist(), r)
+            batch = self._with_start_loss(batch)
         # What the clients trained on, before transforms may reweight (DP) or add rows (canaries).
         trained = {"train_loss": _weighted(batch, "loss"), "examples": int(batch.weights.sum())}
         t_train = time.perf_counter()
@@ -321,19 +319,16 @@ class Federation:
         self._write_round(record, timing, last=last)
         return record
 
-    def _with_start_loss(self, updates: list[Update]) -> list[Update]:
-        """Each update with its client's loss on its training data at the round's global
+    def _with_start_loss(self, batch: UpdateBatch) -> UpdateBatch:
+        """The batch with each client's loss on its training data at the round's global
         model, ``F_k(w^t)``, as the metric ``start_loss`` (q-FFL; asked only by an aggregator
         with ``needs_start_loss``): what each client computes before training, exactly."""
         from privfl.fairness.qffl import START_LOSS, client_start_losses
 
-        ids = [u.client_id for u in updates]
+        ids = batch.client_ids.tolist()
         bs = self.config.evaluation.batch_size
         f = client_start_losses(self.model, self.spec, self.params, self.data, ids, bs)
-        return [
-            replace(u, metrics={**u.metrics, START_LOSS: float(x)})
-            for u, x in zip(updates, f, strict=True)
-        ]
+        return replace(batch, metrics={**batch.metrics, START_LOSS: f})
 
     # ------------------------------------------------------------------ budget
 
