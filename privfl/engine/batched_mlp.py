@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from privfl.engine.factored import Dense, FactoredDeltas, LowRank, cohort_rows
+from privfl.engine.gemm import bmm_into, linear, matmul
 
 if TYPE_CHECKING:
     from privfl.update import ParamSpec
@@ -165,7 +166,7 @@ class _Deferred:
         if self.stacked:
             out = torch.bmm(h, self.base[:k].transpose(1, 2))
         else:  # one product for the whole cohort's batch
-            out = (h.reshape(k * b, -1) @ self.base.t()).view(k, b, -1)
+            out = linear(h.reshape(k * b, -1), self.base).view(k, b, -1)
         if self.rank:
             r = self.rank
             out.baddbmm_(torch.bmm(h, self.a[:k, :r].transpose(1, 2)), self.g[:k, :r])
@@ -181,7 +182,7 @@ class _Deferred:
         if self.stacked:
             out = torch.bmm(g, self.base[:k])
         else:
-            out = (g.reshape(k * b, -1) @ self.base).view(k, b, -1)
+            out = matmul(g.reshape(k * b, -1), self.base).view(k, b, -1)
         if self.rank:
             r = self.rank
             out.baddbmm_(
@@ -217,7 +218,7 @@ class _Deferred:
         if out is None:
             out = torch.bmm(g, a).mul_(self.alpha)
         else:
-            torch.baddbmm(out, g, a, beta=0, alpha=self.alpha, out=out)
+            bmm_into(out, g, a, alpha=self.alpha)
         return out.add_(self.base).sub_(start) if self.stacked else out
 
 
@@ -259,7 +260,7 @@ class _Windowed:
                 p.add_(b.unsqueeze(1))
         else:  # one product of the whole cohort's window with the shared weights
             flat = x.reshape(c * r, inp)
-            p = (flat @ w.t() if b is None else torch.addmm(b, flat, w.t())).view(c, r, -1)
+            p = linear(flat, w, b).view(c, r, -1)
         self.x, self.p, self.gram = x, p, None
         self._known = gram
         # Uninitialized: every step writes its rows (zeros for the clients that stopped).

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from privfl.engine.gemm import addmm, bmm_into
+
 #: A row whose terms' bounds (the most any entry of a term can be) add up to no more than this
 #: cannot overflow float32: the products' partial sums stay under float32's largest value.
 _SAFE = float(torch.finfo(torch.float32).max) / 8
@@ -146,9 +148,8 @@ class FactoredDeltas:
             if isinstance(term, LowRank):
                 o, (p, q) = term.offset, term.shape
                 view = out[:, o : o + p * q].view(c, p, q)
-                beta = 1.0 if o in written else 0.0
-                torch.baddbmm(
-                    view, term.g.transpose(1, 2), term.a, beta=beta, alpha=term.alpha, out=view
+                bmm_into(
+                    view, term.g.transpose(1, 2), term.a, alpha=term.alpha, accumulate=o in written
                 )
                 written.add(o)
                 if term.bias is not None:
@@ -182,10 +183,9 @@ class FactoredDeltas:
             if isinstance(term, LowRank):
                 o, (p, q) = term.offset, term.shape
                 view = out[o : o + p * q].view(p, q)
-                beta = 1.0 if o in written else 0.0
                 sg = (term.g * s.view(-1, 1, 1)).reshape(-1, p)
                 a = term.a.reshape(-1, q)
-                torch.addmm(view, sg.t(), a, beta=beta, alpha=term.alpha, out=view)
+                addmm(view, sg.t(), a, alpha=term.alpha, accumulate=o in written)
                 written.add(o)
                 if term.bias is not None:
                     b = out[term.bias : term.bias + p]

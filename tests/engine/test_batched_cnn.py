@@ -95,7 +95,7 @@ def _reference_grads(model, params, x, y, mask):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("masked", [False, True])
-def test_gradients_and_losses_equal_torch_func(name, masked):
+def test_gradients_and_losses_equal_torch_func(name, masked, gemm_library):
     model, params, x, y, mask = _cohort(name)
     mask = mask if masked else None
     kernel = BatchedCNN.of(model)
@@ -123,8 +123,8 @@ def test_max_pool_ties_go_where_pytorch_sends_them():
         assert torch.allclose(grads[n], ref[n], atol=2e-6, rtol=1e-5), n
 
 
-@pytest.mark.parametrize("name", ["relu-pool", "misc", "group-norm"])
-def test_cohort_sgd_is_plain_sgd(name):
+@pytest.mark.parametrize("name", ["relu-pool", "misc", "patches", "group-norm"])
+def test_cohort_sgd_is_plain_sgd(name, gemm_library):
     # 4 clients from one start, 3 steps, the last client stopping after 1 and padded batches:
     # each client's result equals torch.optim.SGD on its own copy of the model.
     model, _, _, _, _ = _cohort(name)
@@ -290,7 +290,7 @@ ENGINE_CASES = {
 
 @pytest.mark.parametrize("norm", ["none", "group"])
 @pytest.mark.parametrize("case", ENGINE_CASES)
-def test_vectorized_cnn_gives_the_sequential_model(case, norm):
+def test_vectorized_cnn_gives_the_sequential_model(case, norm, gemm_library):
     extra = ENGINE_CASES[case]
     cfg = small_config(
         model={**CNN, "norm": norm},

@@ -68,7 +68,7 @@ def test_gradients_and_losses_equal_torch_func(activation, masked):
         ([6], 8),  # too narrow to defer: dense everywhere
     ],
 )
-def test_cohort_sgd_is_plain_sgd(hidden, batch):
+def test_cohort_sgd_is_plain_sgd(hidden, batch, gemm_library):
     g = torch.Generator().manual_seed(7)
     model = MLPConfig(hidden=hidden, activation="tanh").build((2, 3, 3), 4)
     start = {n: w.detach().clone() for n, w in model.named_parameters()}
@@ -146,7 +146,7 @@ def test_clipped_sums_equal_clipping_per_example_gradients():
 )
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_cohort_run_is_plain_sgd_on_each_clients_batches(
-    shape, hidden, batch, bias, windows, activation, monkeypatch
+    shape, hidden, batch, bias, windows, activation, monkeypatch, gemm_library
 ):
     g = torch.Generator().manual_seed(3)
     if "none" in hidden:  # hidden Linear layers without an activation between the first two

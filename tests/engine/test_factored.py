@@ -40,7 +40,7 @@ def _factored(seed: int = 0) -> tuple[FactoredDeltas, torch.Tensor]:
     return f, want
 
 
-def test_rows_and_weighted_sum_equal_the_direct_computation():
+def test_rows_and_weighted_sum_equal_the_direct_computation(gemm_library):
     f, want = _factored()
     rows = f.rows()
     assert rows.shape == (C, 38) and rows.dtype == torch.float32

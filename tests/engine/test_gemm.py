@@ -1,0 +1,75 @@
+"""privfl.engine.gemm: the per-CPU choice of GEMM library, and each product against torch's
+own on both libraries (strided inputs and outputs, as the kernels pass them)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privfl.engine import gemm
+
+
+@pytest.mark.parametrize(
+    ("vendor", "capability", "want"),
+    [
+        ("AuthenticAMD", "AVX512", True),  # Zen 4/5: MKL runs its AVX2 code there
+        ("HygonGenuine", "AVX512", True),
+        ("GenuineIntel", "AVX512", False),  # MKL runs AVX-512 on Intel
+        ("AuthenticAMD", "AVX2", False),  # both libraries run AVX2
+        ("GenuineIntel", "AVX2", False),
+        ("", "AVX512", False),  # vendor unknown: keep torch's default
+        ("", "DEFAULT", False),
+    ],
+)
+def test_the_rule_prefers_onednn_only_where_mkl_lacks_avx512(vendor, capability, want):
+    assert gemm.prefers_onednn(vendor, capability) is want
+
+
+def test_the_environment_overrides_the_rule_and_refuses_other_values(monkeypatch):
+    try:
+        monkeypatch.setenv(gemm.ENV, "mkl")
+        gemm.onednn_matmul.cache_clear()
+        assert gemm.onednn_matmul() is False
+        monkeypatch.setenv(gemm.ENV, "blas")
+        gemm.onednn_matmul.cache_clear()
+        with pytest.raises(ValueError, match="PRIVFL_GEMM must be 'mkl' or 'onednn'"):
+            gemm.onednn_matmul()
+    finally:
+        monkeypatch.undo()
+        gemm.onednn_matmul.cache_clear()
+
+
+def _strided(*shape: int) -> torch.Tensor:
+    """A float32 tensor of ``shape`` whose last two axes are a transposed view (not
+    contiguous), filled from a seeded generator."""
+    g = torch.Generator().manual_seed(sum(shape))
+    return torch.randn((*shape[:-2], shape[-1], shape[-2]), generator=g).transpose(-1, -2)
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_products_equal_torch_on_both_libraries(onednn):
+    if onednn and not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    a, w, b = _strided(9, 13), _strided(7, 13), torch.randn(7)
+    assert torch.allclose(gemm.linear(a, w, onednn=onednn), a @ w.t(), atol=1e-5)
+    assert torch.allclose(gemm.linear(a, w, b, onednn=onednn), a @ w.t() + b, atol=1e-5)
+    m = _strided(13, 7)
+    assert torch.allclose(gemm.matmul(a, m, onednn=onednn), a @ m, atol=1e-5)
+    # addmm into a strided block of a larger tensor, written then accumulated
+    big = torch.full((9, 20), 5.0)
+    out = big[:, 3:10]
+    gemm.addmm(out, a, m, alpha=-0.5, onednn=onednn)
+    assert torch.allclose(out, -0.5 * (a @ m), atol=1e-5)
+    gemm.addmm(out, a, m, alpha=2.0, accumulate=True, onednn=onednn)
+    assert torch.allclose(out, 1.5 * (a @ m), atol=1e-5)
+    assert torch.equal(big[:, :3], torch.full((9, 3), 5.0))  # nothing outside the block
+    assert torch.equal(big[:, 10:], torch.full((9, 10), 5.0))
+    # bmm_into: rows of a (c, dim) tensor, as the engines' deltas
+    p, q = _strided(4, 6, 3), _strided(4, 3, 5)
+    rows = torch.zeros(4, 40)
+    view = rows[:, 2:32].view(4, 6, 5)
+    gemm.bmm_into(view, p, q, alpha=0.25, onednn=onednn)
+    assert torch.allclose(view, 0.25 * torch.bmm(p, q), atol=1e-5)
+    gemm.bmm_into(view, p, q, alpha=-0.25, accumulate=True, onednn=onednn)
+    assert torch.allclose(view, torch.zeros(4, 6, 5), atol=1e-5)
+    assert torch.equal(rows[:, 32:], torch.zeros(4, 8))
