@@ -5,17 +5,20 @@ CPUs only: on AMD CPUs with AVX-512 (Zen 4 and later) it runs its AVX2 code, at 
 rate the cores can reach. oneDNN (which PyTorch's CPU convolutions already use) runs AVX-512
 on any vendor's CPU. Measured on a two-core AMD EPYC with AVX-512 (2026-12-07), one thread:
 MKL 94-111 GFLOP/s, oneDNN 189-248 GFLOP/s, on every shape the engines use (``(250, 4096) x
-(4096, 128)``, ``200^3``, ``(1200, 784) x (784, 200)``, ``1024^3``). On an Intel host the
-fourth session measured the opposite (oneDNN 2.6 against MKL 2.2 ms on W1's window product),
-so the choice is made per CPU, once per process, from the CPU's vendor and instruction set:
-a fixed rule rather than a timing, so that a run's numbers do not depend on a measurement
-(both libraries round differently).
+(4096, 128)``, ``200^3``, ``(1200, 784) x (784, 200)``, ``1024^3``). On a two-core EPYC
+measured earlier (docs/design.md, issue 22) MKL was the faster (W1's window product 2.2
+against 2.6 ms on oneDNN); both libraries' rates there, ~95 GFLOP/s a core at best, fit a CPU
+without AVX-512, where both run AVX2. So the choice is made per CPU, once per process, from
+the CPU's vendor and instruction set: a fixed rule rather than a timing, so that a run's
+numbers do not depend on a measurement (the two libraries round differently).
 
 :func:`onednn_matmul` decides; :func:`linear` and :func:`matmul` are the 2-d products the
-vectorized kernels route through here. Batched products with per-client matrices stay on
-``torch.bmm``: oneDNN's matmul is reached through PyTorch only with one shared weight
+vectorized kernels route through here, :func:`addmm` and :func:`bmm_into` write into given
+(strided) blocks. oneDNN's matmul is reached through PyTorch only with one shared 2-d weight
 (``torch.ops.mkldnn._linear_pointwise``, the op PyTorch's own compiler emits for linear
-layers), and a loop of per-client calls costs more than it saves at FL sizes.
+layers), so batched products with per-client matrices stay on ``torch.bmm``, except where
+each matrix is large enough to pay a call of its own (:func:`bmm_into`: a client's whole
+round of a dense layer's update).
 """
 
 from __future__ import annotations
