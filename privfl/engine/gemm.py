@@ -67,6 +67,19 @@ def onednn_matmul() -> bool:
     return available and prefers_onednn(_cpu_vendor(), torch.backends.cpu.get_cpu_capability())
 
 
+def _on_onednn(a: torch.Tensor, w: torch.Tensor, onednn: bool | None) -> bool:
+    """Whether ``a @ w.T`` goes to oneDNN: asked for (or the rule's choice), float32 on the
+    CPU, and no empty axis (oneDNN refuses an inner size of 0, where torch returns zeros)."""
+    use = onednn_matmul() if onednn is None else onednn
+    return (
+        use
+        and a.device.type == "cpu"
+        and a.dtype == w.dtype == torch.float32
+        and a.numel() > 0
+        and w.numel() > 0
+    )
+
+
 def linear(
     a: torch.Tensor,
     w: torch.Tensor,
@@ -77,8 +90,7 @@ def linear(
     """``a @ w.T (+ bias)`` for a 2-d ``a`` ``(m, k)`` and ``w`` ``(n, k)`` (any strides),
     on oneDNN where :func:`onednn_matmul` says so (``onednn`` overrides), else on
     ``torch.mm``/``torch.addmm``."""
-    use = onednn_matmul() if onednn is None else onednn
-    if use and a.device.type == "cpu" and a.dtype == torch.float32:
+    if _on_onednn(a, w, onednn):
         return torch.ops.mkldnn._linear_pointwise(a, w, bias, "none", [], "")
     return a @ w.t() if bias is None else torch.addmm(bias, a, w.t())
 
@@ -99,8 +111,7 @@ def addmm(
 ) -> torch.Tensor:
     """``out = alpha * a @ b`` (``out += alpha * a @ b`` with ``accumulate``) for 2-d
     tensors, ``out`` any strides; the product as :func:`matmul`. Returns ``out``."""
-    use = onednn_matmul() if onednn is None else onednn
-    if not (use and a.device.type == "cpu" and a.dtype == torch.float32):
+    if not _on_onednn(a, b, onednn):
         return torch.addmm(out, a, b, beta=1.0 if accumulate else 0.0, alpha=alpha, out=out)
     product = matmul(a, b, onednn=True)
     if accumulate:
@@ -122,8 +133,7 @@ def bmm_into(
     (worth its per-call cost where each product is large, as a client's whole-round update
     of a dense layer: W2's ``(128 x 50) @ (50 x 4096)`` took 0.26 against 0.66 ms a client).
     Returns ``out``."""
-    use = onednn_matmul() if onednn is None else onednn
-    if not (use and a.device.type == "cpu" and a.dtype == torch.float32):
+    if not _on_onednn(a, b, onednn):
         beta = 1.0 if accumulate else 0.0
         return torch.baddbmm(out, a, b, beta=beta, alpha=alpha, out=out)
     for i in range(len(out)):

@@ -73,3 +73,17 @@ def test_products_equal_torch_on_both_libraries(onednn):
     gemm.bmm_into(view, p, q, alpha=-0.25, accumulate=True, onednn=onednn)
     assert torch.allclose(view, torch.zeros(4, 6, 5), atol=1e-5)
     assert torch.equal(rows[:, 32:], torch.zeros(4, 8))
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_empty_products_give_zeros_on_both_libraries(onednn):
+    # oneDNN refuses an inner size of 0 (a factored term of rank 0); torch gives zeros
+    a, w = torch.randn(3, 0), torch.randn(5, 0)
+    assert torch.equal(gemm.linear(a, w, onednn=onednn), torch.zeros(3, 5))
+    out = torch.full((5, 3), 7.0)
+    gemm.addmm(out, w, a.t(), alpha=2.0, onednn=onednn)
+    assert torch.equal(out, torch.zeros(5, 3))
+    rows = torch.full((2, 4, 6), 7.0)
+    gemm.bmm_into(rows, torch.randn(2, 4, 0), torch.randn(2, 0, 6), onednn=onednn)
+    assert torch.equal(rows, torch.zeros(2, 4, 6))
+    assert gemm.linear(torch.randn(0, 4), torch.randn(5, 4), onednn=onednn).shape == (0, 5)
