@@ -7,6 +7,7 @@ Below the API and the suites (which run their cells through it), above the priva
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from privfl.device import resolve_device
 from privfl.errors import PrivflError
 from privfl.federation import Federation, RunResult
 from privfl.progress import progress_bar
+from privfl.provenance import environment
 from privfl.runfolder import RunFile, RunFolder
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ def warnings_once_per_run() -> Iterator[None]:
 
 
 def _drive(fed: Federation, progress: bool) -> RunResult:
+    _record_environment(fed)
     total = fed.config.federation.rounds
     bar = progress_bar("[bold]{task.description}", "stats", enabled=progress)
     fed.progress = bar if progress else None
@@ -129,6 +132,22 @@ def _drive(fed: Federation, progress: bool) -> RunResult:
 
         write_run_report(result.run_dir)  # from the run folder only, after every finisher
     return result
+
+
+def _record_environment(fed: Federation) -> None:
+    """Add this process's record to the run folder's ``environment.json`` (a list: a resumed
+    run adds one for the rounds it runs). A file that is not such a list (a folder from
+    someone else) is started afresh: provenance never stops a run."""
+    if fed.folder is None:
+        return
+    try:
+        records = fed.folder.read_json(RunFile.ENVIRONMENT, default=[])
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        records = []
+    if not isinstance(records, list):
+        records = []
+    records.append(environment(fed.device, fed.round + 1))
+    fed.folder.write_json(RunFile.ENVIRONMENT, records)
 
 
 def wants_privacy_report(config: Config) -> bool:

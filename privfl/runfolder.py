@@ -10,6 +10,7 @@ runs/<name>/config.toml     the resolved config, every default written out
             threats.json    the threat model of every active attack and defense
             partition.json  per-client example and label counts
             checkpoint.pt   the state to resume from
+            environment.json  versions, CPU, GEMM library and device of each process that ran rounds
             plots/*.png
 """
 
@@ -41,6 +42,7 @@ class RunFile(StrEnum):
     THREATS = "threats.json"
     PARTITION = "partition.json"
     CHECKPOINT = "checkpoint.pt"
+    ENVIRONMENT = "environment.json"
     AUDIT = "audit.json"
     CONTRIBUTIONS = "contributions.json"
     REPORT_MD = "report.md"

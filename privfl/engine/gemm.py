@@ -34,7 +34,7 @@ import torch
 ENV = "PRIVFL_GEMM"
 
 
-def _cpu_vendor() -> str:
+def cpu_vendor() -> str:
     """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...; ``""`` if unknown)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,7 +64,7 @@ def onednn_matmul() -> bool:
     )
     if forced:
         return forced == "onednn" and available
-    return available and prefers_onednn(_cpu_vendor(), torch.backends.cpu.get_cpu_capability())
+    return available and prefers_onednn(cpu_vendor(), torch.backends.cpu.get_cpu_capability())
 
 
 def _on_onednn(a: torch.Tensor, w: torch.Tensor, onednn: bool | None) -> bool:
@@ -141,4 +141,12 @@ def bmm_into(
     return out
 
 
-__all__ = ["addmm", "bmm_into", "linear", "matmul", "onednn_matmul", "prefers_onednn"]
+__all__ = [
+    "addmm",
+    "bmm_into",
+    "cpu_vendor",
+    "linear",
+    "matmul",
+    "onednn_matmul",
+    "prefers_onednn",
+]
