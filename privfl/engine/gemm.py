@@ -10,7 +10,9 @@ measured earlier (docs/design.md, issue 22) MKL was the faster (W1's window prod
 against 2.6 ms on oneDNN); both libraries' rates there, ~95 GFLOP/s a core at best, fit a CPU
 without AVX-512, where both run AVX2. So the choice is made per CPU, once per process, from
 the CPU's vendor and instruction set: a fixed rule rather than a timing, so that a run's
-numbers do not depend on a measurement (the two libraries round differently).
+numbers do not depend on a measurement (the two libraries round differently). The rule was
+measured on Zen 5 only: Zen 4 runs AVX-512 on 256-bit units, where oneDNN's margin over MKL's
+AVX2 may be small or none; ``PRIVFL_GEMM`` overrides it.
 
 :func:`onednn_matmul` decides; :func:`linear` and :func:`matmul` are the 2-d products the
 vectorized kernels route through here, :func:`addmm` and :func:`bmm_into` write into given
