@@ -25,7 +25,7 @@ def environment(device: torch.device | str, from_round: int) -> dict[str, Any]:
     ``from_round`` on."""
     return {
         "from_round": int(from_round),
-        "privfl": _version("privfl"),
+        "privfl": package_version("privfl"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -41,13 +41,13 @@ def environment(device: torch.device | str, from_round: int) -> dict[str, Any]:
     }
 
 
-def _version(package: str) -> str:
-    """The installed version of ``package`` ("unknown" when it is not installed, as when
+def package_version(package: str, missing: str = "unknown") -> str:
+    """The installed version of ``package`` (``missing`` when it is not installed, as when
     run from a source tree without ``pip install``)."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
-        return "unknown"
+        return missing
 
 
-__all__ = ["environment"]
+__all__ = ["environment", "package_version"]

@@ -97,14 +97,9 @@ def machine() -> list[str]:
     """Lines describing the machine and software the figures come from."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from privfl.engine.gemm import cpu_info
+
+    cpu = cpu_info("model name") or platform.processor() or platform.machine()
     mem = ""
     try:
         kib = int(Path("/proc/meminfo").read_text().split()[1])

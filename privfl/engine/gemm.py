@@ -36,15 +36,24 @@ import torch
 ENV = "PRIVFL_GEMM"
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...; ``""`` if unknown)."""
+def cpu_info(field: str) -> str:
+    """The first ``field`` of Linux's ``/proc/cpuinfo`` (``vendor_id``, ``model name``, ...);
+    ``""`` where there is no such file or field."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() if platform.system() == "Windows" else ""
+    return ""
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...; ``""`` if unknown)."""
+    vendor = cpu_info("vendor_id")
+    if not vendor and platform.system() == "Windows":
+        return platform.processor()
+    return vendor
 
 
 def prefers_onednn(vendor: str, capability: str) -> bool:
@@ -118,7 +127,7 @@ def addmm(
     product = matmul(a, b, onednn=True)
     if accumulate:
         return out.add_(product, alpha=alpha)
-    return torch.mul(product, alpha, out=out) if alpha != 1.0 else out.copy_(product)
+    return torch.mul(product, alpha, out=out)
 
 
 def bmm_into(
@@ -146,6 +155,7 @@ def bmm_into(
 __all__ = [
     "addmm",
     "bmm_into",
+    "cpu_info",
     "cpu_vendor",
     "linear",
     "matmul",

@@ -8,7 +8,6 @@ from the ledger only (``ledger.json`` and its events); no epsilon is computed el
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from privfl.accounting import ACCOUNTANT_NOTES, AccountantName
 from privfl.defenses.dp.config import DPConfig
 from privfl.defenses.dp.threat import PROTECTED
 from privfl.ledger import Unit
+from privfl.provenance import package_version
 from privfl.report.document import (
     Alert,
     Document,
@@ -343,11 +343,12 @@ def _distributed_section(doc: Document, r: _DPRun) -> None:
 def _headline(doc: Document, r: _DPRun) -> None:
     """The run's epsilon, its accountant and the party it belongs to."""
     eps, delta, headline = r.run.epsilon, r.delta, r.headline
+    opacus = package_version("opacus", "?")
     if r.lj.get("epsilon_error"):
         doc.add(
             Paragraph(
                 f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {r.unit}, from Opacus' "
-                f"**RDP** accountant (Opacus {_opacus_version()}), for the worst party "
+                f"**RDP** accountant (Opacus {opacus}), for the worst party "
                 f"({r.worst}): the configured {headline.upper()} accountant failed here."
             )
         )
@@ -356,7 +357,7 @@ def _headline(doc: Document, r: _DPRun) -> None:
         doc.add(
             Paragraph(
                 f"**epsilon = {fmt(eps)} at delta = {delta:g}** per {r.unit}, from Opacus' "
-                f"**{headline.upper()}** accountant (Opacus {_opacus_version()}), for the "
+                f"**{headline.upper()}** accountant (Opacus {opacus}), for the "
                 f"worst party ({r.worst}). {ACCOUNTANT_NOTES[headline]}"
             )
         )
@@ -735,13 +736,6 @@ def _accuracy_section(doc: Document, run: RunFiles, plots: Path) -> None:
             title="test accuracy vs epsilon spent (RDP), by round",
         )
         doc.add(Image(img, "accuracy vs epsilon"))
-
-
-def _opacus_version() -> str:
-    try:
-        return importlib.metadata.version("opacus")
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
 
 
 def write_document(doc: Document, out_dir: Path, stem: str = "report") -> tuple[Path, Path]:

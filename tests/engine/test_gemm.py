@@ -87,3 +87,15 @@ def test_empty_products_give_zeros_on_both_libraries(onednn):
     gemm.bmm_into(rows, torch.randn(2, 4, 0), torch.randn(2, 0, 6), onednn=onednn)
     assert torch.equal(rows, torch.zeros(2, 4, 6))
     assert gemm.linear(torch.randn(0, 4), torch.randn(5, 4), onednn=onednn).shape == (0, 5)
+
+
+def test_cpu_info_reads_proc_cpuinfo_fields():
+    import re
+    from pathlib import Path
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    for field in ("vendor_id", "model name"):
+        m = re.search(rf"^{field}\s*:\s*(.*)$", text, re.M)
+        assert gemm.cpu_info(field) == (m.group(1).strip() if m else "")
+    assert gemm.cpu_info("no such field") == ""
+    assert gemm.cpu_vendor() == gemm.cpu_info("vendor_id") or not text
