@@ -32,11 +32,13 @@ def environment(device: torch.device | str, from_round: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": {
             "vendor": gemm.cpu_vendor(),
+            "family": gemm.cpu_family(),
             "capability": torch.backends.cpu.get_cpu_capability(),
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },
         "gemm": "onednn" if gemm.onednn_matmul() else "mkl",
+        "conv_weights": "onednn" if gemm.fused_conv_weights() else "patches",
         "device": str(device),
     }
 

@@ -44,15 +44,17 @@ def make_config():
 
 @pytest.fixture(params=["mkl", "onednn"])
 def gemm_library(request, monkeypatch):
-    """Runs a test once with the kernels' shared-weight products on MKL and once on oneDNN
-    (``privfl.engine.gemm``), whichever this CPU would pick; skips oneDNN where this torch
-    has no oneDNN matmul."""
+    """Runs a test once with the kernels' shared-weight products on MKL and conv weight
+    gradients from patches, and once with both on oneDNN (``privfl.engine.gemm``), whichever
+    this CPU would pick; skips oneDNN where this torch has no oneDNN matmul."""
     from privfl.engine import gemm
 
     monkeypatch.setenv(gemm.ENV, request.param)
     gemm.onednn_matmul.cache_clear()
+    gemm.fused_conv_weights.cache_clear()
     if request.param == "onednn" and not gemm.onednn_matmul():
         pytest.skip("this torch build has no oneDNN matmul")
     yield request.param
     monkeypatch.undo()
     gemm.onednn_matmul.cache_clear()
+    gemm.fused_conv_weights.cache_clear()

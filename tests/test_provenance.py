@@ -22,6 +22,8 @@ def test_a_run_records_what_it_ran_on(tmp_path, gemm_library):
     (rec,) = _records(tmp_path / "e")
     assert rec["from_round"] == 1
     assert rec["gemm"] == gemm_library  # the library this process's kernels used
+    assert rec["conv_weights"] == ("onednn" if gemm_library == "onednn" else "patches")
+    assert rec["cpu"]["family"] == gemm.cpu_family()
     assert rec["torch"] == torch.__version__
     assert rec["device"] == "cpu"
     assert rec["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()

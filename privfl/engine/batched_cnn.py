@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from privfl.engine.batched_mlp import _Activation, _Deferred, _Dense, _Linear, cohort_rows
-from privfl.engine.gemm import onednn_matmul
+from privfl.engine.gemm import fused_conv_weights
 from privfl.engine.groups import side_by_side
 
 Params = dict[str, torch.Tensor]
@@ -573,12 +573,11 @@ class BatchedCNN:
                     weight = weights[layer.weight][i]  # type: ignore[index]
                     need_weight = take_conv is not None
                     has_bias = need_weight and layer.bias is not None
-                    # A conv whose input gradient is needed too: where MKL runs at full
-                    # speed, its weight gradient as one (D x B*T) @ (B*T x Cout) product of
-                    # its patches (oneDNN's fused backward ran the weight part at about half
-                    # the GEMM rate there); where oneDNN is the faster library, its fused
-                    # backward (privfl.engine.gemm).
-                    by_patches = need_weight and j > first and not onednn_matmul()
+                    # A conv whose input gradient is needed too: its weight gradient as one
+                    # (D x B*T) @ (B*T x Cout) product of its patches where that was the
+                    # faster (oneDNN's fused backward ran the weight part at about half the
+                    # GEMM rate there), else from the fused backward (privfl.engine.gemm).
+                    by_patches = need_weight and j > first and not fused_conv_weights()
                     gx, gw, gb = torch.ops.aten.convolution_backward(
                         gi,
                         s,

@@ -1,26 +1,38 @@
-"""Matrix products on the CPU library that runs them fastest on this machine.
+"""Matrix products and convolution weight gradients on the CPU library that runs them
+fastest on this machine.
 
 PyTorch sends a float32 ``a @ b`` on the CPU to MKL. MKL picks its AVX-512 kernels on Intel
-CPUs only: on AMD CPUs with AVX-512 (Zen 4 and later) it runs its AVX2 code, at half the
-rate the cores can reach. oneDNN (which PyTorch's CPU convolutions already use) runs AVX-512
-on any vendor's CPU. Measured on a two-core AMD EPYC with AVX-512 (2026-12-07), one thread:
-MKL 94-111 GFLOP/s, oneDNN 189-248 GFLOP/s, on every shape the engines use (``(250, 4096) x
-(4096, 128)``, ``200^3``, ``(1200, 784) x (784, 200)``, ``1024^3``). On a two-core EPYC
-measured earlier (docs/design.md, issue 22) MKL was the faster (W1's window product 2.2
-against 2.6 ms on oneDNN); both libraries' rates there, ~95 GFLOP/s a core at best, fit a CPU
-without AVX-512, where both run AVX2. So the choice is made per CPU, once per process, from
-the CPU's vendor and instruction set: a fixed rule rather than a timing, so that a run's
-numbers do not depend on a measurement (the two libraries round differently). The rule was
-measured on Zen 5 only: Zen 4 runs AVX-512 on 256-bit units, where oneDNN's margin over MKL's
-AVX2 may be small or none; ``PRIVFL_GEMM`` overrides it.
+CPUs only: on AMD CPUs with AVX-512 it runs its AVX2 code. oneDNN (which PyTorch's CPU
+convolutions already use) runs AVX-512 on any vendor's CPU. How much that is worth depends on
+the core:
 
-:func:`onednn_matmul` decides; :func:`linear` and :func:`matmul` are the 2-d products the
-vectorized kernels route through here, :func:`addmm` and :func:`bmm_into` write into given
-(strided) blocks. oneDNN's matmul is reached through PyTorch only with one shared 2-d weight
-(``torch.ops.mkldnn._linear_pointwise``, the op PyTorch's own compiler emits for linear
-layers), so batched products with per-client matrices stay on ``torch.bmm``, except where
-each matrix is large enough to pay a call of its own (:func:`bmm_into`: a client's whole
-round of a dense layer's update).
+- **Zen 5** (AMD family 0x1A; full-width 512-bit units), two-core EPYC, one thread
+  (2026-12-07): MKL 94-111 GFLOP/s, oneDNN 189-248 GFLOP/s on every shape the engines use
+  (``(250, 4096) x (4096, 128)``, ``200^3``, ``(1200, 784) x (784, 200)``, ``1024^3``); W2's
+  conv2 weight gradient 0.88 ms a client step from oneDNN's fused backward against 1.53 ms
+  from the patch product.
+- **Zen 4** (family 0x19; AVX-512 on 256-bit units), two-core EPYC (2026-12-07, a later session): MKL 92-98,
+  oneDNN 94-107 GFLOP/s on the same shapes, but MKL the faster on the products the kernels
+  run with two threads (the server's factored mean 2.0 against 2.4 ms, its second layer 0.51
+  against 0.78 ms; W1's round 11.4 against 12.1 ms, fifteen runs of each alternated); W2's
+  round 0.62 s with the fused conv backward against 0.74 s from patches (twelve rounds
+  each, alternated), whichever library ran the head.
+- Intel CPUs (MKL runs AVX-512) and CPUs without AVX-512 (both libraries run AVX2) keep MKL
+  and the patch product, as measured before this module existed (docs/design.md).
+
+So two rules, each made once per process from the CPU's vendor, family and instruction set:
+fixed rules rather than timings, so that a run's numbers do not depend on a measurement (the
+libraries round differently). :func:`onednn_matmul`: the kernels' shared-weight products on
+oneDNN (Zen 5 and later). :func:`fused_conv_weights`: a convolution's weight gradient from
+oneDNN's fused backward rather than the patch product (AMD with AVX-512). ``PRIVFL_GEMM``
+overrides both (``onednn``: both on oneDNN; ``mkl``: neither).
+
+:func:`linear` and :func:`matmul` are the 2-d products the vectorized kernels route through
+here, :func:`addmm` and :func:`bmm_into` write into given (strided) blocks. oneDNN's matmul is
+reached through PyTorch only with one shared 2-d weight (``torch.ops.mkldnn._linear_pointwise``,
+the op PyTorch's own compiler emits for linear layers), so batched products with per-client
+matrices stay on ``torch.bmm``, except where each matrix is large enough to pay a call of its
+own (:func:`bmm_into`: a client's whole round of a dense layer's update).
 """
 
 from __future__ import annotations
@@ -56,26 +68,63 @@ def cpu_vendor() -> str:
     return vendor
 
 
-def prefers_onednn(vendor: str, capability: str) -> bool:
-    """The rule: oneDNN for a non-Intel x86 CPU with AVX-512 (where MKL runs AVX2), MKL
-    otherwise (Intel CPUs, where MKL runs AVX-512 and was faster; CPUs without AVX-512, where
-    both run AVX2; other architectures)."""
-    return capability.startswith("AVX512") and vendor not in ("GenuineIntel", "")
+def cpu_family() -> int | None:
+    """The CPU's family number (``cpu family`` of ``/proc/cpuinfo``; AMD Zen 4 is 25, Zen 5
+    26), or None where unknown."""
+    family = cpu_info("cpu family")
+    return int(family) if family.isdigit() else None
+
+
+def _amd_avx512(vendor: str, capability: str) -> bool:
+    return vendor == "AuthenticAMD" and capability.startswith("AVX512")
+
+
+def prefers_onednn(vendor: str, capability: str, family: int | None) -> bool:
+    """The matmul rule: oneDNN for an AMD CPU with AVX-512 from Zen 5 on (family 26 and later,
+    where MKL's AVX2 code runs at half the cores' rate), MKL otherwise (Zen 4, where MKL was
+    the faster on the kernels' products; Intel, where MKL runs AVX-512; CPUs without AVX-512;
+    other vendors and architectures, unmeasured)."""
+    return _amd_avx512(vendor, capability) and family is not None and family >= 26
+
+
+def prefers_fused_conv_weights(vendor: str, capability: str) -> bool:
+    """The convolution rule: a conv's weight gradient from oneDNN's fused backward on AMD
+    CPUs with AVX-512 (Zen 4 and Zen 5, measured), from the patch product elsewhere."""
+    return _amd_avx512(vendor, capability)
+
+
+def _forced() -> str:
+    forced = os.environ.get(ENV, "").strip().lower()
+    if forced not in ("", "mkl", "onednn"):
+        raise ValueError(f"{ENV} must be 'mkl' or 'onednn', got {forced!r}")
+    return forced
+
+
+def _onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 @functools.cache
 def onednn_matmul() -> bool:
     """Whether this process sends the kernels' shared-weight products to oneDNN (see the
     module docstring); ``PRIVFL_GEMM`` overrides."""
-    forced = os.environ.get(ENV, "").strip().lower()
-    if forced not in ("", "mkl", "onednn"):
-        raise ValueError(f"{ENV} must be 'mkl' or 'onednn', got {forced!r}")
-    available = torch.backends.mkldnn.is_available() and hasattr(
-        torch.ops.mkldnn, "_linear_pointwise"
-    )
+    forced = _forced()
     if forced:
-        return forced == "onednn" and available
-    return available and prefers_onednn(cpu_vendor(), torch.backends.cpu.get_cpu_capability())
+        return forced == "onednn" and _onednn_available()
+    return _onednn_available() and prefers_onednn(
+        cpu_vendor(), torch.backends.cpu.get_cpu_capability(), cpu_family()
+    )
+
+
+@functools.cache
+def fused_conv_weights() -> bool:
+    """Whether the batched CNN kernel takes a convolution's weight gradient from oneDNN's
+    fused backward (True) or as the product of its patches (False); ``PRIVFL_GEMM``
+    overrides (``onednn``: fused, ``mkl``: patches)."""
+    forced = _forced()
+    if forced:
+        return forced == "onednn"
+    return prefers_fused_conv_weights(cpu_vendor(), torch.backends.cpu.get_cpu_capability())
 
 
 def _on_onednn(a: torch.Tensor, w: torch.Tensor, onednn: bool | None) -> bool:
@@ -155,10 +204,13 @@ def bmm_into(
 __all__ = [
     "addmm",
     "bmm_into",
+    "cpu_family",
     "cpu_info",
     "cpu_vendor",
+    "fused_conv_weights",
     "linear",
     "matmul",
     "onednn_matmul",
+    "prefers_fused_conv_weights",
     "prefers_onednn",
 ]

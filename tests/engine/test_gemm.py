@@ -10,33 +10,70 @@ from privfl.engine import gemm
 
 
 @pytest.mark.parametrize(
-    ("vendor", "capability", "want"),
+    ("vendor", "capability", "family", "matmul", "conv"),
     [
-        ("AuthenticAMD", "AVX512", True),  # Zen 4/5: MKL runs its AVX2 code there
-        ("HygonGenuine", "AVX512", True),
-        ("GenuineIntel", "AVX512", False),  # MKL runs AVX-512 on Intel
-        ("AuthenticAMD", "AVX2", False),  # both libraries run AVX2
-        ("GenuineIntel", "AVX2", False),
-        ("", "AVX512", False),  # vendor unknown: keep torch's default
-        ("", "DEFAULT", False),
+        ("AuthenticAMD", "AVX512", 26, True, True),  # Zen 5: MKL's AVX2 at half the rate
+        ("AuthenticAMD", "AVX512", 27, True, True),
+        ("AuthenticAMD", "AVX512", 25, False, True),  # Zen 4: MKL the faster on products
+        ("AuthenticAMD", "AVX512", None, False, True),  # family unknown: MKL
+        ("HygonGenuine", "AVX512", 26, False, False),  # unmeasured: as before
+        ("GenuineIntel", "AVX512", 6, False, False),  # MKL runs AVX-512 on Intel
+        ("AuthenticAMD", "AVX2", 26, False, False),  # both libraries run AVX2
+        ("AuthenticAMD", "AVX2", 25, False, False),
+        ("GenuineIntel", "AVX2", 6, False, False),
+        ("", "AVX512", None, False, False),  # vendor unknown: keep torch's default
+        ("", "DEFAULT", None, False, False),
     ],
 )
-def test_the_rule_prefers_onednn_only_where_mkl_lacks_avx512(vendor, capability, want):
-    assert gemm.prefers_onednn(vendor, capability) is want
+def test_the_rules_pick_onednn_only_where_it_was_measured_faster(
+    vendor, capability, family, matmul, conv
+):
+    assert gemm.prefers_onednn(vendor, capability, family) is matmul
+    assert gemm.prefers_fused_conv_weights(vendor, capability) is conv
 
 
-def test_the_environment_overrides_the_rule_and_refuses_other_values(monkeypatch):
+def _clear() -> None:
+    gemm.onednn_matmul.cache_clear()
+    gemm.fused_conv_weights.cache_clear()
+
+
+@pytest.mark.parametrize(("forced", "want"), [("mkl", False), ("onednn", True)])
+def test_the_environment_overrides_both_rules(monkeypatch, forced, want):
     try:
-        monkeypatch.setenv(gemm.ENV, "mkl")
-        gemm.onednn_matmul.cache_clear()
-        assert gemm.onednn_matmul() is False
-        monkeypatch.setenv(gemm.ENV, "blas")
-        gemm.onednn_matmul.cache_clear()
-        with pytest.raises(ValueError, match="PRIVFL_GEMM must be 'mkl' or 'onednn'"):
-            gemm.onednn_matmul()
+        monkeypatch.setenv(gemm.ENV, forced)
+        _clear()
+        assert gemm.fused_conv_weights() is want
+        if want and not torch.backends.mkldnn.is_available():
+            pytest.skip("no oneDNN in this torch build")
+        assert gemm.onednn_matmul() is want
     finally:
         monkeypatch.undo()
-        gemm.onednn_matmul.cache_clear()
+        _clear()
+
+
+def test_the_environment_refuses_other_values(monkeypatch):
+    try:
+        monkeypatch.setenv(gemm.ENV, "blas")
+        _clear()
+        for rule in (gemm.onednn_matmul, gemm.fused_conv_weights):
+            with pytest.raises(ValueError, match="PRIVFL_GEMM must be 'mkl' or 'onednn'"):
+                rule()
+    finally:
+        monkeypatch.undo()
+        _clear()
+
+
+def test_without_an_override_the_rules_follow_this_cpu(monkeypatch):
+    try:
+        monkeypatch.delenv(gemm.ENV, raising=False)
+        _clear()
+        vendor, cap = gemm.cpu_vendor(), torch.backends.cpu.get_cpu_capability()
+        assert gemm.fused_conv_weights() is gemm.prefers_fused_conv_weights(vendor, cap)
+        want = gemm.prefers_onednn(vendor, cap, gemm.cpu_family())
+        assert gemm.onednn_matmul() is (want and torch.backends.mkldnn.is_available())
+    finally:
+        monkeypatch.undo()
+        _clear()
 
 
 def _strided(*shape: int) -> torch.Tensor:
@@ -94,8 +131,10 @@ def test_cpu_info_reads_proc_cpuinfo_fields():
     from pathlib import Path
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    for field in ("vendor_id", "model name"):
+    for field in ("vendor_id", "model name", "cpu family"):
         m = re.search(rf"^{field}\s*:\s*(.*)$", text, re.M)
         assert gemm.cpu_info(field) == (m.group(1).strip() if m else "")
     assert gemm.cpu_info("no such field") == ""
     assert gemm.cpu_vendor() == gemm.cpu_info("vendor_id") or not text
+    family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
+    assert gemm.cpu_family() == (int(family.group(1)) if family else None)
