@@ -153,8 +153,9 @@ def gemm_flops(seconds: float = 0.4, repeats: int = 5, *, onednn: bool = False) 
     """The machine's dense GEMM rate in this process (flop/s): the best of ``repeats`` runs
     of 1024 x 1024 float32 products for ``seconds`` each, with torch's current threads.
     ``a @ b`` (MKL: the roofline W1's share is measured against, as the acceptance check
-    does), or with ``onednn`` oneDNN's matmul (``privfl.engine.gemm``), which on AMD CPUs
-    with AVX-512 runs about twice MKL's rate: the cores' real limit there."""
+    does), or with ``onednn`` oneDNN's matmul (``privfl.engine.gemm``), which on AMD Zen 5
+    runs about twice MKL's rate (the cores' real limit there; on Zen 4 the two are within
+    ~15%)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     best = 0.0
     for _ in range(repeats):
@@ -163,6 +164,54 @@ def gemm_flops(seconds: float = 0.4, repeats: int = 5, *, onednn: bool = False) 
             gemm.matmul(a, b, onednn=True) if onednn else a @ b
             k += 1
         best = max(best, 2 * 1024**3 * k / (time.perf_counter() - t))
+    return best
+
+
+def conv_step_seconds(cfg: privfl.Config, repeats: int = 5, calls: int = 20) -> float:
+    """Seconds one client step's convolutions take on one thread with their data in cache:
+    every ``Conv2d`` of ``cfg``'s model forward, then oneDNN's backward (weight and bias,
+    and the input gradient past the first conv), on a channels-last batch, as the batched
+    CNN kernel calls them (best of ``repeats``). Times a round's client steps over the
+    threads, it is the least a round's direct convolutions can take: what neither engine
+    can go below without fewer arithmetic operations (docs/design.md, issue 22)."""
+    shape, b = tuple(cfg.data.shape), cfg.federation.batch_size or 1
+    model = cfg.model.build(shape, cfg.data.classes)
+    work: list[Callable[[], object]] = []
+    with torch.no_grad():
+        h = torch.randn(b, *shape).contiguous(memory_format=torch.channels_last)
+        for m in model:
+            if isinstance(m, torch.nn.Flatten):
+                break
+            if isinstance(m, torch.nn.Conv2d):
+                x, w = h, m.weight.detach().clone()
+                bias = None if m.bias is None else m.bias.detach().clone()
+                args = (m.stride, m.padding, m.dilation)
+                h = F.conv2d(x, w, bias, *args)
+                g, first = torch.randn_like(h), not work
+                mask = (not first, True, bias is not None)
+                sizes = None if bias is None else [w.shape[0]]
+                work.append(lambda x=x, w=w, bias=bias, args=args: F.conv2d(x, w, bias, *args))
+                work.append(
+                    lambda g=g, x=x, w=w, sizes=sizes, args=args, mask=mask: (
+                        torch.ops.aten.convolution_backward(
+                            g, x, w, sizes, *args, False, (0, 0), 1, mask
+                        )
+                    )
+                )
+            else:
+                h = m(h)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(calls):
+                for fn in work:
+                    fn()
+            best = min(best, (time.perf_counter() - t) / calls)
+    finally:
+        torch.set_num_threads(threads)
     return best
 
 
@@ -282,6 +331,29 @@ def run_w2(
         med = statistics.median(times[e])
         out["engines"][e] = {"seconds_per_round": med, "speedup": seq / med}  # type: ignore[index]
         print(f"  {e:<14} {med:8.2f} s/round (median)  x{seq / med:.2f} {engines[0]}")
+    # The floor under any engine that runs direct convolutions: a client step's convolutions
+    # (one thread, in cache) times the round's client steps, over the threads.
+    ref = "sequential" if "sequential" in engines else engines[0]
+    data, fed = feds[ref].data, base.federation
+    batch = fed.batch_size or 1
+    steps = sum(-(-len(p) // batch) for p in data.partition.indices) / data.num_clients
+    client_steps = steps * fed.local_epochs * fed.clients_per_round
+    step = conv_step_seconds(base)
+    threads = torch.get_num_threads()
+    floor = step * client_steps / threads
+    out["convolutions"] = {
+        "seconds_per_client_step": step,
+        "client_steps_per_round": client_steps,
+        "floor_seconds_per_round": floor,
+        "reference": ref,
+        "reference_over_floor": statistics.median(times[ref]) / floor,
+    }
+    print(
+        f"  convolutions alone (direct, one thread, in cache): {step * 1e3:.2f} ms a client "
+        f"step x {client_steps:.0f} steps / {threads} threads = {floor:.2f} s a round at "
+        f"least; {ref} / that = x{statistics.median(times[ref]) / floor:.2f}, the most any "
+        f"engine with direct convolutions could run faster than {ref}"
+    )
     return out
 
 
