@@ -11,12 +11,12 @@ the core:
   (``(250, 4096) x (4096, 128)``, ``200^3``, ``(1200, 784) x (784, 200)``, ``1024^3``); W2's
   conv2 weight gradient 0.88 ms a client step from oneDNN's fused backward against 1.53 ms
   from the patch product.
-- **Zen 4** (family 0x19; AVX-512 on 256-bit units), two-core EPYC (2026-12-07, a later session): MKL 92-98,
-  oneDNN 94-107 GFLOP/s on the same shapes, but MKL the faster on the products the kernels
-  run with two threads (the server's factored mean 2.0 against 2.4 ms, its second layer 0.51
-  against 0.78 ms; W1's round 11.4 against 12.1 ms, fifteen runs of each alternated); W2's
-  round 0.62 s with the fused conv backward against 0.74 s from patches (twelve rounds
-  each, alternated), whichever library ran the head.
+- **Zen 4** (family 0x19; AVX-512 on 256-bit units), two-core EPYC (2026-12-07, a later
+  session): MKL 92-98, oneDNN 94-107 GFLOP/s on the same shapes, but MKL the faster on the
+  products the kernels run with two threads (the server's factored mean 2.0 against 2.4 ms,
+  its second layer 0.51 against 0.78 ms; W1's round 11.4 against 12.1 ms, fifteen runs of each
+  alternated); W2's round 0.62 s with the fused conv backward against 0.74 s from patches
+  (twelve rounds each, alternated), whichever library ran the head.
 - Intel CPUs (MKL runs AVX-512) and CPUs without AVX-512 (both libraries run AVX2) keep MKL
   and the patch product, as measured before this module existed (docs/design.md).
 
