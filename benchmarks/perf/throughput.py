@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -215,6 +216,12 @@ def conv_step_seconds(cfg: privfl.Config, repeats: int = 5, calls: int = 20) -> 
     return best
 
 
+def _reference(engines: tuple[str, ...]) -> str:
+    """The engine W2's and W1-DP's ratios are taken against: the sequential one (the
+    reference loop) when measured, else the first."""
+    return "sequential" if "sequential" in engines else engines[0]
+
+
 def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -326,14 +333,14 @@ def run_w2(
         f"cohort 50, batch 10, {rounds} rounds x {repeats}"
     )
     out: dict[str, object] = {"rounds": rounds * repeats, "engines": {}}
-    seq = statistics.median(times[engines[0]])
+    ref = _reference(engines)
+    seq = statistics.median(times[ref])
     for e in engines:
         med = statistics.median(times[e])
         out["engines"][e] = {"seconds_per_round": med, "speedup": seq / med}  # type: ignore[index]
-        print(f"  {e:<14} {med:8.2f} s/round (median)  x{seq / med:.2f} {engines[0]}")
+        print(f"  {e:<14} {med:8.2f} s/round (median)  x{seq / med:.2f} {ref}")
     # The floor under any engine that runs direct convolutions: a client step's convolutions
     # (one thread, in cache) times the round's client steps, over the threads.
-    ref = "sequential" if "sequential" in engines else engines[0]
     data, fed = feds[ref].data, base.federation
     batch = fed.batch_size or 1
     steps = sum(-(-len(p) // batch) for p in data.partition.indices) / data.num_clients
@@ -346,12 +353,12 @@ def run_w2(
         "client_steps_per_round": client_steps,
         "floor_seconds_per_round": floor,
         "reference": ref,
-        "reference_over_floor": statistics.median(times[ref]) / floor,
+        "reference_over_floor": seq / floor,
     }
     print(
         f"  convolutions alone (direct, one thread, in cache): {step * 1e3:.2f} ms a client "
         f"step x {client_steps:.0f} steps / {threads} threads = {floor:.2f} s a round at "
-        f"least; {ref} / that = x{statistics.median(times[ref]) / floor:.2f}, the most any "
+        f"least; {ref} / that = x{seq / floor:.2f}, the most any "
         f"engine with direct convolutions could run faster than {ref}"
     )
     return out
@@ -372,15 +379,16 @@ def run_w1_dp(rounds: int, engines: tuple[str, ...]) -> dict[str, object]:
         k = r % len(engines)
         for e in engines[k:] + engines[:k]:
             times[e].append(_timed(feds[e].run_round))
-    seq = statistics.median(times[engines[0]])
-    diff = float((feds[engines[-1]].params - feds[engines[0]].params).abs().max())
+    ref, other = _reference(engines), "vectorized" if "vectorized" in engines else engines[-1]
+    seq = statistics.median(times[ref])
+    diff = float((feds[other].params - feds[ref].params).abs().max())
     print(f"W1 with DP-SGD (sigma 1, clip 1, Poisson lots of expected size 10), {rounds} rounds")
     out: dict[str, object] = {"rounds": rounds, "engines": {}, "max_abs_diff": diff}
     for e in engines:
         med = statistics.median(times[e])
         out["engines"][e] = {"seconds_per_round": med, "speedup": seq / med}  # type: ignore[index]
-        print(f"  {e:<14} {med:8.2f} s/round (median)  x{seq / med:.2f} {engines[0]}")
-    print(f"  |{engines[-1]} - {engines[0]}| max over the model: {diff:.1e} (same lots and noise)")
+        print(f"  {e:<14} {med:8.2f} s/round (median)  x{seq / med:.2f} {ref}")
+    print(f"  |{other} - {ref}| max over the model: {diff:.1e} (same lots and noise)")
     return out
 
 
@@ -411,7 +419,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.w2_rounds = 2, 4
-    out: dict[str, object] = {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from suite import device_line
+
+    print(f"device: {device_line()}")
+    out: dict[str, object] = {"device": device_line()}
     for threads in args.threads:
         torch.set_num_threads(threads)
         out[f"w1_threads{threads}"] = run_w1(args.repeats, LOCAL_ENGINES)
