@@ -8,9 +8,13 @@ Measured (test accuracy at round 15 unless stated):
                        (issue: 0.86 / 0.79: negation only slows FedAvg)
   model replacement, 4% malicious: attack success rate FedAvg 0.954, norm bound (M = 1) 0.031
   ALIE (z_max = 0.468 for 10 of 50, the authors' direction), Baruch et al.'s setting (every
-  client every round, one SGD step a round, IID, 150 rounds): Krum 0.897 -> 0.749, Bulyan
-  (f = 10) 0.905 -> 0.749; the trimmed mean (beta 0.2) holds (0.903 -> 0.914 at z_max, 0.897
-  at z = 1.5), as does FedAvg (0.908 -> 0.916).
+  client every round, one SGD step a round, IID, 150 rounds): the attacked accuracy
+  oscillates late in the run, so one round's reading moves with float rounding (Bulyan's
+  drop at round 150, seed 0: 0.156 with the products on oneDNN, 0.064 on MKL). Over rounds
+  110-150 (evaluated every 10), seeds 0-2, both libraries: the mean drop against the clean
+  twin is 0.049-0.089 for Krum and 0.016-0.055 for Bulyan (f = 10), with single rounds down
+  by 0.07-0.16; the trimmed mean (beta 0.2) holds (-0.021 to -0.006), as does FedAvg
+  (-0.009 to 0.004).
 """
 
 from __future__ import annotations
@@ -75,14 +79,34 @@ FEDSGD_ALL = (
     "federation.local_epochs=1",
     "federation.clients_per_round=50",
     "data.partition=iid",
-    "evaluation.every=50",
+    "evaluation.every=10",
     "attack.poisoning.method=alie",
 )
 
 
+def _late_drops(*sets: str, seeds: tuple[int, ...] = (0, 1)) -> list[list[float]]:
+    """Per seed, the clean twin's test accuracy minus the attacked model's at every evaluated
+    round past 100 of 150 (one reading of an oscillating curve moves with float rounding)."""
+    drops = []
+    for seed in seeds:
+        cfg = load_config(QUICKSTART, ["federation.rounds=15", *FEDSGD_ALL, *sets, f"seed={seed}"])
+        metrics = privfl.run(cfg, out=None, progress=False).metrics
+        late = [m for m in metrics if m["round"] > 100 and m.get("test_accuracy") is not None]
+        drops.append([m["clean_test_accuracy"] - m["test_accuracy"] for m in late])
+    return drops
+
+
+def _mean(drops: list[list[float]]) -> float:
+    return sum(map(sum, drops)) / sum(map(len, drops))
+
+
 @pytest.mark.slow
-def test_alie_degrades_krum_and_bulyan():
-    krum = _run(*FEDSGD_ALL, "defense.robust.rule=krum")
-    bulyan = _run(*FEDSGD_ALL, "defense.robust.rule=bulyan", "defense.robust.f=10")
-    assert krum["accuracy_drop"] >= 0.08  # measured 0.148 (0.897 -> 0.749)
-    assert bulyan["accuracy_drop"] >= 0.08  # measured 0.156 (0.905 -> 0.749)
+def test_alie_degrades_krum_and_bulyan_but_not_the_trimmed_mean():
+    krum = _late_drops("defense.robust.rule=krum")
+    bulyan = _late_drops("defense.robust.rule=bulyan", "defense.robust.f=10")
+    trimmed = _late_drops("defense.robust.rule=trimmed_mean")
+    assert all(len(d) == 5 for d in krum + bulyan + trimmed)  # rounds 110, 120, ..., 150
+    assert _mean(krum) >= 0.04  # measured 0.076 (seeds 0, 1; either GEMM library)
+    assert _mean(bulyan) >= 0.03  # measured 0.048
+    assert min(max(d) for d in krum + bulyan) >= 0.06  # each run dips: measured 0.09-0.16
+    assert _mean(trimmed) <= 0.01  # measured -0.014: the trimmed mean holds
