@@ -27,11 +27,13 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from privfl.accounting import import_opacus
 from privfl.client import LocalTrainer, LocalTraining
@@ -160,6 +162,7 @@ class DPSGDTrainer(LocalTrainer):
         model.train()
         mode = self._modes.get(id(model), self.grad_sample_mode)
         gsm = wrap_model(model, mode, batch_first=True, loss_reduction="mean")
+        layouts = _standard_conv_inputs(model) if mode == "hooks" else []
         try:
             params = [p for p in model.parameters() if p.requires_grad]
             sgd = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -204,6 +207,8 @@ class DPSGDTrainer(LocalTrainer):
                         sgd.step()
             opt.zero_grad(set_to_none=True)
         finally:
+            for handle in layouts:
+                handle.remove()
             gsm._close()  # remove Opacus' hooks and attributes: the engine reuses the model
             for p in model.parameters():
                 if hasattr(p, "summed_grad"):
@@ -273,6 +278,40 @@ def _add_secure_noise(params: Sequence[torch.Tensor], std: float) -> None:
         for p in params:
             noise = secure_normal(tuple(p.grad.shape)).to(p.grad.device, p.grad.dtype)
             p.grad.add_(noise, alpha=std)
+
+
+def _standard_conv_inputs(model: nn.Module) -> list[RemovableHandle]:
+    """Forward pre-hooks that hand every 2-d and 3-d convolution of ``model`` its input in
+    PyTorch's standard row-major layout (the same values; removed by the caller).
+
+    Opacus 1.6's ``"hooks"`` per-example gradient of a convolution unfolds the layer's saved
+    input with ``as_strided`` and row-major height and width strides
+    (``opacus.utils.tensor_utils.unfold2d``/``unfold3d``), whatever the input's layout. A
+    channels-last input, which PyTorch also infers for one-channel images stored with a unit
+    channel stride (scikit-learn's digits here) and then passes on to every layer after the
+    first convolution, gave per-example gradients 0.12 off on the digits CNN's second
+    convolution, whose sum was 0.64 off the batch gradient: silently wrong clipping. Written
+    by hand: the bug is Opacus'; ``"ew"`` and ``"functorch"`` are not affected."""
+    return [
+        m.register_forward_pre_hook(_row_major_input)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Conv3d)
+    ]
+
+
+def _row_major_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or x.stride() == _row_major_strides(x.shape):
+        return None
+    return (x.clone(memory_format=torch.contiguous_format), *args[1:])
+
+
+def _row_major_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def _count_clipped(params: Sequence[torch.Tensor], clip: float) -> int:

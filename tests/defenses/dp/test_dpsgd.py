@@ -32,33 +32,89 @@ def _train(trainer, model, spec, g, x, y, seed=1):
     return trainer.train(model, spec, g, x, y, gen, client_id=0, round=1)
 
 
-@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])
-def test_clipped_gradient_matches_a_slow_per_example_loop(mode):
-    # One full-batch step (q = 1) with sigma = 0: the update is -lr * sum_i clip(g_i) / n,
-    # with Opacus' flat clipping factor min(1, C / (||g_i|| + 1e-6)).
-    model, spec, g, x, y = _setup()
-    ref = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+def _slow_clipped_step(make_model, spec, g, x, y, lr):
+    """The reference for one full-batch DP-SGD step (q = 1, sigma = 0), one backward pass per
+    example: the update ``-lr * sum_i clip(g_i) / n`` with Opacus' flat clipping factor
+    ``min(1, C / (||g_i|| + 1e-6))`` for C the median norm (half the examples clipped), C,
+    and how many were clipped."""
+    ref = make_model()
     spec.load_into(ref, g)
     grads = []
-    for i in range(len(y)):  # the slow reference: one backward pass per example
+    for i in range(len(y)):
         loss = F.cross_entropy(ref(x[i : i + 1]), y[i : i + 1])
         grads.append(
             torch.cat([gr.reshape(-1) for gr in torch.autograd.grad(loss, ref.parameters())])
         )
     norms = [float(gr.norm()) for gr in grads]
-    lr, clip = 0.5, float(np.median(norms))  # half the examples get clipped
+    clip = float(np.median(norms))
     total = sum(gr * min(1.0, clip / (nm + 1e-6)) for gr, nm in zip(grads, norms, strict=True))
-    clipped = sum(nm > clip for nm in norms)
+    return -lr * total / len(y), clip, sum(nm > clip for nm in norms)
+
+
+def _dp_step(mode, model, spec, g, x, y, lr, clip):
     trainer = DPSGDTrainer(
         LocalTraining(lr=lr, steps=1, batch_size=None),
         clip=clip,
         noise_multiplier=0.0,
         grad_sample_mode=mode,
     )
-    delta, metrics = _train(trainer, model, spec, g, x, y)
-    assert torch.allclose(delta, -lr * total / len(y), atol=1e-6)
+    return _train(trainer, model, spec, g, x, y)
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])
+def test_clipped_gradient_matches_a_slow_per_example_loop(mode):
+    model, spec, g, x, y = _setup()
+
+    def make():
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    want, clip, clipped = _slow_clipped_step(make, spec, g, x, y, lr=0.5)
+    delta, metrics = _dp_step(mode, model, spec, g, x, y, 0.5, clip)
+    assert torch.allclose(delta, want, atol=1e-6)
     assert metrics["dp_clipped_fraction"] == pytest.approx(clipped / len(y))
     assert 0 < clipped < len(y)  # the test exercises both branches of the clip
+
+
+def _cnn(channels: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(channels, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 3),
+    )
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ew"])
+@pytest.mark.parametrize(
+    ("channels", "layout"),
+    [(1, "row-major"), (1, "unit channel stride"), (2, "row-major"), (2, "channels-last")],
+)
+def test_cnn_clipped_gradient_matches_a_slow_per_example_loop_in_any_layout(mode, channels, layout):
+    # Opacus' "hooks" unfolds a convolution's input as if row-major: a channels-last input
+    # (one-channel images with a unit channel stride count as such, as scikit-learn's digits
+    # are stored, and pass the layout on to the next convolution) gave wrong per-example
+    # gradients until DPSGDTrainer handed convolutions row-major inputs.
+    torch.manual_seed(0)
+    x = torch.randn(10, channels, 4, 4)
+    if layout == "unit channel stride":
+        x = torch.empty_strided(x.shape, (16, 1, 4, 1)).copy_(x)  # as the digits are stored
+    elif layout == "channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 3, (10,))
+    model = _cnn(channels)
+    spec = ParamSpec.of(model)
+    g = spec.flatten(model)
+    want, clip, clipped = _slow_clipped_step(
+        lambda: _cnn(channels), spec, g, x.clone(memory_format=torch.contiguous_format), y, 0.5
+    )
+    delta, metrics = _dp_step(mode, model, spec, g, x, y, 0.5, clip)
+    assert torch.allclose(delta, want, atol=1e-6)
+    assert metrics["dp_clipped_fraction"] == pytest.approx(clipped / len(y))
+    assert 0 < clipped < len(y)
+    assert all(not m._forward_pre_hooks for m in model.modules())  # the layout hooks are gone
 
 
 def test_no_noise_and_huge_clip_equals_plain_sgd():
