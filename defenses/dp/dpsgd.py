@@ -226,7 +226,7 @@ class DPSGDTrainer(LocalTrainer):
     def _working_mode(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> str:
         """The configured ``grad_sample_mode``, or ``"functorch"`` when it is ``"ew"`` and
         PyTorch's ExpandedWeights fails on ``model`` (its convolution per-sample rule views
-        a non-contiguous gradient, e.g. a convolution after a max-pool, torch 2.13); found
+        a gradient that is not row-major, as with channels-last inputs, torch 2.13); found
         with one backward pass on two examples, logged once."""
         if self.grad_sample_mode != "ew" or len(y) == 0:
             return self.grad_sample_mode

@@ -35,6 +35,13 @@ class ArrayDataset:
     groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.x.is_contiguous():
+            # Row-major strides for the same memory. numpy gives a size-1 axis any stride (1
+            # for the digits' channel axis), and PyTorch reads a unit channel stride as
+            # channels-last: digits CNNs then ran channels-last kernels, Opacus'
+            # ExpandedWeights failed on them and its hooks computed wrong per-example
+            # gradients (privfl.defenses.dp.dpsgd).
+            object.__setattr__(self, "x", self.x.reshape(-1).view(self.x.shape))
         if self.x.dtype not in (torch.float32, torch.int64):
             raise DataError(
                 f"features must be float32 (images) or int64 (tokens), got {self.x.dtype}"

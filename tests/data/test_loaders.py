@@ -346,3 +346,23 @@ def test_femnist_label_out_of_range_raises(tmp_path: Path) -> None:
     (tmp_path / "test" / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(DataError, match="bad.json.*f_z"):
         load_femnist(tmp_path)
+
+
+def test_data_sets_hold_images_in_row_major_strides() -> None:
+    # numpy gives a size-1 axis any stride; a unit channel stride makes PyTorch read
+    # one-channel images as channels-last, which sent CNNs down channels-last kernels and
+    # broke Opacus' per-example gradients (docs/dp.md, "Limits"). ArrayDataset takes the same
+    # memory with row-major strides.
+    from privfl.data.base import ArrayDataset
+    from privfl.data.bundled import load_digits
+
+    x = torch.empty_strided((5, 1, 4, 4), (16, 1, 4, 1)).normal_()
+    w = torch.randn(3, 1, 3, 3)
+    assert not torch.nn.functional.conv2d(x, w).is_contiguous()  # a channels-last output
+    ds = ArrayDataset(x, torch.zeros(5, dtype=torch.int64))
+    assert ds.x.stride() == (16, 16, 4, 1) and torch.equal(ds.x, x)
+    assert ds.x.data_ptr() == x.data_ptr()  # no copy
+    assert torch.nn.functional.conv2d(ds.x, w).is_contiguous()
+    bundle = load_digits(test_fraction=0.2, rng=np.random.default_rng(0))
+    for part in (bundle.train, bundle.test):
+        assert part.x.stride() == (64, 64, 8, 1)

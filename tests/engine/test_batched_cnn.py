@@ -330,11 +330,10 @@ def test_vectorized_cnn_dp_sgd_gives_the_opacus_model(noise, norm, opacus):
             "lr": 0.5,
             "momentum": 0.5,
         },
-        # Opacus' default "ew" (PyTorch's ExpandedWeights) fails on a conv after a max-pool (a
-        # non-contiguous output gradient, PyTorch 2.13; DPSGDTrainer then uses "functorch").
-        # "hooks" drifted 0.08-0.13 from both here until DPSGDTrainer handed convolutions
-        # row-major inputs: the digits are stored with a unit channel stride, which PyTorch
-        # reads as channels-last, and Opacus' hooks unfold assumes row-major.
+        # "hooks" drifted 0.08-0.13 from both here while the digits were stored with a unit
+        # channel stride, which PyTorch reads as channels-last: Opacus' hooks unfold assumes
+        # row-major (DPSGDTrainer now hands convolutions row-major inputs, and ArrayDataset
+        # keeps data row-major; the default "ew" failed on that layout too).
         defense={
             "dp": {
                 "mode": "sample",
