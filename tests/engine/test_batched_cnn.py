@@ -13,13 +13,17 @@ from torch.func import functional_call, vmap
 
 from privfl.accounting import import_opacus
 from privfl.engine import VectorizedEngine
-from privfl.engine.batched_cnn import BatchedCNN, CohortCNNSGD
+from privfl.engine.batched_cnn import BatchedCNN, CohortCNNSGD, _channels_last
 from privfl.federation import Federation
 from privfl.models import CNNConfig
 
 MODELS = {
     # W2's shape, small: conv-relu-maxpool twice, dense head (the relu/maxpool swap)
     "relu-pool": lambda: CNNConfig(channels=[4, 6], hidden=[8], norm="none").build((3, 12, 12), 5),
+    # one input channel (MNIST, digits): channels-last strides must be set, not inferred
+    "one-channel": lambda: CNNConfig(channels=[4, 6], hidden=[8], norm="none").build(
+        (1, 12, 12), 5
+    ),
     # DLG's LeNet shape: 5x5 kernels, strides 2 then 1, sigmoid, no pooling, no hidden layer
     "sigmoid-stride": lambda: CNNConfig(
         channels=[4, 6],
@@ -58,6 +62,7 @@ MODELS = {
 }
 SHAPES = {
     "relu-pool": (3, 12, 12),
+    "one-channel": (1, 12, 12),
     "sigmoid-stride": (3, 12, 12),
     "misc": (2, 11, 7),
     "patches": (2, 9, 7),
@@ -107,6 +112,25 @@ def test_gradients_and_losses_equal_torch_func(name, masked, gemm_library):
         assert grads[n].shape == ref[n].shape
         assert torch.allclose(grads[n], ref[n], atol=2e-6, rtol=1e-5), n
     assert torch.allclose(loss, ref_loss, atol=1e-6)
+
+
+def test_one_channel_maps_get_channels_last_strides_on_the_same_memory():
+    # PyTorch infers a one-channel map's layout from its strides: row-major ones count as NCHW
+    # (the next conv's output would be NCHW, and every kernel after it), unit channel strides
+    # as channels-last. The kernel runs channels-last either way, on the same numbers.
+    x = torch.randn(5, 1, 4, 4)
+    assert x.contiguous(memory_format=torch.channels_last).stride() == (16, 16, 4, 1)  # as is
+    h = _channels_last(x)
+    assert h.stride() == (16, 1, 4, 1) and h.data_ptr() == x.data_ptr() and torch.equal(h, x)
+    assert not nn.functional.conv2d(h, torch.randn(3, 1, 3, 3)).is_contiguous()  # NHWC out
+    many = torch.randn(5, 3, 4, 4)
+    assert _channels_last(many).is_contiguous(memory_format=torch.channels_last)
+    model, params, x, y, _ = _cohort("one-channel")
+    unit = torch.empty_strided(x.shape, (720, 144, 1, 12, 1))  # (k, b, 1, 12, 12)
+    kernel = BatchedCNN.of(model)
+    a, _ = kernel.gradients(params, x, y, None)
+    b, _ = kernel.gradients(params, unit.copy_(x), y, None)
+    assert all(torch.equal(a[n], b[n]) for n in a)  # the same arithmetic, whatever the strides
 
 
 def test_max_pool_ties_go_where_pytorch_sends_them():
