@@ -43,7 +43,9 @@ import torch.nn.functional as F
 
 import privfl
 from privfl.engine import ENGINES, gemm
+from privfl.engine.schedule import cohort_schedule
 from privfl.federation import Federation
+from privfl.plan import local_training_of
 from privfl.seeding import torch_generator
 
 # Engines measured here: every in-process engine (Ray is for clusters; see docs/engines.md).
@@ -341,10 +343,10 @@ def run_w2(
         print(f"  {e:<14} {med:8.2f} s/round (median)  x{seq / med:.2f} {ref}")
     # The floor under any engine that runs direct convolutions: a client step's convolutions
     # (one thread, in cache) times the round's client steps, over the threads.
-    data, fed = feds[ref].data, base.federation
-    batch = fed.batch_size or 1
-    steps = sum(-(-len(p) // batch) for p in data.partition.indices) / data.num_clients
-    client_steps = steps * fed.local_epochs * fed.clients_per_round
+    data = feds[ref].data
+    everyone = range(data.num_clients)  # the engines' own step counts, averaged over clients
+    sched = cohort_schedule(data.partition.indices, everyone, local_training_of(base), 0, 1)
+    client_steps = float(sched.steps.mean()) * base.federation.clients_per_round
     step = conv_step_seconds(base)
     threads = torch.get_num_threads()
     floor = step * client_steps / threads

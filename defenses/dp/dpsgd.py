@@ -300,18 +300,12 @@ def _standard_conv_inputs(model: nn.Module) -> list[RemovableHandle]:
 
 
 def _row_major_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    # contiguous() copies a channels-last map; the flat view then gives row-major strides to
+    # a map already in that order (a one-channel map with a unit channel stride), no copy.
     x = args[0]
-    if not isinstance(x, torch.Tensor) or x.stride() == _row_major_strides(x.shape):
+    if not isinstance(x, torch.Tensor):
         return None
-    return (x.clone(memory_format=torch.contiguous_format), *args[1:])
-
-
-def _row_major_strides(shape: torch.Size) -> tuple[int, ...]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
+    return (x.contiguous().reshape(-1).view(x.shape), *args[1:])
 
 
 def _count_clipped(params: Sequence[torch.Tensor], clip: float) -> int:
