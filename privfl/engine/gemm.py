@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -60,19 +61,28 @@ def cpu_info(field: str) -> str:
     return ""
 
 
+def _windows_processor() -> tuple[str, int | None]:
+    """``(vendor, family)`` from Windows' processor string (``platform.processor()``, e.g.
+    ``"AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"``); ``("", None)`` elsewhere or
+    when the string has another shape."""
+    if platform.system() != "Windows":
+        return "", None
+    m = re.fullmatch(r".*\bFamily (\d+)\b.*,\s*(\w+)\s*", platform.processor())
+    return (m.group(2), int(m.group(1))) if m else ("", None)
+
+
 def cpu_vendor() -> str:
-    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...; ``""`` if unknown)."""
-    vendor = cpu_info("vendor_id")
-    if not vendor and platform.system() == "Windows":
-        return platform.processor()
-    return vendor
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``, ...; ``""`` if unknown):
+    ``/proc/cpuinfo``'s ``vendor_id``, or the vendor at the end of Windows' processor
+    string."""
+    return cpu_info("vendor_id") or _windows_processor()[0]
 
 
 def cpu_family() -> int | None:
-    """The CPU's family number (``cpu family`` of ``/proc/cpuinfo``; AMD Zen 4 is 25, Zen 5
-    26), or None where unknown."""
+    """The CPU's family number (``cpu family`` of ``/proc/cpuinfo``, or ``Family N`` of
+    Windows' processor string; AMD Zen 4 is 25, Zen 5 26), or None where unknown."""
     family = cpu_info("cpu family")
-    return int(family) if family.isdigit() else None
+    return int(family) if family.isdigit() else _windows_processor()[1]
 
 
 def _amd_avx512(vendor: str, capability: str) -> bool:

@@ -138,3 +138,35 @@ def test_cpu_info_reads_proc_cpuinfo_fields():
     assert gemm.cpu_vendor() == gemm.cpu_info("vendor_id") or not text
     family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
     assert gemm.cpu_family() == (int(family.group(1)) if family else None)
+
+
+@pytest.mark.parametrize(
+    ("processor", "vendor", "family"),
+    [
+        ("AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD", "AuthenticAMD", 25),
+        ("AMD64 Family 26 Model 2 Stepping 0, AuthenticAMD", "AuthenticAMD", 26),
+        ("Intel64 Family 6 Model 143 Stepping 8, GenuineIntel", "GenuineIntel", 6),
+        ("ARMv8 (64-bit) Family 8 Model D4B Revision 0, Qualcomm", "Qualcomm", 8),
+        ("", "", None),
+        ("some other text", "", None),
+    ],
+)
+def test_windows_processor_string_gives_vendor_and_family(monkeypatch, processor, vendor, family):
+    # Windows has no /proc/cpuinfo; its processor string names the vendor after a comma. Before,
+    # cpu_vendor() returned the whole string, so neither rule ever recognized an AMD CPU there.
+    monkeypatch.setattr(gemm, "cpu_info", lambda field: "")
+    monkeypatch.setattr(gemm.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(gemm.platform, "processor", lambda: processor)
+    assert gemm.cpu_vendor() == vendor
+    assert gemm.cpu_family() == family
+    amd = vendor == "AuthenticAMD"
+    assert gemm.prefers_fused_conv_weights(gemm.cpu_vendor(), "AVX512") == amd
+    zen5 = amd and family is not None and family >= 26
+    assert gemm.prefers_onednn(gemm.cpu_vendor(), "AVX512", gemm.cpu_family()) == zen5
+
+
+def test_processor_string_is_not_read_off_windows(monkeypatch):
+    monkeypatch.setattr(gemm, "cpu_info", lambda field: "")
+    monkeypatch.setattr(gemm.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(gemm.platform, "processor", lambda: "i386 Family 25, AuthenticAMD")
+    assert (gemm.cpu_vendor(), gemm.cpu_family()) == ("", None)
