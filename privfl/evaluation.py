@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from privfl.fairness.metrics import fairness_figures
+
+if TYPE_CHECKING:
+    from privfl.data.text import Vocabulary
 
 
 @torch.no_grad()
@@ -95,6 +99,28 @@ def evaluate_text(
     }
 
 
+def evaluate_test(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    vocab: Vocabulary | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """A run's test-set figures of ``model``: ``test_loss`` and ``test_accuracy``, and for a
+    language model (``vocab`` given) ``test_perplexity`` with the accuracy over the targets
+    that :meth:`~privfl.data.text.Vocabulary.excluded_targets` keeps (:func:`evaluate_text`).
+
+    >>> m = nn.Linear(2, 2, bias=False)
+    >>> _ = m.weight.data.copy_(torch.eye(2))
+    >>> sorted(evaluate_test(m, torch.eye(2), torch.tensor([0, 0])))
+    ['test_accuracy', 'test_loss']
+    """
+    if vocab is not None:
+        return evaluate_text(model, x, y, vocab.excluded_targets(), batch_size)
+    loss, accuracy = evaluate(model, x, y, batch_size)
+    return {"test_loss": loss, "test_accuracy": accuracy}
+
+
 def per_class_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1024
 ) -> np.ndarray:
@@ -155,4 +181,11 @@ def federated_evaluate(
     }
 
 
-__all__ = ["evaluate", "evaluate_text", "federated_evaluate", "per_class_accuracy", "per_example"]
+__all__ = [
+    "evaluate",
+    "evaluate_test",
+    "evaluate_text",
+    "federated_evaluate",
+    "per_class_accuracy",
+    "per_example",
+]

@@ -15,9 +15,9 @@ local steps of Koloskova et al. 2020's unified analysis) is
 This is the adapt-then-combine form (train, then average); on the complete graph with
 uniform weights (``W = 11^T / n``) every node ends each round with FedAvg's model at equal
 client weights. No server holds a model: ``params`` is the average of the nodes' models, which
-the metrics evaluate (``test_accuracy``, ``test_loss``) beside each node's own (mean and
-worst 10%), the consensus distance ``(1/n) sum_i ||x_i - xbar||^2`` and the bytes each node
-sends.
+the metrics evaluate (``test_accuracy``, ``test_loss``; on text ``test_perplexity`` too, as a
+star run) beside each node's own (mean and worst 10%), the consensus distance
+``(1/n) sum_i ||x_i - xbar||^2`` and the bytes each node sends.
 
 :class:`DecentralizedRun` is a :class:`~privfl.federation.Federation` (same data, model,
 stages, ledger, budget stop, run folder, checkpoints and resume) whose round is the above.
@@ -36,10 +36,11 @@ import torch
 
 from privfl.config import Config, load_config
 from privfl.data.federated import FederatedData
+from privfl.data.text import Vocabulary
 from privfl.decentralized.config import DecentralizedConfig
 from privfl.decentralized.topology import Gossip, build_gossip
 from privfl.errors import RunFolderError
-from privfl.evaluation import evaluate, federated_evaluate
+from privfl.evaluation import evaluate_test, federated_evaluate
 from privfl.federation import Federation, _drop_nonfinite, _weighted
 from privfl.runfolder import RunFile, RunFolder
 from privfl.sampling import UniformSampler
@@ -173,28 +174,30 @@ class DecentralizedRun(Federation):
         if last or r % ev.every == 0:
             test = self.data.bundle.test
             self.spec.load_into(self.model, self.params)
-            record["test_loss"], record["test_accuracy"] = evaluate(
-                self.model, test.x, test.y, ev.batch_size
-            )
+            vocab = self.data.bundle.vocab  # text: perplexity; word accuracy without pad/oov/...
+            record.update(evaluate_test(self.model, test.x, test.y, vocab, ev.batch_size))
             if ev.federated_every and (last or r % ev.federated_every == 0):
                 train, idx = self.data.bundle.train, self.data.partition.test_indices
                 record.update(federated_evaluate(self.model, train.x, train.y, idx, ev.batch_size))
             for evaluator in self.stages.evaluators:
                 record.update(evaluator.evaluate(self.model, ctx))
-            record.update(self._node_accuracy(test.x, test.y, ev.batch_size))
+            record.update(self._node_accuracy(test.x, test.y, vocab, ev.batch_size))
             self.spec.load_into(self.model, self.params)
         record.update(info)
         for scorer in self.stages.scorers:
             record.update(scorer.score(record, ctx))
         return record
 
-    def _node_accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, Any]:
+    def _node_accuracy(
+        self, x: torch.Tensor, y: torch.Tensor, vocab: Vocabulary | None, batch_size: int
+    ) -> dict[str, Any]:
         """Each node's own model on the test set: the mean, and the mean of the worst
-        ``ceil(10%)`` (the fairness figure of Li et al., ICLR 2020) of their accuracies."""
+        ``ceil(10%)`` (the fairness figure of Li et al., ICLR 2020) of their accuracies (on
+        words, the accuracy ``test_accuracy`` reports: without pad, oov, bos and eos)."""
         acc = np.empty(self.gossip.num_nodes)
         for i, row in enumerate(self.nodes):  # one test pass per node, vectorized inside
             self.spec.load_into(self.model, row)
-            acc[i] = evaluate(self.model, x, y, batch_size)[1]
+            acc[i] = evaluate_test(self.model, x, y, vocab, batch_size)["test_accuracy"]
         worst = np.sort(acc)[: max(1, math.ceil(0.1 * len(acc)))]
         return {
             "node_accuracy_mean": float(acc.mean()),

@@ -203,3 +203,44 @@ def test_a_peer_to_peer_run_trains_its_nodes_on_the_vectorized_engine_by_default
     assert _config("ring").federation.engine == "auto"
     assert DecentralizedRun(_config("ring")).engine.trains_with == "vectorized"
     assert _config("ring", engine="sequential").federation.engine == "sequential"
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_a_text_run_records_the_star_runs_text_metrics(level):
+    data = {"name": "pydoc", "partition": "natural", "clients": 4, "seq_len": 8, "level": level}
+    data |= {"stride": 64} if level == "char" else {"vocab_size": 200}
+    model = {"name": "char_lstm" if level == "char" else "word_lstm", "hidden": 16}
+    model |= {"layers": 1} if level == "char" else {"embedding_dim": 8, "projection": 8}
+    fed = {
+        "rounds": 1,
+        "clients_per_round": 4,
+        "local_steps": 2,
+        "batch_size": 8,
+        "topology": "ring",
+    }
+    cfg = config_from_dict(
+        {"name": "lm", "seed": 3, "data": data, "model": model, "federation": fed}
+    )
+    run = DecentralizedRun(cfg)
+    rec = run.run_round()
+    # independently: the average model's logits on every test window, by hand
+    test, vocab = run.data.bundle.test, run.data.bundle.vocab
+
+    def logits_of(params):
+        run.spec.load_into(run.model, params)
+        run.model.eval()
+        with torch.no_grad():
+            return torch.cat([run.model(xb) for xb in test.x.split(64)]).double()
+
+    logits = logits_of(run.params)
+    losses = torch.nn.functional.cross_entropy(logits, test.y, reduction="none")
+    skip = [vocab.pad, vocab.oov, vocab.bos, vocab.eos] if level == "word" else []
+    keep = ~torch.isin(test.y, torch.tensor([i for i in skip if i is not None], dtype=test.y.dtype))
+    assert keep.all() == (level == "char")
+    hits = (logits.argmax(1) == test.y)[keep].double()
+    assert rec["test_loss"] == pytest.approx(float(losses.mean()), rel=1e-5)
+    assert rec["test_perplexity"] == pytest.approx(np.exp(float(losses.mean())), rel=1e-5)
+    assert rec["test_accuracy"] == pytest.approx(float(hits.mean()))
+    # each node's accuracy counts the same targets (words: without pad, oov, bos, eos)
+    nodes = [float((logits_of(row).argmax(1) == test.y)[keep].double().mean()) for row in run.nodes]
+    assert rec["node_accuracy_mean"] == pytest.approx(np.mean(nodes))
