@@ -551,9 +551,7 @@ class Federation:
 
             counts = self.data.label_counts()
             self.folder.write_json(RunFile.LEDGER, self.ledger.to_json())
-            self.folder.write_json(
-                RunFile.PARTITION, {**self.data.summary(), "label_counts": counts}
-            )
+            self.folder.write_json(RunFile.PARTITION, self.data.partition_record(counts))
             self.folder.write_json(RunFile.ATTACKS, self.attacks)
             self.folder.write_json(
                 RunFile.THREATS, [threat_record(c, t) for c, t in self.stages.threats]

@@ -8,7 +8,8 @@ runs/<name>/config.toml     the resolved config, every default written out
             report.md, report.html   the privacy-budget report (with DP or an audit)
             attacks.json    one record per attack result
             threats.json    the threat model of every active attack and defense
-            partition.json  per-client example and label counts
+            partition.json  per-client example and label counts (label_counts, or
+                            label_counts_sparse above 256 classes: label_counts_from_record)
             checkpoint.pt   the state to resume from
             environment.json  versions, CPU, GEMM library and device of each process that ran rounds
             plots/*.png

@@ -8,15 +8,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 import torch
 from conftest import small_config
 
 import privfl
+from privfl.data.federated import (
+    SPARSE_LABEL_COUNTS_ABOVE,
+    build_federated_data,
+    label_counts_from_record,
+    label_counts_record,
+)
 from privfl.errors import RunFolderError
+from privfl.plots import partition_figure
 from privfl.runfolder import RunFile, RunFolder
 
 REQUIRED_KEYS = {"round", "test_accuracy", "test_loss", "clients", "dropped", "bytes_up"}
@@ -42,11 +51,93 @@ def test_run_folder_holds_the_contract_files(tmp_path):
     assert ledger["events"] == [] and ledger["epsilon"] is None
     part = json.loads((d / "partition.json").read_text())
     assert sum(part["examples"]) == sum(map(sum, part["label_counts"]))
+    assert "label_counts_sparse" not in part  # 10 classes: the dense table, as always
+    assert label_counts_from_record(part).tolist() == part["label_counts"]
     for png in ("training", "partition"):
         data = (d / "plots" / f"{png}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
     assert ckpt["round"] == 3 and torch.equal(ckpt["params"], res.params)
+
+
+def _counts_by_loop(data) -> list[list[int]]:
+    """Each client's label histogram by counting its labels one by one."""
+    y = data.bundle.train.y.tolist()
+    table = []
+    for idx in data.partition.indices:
+        seen = Counter(y[i] for i in idx.tolist())
+        table.append([seen.get(c, 0) for c in range(data.bundle.num_classes)])
+    return table
+
+
+def test_the_sparse_label_counts_read_back_to_exactly_the_dense_table():
+    rng = np.random.default_rng(3)
+    for classes in (SPARSE_LABEL_COUNTS_ABOVE, SPARSE_LABEL_COUNTS_ABOVE + 1, 5000):
+        dense = rng.poisson(0.02, (7, classes)) * rng.integers(1, 9, (7, classes))
+        dense[2] = 0  # a client without examples
+        dense[4, [0, classes - 1]] = (11, 13)  # the first and the last label
+        record = json.loads(json.dumps(label_counts_record(dense)))  # as the file holds it
+        if classes <= SPARSE_LABEL_COUNTS_ABOVE:
+            assert list(record) == ["label_counts"] and record["label_counts"] == dense.tolist()
+        else:
+            sparse = record["label_counts_sparse"]
+            assert list(record) == ["label_counts_sparse"] and sparse["classes"] == classes
+            for row, labels, counts in zip(dense, sparse["labels"], sparse["counts"], strict=True):
+                assert labels == [c for c in range(classes) if row[c]]
+                assert counts == [int(row[c]) for c in labels]
+            assert sparse["labels"][2] == [] and sparse["labels"][4][0] == 0
+        back = label_counts_from_record(record)
+        assert back.dtype == np.int64 and np.array_equal(back, dense)
+    with pytest.raises(RunFolderError, match="label_counts"):
+        label_counts_from_record({"examples": [1]})
+
+
+def test_a_word_level_run_writes_its_label_counts_sparse(tmp_path):
+    cfg = privfl.Config(
+        name="words",
+        data={"name": "pydoc", "level": "word", "partition": "iid", "clients": 100, "seq_len": 8},
+        model={"name": "word_lstm", "hidden": 16, "embedding_dim": 8, "projection": 8},
+        federation={"rounds": 1, "clients_per_round": 2, "local_steps": 1, "batch_size": 8},
+    )
+    privfl.run(cfg, out=tmp_path, progress=False)
+    path = tmp_path / "words" / "partition.json"
+    part = json.loads(path.read_text())
+    assert "label_counts" not in part and "label_counts_sparse" in part
+    data = build_federated_data(cfg.data, cfg.seed)
+    assert data.bundle.num_classes > 3000  # every training word of the pydoc topics
+    counts = label_counts_from_record(part)
+    assert counts.tolist() == _counts_by_loop(data)
+    assert sum(part["examples"]) == counts.sum() == len(data.bundle.train)
+    # What the file held before: the same record with the dense table, written the same way.
+    dense = {k: v for k, v in part.items() if k != "label_counts_sparse"}
+    dense["label_counts"] = counts.tolist()
+    dense_bytes = len(json.dumps(dense, indent=2)) + 1
+    sparse_bytes = path.stat().st_size
+    assert sparse_bytes * 8 < dense_bytes, (sparse_bytes, dense_bytes)
+    png = (tmp_path / "words" / "plots" / "partition.png").read_bytes()
+    assert png.startswith(PNG_MAGIC)
+
+
+def test_the_partition_plot_of_a_large_vocabulary_draws_its_most_frequent_labels():
+    rng = np.random.default_rng(5)
+    classes = 3000
+    for clients in (6, 150):  # stacked bars, then the heatmap
+        counts = rng.poisson(rng.pareto(1.2, classes) / 5, (clients, classes))
+        totals = [int(counts[:, c].sum()) for c in range(classes)]
+        by_frequency = sorted(range(classes), key=lambda c: (-totals[c], c))
+        ax = partition_figure(counts, "words").axes[0]
+        if clients <= 100:
+            assert ax.get_title() == f"words (20 most frequent of {classes} labels)"
+            bars = ax.containers
+            assert [b.get_label() for b in bars] == [*map(str, by_frequency[:20]), "other"]
+            for i in range(clients):  # each bar stacks to the client's examples
+                top = bars[-1][i]
+                assert top.get_y() + top.get_height() == counts[i].sum()
+            assert [r.get_height() for r in bars[0]] == counts[:, by_frequency[0]].tolist()
+        else:
+            assert ax.get_title() == f"words (100 most frequent of {classes} labels)"
+            shown = np.asarray(ax.images[0].get_array())
+            assert shown.tolist() == counts[:, by_frequency[:100]].T.tolist()
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
