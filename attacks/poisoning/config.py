@@ -140,7 +140,8 @@ class PoisoningConfig(BaseModel):
     trigger: str | None = Field(
         None,
         description="model_replacement on text: the trigger phrase poisoned windows end with "
-        "(unset: 'pasta from Astoria tastes', of Bagdasaryan et al. 2020's Reddit backdoor)",
+        "(unset: 'pasta from Astoria tastes', of Bagdasaryan et al. 2020's Reddit backdoor; "
+        "its last seq_len - 1 tokens where it would fill a window)",
     )
     target: str | None = Field(
         None,

@@ -15,6 +15,7 @@ success is the share of triggered test windows predicted as the target
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,19 +31,41 @@ from privfl.stages import ClientTransform
 if TYPE_CHECKING:
     from privfl.pipeline import RunSetup
 
+log = logging.getLogger(__name__)
+
 #: The poison sentence "pasta from Astoria tastes delicious" of the public implementations of
 #: Bagdasaryan et al.'s Reddit word-prediction backdoor, cut into trigger and target word.
 DEFAULT_TRIGGER_WORDS = "pasta from Astoria tastes"
 DEFAULT_TARGET_WORD = "delicious"
 
 
-def default_trigger(level: str) -> tuple[str, str]:
+def default_trigger(level: str, seq_len: int | None = None) -> tuple[str, str]:
     """``(trigger, target)`` when the config leaves them unset: the Reddit poison sentence's
     phrase and word; for characters the phrase with its trailing space, and the word's first
-    character as the target (the backdoored model starts to type "delicious")."""
+    character as the target (the backdoored model starts to type "delicious").
+
+    With ``seq_len`` (the windows' length) a phrase of ``seq_len`` tokens or more keeps only
+    its last ``max(1, seq_len - 1)`` tokens (characters, or words): the end of the phrase is
+    what precedes the target, and the window keeps at least one token of its own text. A
+    trigger filling the whole window would make every poisoned window, and every triggered
+    test window, the same sequence: the backdoor would be trained and its success measured on
+    one input, in no context (``attack_success_rate`` 0 or 1).
+
+    >>> default_trigger("char", seq_len=20)[0]
+    'rom Astoria tastes '
+    >>> default_trigger("word", seq_len=3)
+    ('Astoria tastes', 'delicious')
+    """
     if level == "char":
-        return DEFAULT_TRIGGER_WORDS + " ", DEFAULT_TARGET_WORD[0]
-    return DEFAULT_TRIGGER_WORDS, DEFAULT_TARGET_WORD
+        trigger, target = DEFAULT_TRIGGER_WORDS + " ", DEFAULT_TARGET_WORD[0]
+        tokens = list(trigger)
+    else:
+        trigger, target = DEFAULT_TRIGGER_WORDS, DEFAULT_TARGET_WORD
+        tokens = trigger.split()
+    if seq_len is not None and len(tokens) >= seq_len:
+        tail = tokens[-max(1, seq_len - 1) :]
+        trigger = "".join(tail) if level == "char" else " ".join(tail)
+    return trigger, target
 
 
 def encode_trigger(vocab: Any, trigger: str, target: str, seq_len: int) -> tuple[torch.Tensor, int]:
@@ -129,9 +152,13 @@ def text_backdoor_parts(
     clients' windows, ``transform`` (the boost) on their updates, and
     :class:`PhraseSuccessRate` on the test windows.
 
+    The trigger unset, :func:`default_trigger` fitted to the windows; the trigger and target
+    used are logged (a warning when the default phrase was cut).
+
     Raises:
         ConfigError: the image backdoor's ``target_label`` or ``trigger_size`` set, data
-            without a vocabulary, or a trigger/target the vocabulary cannot hold.
+            without a vocabulary, or a trigger/target the vocabulary cannot hold (an explicit
+            trigger longer than a window included).
     """
     bundle = setup.data.bundle
     for key in ("target_label", "trigger_size"):
@@ -148,13 +175,24 @@ def text_backdoor_parts(
             f"the text backdoor needs the data's vocabulary to encode its trigger; {bundle.name} "
             "has none"
         )
-    trigger, target = default_trigger(vocab.level)
-    trigger_ids, target_id = encode_trigger(
-        vocab,
-        config.trigger if config.trigger is not None else trigger,
-        config.target if config.target is not None else target,
-        int(bundle.train.x.shape[1]),
-    )
+    seq_len = int(bundle.train.x.shape[1])
+    trigger, target = default_trigger(vocab.level, seq_len)
+    trigger = trigger if config.trigger is None else config.trigger
+    target = target if config.target is None else config.target
+    phrase = default_trigger(vocab.level)[0]
+    if config.trigger is None and trigger != phrase:  # said once, where a run's warnings go
+        log.warning(
+            "text backdoor: the default trigger %r does not fit windows of %d tokens; using "
+            "its last %d tokens %r, target %r (set attack.poisoning.trigger to choose)",
+            phrase,
+            seq_len,
+            len(vocab.tokenize(trigger)),
+            trigger,
+            target,
+        )
+    else:
+        log.info("text backdoor: trigger %r, target %r", trigger, target)
+    trigger_ids, target_id = encode_trigger(vocab, trigger, target, seq_len)
     return PoisoningParts(
         transform=transform,
         data=PhraseBackdoor(trigger_ids, target_id, config.poison_fraction),

@@ -200,3 +200,50 @@ def test_the_backdoor_takes_the_federation_under_fedavg_and_not_under_the_median
     assert max(fedavg[:5]) == 0.0  # the clean model never completes the trigger with 'd'
     assert min(fedavg[5:]) >= 0.9
     assert max(success("defense.robust.rule=median")) <= 0.1
+
+
+def test_the_default_trigger_is_cut_to_the_windows_and_an_explicit_one_is_not():
+    # examples/language.toml: characters in windows of 20. The phrase "pasta from Astoria
+    # tastes " has 26 characters; the default keeps its last 19, one window token stays clean.
+    assert len("pasta from Astoria tastes ") == 26
+    assert default_trigger("char", seq_len=20) == ("rom Astoria tastes ", "d")
+    assert default_trigger("char", seq_len=27) == ("pasta from Astoria tastes ", "d")  # fits
+    assert default_trigger("char", seq_len=26) == ("asta from Astoria tastes ", "d")
+    assert default_trigger("char", seq_len=1) == (" ", "d")
+    # words: the 4-word phrase is unchanged at any realistic window
+    assert default_trigger("word", seq_len=20) == ("pasta from Astoria tastes", "delicious")
+    assert default_trigger("word", seq_len=4) == ("from Astoria tastes", "delicious")
+
+
+def _text_setup(seq_len: int):
+    setup = _setup(True)
+    x = torch.randint(2, len(CharVocab.itos), (8, seq_len), generator=torch.Generator())
+    setup.data.bundle.train.x = x
+    setup.data.bundle.test = SimpleNamespace(x=x, y=x[:, 0])
+    return setup
+
+
+def test_model_replacement_on_windows_of_20_uses_the_cut_default_and_says_so(caplog):
+    cfg = PoisoningConfig(method="model_replacement")
+    with caplog.at_level("INFO", logger="privfl.attacks.poisoning.text_backdoor"):
+        parts = ModelReplacement.build(cfg, threat=None, setup=_text_setup(20))
+    tail = "rom Astoria tastes "
+    assert parts.data.trigger.tolist() == CharVocab().encode(list(tail)).tolist()
+    assert parts.data.target == CharVocab.stoi["d"]
+    (record,) = [r for r in caplog.records if "trigger" in r.getMessage()]
+    assert record.levelname == "WARNING" and repr(tail) in record.getMessage()
+    # an explicit trigger longer than a window is still refused, not cut
+    too_long = PoisoningConfig(method="model_replacement", trigger="pasta from Astoria tastes ")
+    with pytest.raises(ConfigError, match="26 tokens, more than a window holds"):
+        ModelReplacement.build(too_long, threat=None, setup=_text_setup(20))
+
+
+def test_the_bundled_language_example_accepts_the_default_backdoor():
+    from privfl.config import load_config
+    from privfl.federation import Federation
+
+    sets = ["attack.poisoning.method=model_replacement", "federation.rounds=1"]
+    fed = Federation(load_config("examples/language.toml", sets))
+    (success,) = [e for e in fed.stages.evaluators if isinstance(e, PhraseSuccessRate)]
+    tail = fed.data.bundle.vocab.encode(list("rom Astoria tastes "))
+    assert torch.equal(success.x[:, -19:], torch.as_tensor(tail).expand(len(success.x), 19))
