@@ -25,7 +25,7 @@ from privfl.data.federated import FederatedData, build_federated_data
 from privfl.device import resolve_device
 from privfl.engine import ENGINES
 from privfl.errors import ConfigError, PrivflError, RunFolderError
-from privfl.evaluation import evaluate, evaluate_text, federated_evaluate
+from privfl.evaluation import evaluate_test, federated_evaluate
 from privfl.ledger import Ledger, PrivacyEvent, client_party
 from privfl.models import create_model
 from privfl.pipeline import RunEnd, RunSetup
@@ -451,14 +451,10 @@ class Federation:
             self.spec.load_into(self.model, self.params)
             model = self._model_on_device()
             test = self.data.bundle.test
-            vocab = self.data.bundle.vocab
-            if vocab is not None:  # text: perplexity; word accuracy without pad/oov/bos/eos
-                excluded = vocab.excluded_targets()
-                record.update(evaluate_text(model, test.x, test.y, excluded, ev.batch_size))
-            else:
-                record["test_loss"], record["test_accuracy"] = evaluate(
-                    model, test.x, test.y, ev.batch_size
-                )
+            # text: perplexity, and word accuracy without pad/oov/bos/eos
+            record.update(
+                evaluate_test(model, test.x, test.y, self.data.bundle.vocab, ev.batch_size)
+            )
             if ev.federated_every and (last or r % ev.federated_every == 0):
                 train = self.data.bundle.train
                 idx = self.data.partition.test_indices
