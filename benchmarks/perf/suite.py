@@ -148,8 +148,10 @@ def _summary(data: dict) -> list[str]:
     for key, title in (("w1_dp", "W1 with DP-SGD"), ("w2", "W2 (CNN, pfl-research shape)")):
         if key not in data:
             continue
+        n = data[key].get("threads")  # absent in files written before it was recorded
+        threads = f", {n} torch thread(s)" if n else ""
         out += [
-            f"| {title}, {data[key]['rounds']} rounds | s/round (median) | x sequential |",
+            f"| {title}, {data[key]['rounds']} rounds{threads} | s/round (median) | x sequential |",
             "|---|---|---|",
         ]
         for name, r in data[key]["engines"].items():
