@@ -202,6 +202,17 @@ class RowFactors(Protocol):
         ...
 
 
+#: The attribute on a rows tensor written out from factors that names those factors: how a
+#: batch tells the factors' own rows from rows a stage put in their place.
+_ROWS_OF = "_privfl_rows_of"
+
+
+def _tag_rows(rows: torch.Tensor, factors: RowFactors) -> torch.Tensor:
+    """``rows`` marked as the written-out form of ``factors`` (returned)."""
+    setattr(rows, _ROWS_OF, factors)
+    return rows
+
+
 class _Rows:
     """:attr:`UpdateBatch.deltas`: the rows given, or written out from the batch's
     ``factors`` the first time a stage reads them (then kept)."""
@@ -214,7 +225,7 @@ class _Rows:
             raise AttributeError("deltas has no default")  # a required dataclass field
         rows = batch.__dict__.get(self._slot)
         if rows is None:
-            rows = batch.factors.rows()  # type: ignore[union-attr]
+            rows = _tag_rows(batch.factors.rows(), batch.factors)  # type: ignore[union-attr,arg-type]
             batch.__dict__[self._slot] = rows
         return rows
 
@@ -236,9 +247,10 @@ class UpdateBatch:
         info: round-level figures that client transforms attach for the round's metrics
             (e.g. the share of updates clipped).
         factors: the same updates in factored form (:class:`RowFactors`), or None. FedAvg's
-            weighted mean and the finiteness check use them without writing the rows. A stage
-            that changes the deltas must drop them: :meth:`with_deltas` does, and
-            ``dataclasses.replace(batch, deltas=...)`` needs ``factors=None``.
+            weighted mean and the finiteness check use them without writing the rows. They
+            always describe ``deltas``: a batch built with rows that are not the factors' own
+            (``dataclasses.replace(batch, deltas=clipped)``, :meth:`with_deltas`) drops them,
+            so no stage can change the updates while the mean still reads the old ones.
     """
 
     client_ids: np.ndarray
@@ -252,8 +264,15 @@ class UpdateBatch:
     factors: RowFactors | None = None
 
     def __post_init__(self) -> None:
-        if self._written_rows() is None and self.factors is None:
+        rows = self._written_rows()
+        if rows is None and self.factors is None:
             raise ValueError("an UpdateBatch needs its deltas or their factors")
+        if self.factors is not None and rows is not None:
+            if getattr(rows, _ROWS_OF, None) is not self.factors:
+                # New rows beside the old updates' factors (a stage clipped or noised the
+                # deltas with dataclasses.replace): the rows are the updates now. Keeping the
+                # factors let FedAvg's mean average the unclipped updates under DP-FedAvg.
+                object.__setattr__(self, "factors", None)
         if self.factors is not None and len(self.factors) != len(self.client_ids):
             raise ValueError(
                 f"{len(self.factors)} factored rows for {len(self.client_ids)} clients"
@@ -307,15 +326,19 @@ class UpdateBatch:
         keep = np.asarray(mask, dtype=bool)
         m = torch.from_numpy(keep)
         rows = self._written_rows()
+        factors = None if self.factors is None else self.factors.take(np.flatnonzero(keep))
+        kept = None if rows is None else rows[m]
+        if kept is not None and factors is not None:
+            _tag_rows(kept, factors)  # the factors' rows still
         return UpdateBatch(
             client_ids=self.client_ids[mask],
-            deltas=None if rows is None else rows[m],  # type: ignore[arg-type]
+            deltas=kept,  # type: ignore[arg-type]
             weights=self.weights[mask],
             metrics={k: v[mask] for k, v in self.metrics.items()},
             info=dict(self.info),
             encoded=None if self.encoded is None else self.encoded.select(mask),
             dropped=self.dropped,
-            factors=None if self.factors is None else self.factors.take(np.flatnonzero(keep)),
+            factors=factors,
         )
 
     def with_deltas(self, deltas: torch.Tensor) -> UpdateBatch:

@@ -272,3 +272,70 @@ def test_the_factored_and_written_row_paths_train_the_same_model():
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
     assert rows.engine.train_batch(rows.params, [0, 1], 3).factors is None
     torch.testing.assert_close(factored.params, rows.params, rtol=1e-5, atol=1e-7)
+
+
+def test_rows_a_stage_puts_in_place_replace_the_factors():
+    """``dataclasses.replace(batch, deltas=...)`` (how the DP transforms clip and noise) must
+    not leave the old updates' factors for FedAvg's mean to read."""
+    from dataclasses import replace
+
+    f, want = _factored(6)
+    batch = _batch(f)
+    halved = (want / 2).float()
+    changed = replace(batch, deltas=halved)
+    assert changed.factors is None and changed.deltas is halved
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64) / 15
+    mean = WeightedMean().aggregate(changed, None).delta  # type: ignore[arg-type]
+    assert torch.allclose(mean.double(), w @ (want / 2), atol=1e-6)
+    # The factors' own rows, carried along by a replace that changes something else, keep
+    # them (the mean still reads the factors: the model does not depend on who looked).
+    read = _batch(f)
+    rows = read.deltas
+    carried = replace(read, metrics={"m": np.zeros(C)})
+    assert carried.factors is f and carried.deltas is rows
+    part = carried.select(np.array([True, True, False, True, True]))
+    assert part.factors is not None and part.rows_written
+    assert replace(part, deltas=part.deltas * 0).factors is None
+
+
+DP_DEFENSES = {
+    # clip far below the updates' norms (~1): every update is clipped
+    "central, noise 0": {"mode": "central", "noise_multiplier": 0.0, "clip": 0.05},
+    "central, noise 1": {"mode": "central", "noise_multiplier": 1.0, "clip": 0.05},
+    "local": {"mode": "local", "noise_multiplier": 1.0, "clip": 0.05},
+}
+
+
+@pytest.mark.parametrize("dp", DP_DEFENSES)
+def test_dp_fedavg_averages_the_clipped_updates_on_the_factored_path(dp):
+    """The attacker's view of DP-FedAvg: each client's influence on the model is bounded by
+    the clip S. The batched MLP kernel's factored updates used to reach FedAvg's mean past the
+    clipping (and local DP's noise), so the vectorized engine averaged the raw updates under a
+    ledger that assumed S: 0.013 off the sequential engine's model after one round."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import small_config
+
+    from privfl.federation import Federation
+
+    def federation(engine: str) -> Federation:
+        cfg = small_config(
+            data={"clients": 20},
+            federation={"rounds": 2, "clients_per_round": 10, "lr": 0.5, "engine": engine},
+            defense={"dp": DP_DEFENSES[dp]},
+        )
+        return Federation(cfg)
+
+    seq, vec = federation("sequential"), federation("vectorized")
+    start = vec.params.clone()
+    assert vec.engine.train_batch(vec.params, [0, 1, 2], 1).factors is not None
+    for _ in range(2):
+        a, b = seq.run_round(), vec.run_round()
+        assert a["clients"] == b["clients"] and b["dp_clipped_fraction"] == 1.0
+        torch.testing.assert_close(vec.params, seq.params, rtol=0, atol=1e-6)
+    if dp == "central, noise 0":  # two rounds of sums of clipped updates over q N
+        q_n = 10  # q = 10/20 of N = 20 clients
+        clients = sum(len(m["clients"]) for m in vec.metrics)
+        assert (vec.params - start).norm() <= clients * 0.05 / q_n + 1e-6
