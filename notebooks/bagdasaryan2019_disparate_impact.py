@@ -94,7 +94,8 @@ print(f"scale: {SCALE}")
 # (`padding = k // 2`), so its dense layer is wider than the paper's.
 #
 # **Run time on this machine** (2 shared CPU cores, `OMP_NUM_THREADS=1`): small about 25 s;
-# default 1 to 3 minutes with the load (the committed run's time is printed at its end); paper
+# default 15 s to 3 minutes with the load (14 s for the committed run, idle; its time is
+# printed at its end); paper
 # scale not run: the paper's CNN trained here at about 2.5 ms per example and epoch without DP,
 # so about 2 hours for each non-private run on 54,649 images for 60 epochs, and (per-example
 # gradients of its 1.2M weights, 5 to 10 times the cost, as for our MLP) 10 to 20 hours for each

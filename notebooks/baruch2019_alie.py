@@ -326,9 +326,9 @@ print(f"runs {RUNS_SECONDS:.0f} s, notebook {TOTAL_SECONDS:.0f} s at scale {SCAL
 # **Run time on this machine** (2 CPU cores shared with other jobs, `OMP_NUM_THREADS=1`; the
 # last line of the ablation cell prints the time of the run you are reading): small scale (3
 # rounds, 2 seeds, for the tests) about 35 s; default scale (55 rounds, 3 seeds: 24 runs of 50
-# clients plus 2 ablation runs, vectorized engine) 364 s for the committed run (load average
-# 3-5 from other jobs; 521 s for a 60-round version at load average 7); paper scale (300
-# rounds, 5 seeds) scales with rounds x seeds, about 9 x the default, roughly an hour here, on
+# clients plus 2 ablation runs, vectorized engine) 85 s for the committed run on an idle
+# machine (364 s in an earlier execution at load average 3-5 from other jobs); paper scale (300
+# rounds, 5 seeds) scales with rounds x seeds, about 9 x the default, 15 minutes to an hour, on
 # full MNIST (`privfl data fetch mnist`, then `PRIVFL_MNIST_DIR` pointing at it: one
 # mini-batch a client a round, so the larger training set does not add time).
 

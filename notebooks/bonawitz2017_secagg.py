@@ -62,15 +62,15 @@
 # | scale | clients `n` (vector 100K) | vector lengths `m` (at `n`) | seeds | run time |
 # | --- | --- | --- | --- | --- |
 # | `small` (tests) | 4, 8 (vector 500) | 250, 1,000 (n = 4) | 2 | about 20 s |
-# | `default` (committed) | 25, 50, 100, 125 | 10K, 100K, 250K (n = 50) | 3 | 4.5-7 min |
-# | `paper` | 100, 200, 300, 400, 500 | 10K to 1M (n = 500) | 3 | 11-14 h (estimated) |
+# | `default` (committed) | 25, 50, 100, 125 | 10K, 100K, 250K (n = 50) | 3 | 1-7 min |
+# | `paper` | 100, 200, 300, 400, 500 | 10K to 1M (n = 500) | 3 | 2.5-14 h (estimated) |
 #
-# The default runs took 275-400 s here while other jobs shared the two cores: a round's CPU
-# time was about a third of its wall clock, so on an idle machine it takes 2-3 minutes. The
+# The committed default run took 69 s on an idle machine; earlier runs took 275-400 s while
+# other jobs shared the two cores (a round's CPU time about a third of its wall clock). The
 # paper scale is the paper's grid (up to 500 clients, 100K-entry vectors, and vectors up to 1M
 # at 500 clients); our simulation runs every client in one process, so a round costs `n`
 # times a client's time plus the server's: the estimate printed at the end extrapolates the
-# default run's measured growth (11-14 hours at the load of the committed runs). No data
+# default run's measured growth (2.4 hours for the committed run, idle). No data
 # is needed at any scale.
 
 # %%

@@ -357,9 +357,10 @@ print(f"scale {SCALE}: {time.perf_counter() - START:.0f} s")
 
 # %% [markdown]
 # **Run time on this machine** (2 shared CPU cores, one torch thread, measured while other
-# jobs ran): small about 20 s; default about 3.5 minutes (an undefended LiRA run with 16
-# shadows took about 15 s, one under DP-SGD about 50 s: per-example gradients). Paper scale
-# (256 shadows, 5 seeds, 240 candidates, same federation) is estimated from these per-shadow
-# costs at about 1.5 hours (20 minutes undefended, 65 minutes under DP-SGD); it needs no data
+# jobs ran): small about 20 s; default about 2 minutes (110 s for the committed run: an
+# undefended LiRA run with 16 shadows took about 5 s, one under DP-SGD about 30 s, per-example
+# gradients; 3.5 minutes in an earlier execution under load). Paper scale (256 shadows, 5
+# seeds, 240 candidates, same federation) is estimated from these per-shadow costs at about 45
+# minutes (7 minutes undefended, 40 minutes under DP-SGD); it needs no data
 # beyond the bundled digits. The paper's own setting (CIFAR-10,
 # wide ResNets, 256 shadows) is out of reach of this CPU-only toolkit's scales.

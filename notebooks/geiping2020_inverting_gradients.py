@@ -76,7 +76,7 @@ if data.is_mnist:  # one image per client: as many clients as training images
 else:
     N_TRAIN = 1438  # the digits' training split (80% of 1,797)
 
-SEEDS = at_scale(small=[0, 1], default=[0, 1, 2], paper=list(range(10)))
+SEEDS = at_scale(small=[0, 1], default=list(range(6)), paper=list(range(10)))
 ITERATIONS = at_scale(small=20, default=800, paper=4800)
 LOCAL_LR, LOCAL_STEPS, TV = 1e-4, 5, 1e-4
 print(f"scale {SCALE}: {len(SEEDS)} seeds, {ITERATIONS} IG iterations")
@@ -115,6 +115,12 @@ for replay in (True, False):
         f"{MeanStd.of([r['ssim'] for r in rs]).format('.3f')}, label accuracy "
         f"{[r['label_accuracy'] for r in rs]}, {time.perf_counter() - t0:.0f} s"
     )
+GAIN = [a["psnr"] - b["psnr"] for a, b in zip(records[True], records[False], strict=True)]
+REPLAY_WINS = sum(g > 0 for g in GAIN)
+print(
+    f"replaying the steps, minus one gradient, per seed: {[round(g, 1) for g in GAIN]} dB "
+    f"(higher in {REPLAY_WINS} of {len(GAIN)} seeds)"
+)
 
 # %% [markdown]
 # **Reconstructions beside their originals**: per seed, the client's image, IG replaying the
@@ -183,24 +189,31 @@ table.add(
     paper="not run in the paper (its attack replays the steps)",
     source="reference code: `FedAvgReconstructor`, `loss_steps`",
     ours=psnr[False],
-    note="lower than with replay in every seed, though the digit is still recognizable: "
-    "read as one gradient, the 5-step update leaves a mismatch of the order of the local lr "
-    "that the cosine cannot remove; replaying the steps removes it",
+    note=f"{psnr[False].mean - psnr[True].mean:+.1f} dB against replaying, on average; replay "
+    f"was higher in {REPLAY_WINS} of {len(GAIN)} seeds. At local lr 1e-4 the 5-step update is "
+    "five times the first gradient up to terms of order 1e-4 (the cosine ignores the factor), "
+    "so reading it as one gradient loses little, and each seed's optimization path decides",
 )
 table  # noqa: B018 (Jupyter shows it)
 
 # %% [markdown]
 # **Where ours differs, and why.** The paper's claim holds here: from an update of five local
-# steps the server recovers the client's digit, in every seed recognizably (PSNR 39-62 dB,
-# mean SSIM near 1), without being given the label. Replaying the local steps is worth 8-16
-# dB in every seed (the ablation): IG reading the update as one gradient still finds the
-# digit (PSNR 30-48 dB) but less exactly, with a faint speckle on the third seed. At the
-# paper's local learning rate of 1e-4 the five steps change the weights by about 1e-4 of
-# their size, so the update is five times the first gradient up to terms of that order; the
-# cosine objective ignores the factor five but not those terms, which leave the one-gradient
-# reading a floor that only the replay removes. The gap would widen where local training
-# moves the weights more (larger local learning rates, several images over several
-# mini-batches); we measured (outside this notebook, one seed, 300 iterations) clients of 2 or
+# steps the server recovers the client's digit without being given the label, in most seeds
+# far above the 30 dB at which a digit reads cleanly (PSNR and label accuracy of each seed
+# above; the check below asserts the median above 30 dB and every label), in some with
+# speckle (25-35 dB). Replaying the local steps (the ablation) is not reliably better at
+# this local learning rate: the two readings' means are within their spread over seeds, and
+# each wins in some seeds. At the paper's local learning rate of 1e-4 the five steps change
+# the weights by about 1e-4 of their size, so the update is five times the first gradient up
+# to terms of that order, and the cosine objective ignores the factor five: reading the
+# update as one gradient loses little. A seed's PSNR is not a stable figure either: seed 0
+# gave 61.7 dB on the update the sequential engine computes and 47.6 dB on the vectorized
+# engine's, two updates that differ by one float32 rounding of the weights (6e-8 at most);
+# IG's 800 signed-Adam steps end in different places from such a start. Read the mean over
+# seeds, not a seed. (An earlier execution, on three seeds, had replaying ahead by 8-16 dB in
+# each; six seeds do not bear that out.) Replaying should matter where local training moves
+# the weights more (larger local learning rates, several images over several mini-batches);
+# we measured (outside this notebook, one seed, 300 iterations) clients of 2 or
 # 4 images with mini-batches of 1 or 2 at local learning rates 1e-4 to 1.0, and IG failed
 # either way (4-11 dB): such batches need many more iterations (the paper runs thousands on
 # GPUs) and their labels were not all recovered, which is out of this notebook's CPU budget.
@@ -210,9 +223,9 @@ table  # noqa: B018 (Jupyter shows it)
 # 24,000.
 #
 # **Run time on this machine** (2 shared CPU cores, one torch thread, measured while other jobs
-# shared the cores): small scale (2 seeds, 20 iterations) 11-28 s; default scale (3 seeds,
-# 800 iterations) about 3-4 min (164 and 224 s in two runs); paper scale (10 seeds, 4,800
-# iterations, the `rec_mult.py` default) about 1 hour, extrapolated from the default run.
+# shared the cores): small scale (2 seeds, 20 iterations) 11-28 s; default scale (6 seeds,
+# 800 iterations) about 1.5-2 min (92 s for the committed run); paper scale (10 seeds, 4,800
+# iterations, the `rec_mult.py` default) about 20 minutes, extrapolated from the default run.
 # Every scale runs on MNIST when `PRIVFL_MNIST_DIR` names its IDX files (`privfl data fetch
 # mnist`), else on the bundled 8x8 digits.
 
@@ -221,9 +234,8 @@ elapsed = time.perf_counter() - START
 print(f"this run: scale {SCALE}, {elapsed:.0f} s")
 if SCALE == "small":
     print("small scale: the claim is not checked")
-else:  # the claim, checked; and the ablation's finding, as measured
+else:  # the claim, checked
     replayed = sorted(r["psnr"] for r in records[True])
     assert replayed[len(replayed) // 2] > 30, "IG should recover the image in most seeds"
     assert all(r["label_accuracy"] == 1.0 for r in records[True])
-    assert psnr[True].mean > psnr[False].mean, "the ablation: replaying the steps should help"
     print("checked")

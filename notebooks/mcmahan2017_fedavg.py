@@ -496,11 +496,11 @@ print(f"this notebook's runs took {time.perf_counter() - START:.0f} s at scale {
 #
 # - `small` (2 seeds, one rate a setting, target 70%, capped rounds; the test suite): about
 #   35 s including the kernel's start.
-# - `default` (3 seeds, rates tuned on the first, target 93%; the committed outputs): 3.5 to
-#   5.5 minutes depending on the machine's load (200 s for the committed outputs, 333 s in an
-#   earlier execution; about half of it the tuning).
+# - `default` (3 seeds, rates tuned on the first, target 93%; the committed outputs): 1 to 5.5
+#   minutes depending on the machine's load (73 s for the committed outputs on an idle machine,
+#   200 and 333 s in earlier executions under load; about half of it the tuning).
 # - `paper` (`PRIVFL_MNIST_DIR` naming all of MNIST, as `privfl data fetch mnist` writes it: 600
 #   examples a client, the 10,000-image test set, target 97%, caps of 4,000 / 1,500 / 1,000
 #   rounds): not run. Estimated from the default run: each round does 7.5 times the local work,
 #   and the paper's own counts (1474 / 1796 FedSGD rounds, 87 / 664 for `E = 1, B = 10`) are
-#   2-10 times ours, so roughly 4-7 hours on this machine.
+#   2-10 times ours, so roughly 1-7 hours on this machine, with its load.

@@ -448,7 +448,8 @@ print(f"training time: {sum(SECONDS.values()):.0f} s")
 # - `PRIVFL_SCALE=small` (the tests: 400 users, 2 rounds, 2 seeds, 5 settings): about 40 s in
 #   a fresh kernel with the machine loaded 4x over, about 15 s of CPU time;
 # - `default` (committed: real MNIST 10k subset, 2,000 users, 30 rounds, 3 seeds, 10 settings):
-#   about 3 minutes (190 s, of which 160 s training);
+#   1-3 minutes (162 s for the committed run, of which 155 s training, while another notebook
+#   shared the cores; 190 s in an earlier execution);
 # - `paper` (6,000 users of 10 images, which needs the full MNIST from `privfl data fetch
 #   mnist`; cohorts 6x larger, 200 rounds, 5 seeds): not run; about 3 hours, extrapolated from
 #   the default run (training time grows with users a round x rounds x seeds: 67x).

@@ -367,7 +367,8 @@ print(f"training time: {sum(SECONDS.values()):.0f} s")
 # - `PRIVFL_SCALE=small` (the tests): 2 rounds, windows every 128 characters, 2 seeds,
 #   4 settings: about 15 s in a fresh kernel at load 4;
 # - `default` (committed): 30 rounds, windows every 32 characters, 3 seeds, 8 settings
-#   (24 runs): about 10 minutes (610 s, of which 597 s training) at load 4 to 7;
+#   (24 runs): about 10-12 minutes (720 s for the committed run, of which 715 s training,
+#   while other jobs shared the cores; 610 s in an earlier execution at load 4 to 7);
 # - `paper` (windows every 8 characters, 200 rounds, 5 seeds, C up to all 79 users): not run;
 #   hours on a CPU.
 #

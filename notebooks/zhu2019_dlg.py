@@ -254,9 +254,10 @@ table  # noqa: B018 (Jupyter shows it)
 #
 # **Run time on this machine** (2 shared CPU cores, one torch thread; measured while other jobs
 # shared the cores): small scale (2 seeds, no noise and variance 1e-2, 5 / 3 L-BFGS steps)
-# about 15 s; default scale (3 seeds, the full grid, 300 / 30 steps) about 3 min (168 s; 7.5
-# min in an earlier run under three times the load); paper scale (10 seeds, 300 steps
-# everywhere) about 1-3 hours, extrapolated from the default run (each noisy run then takes all
+# about 15 s; default scale (3 seeds, the full grid, 300 / 30 steps) 1.5-3 min (88 s for the
+# committed run on an idle machine; 168 s, and 7.5 min under three times the load, in earlier
+# runs); paper scale (10 seeds, 300 steps everywhere) about 1-3 hours, extrapolated from the
+# default run (each noisy run then takes all
 # 300 steps, ten times the default's 30). Every scale runs on MNIST when `PRIVFL_MNIST_DIR`
 # names its IDX files (`privfl data fetch mnist`), else on the bundled 8x8 digits.
 
