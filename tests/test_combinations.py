@@ -330,28 +330,23 @@ def test_every_accepted_pair_runs(a, b, tmp_path):
 # engine's model under every defense, attack and option, not only under plain FedAvg (its
 # factored updates once reached FedAvg's mean past DP-FedAvg's clipping unnoticed, because the
 # engines were compared without defenses).
-# The sections that change no update (observers, server optimizers, stragglers) or take the
-# longest run in the slow suite.
-SLOW_ENGINE_VARIANTS = {
-    "poisoning-alie",
-    "heterogeneity-deadline",
-    "inversion",
-    "optimizer-qffl",
-    "optimizer-fedadam",
-    "incentives",
-}
+CNN = {"name": "cnn", "channels": [4], "hidden": [8], "norm": "none"}
 ENGINE_VARIANTS = [
-    pytest.param(v, marks=[pytest.mark.slow] if v in SLOW_ENGINE_VARIANTS else [])
+    (v, model)
+    for model in ("mlp", "cnn")  # the batched MLP kernel (factored updates) and the CNN kernel
     for v in VARIANTS
     if v not in ("engine-vectorized", "topology-ring")
+    and not (model == "cnn" and v in ("membership", "inversion"))  # observers only
 ]
 
 
-@pytest.mark.parametrize("variant", ENGINE_VARIANTS)
-def test_every_section_trains_the_same_model_on_both_engines(variant):
+@pytest.mark.parametrize(("variant", "model"), ENGINE_VARIANTS)
+def test_every_section_trains_the_same_model_on_both_engines(variant, model):
     from privfl.federation import Federation
 
     raw = _merge(_raw(variant), {"federation": {"rounds": 2, "lr": 0.5}})
+    if model == "cnn":
+        raw = _merge(raw, {"model": CNN})
     if variant.startswith("poisoning") or variant.startswith("robust"):
         raw = _merge(raw, {"federation": {"clients_per_round": 12}})
     params = {}
