@@ -54,3 +54,56 @@ def test_an_unreadable_record_file_is_started_afresh(tmp_path):
     privfl.resume(tmp_path / "g", progress=False)
     (rec,) = _records(tmp_path / "g")
     assert rec["from_round"] == 2
+
+
+def test_the_record_names_the_source_commit(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    from privfl.provenance import source_commit
+
+    root = Path(privfl.__file__).resolve().parents[1]
+    top = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True
+    )
+    git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True)
+    privfl.run(small_config(name="s", federation={"rounds": 1}), out=tmp_path, progress=False)
+    (rec,) = _records(tmp_path / "s")
+    assert rec["source"] == source_commit()
+    if top.returncode == 0 and Path(top.stdout.decode().strip()).resolve() == root:
+        head = git.stdout.decode().strip()  # a checkout: its HEAD, marked when files changed
+        assert rec["source"] in (head, f"{head}+dirty")
+    else:  # an installed copy, outside git or inside another tree
+        assert rec["source"] is None
+
+
+def test_a_copy_inside_another_git_tree_gives_no_commit(monkeypatch, tmp_path):
+    import subprocess
+
+    from privfl import provenance
+
+    class Done:
+        stdout = f"{tmp_path}\n"  # the enclosing tree's top, not privfl's checkout
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    provenance.source_commit.cache_clear()
+    try:
+        assert provenance.source_commit() is None
+    finally:
+        provenance.source_commit.cache_clear()
+
+
+def test_no_git_gives_no_commit(monkeypatch):
+    import subprocess
+
+    from privfl import provenance
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", missing)
+    provenance.source_commit.cache_clear()
+    try:
+        assert provenance.source_commit() is None
+    finally:
+        provenance.source_commit.cache_clear()
