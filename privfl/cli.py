@@ -226,7 +226,7 @@ def data_summary(
     console = Console()
     title = f"{cfg.data.name}: {cfg.data.partition} partition, {data.num_clients} clients"
     console.print(summary_table(counts, title=title, width=console.width, max_rows=rows))
-    s = data.summary()
+    s = data.summary(counts)
     console.print(
         f"examples per client: min {s['min']}, mean {s['mean']:.1f}, max {s['max']}\n"
         f"classes per client: mean {s['classes_per_client_mean']:.2f} of {counts.shape[1]}"

@@ -11,7 +11,8 @@ runs/<name>/config.toml     the resolved config, every default written out
             partition.json  per-client example and label counts (label_counts, or
                             label_counts_sparse above 256 classes: label_counts_from_record)
             checkpoint.pt   the state to resume from
-            environment.json  versions, CPU, GEMM library and device of each process that ran rounds
+            environment.json  versions, source commit, CPU, GEMM library and device of each
+                              process that ran rounds
             plots/*.png
 """
 

@@ -134,10 +134,11 @@ class FederatedData:
         """Per-client training label histogram, shape ``(clients, classes)``."""
         return self.partition.label_counts(self.bundle.train.y.numpy(), self.bundle.num_classes)
 
-    def summary(self) -> dict[str, object]:
-        """Per-client example counts and their spread, for logs and run folders."""
+    def summary(self, counts: np.ndarray | None = None) -> dict[str, object]:
+        """Per-client example counts and their spread, for logs and run folders (``counts``:
+        :meth:`label_counts` when the caller has it already)."""
         sizes = self.partition.sizes()
-        counts = self.label_counts()
+        counts = self.label_counts() if counts is None else counts
         summary: dict[str, object] = {
             "clients": int(len(sizes)),
             "examples": sizes.tolist(),
@@ -154,7 +155,7 @@ class FederatedData:
         """``partition.json``: :meth:`summary` and the label histogram (``counts``, else
         :meth:`label_counts`) in the form of :func:`label_counts_record`."""
         counts = self.label_counts() if counts is None else counts
-        return {**self.summary(), **label_counts_record(counts)}
+        return {**self.summary(counts), **label_counts_record(counts)}
 
 
 # partition.json keeps the dense (clients, classes) label table up to this many classes, so
