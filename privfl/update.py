@@ -202,15 +202,31 @@ class RowFactors(Protocol):
         ...
 
 
-#: The attribute on a rows tensor written out from factors that names those factors: how a
-#: batch tells the factors' own rows from rows a stage put in their place.
+#: The attribute on a rows tensor written out from factors that names those factors and the
+#: tensor's version counter then: how a batch tells the factors' own rows from rows a stage
+#: put in their place or changed in place.
 _ROWS_OF = "_privfl_rows_of"
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter, which every in-place operation on it or a view of it bumps
+    (None for inference-mode tensors, which keep none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def _tag_rows(rows: torch.Tensor, factors: RowFactors) -> torch.Tensor:
     """``rows`` marked as the written-out form of ``factors`` (returned)."""
-    setattr(rows, _ROWS_OF, factors)
+    setattr(rows, _ROWS_OF, (factors, _version(rows)))
     return rows
+
+
+def _rows_are_own(rows: torch.Tensor, factors: RowFactors) -> bool:
+    """Whether ``rows`` are ``factors`` written out and unchanged since (no in-place edit)."""
+    tag = getattr(rows, _ROWS_OF, None)
+    return tag is not None and tag[0] is factors and tag[1] == _version(rows)
 
 
 class _Rows:
@@ -233,6 +249,32 @@ class _Rows:
         batch.__dict__[self._slot] = rows
 
 
+class _Factors:
+    """:attr:`UpdateBatch.factors`: the factors while the rows are not written or are still
+    their unchanged written-out form; None (for good) once the rows are anything else, so no
+    stage can change the updates, by a new tensor or in place, while FedAvg's mean still reads
+    the old ones."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, batch: UpdateBatch | None, owner: type | None = None) -> RowFactors | None:
+        if batch is None:
+            return None  # the dataclass field's default
+        factors = batch.__dict__.get(self._slot)
+        if factors is not None:
+            rows = batch._written_rows()
+            if rows is not None and not _rows_are_own(rows, factors):
+                # The rows are the updates now: given beside the factors (a stage clipped or
+                # noised the deltas with dataclasses.replace) or edited in place. Keeping the
+                # factors let FedAvg's mean average the unclipped updates under DP-FedAvg.
+                batch.__dict__[self._slot] = factors = None
+        return factors
+
+    def __set__(self, batch: UpdateBatch, factors: RowFactors | None) -> None:
+        batch.__dict__[self._slot] = factors
+
+
 @dataclass(frozen=True)
 class UpdateBatch:
     """The updates of a round stacked for vectorized stages.
@@ -249,7 +291,8 @@ class UpdateBatch:
         factors: the same updates in factored form (:class:`RowFactors`), or None. FedAvg's
             weighted mean and the finiteness check use them without writing the rows. They
             always describe ``deltas``: a batch built with rows that are not the factors' own
-            (``dataclasses.replace(batch, deltas=clipped)``, :meth:`with_deltas`) drops them,
+            (``dataclasses.replace(batch, deltas=clipped)``, :meth:`with_deltas`), or whose
+            written-out rows a stage changed in place (``batch.deltas.mul_(c)``), drops them,
             so no stage can change the updates while the mean still reads the old ones.
     """
 
@@ -261,18 +304,12 @@ class UpdateBatch:
     info: dict[str, Any] = field(default_factory=dict)
     encoded: EncodedUpdates | None = None
     dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    factors: RowFactors | None = None
+    factors: RowFactors | None = _Factors()  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        rows = self._written_rows()
-        if rows is None and self.factors is None:
+        # Reading ``factors`` drops them when the rows given are not their own (_Factors).
+        if self._written_rows() is None and self.factors is None:
             raise ValueError("an UpdateBatch needs its deltas or their factors")
-        if self.factors is not None and rows is not None:
-            if getattr(rows, _ROWS_OF, None) is not self.factors:
-                # New rows beside the old updates' factors (a stage clipped or noised the
-                # deltas with dataclasses.replace): the rows are the updates now. Keeping the
-                # factors let FedAvg's mean average the unclipped updates under DP-FedAvg.
-                object.__setattr__(self, "factors", None)
         if self.factors is not None and len(self.factors) != len(self.client_ids):
             raise ValueError(
                 f"{len(self.factors)} factored rows for {len(self.client_ids)} clients"

@@ -298,6 +298,37 @@ def test_rows_a_stage_puts_in_place_replace_the_factors():
     assert replace(part, deltas=part.deltas * 0).factors is None
 
 
+def test_rows_a_stage_changes_in_place_replace_the_factors():
+    """A stage that edits the written-out rows in place (the whole tensor or one row's view)
+    makes the rows the updates: FedAvg's mean must read them, not the factors of the updates
+    before the edit. Reading the rows (a norm, a copy) keeps the factors."""
+    f, want = _factored(7)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64) / 15
+    read = _batch(f)
+    torch.linalg.vector_norm(read.deltas, dim=1)
+    read.deltas.clone().mul_(3)
+    assert read.factors is f  # a read, or an edit of a copy, changes nothing
+
+    whole = _batch(f)
+    whole.deltas.mul_(0.5)
+    assert whole.factors is None
+    mean = WeightedMean().aggregate(whole, None).delta  # type: ignore[arg-type]
+    torch.testing.assert_close(mean.double(), w @ (want / 2), rtol=0, atol=1e-6)
+
+    one = _batch(f)
+    one.deltas[2].zero_()  # through a view of one row
+    zeroed = want.clone()
+    zeroed[2] = 0
+    mean = WeightedMean().aggregate(one, None).delta  # type: ignore[arg-type]
+    torch.testing.assert_close(mean.double(), w @ zeroed, rtol=0, atol=1e-6)
+
+    part = _batch(f).select(np.array([True, False, True, True, True]))
+    assert part.deltas.shape == (4, f.dim)  # written out from the selected factors
+    assert part.factors is not None
+    part.deltas[0].fill_(1.0)
+    assert part.factors is None and part.select(np.ones(4, dtype=bool)).factors is None
+
+
 DP_DEFENSES = {
     # clip far below the updates' norms (~1): every update is clipped
     "central, noise 0": {"mode": "central", "noise_multiplier": 0.0, "clip": 0.05},
