@@ -16,6 +16,7 @@ import re
 import torch
 
 from privfl.errors import ConfigError
+from privfl.seeding import derive_seed
 
 #: The values ``[federation] device`` accepts.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -59,13 +60,16 @@ def generator_on(device: torch.device, generator: torch.Generator) -> torch.Gene
     """A generator for sampling on ``device`` that follows from ``generator``'s stream.
 
     On the CPU it is ``generator`` itself. On a GPU (whose kernels take only a generator of
-    their own device) it is a device generator seeded with the next 63-bit draw of
-    ``generator``, so a run's device-side noise is as reproducible from its seed as the CPU's,
-    though not the same numbers.
+    their own device) it is a device generator seeded from ``generator``'s seed
+    (``initial_seed``, the stream's own, e.g. ``(seed, "client", round, client)``) without
+    drawing from it, so a run's device-side noise is as reproducible from its seed as the
+    CPU's, though not the same numbers, and the CPU stream's own draws (DP-SGD's Poisson lots)
+    are the CPU run's. (A first draw off the stream shifted every lot: a GPU run then trained
+    other examples than the CPU run.)
     """
     if device.type == "cpu":
         return generator
-    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    seed = derive_seed(generator.initial_seed(), "device", device.type)
     return torch.Generator(device=device).manual_seed(seed)
 
 

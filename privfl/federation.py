@@ -327,7 +327,9 @@ class Federation:
 
         ids = batch.client_ids.tolist()
         bs = self.config.evaluation.batch_size
-        f = client_start_losses(self.model, self.spec, self.params, self.data, ids, bs)
+        # On the run's device, as the clients' training (the CPU run's self.model there).
+        model = self._model_on_device()
+        f = client_start_losses(model, self.spec, self.params, self.data, ids, bs)
         return replace(batch, metrics={**batch.metrics, START_LOSS: f})
 
     # ------------------------------------------------------------------ budget
@@ -460,7 +462,7 @@ class Federation:
                 idx = self.data.partition.test_indices
                 record.update(federated_evaluate(model, train.x, train.y, idx, ev.batch_size))
             for evaluator in self.stages.evaluators:
-                record.update(evaluator.evaluate(self.model, ctx))
+                record.update(evaluator.evaluate(model, ctx))  # on the device, as the test
         record.update(info)
         for scorer in self.stages.scorers:
             record.update(scorer.score(record, ctx))

@@ -63,6 +63,25 @@ def test_on_the_cpu_the_generator_is_the_clients_own_stream():
     assert generator_on(torch.device("cpu"), g) is g
 
 
+def test_a_device_generator_draws_nothing_from_the_clients_stream(monkeypatch):
+    # The CUDA branch of generator_on, run here with a CPU generator standing in for the
+    # device's (torch.Generator(device=...) is the only device call in it). Were it to draw
+    # its seed from the stream, DP-SGD's Poisson lots (the stream's later draws) would shift
+    # on a GPU and the run train other examples than the CPU run.
+    real = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: real())
+    g = torch_generator(0, "client", 1, 2)
+    before = g.get_state()
+    on_gpu = generator_on(torch.device("cuda"), g)
+    assert on_gpu is not g
+    assert torch.equal(g.get_state(), before)
+    again = generator_on(torch.device("cuda"), torch_generator(0, "client", 1, 2))
+    other = generator_on(torch.device("cuda"), torch_generator(0, "client", 1, 3))
+    first = torch.randn(4, generator=on_gpu)
+    assert torch.equal(first, torch.randn(4, generator=again))  # reproducible from the seed
+    assert not torch.equal(first, torch.randn(4, generator=other))  # each client its own
+
+
 def test_device_cpu_gives_the_default_runs_numbers():
     runs = []
     for device in ("auto", "cpu"):

@@ -324,12 +324,17 @@ def _one_run(
     callback: Callback | None,
 ) -> Reconstruction:
     threat = target.threat
-    x = torch.randn((d, *threat.input_shape), generator=generator).requires_grad_(True)
+    # Drawn on the CPU generator (the batched path's order), optimised where the weights are.
+    device = next(iter(target.params.values())).device
+    x = torch.randn((d, *threat.input_shape), generator=generator).to(device).requires_grad_(True)
     variables = [x]
     soft = None
     if labels is None:
-        soft = torch.randn((d, threat.num_classes), generator=generator).requires_grad_(True)
+        soft = torch.randn((d, threat.num_classes), generator=generator)
+        soft = soft.to(device).requires_grad_(True)
         variables.append(soft)
+    else:
+        labels = labels.to(device)  # recovered on the CPU (recover_labels)
     opt = torch.optim.LBFGS(variables, lr=lr)
     best = {
         "loss": math.inf,

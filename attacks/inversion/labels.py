@@ -96,6 +96,7 @@ def mean_prediction(
     ``(num_classes,)``: the attacker's stand-in for the mean prediction on the client's data."""
     lo, hi = input_range
     x = lo + (hi - lo) * torch.rand((samples, *input_shape), generator=generator)
+    x = x.to(next(iter(params.values()), x).device)  # drawn on the CPU stream, run by the weights
     with torch.no_grad():
         logits = functional_call(model, params, (x,))
     return torch.softmax(logits.double(), dim=1).mean(dim=0)
@@ -130,7 +131,8 @@ def label_counts(
             "label-count recovery for batches > 1 reads the final layer's bias gradient; "
             "this model's final linear layer has no bias"
         )
-    est = num_examples * (mean_p - grads[layer.bias].double()).clamp(min=0.0)
+    # On the CPU whatever the attack's device: the rounding below ends in numpy.
+    est = num_examples * (mean_p.cpu() - grads[layer.bias].double().cpu()).clamp(min=0.0)
     if float(est.sum()) <= 0:
         est = torch.ones_like(est)
     est = est * (num_examples / est.sum())

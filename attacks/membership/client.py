@@ -88,7 +88,11 @@ class ClientMembershipObserver(Observer):
         pop = Population.of(b.train.x, b.train.y, b.test.x, b.test.y, held)
         count = 2 * min(self.cfg.candidates // 2, len(held), len(b.test.y))
         target = self._model(w + batch.deltas[row])
-        shadows = None if self.cfg.method == "loss" else self._shadow_trainer(w, client, view, pop)
+        shadows = (
+            None
+            if self.cfg.method == "loss"
+            else self._shadow_trainer(w, client, view, pop, ctx.device)
+        )
         about = {"round": view.round, "client": client, "channel": view.channel, "status": "ok"}
         if count < self.cfg.candidates:
             about["note"] = (
@@ -107,25 +111,29 @@ class ClientMembershipObserver(Observer):
         self.spec.load_into(model, params)
         return model.eval()
 
-    def _shadow_trainer(self, w: torch.Tensor, client: int, view: ServerView, pop: Population):
+    def _shadow_trainer(
+        self, w: torch.Tensor, client: int, view: ServerView, pop: Population, device: torch.device
+    ):
         if self._trainer is None:  # built once, when the first update is attacked
             self._trainer = self.trainer()
         trainer = self._trainer
         pop_x, pop_y = pop.x, pop.y
 
         def train(ids: np.ndarray, seed: int) -> nn.Module:
-            model = self.make_model()
+            # The shadow trains on the run's device, as the clients do; it is queried on the
+            # CPU, as the target.
+            model = self.make_model().to(device)
             delta, _ = trainer.train(
                 model,
                 self.spec,
-                w,
-                pop_x[ids],
-                pop_y[ids],
+                w.to(device),
+                pop_x[ids].to(device),
+                pop_y[ids].to(device),
                 torch_generator(seed, "membership-shadow"),
                 client_id=client,
                 round=view.round,
             )
-            return self._model(w + delta)
+            return self._model(w + delta.cpu())
 
         return train
 

@@ -174,14 +174,15 @@ class DecentralizedRun(Federation):
         if last or r % ev.every == 0:
             test = self.data.bundle.test
             self.spec.load_into(self.model, self.params)
+            model = self._model_on_device()  # self.model on the CPU, else its device copy
             vocab = self.data.bundle.vocab  # text: perplexity; word accuracy without pad/oov/...
-            record.update(evaluate_test(self.model, test.x, test.y, vocab, ev.batch_size))
+            record.update(evaluate_test(model, test.x, test.y, vocab, ev.batch_size))
             if ev.federated_every and (last or r % ev.federated_every == 0):
                 train, idx = self.data.bundle.train, self.data.partition.test_indices
-                record.update(federated_evaluate(self.model, train.x, train.y, idx, ev.batch_size))
+                record.update(federated_evaluate(model, train.x, train.y, idx, ev.batch_size))
             for evaluator in self.stages.evaluators:
-                record.update(evaluator.evaluate(self.model, ctx))
-            record.update(self._node_accuracy(test.x, test.y, vocab, ev.batch_size))
+                record.update(evaluator.evaluate(model, ctx))
+            record.update(self._node_accuracy(model, test.x, test.y, vocab, ev.batch_size))
             self.spec.load_into(self.model, self.params)
         record.update(info)
         for scorer in self.stages.scorers:
@@ -189,15 +190,21 @@ class DecentralizedRun(Federation):
         return record
 
     def _node_accuracy(
-        self, x: torch.Tensor, y: torch.Tensor, vocab: Vocabulary | None, batch_size: int
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        vocab: Vocabulary | None,
+        batch_size: int,
     ) -> dict[str, Any]:
-        """Each node's own model on the test set: the mean, and the mean of the worst
-        ``ceil(10%)`` (the fairness figure of Li et al., ICLR 2020) of their accuracies (on
-        words, the accuracy ``test_accuracy`` reports: without pad, oov, bos and eos)."""
+        """Each node's own model on the test set, loaded into ``model`` (on the run's device)
+        in turn: the mean, and the mean of the worst ``ceil(10%)`` (the fairness figure of Li
+        et al., ICLR 2020) of their accuracies (on words, the accuracy ``test_accuracy``
+        reports: without pad, oov, bos and eos)."""
         acc = np.empty(self.gossip.num_nodes)
         for i, row in enumerate(self.nodes):  # one test pass per node, vectorized inside
-            self.spec.load_into(self.model, row)
-            acc[i] = evaluate_test(self.model, x, y, vocab, batch_size)["test_accuracy"]
+            self.spec.load_into(model, row)
+            acc[i] = evaluate_test(model, x, y, vocab, batch_size)["test_accuracy"]
         worst = np.sort(acc)[: max(1, math.ceil(0.1 * len(acc)))]
         return {
             "node_accuracy_mean": float(acc.mean()),
