@@ -48,6 +48,23 @@ def _import_ray() -> Any:
     return ray
 
 
+def _actor_device(device: torch.device, federation: FederationConfig | None) -> torch.device:
+    """Where the actors train: their CPUs. Ray gives an actor no GPU unless it asks for one
+    (``num_gpus``), and these ask for one CPU each, so ``federation.device = "cuda"`` is refused
+    here rather than trained on the CPU under a config that says cuda; ``"auto"`` that found a
+    GPU trains on the CPUs, and says so."""
+    if device.type == "cpu":
+        return device
+    name = federation.device if federation is not None else str(device)
+    if name != "auto":
+        raise ConfigError(
+            f"federation.device = {name!r}: the ray engine trains on its actors' CPUs; "
+            "use engine = 'sequential', 'vectorized' or 'auto' on a GPU, or device = 'cpu'"
+        )
+    log.info("ray engine: the actors train on their CPUs (device = 'auto' found %s)", device)
+    return torch.device("cpu")
+
+
 class _Worker:
     """A Ray actor's state: the data, one worker model and the trainer, kept across rounds."""
 
@@ -85,6 +102,7 @@ class RayEngine(Engine):
         federation: FederationConfig | None = None,
     ) -> None:
         super().__init__(make_model, spec, data, trainer, seed, federation)
+        self.device = _actor_device(self.device, federation)
         ray = self._ray = _import_ray()
         opts = (federation.ray if federation is not None else None) or RayConfig()
         self._started = False

@@ -21,6 +21,22 @@ def test_ray_section_only_with_the_ray_engine():
         small_config(federation={"engine": "sequential", "ray": {"address": "auto"}})
 
 
+def test_the_actors_train_on_their_cpus_and_refuse_an_explicit_gpu(monkeypatch, caplog):
+    """Ray's actors here hold one CPU each and no GPU: a config that says cuda is refused, not
+    trained on the CPU; auto that found a GPU trains on the CPUs and says so."""
+    from privfl.engine.ray import _actor_device
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    fed = small_config().federation
+    assert _actor_device(cpu, fed) == cpu
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match=f"device = '{name}': the ray engine trains"):
+            _actor_device(gpu, fed.model_copy(update={"device": name}))
+    with caplog.at_level("INFO", logger="privfl.engine.ray"):
+        assert _actor_device(gpu, fed.model_copy(update={"device": "auto"})) == cpu
+    assert "actors train on their CPUs" in caplog.text
+
+
 @pytest.mark.slow
 def test_local_ray_instance_gives_the_sequential_model():
     pytest.importorskip("ray")
