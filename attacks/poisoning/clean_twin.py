@@ -60,7 +60,10 @@ class CleanTwin(Scorer):
     def state_dict(self) -> dict[str, Any]:
         if self._twin is None:
             return {} if self._pending is None else dict(self._pending)
-        return self._twin.state_dict()
+        # Without the twin's round records: only each round's test accuracy is read from
+        # them, as it is made, and a checkpoint that carried them all would grow by one
+        # record a round (as the run's own did until its records moved to metrics.jsonl).
+        return self._twin.state_dict(metrics=False)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

@@ -98,6 +98,11 @@ def test_resume_continues_the_attacked_run_and_its_twin(make_config, tmp_path):
     fed.folder.write_toml(RunFile.CONFIG, cfg.to_toml_dict())
     fed.run_round()
     fed.run_round()
+    # The twin's state in the checkpoint holds no round records (they would grow it by one a
+    # round): the twin's model and round, without which the resumed twin could not continue.
+    stages = fed.folder.load_checkpoint()["stages"]
+    (twin,) = (v for k, v in stages.items() if k.endswith(":CleanTwin"))
+    assert "metrics" not in twin and twin["round"] == 2
     resumed = privfl.resume(tmp_path / cfg.name, progress=False)
     assert resumed.metrics == whole.metrics
     assert torch.equal(resumed.params, whole.params)
