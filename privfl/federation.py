@@ -271,9 +271,16 @@ class Federation:
     # (shared with the decentralized runner, privfl.decentralized.runner)
 
     def _begin_round(self) -> tuple[int, float, RoundPlan]:
-        """The next round's number, start time and plan; a round past a budget stop is an
-        error."""
+        """The next round's number, start time and plan; a round past the configured last or
+        a budget stop is an error."""
         r = self.round + 1
+        last = self.config.federation.rounds
+        if r > last:
+            raise PrivflError(
+                f"run_round called past the run's last round (federation.rounds = {last}): "
+                "its plan (attack rounds, DP calibration, the final evaluation) ends there; "
+                "raise federation.rounds to train longer"
+            )
         t0 = time.perf_counter()
         plan = self.plan_round(r)
         if plan.stop is not None:

@@ -166,7 +166,7 @@ def test_poisson_cohorts_have_rate_q_and_empty_rounds_leave_the_model_unchanged(
     assert len(set(sizes.tolist())) > 5
     cfg = small_config(
         data={"clients": 40},
-        federation={"rounds": 1, "clients_per_round": 1, "sampling": "poisson"},
+        federation={"rounds": 1000, "clients_per_round": 1, "sampling": "poisson"},
     )
     fed = Federation(cfg)
     empty = next(r for r in range(1, 1000) if len(fed.sampler.sample(r)) == 0)
@@ -229,3 +229,23 @@ def test_fedavg_on_mcmahan_pathological_shards_learns_but_lags_iid():
     acc_i = _accuracies({"clients": 50}, fed)
     assert max(acc_s[-10:]) >= 0.85
     assert acc_i[9] - acc_s[9] >= 0.2
+
+
+def test_run_round_past_the_last_configured_round_is_refused():
+    """The plan (attack rounds, DP calibration, the last round's evaluation) ends at
+    ``federation.rounds``; a round past it must not run quietly with a plan that does not
+    cover it. The decentralized runner is the same loop."""
+    from privfl.decentralized.runner import DecentralizedRun
+
+    for cls, extra in (
+        (Federation, {}),
+        (DecentralizedRun, {"topology": "ring", "clients_per_round": 10}),
+    ):
+        fed = cls(small_config(federation={"rounds": 2, **extra}))
+        while not fed.done:
+            fed.run_round()
+        assert fed.round == 2
+        before = fed.params.clone()
+        with pytest.raises(privfl.PrivflError, match=r"past the run's last round \(federation"):
+            fed.run_round()
+        assert fed.round == 2 and torch.equal(fed.params, before)
