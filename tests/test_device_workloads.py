@@ -15,8 +15,11 @@ own logic on a machine without a GPU (with a plugin that drops the ``gpu`` skip)
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +31,29 @@ from privfl.config import apply_overrides, config_from_dict
 from privfl.decentralized.runner import runner_class
 
 pytestmark = pytest.mark.gpu
+
+
+def _twin(path: str):
+    """The CPU test module ``tests/<path>`` whose setup a test here runs on the GPU, imported
+    as pytest's default ("prepend") import mode imports it: its folder on ``sys.path``, by its
+    file name. So it is the module object pytest collects, its own imports of its neighbours
+    resolve, and no top-level package of this repository (``attacks``) shadows its folder.
+    Bound to a name without ``test``, so pytest does not collect its tests here again."""
+    folder = str(Path(__file__).parent / Path(path).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(Path(path).stem)
+
+
+batched_cnn = _twin("engine/test_batched_cnn.py")
+decentralized = _twin("decentralized/test_runner.py")
+heterogeneous = _twin("heterogeneity/test_heterogeneous_clients.py")
+qffl = _twin("fairness/test_qffl.py")
+contributions = _twin("incentives/test_contributions.py")
+inversion = _twin("attacks/inversion/test_inversion_observer.py")
+text_runs = _twin("attacks/inversion/test_inversion_text_runs.py")
+membership = _twin("attacks/membership/test_membership_client.py")
+one_run_audit = _twin("audit/test_one_run_audit.py")
 
 #: The device the second run of each test uses.
 OTHER = os.environ.get("PRIVFL_GPU_TEST_DEVICE", "cuda")
@@ -75,17 +101,14 @@ def _same_model(cpu, gpu, atol: float = 1e-4) -> None:
 
 # ---------------------------------------------------------------- training, both engines
 
-CNN = {"name": "cnn", "channels": [4, 6], "hidden": [8], "norm": "none"}
+CNN = batched_cnn.CNN
 
 
 @pytest.mark.parametrize("norm", ["none", "group"])
 @pytest.mark.parametrize("engine", ["sequential", "vectorized"])
 def test_a_cnn_on_the_gpu_learns_the_cpu_runs_model(engine, norm):
     # tests/engine/test_batched_cnn.py::test_vectorized_cnn_gives_the_sequential_model, "plain"
-    cfg = small_config(
-        model={**CNN, "norm": norm},
-        federation={"rounds": 2, "clients_per_round": 4, "batch_size": 16, "lr": 0.1},
-    )
+    cfg = batched_cnn._cnn_config("plain", norm)
     cpu, gpu = _runs(cfg, engine=engine)
     assert gpu.engine.trains_with == engine  # the batched CNN kernel, not a fallback
     _same_model(cpu, gpu)
@@ -101,18 +124,7 @@ def test_dp_sgd_on_a_cnn_on_the_gpu_learns_the_cpu_runs_model(engine, noise):
     # (GroupNorm). The Poisson lots come from the clients' CPU streams on both devices; the
     # vectorized engine's noise too (the same numbers), Opacus' on the device (other
     # numbers: see the next test), so the sequential engine is compared without noise.
-    cfg = small_config(
-        model={**CNN, "norm": "group"},
-        data={"partition": "dirichlet", "alpha": 0.5, "clients": 10},
-        federation={
-            "rounds": 2,
-            "clients_per_round": 3,
-            "batch_size": 12,
-            "lr": 0.5,
-            "momentum": 0.5,
-        },
-        defense={"dp": {"mode": "sample", "noise_multiplier": noise, "clip": 0.3}},
-    )
+    cfg = batched_cnn._dp_cnn_config(noise, "group")
     cpu, gpu = _runs(cfg, engine=engine)
     assert gpu.engine.trains_with == engine
     _same_model(cpu, gpu)
@@ -217,29 +229,7 @@ def test_distributed_dp_on_the_gpu_runs_the_cpu_runs_rounds():
 def test_a_ring_on_the_gpu_learns_the_cpu_runs_nodes(engine):
     # tests/decentralized/test_runner.py's _config("ring", rounds=3): node models trained on
     # the device from their own starts, gossip on the CPU, every node tested on the device.
-    cfg = config_from_dict(
-        {
-            "name": "d",
-            "seed": 1,
-            "data": {
-                "name": "synthetic",
-                "samples": 1000,
-                "shape": [12],
-                "classes": 4,
-                "partition": "iid",
-                "clients": 8,
-            },
-            "model": {"name": "mlp", "hidden": [16]},
-            "federation": {
-                "rounds": 3,
-                "clients_per_round": 8,
-                "local_epochs": 1,
-                "batch_size": 25,
-                "lr": 0.1,
-                "topology": "ring",
-            },
-        }
-    )
+    cfg = decentralized._config("ring", rounds=3)
     cpu, gpu = _runs(cfg, engine=engine)
     _same_model(cpu, gpu)
     assert torch.allclose(cpu.nodes, gpu.nodes, atol=1e-4, rtol=0)
@@ -251,19 +241,7 @@ def test_a_ring_on_the_gpu_learns_the_cpu_runs_nodes(engine):
 def test_heterogeneous_clients_on_the_gpu_learn_the_cpu_runs_model():
     # tests/heterogeneity/test_heterogeneous_clients.py::test_deadline_drops_exactly_...
     # The steps and the stragglers come from numpy streams: the same on both devices.
-    cfg = small_config(
-        federation={
-            "rounds": 3,
-            "clients_per_round": 6,
-            "heterogeneity": {
-                "local_steps": "uniform(1, 20)",
-                "speeds": [1.0, 4.0],
-                "deadline": 6.0,
-                "normalization": "fednova",
-            },
-        },
-    )
-    cpu, gpu = _runs(cfg)
+    cpu, gpu = _runs(heterogeneous._deadline_config())
     _same_model(cpu, gpu)
     for a, b in zip(cpu.metrics, gpu.metrics, strict=True):
         assert a["dropped"] == b["dropped"] and a["stragglers"] == b["stragglers"]
@@ -272,31 +250,7 @@ def test_heterogeneous_clients_on_the_gpu_learn_the_cpu_runs_model():
 def test_qffl_on_the_gpu_learns_the_cpu_runs_model():
     # tests/fairness/test_qffl.py's _tiny(q=1): the start losses F_k(w) are computed on the
     # device (Federation._with_start_loss), the q-FedAvg step on the CPU.
-    cfg = config_from_dict(
-        {
-            "name": "qffl",
-            "seed": 3,
-            "data": {
-                "name": "synthetic",
-                "samples": 120,
-                "shape": [1, 2, 2],
-                "classes": 3,
-                "partition": "dirichlet",
-                "alpha": 0.5,
-                "clients": 3,
-            },
-            "model": {"name": "mlp", "hidden": []},
-            "federation": {
-                "rounds": 2,
-                "clients_per_round": 3,
-                "local_epochs": 2,
-                "batch_size": 8,
-                "lr": 0.1,
-                "server_optimizer": "qffl",
-                "server_q": 1.0,
-            },
-        }
-    )
+    cfg = qffl._tiny(1.0)
     cpu, gpu = _runs(cfg)
     _same_model(cpu, gpu)
     for a, b in zip(cpu.metrics, gpu.metrics, strict=True):
@@ -308,19 +262,9 @@ def test_contributions_on_the_gpu_are_the_cpu_runs(tmp_path):
     # (loo). The valuation is the server's (CPU code); the updates it values come from the
     # device. Validation accuracies move in steps of 1/100: a model that differs by float
     # rounding may move a value by a step or two.
-    raw = {
-        "name": "inc",
-        "seed": 1,
-        "data": {"name": "digits", "partition": "iid", "clients": 10},
-        "model": {"name": "mlp", "hidden": [16]},
-        "federation": {"rounds": 3, "clients_per_round": 5, "local_epochs": 1, "lr": 0.1},
-        "evaluation": {"every": 3},
-        "incentives": {"method": "loo", "validation_size": 100},
-        "attack": {"poisoning": {"method": "free_rider", "fraction": 0.2, "clean_twin": False}},
-    }
     scores = []
     for i, device in enumerate(DEVICES):
-        cfg = _with_device(privfl.Config.model_validate(raw), device)
+        cfg = _with_device(contributions._free_riders("loo"), device)
         privfl.run(cfg, out=tmp_path / str(i), progress=False)
         out = json.loads((tmp_path / str(i) / "inc" / "contributions.json").read_text())
         scores.append({r["client"]: (r["score"], r["malicious"]) for r in out["records"]})
@@ -354,22 +298,7 @@ def test_gradient_inversion_runs_on_the_gpu_and_scores_as_on_the_cpu(method, tar
 
     monkeypatch.setattr(InversionTarget, "from_delta", classmethod(spy))
     iterations = 30 if method == "ig" else 1
-    cfg = config_from_dict(
-        {
-            "data": {"name": "digits", "partition": "iid", "clients": 1438},
-            "model": {"name": "mlp", "hidden": [32], "activation": "sigmoid", "init": "uniform"},
-            "federation": {
-                "rounds": 1,
-                "clients_per_round": 2,
-                "local_steps": 1,
-                "batch_size": 1,
-                "lr": 0.1,
-            },
-            "attack": {
-                "inversion": {"method": method, "iterations": iterations, "max_targets": targets}
-            },
-        }
-    )
+    cfg = inversion._one_example_clients(method=method, iterations=iterations, max_targets=targets)
     cpu, gpu = _runs(cfg)
     assert seen == ["cpu"] * targets + [OTHER] * targets
     assert len(cpu.attacks) == len(gpu.attacks) == targets
@@ -386,20 +315,7 @@ def test_the_token_attack_reads_the_gpu_runs_updates_as_the_cpus():
     # tests/attacks/inversion/test_inversion_text_runs.py's BASE (4 clients, not 10). The
     # attack reads the update on the CPU; an embedding row no example used gets a zero
     # gradient on both devices, so the exact threshold keeps precision 1 on both.
-    base = [
-        "data.name=pydoc",
-        "data.partition=natural",
-        "data.seq_len=40",
-        "model.name=char_lstm",
-        "model.hidden=64",
-        "model.layers=1",
-        "federation.rounds=1",
-        "federation.clients_per_round=4",
-        "federation.local_steps=10",
-        "federation.batch_size=16",
-        "federation.lr=1.0",
-        "attack.inversion.rounds=[1]",
-    ]
+    base = [*text_runs.BASE, "federation.clients_per_round=4"]
     cfg = config_from_dict(apply_overrides({"name": "tokens"}, base))
     cpu, gpu = ([r for r in run.attacks if r["attack"] == "tokens"] for run in _runs(cfg))
     assert len(cpu) == len(gpu) == 4
@@ -440,31 +356,16 @@ def test_membership_on_the_gpu_scores_as_on_the_cpu(target):
     # test_shadow_federations_train_on_the_vectorized_engine_... on its MLP (spawned runs, on
     # the device). The scores are logits on the CPU; a candidate whose score is within
     # rounding of another's may swap ranks with it: AUC within 0.05.
-    raw = {
-        "name": "m",
-        "seed": 0,
-        "data": {"name": "digits", "partition": "iid", "clients": 4, "test_fraction": 0.9},
-        "model": {"name": "mlp", "hidden": [128]},
-        "federation": {
-            "rounds": 2,
-            "clients_per_round": 4,
-            "local_epochs": 25,
-            "batch_size": 10,
-            "lr": 0.1,
-        },
-        "evaluation": {"every": 3},
-    }
     if target == "client":
         attack = {"method": "lira", "shadow_models": 8, "fixed_variance": True, "candidates": 60}
+        cfg = membership._config(attack, rounds=2)
     else:
-        raw["federation"].update(rounds=1, local_epochs=1)
         attack = {"method": "lira", "shadow_models": 4, "candidates": 20, "fixed_variance": True}
-    raw["attack"] = {"membership": {"target": target, **attack}}
+        cfg = membership._config({**attack, "target": "global"}, rounds=1, local_epochs=1)
     records = []
     for device in DEVICES:
-        cfg = _with_device(privfl.Config.model_validate(json.loads(json.dumps(raw))), device)
         torch.manual_seed(0)
-        (record,) = privfl.run(cfg, out=None, progress=False).attacks
+        (record,) = privfl.run(_with_device(cfg, device), out=None, progress=False).attacks
         records.append(record)
     a, b = records
     assert a.get("status") == b.get("status") and a["shadow_models"] == b["shadow_models"]
@@ -477,20 +378,7 @@ def test_the_one_run_audit_of_a_gpu_run_guesses_as_the_cpus(tmp_path):
     # whose score is within rounding of the guess threshold may fall on either side.
     results = []
     for i, device in enumerate(DEVICES):
-        cfg = privfl.Config(
-            name="open",
-            data={"name": "digits", "partition": "iid", "clients": 2, "test_fraction": 0.8},
-            model={"name": "mlp", "hidden": [256]},
-            federation={
-                "rounds": 6,
-                "clients_per_round": 2,
-                "local_epochs": 10,
-                "batch_size": 8,
-                "lr": 0.1,
-                "device": device,
-            },
-            audit={"method": "one_run", "canaries": 400, "guesses": 100},
-        )
+        cfg = _with_device(one_run_audit._config("open"), device)
         privfl.run(cfg, out=tmp_path / str(i), progress=False)
         results.append(json.loads((tmp_path / str(i) / "open" / "audit.json").read_text()))
     a, b = results

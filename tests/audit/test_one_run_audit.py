@@ -52,9 +52,11 @@ def test_guesses_count_what_they_should():
     assert wrong["correct"] == 0 and wrong["epsilon_lower_bound"] == 0.0
 
 
-def _run(tmp_path, name, **dp):
+def _config(name: str, **dp) -> privfl.Config:
+    """Two clients, ten local epochs a round for six rounds, 400 canaries; ``dp`` (if any) the
+    defense.dp section with mode sample (tests/test_device_workloads.py runs it on the GPU)."""
     defense = {"dp": {"mode": "sample", **dp}} if dp else {}
-    cfg = privfl.Config(
+    return privfl.Config(
         name=name,
         data={"name": "digits", "partition": "iid", "clients": 2, "test_fraction": 0.8},
         model={"name": "mlp", "hidden": [256]},
@@ -68,7 +70,10 @@ def _run(tmp_path, name, **dp):
         defense=defense,
         audit={"method": "one_run", "canaries": 400, "guesses": 100},
     )
-    privfl.run(cfg, out=tmp_path, progress=False)
+
+
+def _run(tmp_path, name, **dp):
+    privfl.run(_config(name, **dp), out=tmp_path, progress=False)
     return json.loads((tmp_path / name / "audit.json").read_text())
 
 

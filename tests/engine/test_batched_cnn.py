@@ -11,6 +11,7 @@ from conftest import small_config
 from torch import nn
 from torch.func import functional_call, vmap
 
+import privfl
 from privfl.accounting import import_opacus
 from privfl.engine import VectorizedEngine
 from privfl.engine.batched_cnn import BatchedCNN, CohortCNNSGD, _channels_last
@@ -312,11 +313,11 @@ ENGINE_CASES = {
 }
 
 
-@pytest.mark.parametrize("norm", ["none", "group"])
-@pytest.mark.parametrize("case", ENGINE_CASES)
-def test_vectorized_cnn_gives_the_sequential_model(case, norm, gemm_library):
+def _cnn_config(case: str, norm: str) -> privfl.Config:
+    """The CNN run of ``ENGINE_CASES[case]`` with ``norm`` (tests/test_device_workloads.py runs
+    the "plain" one on the GPU)."""
     extra = ENGINE_CASES[case]
-    cfg = small_config(
+    return small_config(
         model={**CNN, "norm": norm},
         data=extra.get("data", {}),
         federation={
@@ -327,6 +328,29 @@ def test_vectorized_cnn_gives_the_sequential_model(case, norm, gemm_library):
             **extra.get("federation", {}),
         },
     )
+
+
+def _dp_cnn_config(noise: float, norm: str, **dp) -> privfl.Config:
+    """DP-SGD on the CNN with ``norm``: Dirichlet clients, momentum, clip 0.3; ``dp`` adds to
+    the defense.dp section (tests/test_device_workloads.py runs it on the GPU)."""
+    return small_config(
+        model={**CNN, "norm": norm},
+        data={"partition": "dirichlet", "alpha": 0.5, "clients": 10},
+        federation={
+            "rounds": 2,
+            "clients_per_round": 3,
+            "batch_size": 12,
+            "lr": 0.5,
+            "momentum": 0.5,
+        },
+        defense={"dp": {"mode": "sample", "noise_multiplier": noise, "clip": 0.3, **dp}},
+    )
+
+
+@pytest.mark.parametrize("norm", ["none", "group"])
+@pytest.mark.parametrize("case", ENGINE_CASES)
+def test_vectorized_cnn_gives_the_sequential_model(case, norm, gemm_library):
+    cfg = _cnn_config(case, norm)
     seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
     assert not vec.engine.falls_back and vec.engine._cnn is not None
     moved = (seq.params - Federation(cfg).params).abs().max()
@@ -344,29 +368,11 @@ def test_vectorized_cnn_gives_the_sequential_model(case, norm, gemm_library):
 def test_vectorized_cnn_dp_sgd_gives_the_opacus_model(noise, norm, opacus):
     # Same seed: the same Poisson lots and noise draws as DPSGDTrainer on Opacus, so the
     # models agree to float rounding (noise 0: Opacus' clipping alone).
-    cfg = small_config(
-        model={**CNN, "norm": norm},
-        data={"partition": "dirichlet", "alpha": 0.5, "clients": 10},
-        federation={
-            "rounds": 2,
-            "clients_per_round": 3,
-            "batch_size": 12,
-            "lr": 0.5,
-            "momentum": 0.5,
-        },
-        # "hooks" drifted 0.08-0.13 from both here while the digits were stored with a unit
-        # channel stride, which PyTorch reads as channels-last: Opacus' hooks unfold assumes
-        # row-major (DPSGDTrainer now hands convolutions row-major inputs, and ArrayDataset
-        # keeps data row-major; the default "ew" failed on that layout too).
-        defense={
-            "dp": {
-                "mode": "sample",
-                "noise_multiplier": noise,
-                "clip": 0.3,
-                "grad_sample_mode": opacus,
-            }
-        },
-    )
+    # "hooks" drifted 0.08-0.13 from both here while the digits were stored with a unit
+    # channel stride, which PyTorch reads as channels-last: Opacus' hooks unfold assumes
+    # row-major (DPSGDTrainer now hands convolutions row-major inputs, and ArrayDataset
+    # keeps data row-major; the default "ew" failed on that layout too).
+    cfg = _dp_cnn_config(noise, norm, grad_sample_mode=opacus)
     seq, vec = _run(cfg, "sequential"), _run(cfg, "vectorized")
     assert not vec.engine.falls_back and vec.engine._dp._cnn is not None
     moved = (seq.params - Federation(cfg).params).abs().max()

@@ -40,21 +40,29 @@ def test_fednova_with_a_rule_it_replaces_is_rejected(defense, match):
         small_config(federation={"heterogeneity": {"normalization": "fednova"}}, defense=defense)
 
 
-def test_deadline_drops_exactly_the_clients_slower_than_it():
-    speeds, deadline = [1.0, 4.0], 6.0
-    cfg = small_config(
+SPEEDS, DEADLINE = [1.0, 4.0], 6.0
+
+
+def _deadline_config() -> privfl.Config:
+    """Three rounds of six clients, 1 to 20 local steps, every other client four times slower,
+    a deadline, FedNova (tests/test_device_workloads.py runs it on the GPU)."""
+    return small_config(
         federation={
             "rounds": 3,
             "clients_per_round": 6,
             "heterogeneity": {
                 "local_steps": "uniform(1, 20)",
-                "speeds": speeds,
-                "deadline": deadline,
+                "speeds": SPEEDS,
+                "deadline": DEADLINE,
                 "normalization": "fednova",
             },
         },
     )
-    fed = privfl.Federation(cfg)
+
+
+def test_deadline_drops_exactly_the_clients_slower_than_it():
+    speeds, deadline = SPEEDS, DEADLINE
+    fed = privfl.Federation(_deadline_config())
     trainer = fed.stages.trainer
     dropped_any = False
     for _ in range(3):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from inversion_fixtures import *  # noqa: F403 (the pytest fixtures; see that module)
 
+import privfl
 from privfl.attacks.inversion import (
     AttackSettings,
     InversionMethod,
@@ -20,6 +21,7 @@ from privfl.attacks.inversion import (
 )
 from privfl.attacks.inversion import observer as observer_module
 from privfl.client import LocalTraining, SGDTrainer
+from privfl.config import config_from_dict
 from privfl.runfolder import RunFolder
 from privfl.stages import ObserverContext
 from privfl.update import GroundTruth, ServerView, Update, UpdateBatch
@@ -149,19 +151,11 @@ def test_only_the_listed_rounds_are_attacked(digits_mlp):
     assert _observer(digits_mlp, rounds=(2, 3)).observe(view, ctx) == []
 
 
-def test_server_side_noise_does_not_protect_the_updates_the_server_sees(digits_mlp):
-    # Central DP adds noise to the aggregate *after* the server received the updates: the
-    # round loop hands observers the channel's view, so the attack is unaffected.
-    import privfl
-    from privfl.federation import Federation
-    from privfl.stages import AggregationResult, ServerTransform
-
-    class HugeNoise(ServerTransform):
-        def apply(self, result, ctx):
-            noise = 100.0 * torch.randn(result.delta.shape, generator=ctx.torch_rng("noise"))
-            return AggregationResult(result.delta + noise, result.excluded, result.info)
-
-    cfg = privfl.config.config_from_dict(
+def _one_example_clients(**inversion) -> privfl.Config:
+    """A run of one round on the digits, one example a client (1438 clients), two clients
+    attacked by ``attack.inversion = inversion`` (tests/test_device_workloads.py runs it on the
+    GPU)."""
+    return config_from_dict(
         {
             "data": {"name": "digits", "partition": "iid", "clients": 1438},
             "model": {"name": "mlp", "hidden": [32], "activation": "sigmoid", "init": "uniform"},
@@ -172,9 +166,23 @@ def test_server_side_noise_does_not_protect_the_updates_the_server_sees(digits_m
                 "batch_size": 1,
                 "lr": 0.1,
             },
-            "attack": {"inversion": {"method": "idlg", "iterations": 30}},
+            "attack": {"inversion": inversion},
         }
     )
+
+
+def test_server_side_noise_does_not_protect_the_updates_the_server_sees(digits_mlp):
+    # Central DP adds noise to the aggregate *after* the server received the updates: the
+    # round loop hands observers the channel's view, so the attack is unaffected.
+    from privfl.federation import Federation
+    from privfl.stages import AggregationResult, ServerTransform
+
+    class HugeNoise(ServerTransform):
+        def apply(self, result, ctx):
+            noise = 100.0 * torch.randn(result.delta.shape, generator=ctx.torch_rng("noise"))
+            return AggregationResult(result.delta + noise, result.excluded, result.info)
+
+    cfg = _one_example_clients(method="idlg", iterations=30)
     records, models = [], []
     for transforms in ([], [HugeNoise()]):
         fed = Federation(cfg)
