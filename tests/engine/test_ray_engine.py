@@ -26,6 +26,11 @@ def test_the_actors_train_on_their_cpus_and_refuse_an_explicit_gpu(monkeypatch, 
     trained on the CPU; auto that found a GPU trains on the CPUs and says so."""
     from privfl.engine.ray import _actor_device
 
+    # Through the run: the engine is built (and refuses) before Ray or CUDA is touched.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="device = 'cuda': the ray engine trains"):
+        Federation(small_config(federation={"engine": "ray", "device": "cuda"}))
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     fed = small_config().federation
     assert _actor_device(cpu, fed) == cpu
